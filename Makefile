@@ -1,0 +1,52 @@
+# The single entry point: `make run`, `make test`, `make lint`, `make bench`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+STAMP := $(VENV)/.installed
+# `make run ROOT=/srv/legacy` watches that tree; by default a demo tree under demo/.
+ROOT ?= $(CURDIR)/demo/legacy
+RUNDIR := $(CURDIR)/.run
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint format mypy bench demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP) install -e '.[dev]'
+	@# systemd-python builds only against libsystemd's headers; without them
+	@# importd falls back to its own sd_notify and stderr priority prefixes.
+	if pkg-config --exists libsystemd 2>/dev/null; then $(PIP) install -e '.[systemd]'; \
+	else echo "libsystemd-dev not found: skipping systemd-python (fallback logging/notify)"; fi
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@test -d $(CURDIR)/demo/legacy || $(PY) tools/demo_tree.py $(CURDIR)/demo/legacy
+
+run: $(STAMP) demo
+	@mkdir -p $(RUNDIR)
+	$(PY) tools/run_config.py --root '$(ROOT)' --state '$(RUNDIR)/state' > $(RUNDIR)/importd.toml
+	@echo "importd: watching $(ROOT); ask it with: $(VENV)/bin/importctl status"
+	exec $(VENV)/bin/importd run --config $(RUNDIR)/importd.toml
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check daemon ctl tests bench tools
+	$(VENV)/bin/ruff format --check daemon ctl tests bench tools
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format daemon ctl tests bench tools
+	$(VENV)/bin/ruff check --fix daemon ctl tests bench tools
+
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .run demo bench/out

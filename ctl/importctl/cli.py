@@ -1,0 +1,230 @@
+"""`importctl`: each command calls one client method and formats the answer.
+
+Exit codes: 0 ok, 1 the daemon answered with an error, 2 usage, 3 daemon unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from importctl import __version__
+from importctl.client import Client, ClientError, DaemonError, DaemonUnreachable
+from importctl.protocol import EXIT_DAEMON_ERROR, EXIT_UNREACHABLE
+
+F = TypeVar("F", bound=Callable[..., Any])
+_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {127: "\\x7f", 10: "\\n", 9: "\\t", 13: "\\r"}
+
+
+def shown(path: str) -> str:
+    """A path for a terminal: undecodable bytes as \\xNN, control characters escaped."""
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=True))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+class Context:
+    def __init__(self, socket: Path | None, timeout: float) -> None:
+        self.client = Client(socket, timeout)
+
+    def checked(self) -> Client:
+        return self.client
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--socket",
+    type=click.Path(path_type=Path),
+    envvar="IMPORTD_SOCKET",
+    default=None,
+    help="control socket (default: IMPORTD_SOCKET, /run/importd/control.sock, or the XDG runtime dir)",
+)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds to wait for the daemon")
+@click.version_option(__version__, prog_name="importctl")
+@click.pass_context
+def cli(ctx: click.Context, socket: Path | None, timeout: float) -> None:
+    """Ask importd what it knows of the legacy roots."""
+    ctx.obj = Context(socket, timeout)
+
+
+def _client(ctx: click.Context) -> Client:
+    obj = ctx.find_object(Context)
+    assert obj is not None
+    return obj.client
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Roots, file counts, queues and throughput."""
+    data = _client(ctx).status()
+    if as_json:
+        emit_json(data)
+        return
+    files = data["files"]
+    click.echo(f"importd {data['version']}, up {data['uptime_s']:.0f}s, catalog {data.get('catalog', '')}")
+    click.echo(
+        f"files: {files['present']} present ({human_bytes(data['bytes'])}), "
+        f"{files['missing']} missing, {files['error']} in error"
+    )
+    q = data["queue"]
+    click.echo(
+        f"queue: {q['settling']} settling, {q['hashing']} hashing; "
+        f"{data['hashed_files_per_s']:.1f} files/s, {data['hashed_mib_per_s']:.1f} MiB/s; "
+        f"{data['counters']['hashed_files']} hashed since start"
+    )
+    for root in data["roots"]:
+        line = f"  {root['name']:<16} {root['state']:<9} {root['files']:>9} files  {shown(root['path'])}"
+        click.echo(line)
+    last = data.get("last_scan")
+    if last:
+        click.echo(
+            f"last scan: {last['root']} {last['state']} at {last['finished'] or last['started']}: "
+            f"{last['files_seen']} seen, {last['changed']} changed, {last['vanished']} vanished"
+        )
+    for warning in data.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--wait", is_flag=True, help="wait until the scan ends, showing progress")
+@json_option
+@click.pass_context
+def scan(ctx: click.Context, target: str | None, wait: bool, as_json: bool) -> None:
+    """Reconcile ROOT (a root name), PATH (a folder or file under a root), or every root."""
+    client = _client(ctx)
+    if target and not os.path.isabs(target) and os.path.exists(target):
+        target = os.path.abspath(target)
+    started = client.scan(target)
+    scans = started["scans"]
+    if not wait:
+        if as_json:
+            emit_json(started)
+        else:
+            for s in scans:
+                click.echo(
+                    f"scan {s['scan_id']} of {s['root']}{'/' + shown(s['path']) if s['path'] else ''} queued"
+                )
+        return
+    tty = sys.stderr.isatty() and not as_json
+    final = []
+    for s in scans:
+        while True:
+            progress = client.scan_progress(s["scan_id"])
+            if tty:
+                click.echo(
+                    f"\r{progress['root']}: {progress['state']:<9} {progress['files_seen']:>9} seen "
+                    f"{progress['changed']:>7} changed {progress['pending']:>7} pending",
+                    nl=False,
+                    err=True,
+                )
+            if progress["state"] in ("completed", "failed", "skipped"):
+                break
+            time.sleep(0.2)
+        if tty:
+            click.echo("", err=True)
+        final.append(progress)
+    if as_json:
+        emit_json({"scans": final})
+    else:
+        for p in final:
+            click.echo(
+                f"{p['root']}: {p['state']}: {p['files_seen']} files seen, {p['changed']} changed, "
+                f"{p['vanished']} vanished, {p['errors']} unreadable"
+                + (f" ({p['message']})" if p["message"] else "")
+            )
+    if any(p["state"] != "completed" for p in final):
+        ctx.exit(EXIT_DAEMON_ERROR)
+
+
+@cli.command()
+@click.argument("query")
+@json_option
+@click.pass_context
+def find(ctx: click.Context, query: str, as_json: bool) -> None:
+    """Catalog rows for a PATH (file or folder) or a BLAKE3 HASH (or its prefix)."""
+    rows = _client(ctx).find(query)
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        digest = (r["blake3"] or "-")[:16]
+        click.echo(f"{r['status']:<8} {digest:<16} {human_bytes(r['size']):>10}  {shown(r['path'])}")
+        if r.get("error"):
+            click.echo(f"         error: {r['error']}")
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@json_option
+@click.pass_context
+def errors(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Files, folders and roots in error, with the reason."""
+    rows = _client(ctx).errors(limit)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no errors")
+    for r in rows:
+        click.echo(f"{r['kind']:<9} {shown(r['path'])}: {r['error']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; maps client errors to one stderr line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="importctl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("importctl: interrupted", err=True)
+        return 130
+    except DaemonUnreachable as exc:
+        click.echo(f"importctl: {exc}", err=True)
+        return EXIT_UNREACHABLE
+    except DaemonError as exc:
+        hint = {
+            "not_found": " (hint: importctl scan PATH, if it was added while importd was not looking)",
+            "busy": " (hint: retry in a moment)",
+            "internal": " (hint: journalctl -u importd)",
+        }.get(exc.code.value, "")
+        click.echo(f"importctl: {exc.code.value}: {exc.message}{hint}", err=True)
+        return EXIT_DAEMON_ERROR
+    except ClientError as exc:
+        click.echo(f"importctl: {exc}", err=True)
+        return EXIT_DAEMON_ERROR
+    except BrokenPipeError:
+        # `importctl find … | head`: the reader left; say nothing.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        click.echo("importctl: interrupted", err=True)
+        return 130
+    return 0

@@ -1,0 +1,118 @@
+"""The client library: one DEALER socket, timeouts, and error codes mapped to exceptions.
+
+DEALER, not REQ: a REQ socket is stuck after a timeout, and a client must never hang when the
+daemon is down. A fresh socket per call keeps replies from an earlier, timed-out call out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from importctl.protocol import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    Method,
+    Reply,
+    Request,
+    decode_reply,
+    default_socket_path,
+    endpoint_for,
+)
+
+DEFAULT_TIMEOUT_S = 10.0
+UNREACHABLE_HINT = "is importd running? try: systemctl status importd (or start it with: importd run)"
+
+
+class ClientError(Exception):
+    """Base of everything importctl shows to the operator as one line."""
+
+
+class DaemonUnreachable(ClientError):
+    pass
+
+
+class DaemonError(ClientError):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Client:
+    def __init__(self, socket_path: Path | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.socket_path = socket_path or default_socket_path(for_daemon=False)
+        self.timeout = timeout
+        self.daemon_version: str | None = None
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        reply = self.call_raw(Request(method=method, params=params or {}))
+        if not reply.ok:
+            raise DaemonError(reply.error_code or ErrorCode.INTERNAL, reply.error_message)
+        return reply.result
+
+    def call_raw(self, request: Request) -> Reply:
+        return self.send_frame(request.encode(), request.id)
+
+    def send_frame(self, frame: bytes, request_id: str | None = None) -> Reply:
+        """Send one raw frame and wait for the reply (tests use this for malformed input)."""
+        if not self.socket_path.exists():
+            raise DaemonUnreachable(f"no control socket at {self.socket_path}; {UNREACHABLE_HINT}")
+        if not os.access(self.socket_path, os.R_OK | os.W_OK):
+            raise DaemonUnreachable(
+                f"permission denied on {self.socket_path}; add yourself to the importd group "
+                "(usermod -aG importd $USER) or use sudo"
+            )
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        try:
+            sock.connect(endpoint_for(self.socket_path))
+            sock.send(frame)
+            deadline_ms = int(self.timeout * 1000)
+            while True:
+                if not sock.poll(deadline_ms, zmq.POLLIN):
+                    raise DaemonUnreachable(
+                        f"no answer from {self.socket_path} within {self.timeout:g}s; {UNREACHABLE_HINT}"
+                    )
+                frames = sock.recv_multipart()
+                payload = frames[-1]
+                try:
+                    reply = decode_reply(payload)
+                except Exception as exc:
+                    raise DaemonError(
+                        ErrorCode.INTERNAL, f"unreadable reply from the daemon: {exc}"
+                    ) from None
+                if request_id is None or reply.id in (request_id, None):
+                    break
+        finally:
+            sock.close(linger=0)
+        self.daemon_version = reply.daemon_version
+        return reply
+
+    # One method per API call: the CLI never builds a request by hand.
+    def status(self) -> dict[str, Any]:
+        return self.call(Method.STATUS)  # type: ignore[no-any-return]
+
+    def scan(self, target: str | None) -> dict[str, Any]:
+        return self.call(Method.SCAN, {"target": target})  # type: ignore[no-any-return]
+
+    def scan_progress(self, scan_id: int) -> dict[str, Any]:
+        return self.call(Method.SCAN_PROGRESS, {"scan_id": scan_id})  # type: ignore[no-any-return]
+
+    def find(self, query: str) -> list[dict[str, Any]]:
+        try:
+            cwd: str | None = os.getcwd()
+        except OSError:
+            cwd = None
+        return self.call(Method.FIND, {"query": query, "cwd": cwd})  # type: ignore[no-any-return]
+
+    def errors(self, limit: int = 1000) -> list[dict[str, Any]]:
+        return self.call(Method.ERRORS, {"limit": limit})  # type: ignore[no-any-return]
+
+
+__all__ = ["PROTOCOL_VERSION", "Client", "ClientError", "DaemonError", "DaemonUnreachable"]

@@ -1,0 +1,61 @@
+"""`importd`: parse arguments, load the configuration, run the service."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import anyio
+
+from importd import __version__
+from importd.config import EX_CONFIG, ConfigError, load_config
+
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="importd", description="Catalog legacy media trees in place.")
+    parser.add_argument("--version", action="version", version=f"importd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML file (default: IMPORTD_CONFIG or /etc/importd/importd.toml)",
+    )
+    check = sub.add_parser("check-config", help="validate the configuration and exit (78 if invalid)")
+    check.add_argument("--config", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"importd: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.command == "check-config":
+        print(f"importd: {config.source}: ok, {len(config.roots)} root(s)")
+        return 0
+
+    from importd.api.server import AlreadyRunning
+    from importd.journal import setup_logging
+    from importd.service import Service
+
+    setup_logging(config.log_level)
+    os.umask(0o007)
+    service = Service(config)
+    try:
+        anyio.run(service.run, backend="asyncio")
+    except AlreadyRunning as exc:
+        print(f"importd: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

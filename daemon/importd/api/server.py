@@ -1,0 +1,191 @@
+"""The ZeroMQ ROUTER loop. It knows no method by name: it decodes, validates against the
+protocol's parameter table, looks the method up in the handler table and replies. Every bad
+message gets an error reply and the loop keeps serving."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import zmq
+import zmq.asyncio
+
+from importctl.protocol import (
+    HARD_MAX_MESSAGE_BYTES,
+    METHOD_PARAMS,
+    ErrorCode,
+    ProtocolError,
+    Reply,
+    decode_request,
+    endpoint_for,
+    validate_params,
+)
+
+log = logging.getLogger("importd.api")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+MAX_IN_FLIGHT = 64
+
+
+class ApiError(Exception):
+    """Raised by a handler to answer with an error code (the message is shown to the operator)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class ControlSocket:
+    """Binds the ipc socket safely: a lock file stops a second daemon from silently taking the
+    endpoint over (libzmq lets a second bind win), and the socket file gets mode 0660 (libzmq
+    follows the umask)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+        self._lock_fd: int | None = None
+        self.ctx = zmq.asyncio.Context()
+        self.sock: zmq.asyncio.Socket | None = None
+
+    def bind(self) -> zmq.asyncio.Socket:
+        parent = self.path.parent
+        if not parent.exists():
+            parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another importd (pid {holder or '?'}) is serving {self.path}; stop it first "
+                "(systemctl stop importd) or use another control socket"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        if self.path.exists() or self.path.is_symlink():
+            self.path.unlink()  # stale: its owner is gone, since we hold the lock
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_MESSAGE_BYTES)
+        sock.bind(endpoint_for(self.path))
+        os.chmod(self.path, 0o660)
+        self.sock = sock
+        return sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.ctx.term()
+
+
+async def serve(sock: zmq.asyncio.Socket, handlers: Mapping[str, Handler], version: str) -> None:
+    in_flight = 0
+
+    async def reply(envelope: list[bytes], body: Reply) -> None:
+        try:
+            await sock.send_multipart([*envelope, body.encode()])
+        except zmq.ZMQError as exc:
+            log.debug("reply not sent: %s", exc)
+
+    async def handle(envelope: list[bytes], frame: bytes) -> None:
+        nonlocal in_flight
+        request_id: str | None = None
+        try:
+            request = decode_request(frame)
+            request_id = request.id
+            handler = handlers.get(request.method)
+            spec = METHOD_PARAMS.get(request.method)
+            if handler is None or spec is None:
+                raise ProtocolError(ErrorCode.INVALID, f"unknown method {request.method!r}", request_id)
+            validate_params(request.method, request.params, spec, request.id)
+            result = await handler(request.params)
+            await reply(envelope, Reply(request_id, True, result=result, daemon_version=version))
+        except ProtocolError as exc:
+            rid = exc.request_id or request_id
+            await reply(
+                envelope,
+                Reply(rid, False, error_code=exc.code, error_message=exc.message, daemon_version=version),
+            )
+        except ApiError as exc:
+            await reply(
+                envelope,
+                Reply(
+                    request_id, False, error_code=exc.code, error_message=exc.message, daemon_version=version
+                ),
+            )
+        except Exception as exc:
+            log.exception("handler failed")
+            await reply(
+                envelope,
+                Reply(
+                    request_id,
+                    False,
+                    error_code=ErrorCode.INTERNAL,
+                    error_message=f"{type(exc).__name__}: {exc}",
+                    daemon_version=version,
+                ),
+            )
+        finally:
+            in_flight -= 1
+
+    async with anyio.create_task_group() as tg:
+        while True:
+            try:
+                frames = await sock.recv_multipart(copy=True)
+            except zmq.ZMQError as exc:
+                log.warning("control socket receive failed: %s", exc)
+                await anyio.sleep(0.1)
+                continue
+            if len(frames) < 2:
+                continue  # no routing identity: nothing to reply to
+            # DEALER clients send [payload]; REQ clients add an empty delimiter frame.
+            envelope = [frames[0]]
+            body = frames[1:]
+            if body and body[0] == b"" and len(body) > 1:
+                envelope.append(b"")
+                body = body[1:]
+            if len(body) != 1:
+                await reply(
+                    envelope,
+                    Reply(
+                        None,
+                        False,
+                        error_code=ErrorCode.INVALID,
+                        error_message="a request is exactly one frame",
+                        daemon_version=version,
+                    ),
+                )
+                continue
+            if in_flight >= MAX_IN_FLIGHT:
+                await reply(
+                    envelope,
+                    Reply(
+                        None,
+                        False,
+                        error_code=ErrorCode.BUSY,
+                        error_message="too many requests in flight; retry shortly",
+                        daemon_version=version,
+                    ),
+                )
+                continue
+            in_flight += 1
+            tg.start_soon(handle, envelope, body[0])

@@ -1,0 +1,93 @@
+"""Catalog tables.
+
+A `files` row is one path under one root; a `contents` row is one distinct BLAKE3 digest. Paths
+are stored as the raw bytes the kernel gave us (`relpath`), so names that are not UTF-8 or that
+hold newlines round-trip exactly; `display_path` is a lossless text spelling for display and
+search. Rows are never deleted automatically: a file that disappears becomes `missing`.
+
+Only one live (present or error) row may exist per path (a partial unique index); any number of
+`missing` rows may share it, which keeps history when a path is reused.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, text
+from sqlmodel import Field, SQLModel
+
+STATUS_PRESENT = "present"
+STATUS_MISSING = "missing"
+STATUS_ERROR = "error"
+LIVE_STATUSES = (STATUS_PRESENT, STATUS_ERROR)
+
+
+class RootRow(SQLModel, table=True):
+    __tablename__ = "roots"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    path: str
+    # The end of the last complete reconcile: every present file under the root was seen then,
+    # so a file's effective last_seen is max(files.last_seen, this).
+    last_reconciled: float | None = None
+
+
+class ContentRow(SQLModel, table=True):
+    __tablename__ = "contents"
+
+    blake3: str = Field(primary_key=True, max_length=64)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    first_seen: float
+
+
+class FileRow(SQLModel, table=True):
+    __tablename__ = "files"
+    __table_args__ = (
+        Index(
+            "uq_files_live_path",
+            "root_id",
+            "relpath",
+            unique=True,
+            sqlite_where=text("status != 'missing'"),
+            postgresql_where=text("status != 'missing'"),
+        ),
+        Index("ix_files_inode", "dev", "inode"),
+        Index("ix_files_blake3", "blake3"),
+        Index("ix_files_status", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    root_id: int = Field(foreign_key="roots.id", index=True)
+    relpath: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    display_path: str
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    mtime_ns: int = Field(sa_column=Column(BigInteger, nullable=False))
+    inode: int = Field(sa_column=Column(BigInteger, nullable=False))
+    dev: int = Field(sa_column=Column(BigInteger, nullable=False))
+    blake3: str | None = Field(default=None, foreign_key="contents.blake3", max_length=64)
+    status: str = Field(max_length=16)
+    first_seen: float
+    last_seen: float
+    missing_since: float | None = None
+    error: str | None = None
+    hashed_at: float | None = None
+    last_verified: float | None = None
+
+
+class RunRow(SQLModel, table=True):
+    """One reconcile (later: import run, sweep) with its counts."""
+
+    __tablename__ = "runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    trigger: str = Field(max_length=32)
+    root_id: int | None = Field(default=None, foreign_key="roots.id")
+    target: str | None = None
+    status: str = Field(max_length=16)
+    started: float
+    finished: float | None = None
+    files_seen: int = 0
+    changed: int = 0
+    vanished: int = 0
+    errors: int = 0
+    detail: str | None = None

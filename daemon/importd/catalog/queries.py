@@ -1,0 +1,229 @@
+"""Read-side queries (and the few small writes run through `CatalogWriter.call`).
+
+All functions take a synchronous `Connection`; callers run them with `AsyncConnection.run_sync`
+so a query is one hop to the driver's thread, not one per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.engine import Connection
+
+from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, STATUS_PRESENT, FileRow, RootRow, RunRow
+from importd.catalog.writer import chunks
+from importd.paths import subtree_bounds
+from importd.pipeline.items import s64
+
+files = FileRow.__table__  # type: ignore[attr-defined]
+roots = RootRow.__table__  # type: ignore[attr-defined]
+runs = RunRow.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class KnownFile:
+    """What the catalog knows of one live path: enough for the quick check."""
+
+    row_id: int
+    size: int
+    mtime_ns: int
+    inode: int
+    dev: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityMatch:
+    row_id: int
+    root_id: int
+    relpath: bytes
+    size: int
+    mtime_ns: int
+    inode: int
+    dev: int
+    blake3: str | None
+    status: str
+
+
+def ensure_roots(conn: Connection, wanted: list[tuple[str, str]]) -> dict[str, int]:
+    """Create rows for configured roots (by name); a root whose path changed is updated."""
+    existing = {
+        name: (rid, path) for rid, name, path in conn.execute(select(roots.c.id, roots.c.name, roots.c.path))
+    }
+    ids: dict[str, int] = {}
+    for name, path in wanted:
+        if name in existing:
+            rid, old_path = existing[name]
+            if old_path != path:
+                conn.execute(update(roots).where(roots.c.id == rid).values(path=path))
+            ids[name] = rid
+        else:
+            res = conn.execute(roots.insert().values(name=name, path=path))
+            ids[name] = int(res.inserted_primary_key[0])  # type: ignore[index]
+    return ids
+
+
+def root_paths(conn: Connection) -> dict[int, tuple[str, str, float | None]]:
+    rows = conn.execute(select(roots.c.id, roots.c.name, roots.c.path, roots.c.last_reconciled))
+    return {rid: (name, path, last) for rid, name, path, last in rows}
+
+
+def mark_reconciled(conn: Connection, root_id: int, at: float) -> None:
+    conn.execute(update(roots).where(roots.c.id == root_id).values(last_reconciled=at))
+
+
+def snapshot(conn: Connection, root_id: int, prefix: bytes | None) -> dict[bytes, KnownFile]:
+    """Live rows of a root (or of the subtree at `prefix`), keyed by relpath."""
+    cond = and_(files.c.root_id == root_id, files.c.status != STATUS_MISSING)
+    if prefix:
+        low, high = subtree_bounds(prefix)
+        cond = and_(cond, ((files.c.relpath >= low) & (files.c.relpath < high)) | (files.c.relpath == prefix))
+    stmt = select(
+        files.c.relpath,
+        files.c.id,
+        files.c.size,
+        files.c.mtime_ns,
+        files.c.inode,
+        files.c.dev,
+        files.c.status,
+    ).where(cond)
+    result = conn.execute(stmt)
+    return {bytes(r[0]): KnownFile(r[1], r[2], r[3], r[4], r[5], r[6]) for r in result.tuples()}
+
+
+def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:
+    """Rows (any status) with one of the given (dev, inode) identities."""
+    wanted = {(s64(dev), s64(ino)) for dev, ino in keys}
+    inodes = sorted({ino for _, ino in wanted})
+    out: list[IdentityMatch] = []
+    for part in chunks(inodes):
+        rows = conn.execute(
+            select(
+                files.c.id,
+                files.c.root_id,
+                files.c.relpath,
+                files.c.size,
+                files.c.mtime_ns,
+                files.c.inode,
+                files.c.dev,
+                files.c.blake3,
+                files.c.status,
+            ).where(files.c.inode.in_(part))
+        )
+        for r in rows:
+            if (r.dev, r.inode) in wanted:
+                out.append(
+                    IdentityMatch(
+                        r.id,
+                        r.root_id,
+                        bytes(r.relpath),
+                        r.size,
+                        r.mtime_ns,
+                        r.inode,
+                        r.dev,
+                        r.blake3,
+                        r.status,
+                    )
+                )
+    return out
+
+
+def status_counts(conn: Connection) -> dict[int, dict[str, tuple[int, int]]]:
+    """{root_id: {status: (files, bytes)}}."""
+    rows = conn.execute(
+        select(
+            files.c.root_id, files.c.status, func.count(), func.coalesce(func.sum(files.c.size), 0)
+        ).group_by(files.c.root_id, files.c.status)
+    )
+    out: dict[int, dict[str, tuple[int, int]]] = {}
+    for root_id, status, count, size in rows:
+        out.setdefault(root_id, {})[status] = (int(count), int(size))
+    return out
+
+
+_FILE_COLUMNS = (
+    files.c.id,
+    files.c.root_id,
+    files.c.relpath,
+    files.c.size,
+    files.c.blake3,
+    files.c.status,
+    files.c.first_seen,
+    files.c.last_seen,
+    files.c.missing_since,
+    files.c.error,
+    files.c.mtime_ns,
+    files.c.inode,
+    files.c.dev,
+)
+
+
+def _rows(conn: Connection, cond: Any, limit: int) -> list[dict[str, Any]]:
+    stmt = (
+        select(*_FILE_COLUMNS).where(cond).order_by(files.c.root_id, files.c.relpath, files.c.id).limit(limit)
+    )
+    return [dict(r._mapping) | {"relpath": bytes(r.relpath)} for r in conn.execute(stmt)]
+
+
+def find_path(conn: Connection, root_id: int, relpath: bytes, limit: int) -> list[dict[str, Any]]:
+    """Rows at the path (live first, then its missing history), or below it when a folder."""
+    exact = _rows(conn, and_(files.c.root_id == root_id, files.c.relpath == relpath), limit)
+    if exact:
+        exact.sort(key=lambda r: (r["status"] == STATUS_MISSING, -(r["missing_since"] or 0)))
+        return exact
+    low, high = subtree_bounds(relpath) if relpath else (b"", b"\xff" * 8)
+    return _rows(
+        conn, and_(files.c.root_id == root_id, files.c.relpath >= low, files.c.relpath < high), limit
+    )
+
+
+def find_hash(conn: Connection, prefix: str, limit: int) -> list[dict[str, Any]]:
+    prefix = prefix.lower()
+    if len(prefix) == 64:
+        cond = files.c.blake3 == prefix
+    else:
+        cond = and_(files.c.blake3 >= prefix, files.c.blake3 < prefix + "g")
+    return _rows(conn, cond, limit)
+
+
+def error_rows(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    return _rows(conn, files.c.status == STATUS_ERROR, limit)
+
+
+def start_run(
+    conn: Connection, kind: str, trigger: str, root_id: int | None, target: str | None, at: float
+) -> int:
+    res = conn.execute(
+        runs.insert().values(
+            kind=kind, trigger=trigger, root_id=root_id, target=target, status="running", started=at
+        )
+    )
+    return int(res.inserted_primary_key[0])  # type: ignore[index]
+
+
+def finish_run(conn: Connection, run_id: int, values: dict[str, Any]) -> None:
+    conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+
+
+def abandon_running(conn: Connection, at: float) -> int:
+    """Runs left `running` by a crash: the start-up reconcile redoes their work."""
+    res = conn.execute(
+        update(runs).where(runs.c.status == "running").values(status="interrupted", finished=at)
+    )
+    return res.rowcount or 0
+
+
+def last_runs(conn: Connection, kind: str, limit: int) -> list[dict[str, Any]]:
+    stmt = select(runs).where(runs.c.kind == kind).order_by(runs.c.id.desc()).limit(limit)
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+__all__ = [
+    "STATUS_ERROR",
+    "STATUS_MISSING",
+    "STATUS_PRESENT",
+    "IdentityMatch",
+    "KnownFile",
+]

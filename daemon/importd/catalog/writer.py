@@ -1,0 +1,420 @@
+"""The single catalog writer.
+
+Every change to the catalog goes through one task that drains its queue into batches and applies
+each batch in one transaction with set-based statements (a handful of queries per batch, not per
+file). A kill -9 loses at most the uncommitted batch; the next start-up reconcile redoes it, and
+the partial unique index on live paths makes a replay unable to duplicate a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from importd.catalog.models import (
+    STATUS_ERROR,
+    STATUS_MISSING,
+    STATUS_PRESENT,
+    ContentRow,
+    FileRow,
+)
+from importd.paths import display, subtree_bounds
+from importd.pipeline.items import (
+    CatalogOp,
+    FileFailure,
+    HashedFile,
+    MovedFile,
+    Vanished,
+    VanishedRows,
+    s64,
+)
+
+log = logging.getLogger("importd.catalog")
+
+files = FileRow.__table__  # type: ignore[attr-defined]
+contents = ContentRow.__table__  # type: ignore[attr-defined]
+
+T = TypeVar("T")
+BATCH_MAX = 4000
+# SQLite's default limit on bound parameters is 32766; stay far below for IN lists.
+IN_CHUNK = 900
+
+
+def chunks(seq: Sequence[T], size: int = IN_CHUNK) -> Iterable[Sequence[T]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+@dataclass
+class BatchResult:
+    inserted: int = 0
+    updated: int = 0
+    moved: int = 0
+    revived: int = 0
+    errors: int = 0
+    vanished: int = 0
+    hashed_files: int = 0
+    hashed_bytes: int = 0
+    touched_roots: set[int] = field(default_factory=set)
+
+    def add(self, other: BatchResult) -> None:
+        for name in (
+            "inserted",
+            "updated",
+            "moved",
+            "revived",
+            "errors",
+            "vanished",
+            "hashed_files",
+            "hashed_bytes",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.touched_roots |= other.touched_roots
+
+
+def _insert_contents(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(contents).on_conflict_do_nothing(index_elements=["blake3"])
+    else:
+        stmt = sqlite.insert(contents).on_conflict_do_nothing(index_elements=["blake3"])
+    conn.execute(stmt, rows)
+
+
+def _file_values(op: HashedFile | MovedFile | FileFailure, now: float) -> dict[str, Any]:
+    st = op.stat
+    values: dict[str, Any] = {
+        "root_id": op.ref.root_id,
+        "relpath": op.ref.relpath,
+        "display_path": display(op.ref.relpath),
+        "size": st.size if st else 0,
+        "mtime_ns": st.mtime_ns if st else 0,
+        "inode": s64(st.inode) if st else 0,
+        "dev": s64(st.dev) if st else 0,
+        "last_seen": now,
+    }
+    if isinstance(op, FileFailure):
+        values.update(status=STATUS_ERROR, error=op.reason[:2000])
+    else:
+        values.update(status=STATUS_PRESENT, error=None, blake3=op.blake3, missing_since=None)
+        if isinstance(op, HashedFile) and op.hashed:
+            values["hashed_at"] = now
+    return values
+
+
+def _live_rows(conn: Connection, keys: Sequence[tuple[int, bytes]]) -> dict[tuple[int, bytes], int]:
+    found: dict[tuple[int, bytes], int] = {}
+    by_root: dict[int, list[bytes]] = {}
+    for root_id, relpath in keys:
+        by_root.setdefault(root_id, []).append(relpath)
+    for root_id, paths in by_root.items():
+        for part in chunks(paths):
+            rows = conn.execute(
+                select(files.c.id, files.c.relpath).where(
+                    files.c.root_id == root_id, files.c.status != STATUS_MISSING, files.c.relpath.in_(part)
+                )
+            )
+            for row_id, relpath in rows:
+                found[(root_id, bytes(relpath))] = row_id
+    return found
+
+
+def _missing_by_hash(conn: Connection, hashes: Sequence[str]) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {}
+    for part in chunks(sorted(set(hashes))):
+        rows = conn.execute(
+            select(files.c.id, files.c.blake3)
+            .where(files.c.status == STATUS_MISSING, files.c.blake3.in_(part))
+            .order_by(files.c.missing_since.desc(), files.c.id.desc())
+        )
+        for row_id, digest in rows:
+            found.setdefault(digest, []).append(row_id)
+    return found
+
+
+def _missing_by_path(conn: Connection, keys: Sequence[tuple[int, bytes]]) -> dict[tuple[int, bytes], int]:
+    found: dict[tuple[int, bytes], int] = {}
+    by_root: dict[int, list[bytes]] = {}
+    for root_id, relpath in keys:
+        by_root.setdefault(root_id, []).append(relpath)
+    for root_id, paths in by_root.items():
+        for part in chunks(paths):
+            rows = conn.execute(
+                select(files.c.id, files.c.relpath)
+                .where(
+                    files.c.root_id == root_id, files.c.status == STATUS_MISSING, files.c.relpath.in_(part)
+                )
+                .order_by(files.c.missing_since.asc(), files.c.id.asc())
+            )
+            for row_id, relpath in rows:  # the latest wins: iterate oldest first
+                found[(root_id, bytes(relpath))] = row_id
+    return found
+
+
+def _update_rows(conn: Connection, updates: list[dict[str, Any]]) -> None:
+    """Executemany UPDATE by id; rows are grouped by their set of keys."""
+    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for values in updates:
+        by_shape.setdefault(tuple(sorted(values)), []).append(values)
+    for shape, rows in by_shape.items():
+        cols = [c for c in shape if c != "row_id"]
+        stmt = update(files).where(files.c.id == bindparam("row_id")).values({c: bindparam(c) for c in cols})
+        conn.execute(stmt, rows)
+
+
+def _mark_missing_ids(conn: Connection, row_ids: Sequence[int], now: float) -> int:
+    count = 0
+    for part in chunks(list(row_ids)):
+        res = conn.execute(
+            update(files)
+            .where(files.c.id.in_(part), files.c.status != STATUS_MISSING)
+            .values(status=STATUS_MISSING, missing_since=now)
+        )
+        count += res.rowcount or 0
+    return count
+
+
+def apply_ops(conn: Connection, ops: Sequence[CatalogOp], now: float) -> BatchResult:
+    """Apply a batch in order; consecutive registrations are handled together, set-based."""
+    result = BatchResult()
+    segment: list[HashedFile | MovedFile | FileFailure] = []
+    for op in ops:
+        if isinstance(op, Vanished | VanishedRows):
+            if segment:
+                result.add(_apply_registrations(conn, segment, now))
+                segment = []
+            result.add(_apply_vanished(conn, op, now))
+        else:
+            segment.append(op)
+    if segment:
+        result.add(_apply_registrations(conn, segment, now))
+    return result
+
+
+def _apply_vanished(conn: Connection, op: Vanished | VanishedRows, now: float) -> BatchResult:
+    result = BatchResult()
+    if isinstance(op, VanishedRows):
+        result.vanished = _mark_missing_ids(conn, op.row_ids, now)
+        return result
+    cond = files.c.relpath == op.ref.relpath
+    if op.subtree:
+        low, high = subtree_bounds(op.ref.relpath)
+        cond = or_(cond, and_(files.c.relpath >= low, files.c.relpath < high))
+    res = conn.execute(
+        update(files)
+        .where(files.c.root_id == op.ref.root_id, files.c.status != STATUS_MISSING, cond)
+        .values(status=STATUS_MISSING, missing_since=now)
+    )
+    result.vanished = res.rowcount or 0
+    result.touched_roots.add(op.ref.root_id)
+    return result
+
+
+def _apply_registrations(
+    conn: Connection, ops: Sequence[HashedFile | MovedFile | FileFailure], now: float
+) -> BatchResult:
+    result = BatchResult()
+    # The last word on a path wins (a file hashed twice in one batch).
+    latest: dict[tuple[int, bytes], HashedFile | MovedFile | FileFailure] = {}
+    for op in ops:
+        latest[(op.ref.root_id, op.ref.relpath)] = op
+        result.touched_roots.add(op.ref.root_id)
+    keys = list(latest)
+    live = _live_rows(conn, keys)
+
+    new_contents: dict[str, dict[str, Any]] = {}
+    updates: list[dict[str, Any]] = []
+    inserts: list[dict[str, Any]] = []
+    replaced: list[int] = []  # live rows whose path another row moves onto
+    moved_ids: set[int] = set()
+    pending: list[tuple[tuple[int, bytes], HashedFile | FileFailure]] = []
+
+    for key, op in latest.items():
+        if isinstance(op, HashedFile | MovedFile):
+            new_contents.setdefault(op.blake3, {"blake3": op.blake3, "size": op.stat.size, "first_seen": now})
+            if isinstance(op, HashedFile) and op.hashed:
+                result.hashed_files += 1
+                result.hashed_bytes += op.stat.size
+        if isinstance(op, MovedFile):
+            at_dest = live.get(key)
+            if at_dest is not None and at_dest != op.row_id:
+                replaced.append(at_dest)
+            updates.append({"row_id": op.row_id, **_file_values(op, now)})
+            moved_ids.add(op.row_id)
+            result.moved += 1
+            continue
+        row_id = live.get(key)
+        if row_id is not None:
+            updates.append({"row_id": row_id, **_file_values(op, now)})
+            result.updated += 1
+            if isinstance(op, FileFailure):
+                result.errors += 1
+            continue
+        pending.append((key, op))
+
+    # New paths: a missing row with the same content moved here; else a missing row at this very
+    # path came back; else a new row.
+    by_hash = _missing_by_hash(conn, [op.blake3 for _, op in pending if isinstance(op, HashedFile)])
+    by_path = _missing_by_path(conn, [key for key, _ in pending])
+    for key, op in pending:
+        target: int | None = None
+        if isinstance(op, HashedFile):
+            for candidate in by_hash.get(op.blake3, []):
+                if candidate not in moved_ids:
+                    target = candidate
+                    result.moved += 1
+                    break
+        if target is None:
+            revived = by_path.get(key)
+            if revived is not None and revived not in moved_ids:
+                target = revived
+                result.revived += 1
+        values = _file_values(op, now)
+        if isinstance(op, FileFailure):
+            result.errors += 1
+        if target is None:
+            values.setdefault("blake3", None)
+            values.setdefault("hashed_at", None)
+            values.setdefault("error", None)
+            inserts.append({**values, "first_seen": now, "missing_since": None, "last_verified": None})
+            result.inserted += 1
+        else:
+            moved_ids.add(target)
+            updates.append({"row_id": target, **values, "missing_since": None})
+
+    _insert_contents(conn, list(new_contents.values()))
+    if replaced:
+        result.vanished += _mark_missing_ids(conn, replaced, now)
+    if updates:
+        _update_rows(conn, updates)
+    if inserts:
+        conn.execute(files.insert(), inserts)
+    return result
+
+
+@dataclass
+class _Call:
+    fn: Callable[[Connection], Any]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+
+class CatalogWriter:
+    """Owns every write. `put` queues an op (with back-pressure); `call` runs a function in its
+    own transaction after everything queued before it, and returns its value."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        on_commit: Callable[[BatchResult], Awaitable[None] | None] | None = None,
+        queue_size: int = 20000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.on_commit = on_commit
+        self.clock = clock
+        self._send: MemoryObjectSendStream[CatalogOp | _Call]
+        self._recv: MemoryObjectReceiveStream[CatalogOp | _Call]
+        self._send, self._recv = anyio.create_memory_object_stream[CatalogOp | _Call](queue_size)
+        self.pending = 0
+        self.last_error: str | None = None
+        self.totals = BatchResult()
+
+    async def put(self, op: CatalogOp) -> None:
+        self.pending += 1
+        await self._send.send(op)
+
+    async def call(self, fn: Callable[[Connection], T]) -> T:
+        item = _Call(fn)
+        await self._send.send(item)
+        await item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.value  # type: ignore[no-any-return]
+
+    async def flush(self) -> None:
+        await self.call(lambda _conn: None)
+
+    def close(self) -> None:
+        self._send.close()
+
+    async def run(self) -> None:
+        async with self._recv:
+            while True:
+                try:
+                    first = await self._recv.receive()
+                except anyio.EndOfStream:
+                    return
+                batch: list[CatalogOp | _Call] = [first]
+                while len(batch) < BATCH_MAX:
+                    try:
+                        batch.append(self._recv.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await self._apply(batch)
+
+    async def _apply(self, batch: list[CatalogOp | _Call]) -> None:
+        ops: list[CatalogOp] = []
+        for item in batch:
+            if isinstance(item, _Call):
+                if ops:
+                    await self._commit_ops(ops)
+                    ops = []
+                await self._run_call(item)
+            else:
+                ops.append(item)
+        if ops:
+            await self._commit_ops(ops)
+
+    async def _commit_ops(self, ops: list[CatalogOp]) -> None:
+        delay = 0.5
+        while True:
+            now = self.clock()
+            try:
+                async with self.engine.begin() as conn:
+                    result = await conn.run_sync(apply_ops, ops, now)
+            except Exception as exc:
+                # Never drop work: the pipeline waits (back-pressure) while the catalog is
+                # unwritable (disk full, locked by a stray process), and status says why.
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("catalog write failed, retrying in %.1fs: %s", delay, self.last_error)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            break
+        self.last_error = None
+        self.pending -= len(ops)
+        self.totals.add(result)
+        if self.on_commit is not None:
+            maybe = self.on_commit(result)
+            if maybe is not None:
+                await maybe
+
+    async def _run_call(self, item: _Call) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                item.value = await conn.run_sync(item.fn)
+        except Exception as exc:
+            item.error = exc
+        finally:
+            item.done.set()
+
+
+def count_live(conn: Connection) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(files).where(files.c.status != STATUS_MISSING)
+        ).scalar_one()
+    )

@@ -1,0 +1,316 @@
+"""TOML configuration -> one frozen, validated `Config`, loaded once and passed down.
+
+Every problem is a `ConfigError` naming the file, the key and what is wrong; `importd` prints it
+on one line and exits 78 (EX_CONFIG) so systemd's RestartPreventExitStatus= stops a restart loop.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from importctl.protocol import default_socket_path
+
+EX_CONFIG = 78
+SYSTEM_CONFIG = Path("/etc/importd/importd.toml")
+SYSTEM_STATE = Path("/var/lib/importd")
+
+# Files that are still being written or that belong to a tool, not to the library.
+DEFAULT_IGNORES: tuple[str, ...] = (
+    "*.part",
+    "*.tmp",
+    "*.crdownload",
+    "*.partial",
+    "*.swp",
+    "*.swx",
+    "*~",
+    ".#*",
+    "#*#",
+    ".~lock.*#",
+    ".DS_Store",
+    "._*",
+    "@eaDir",
+    "#recycle",
+    "#snapshot",
+    ".Trash-*",
+    ".importd-*",
+)
+WATCH_MODES = ("inotify", "poll")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(Exception):
+    def __init__(self, source: Path | str | None, key: str, problem: str) -> None:
+        self.source = str(source) if source else "<defaults>"
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{self.source}: {key}: {problem}" if key else f"{self.source}: {problem}")
+
+
+class IgnoreRules:
+    """Globs without a slash match any single path component (so `@eaDir` hides a whole
+    subtree); globs with a slash match the whole path relative to the root. All globs of a kind
+    are compiled into one regular expression: the walk asks once per directory entry."""
+
+    def __init__(self, globs: tuple[str, ...]) -> None:
+        self.globs = globs
+        names = [fnmatch.translate(g) for g in globs if "/" not in g]
+        paths = [fnmatch.translate(g) for g in globs if "/" in g]
+        self._names = re.compile("|".join(names)) if names else None
+        self._paths = re.compile("|".join(paths)) if paths else None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IgnoreRules) and other.globs == self.globs
+
+    def __hash__(self) -> int:
+        return hash(self.globs)
+
+    def __repr__(self) -> str:
+        return f"IgnoreRules({self.globs!r})"
+
+    def name_ignored(self, name: str) -> bool:
+        return self._names is not None and self._names.match(name) is not None
+
+    def path_ignored(self, relpath: str) -> bool:
+        if self._paths is not None and self._paths.match(relpath) is not None:
+            return True
+        return any(self.name_ignored(part) for part in relpath.split("/"))
+
+    @property
+    def has_path_globs(self) -> bool:
+        return self._paths is not None
+
+
+@dataclass(frozen=True)
+class RootConfig:
+    name: str
+    path: Path
+    watch: str = "inotify"
+    poll_interval: float = 60.0
+    ignore: IgnoreRules = field(default_factory=lambda: IgnoreRules(DEFAULT_IGNORES))
+    marker: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None
+    roots: tuple[RootConfig, ...]
+    catalog_url: str
+    socket_path: Path
+    state_dir: Path
+    settle_seconds: float = 5.0
+    hash_workers: int = 2
+    log_level: str = "info"
+    reconcile_interval: float = 6 * 3600.0
+    # Sections owned by later stages (entities, media, …), kept verbatim for them to validate.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def root(self, name: str) -> RootConfig | None:
+        return next((r for r in self.roots if r.name == name), None)
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("IMPORTD_CONFIG")
+    if env:
+        return Path(env)
+    if os.environ.get("CONFIGURATION_DIRECTORY"):
+        return Path(os.environ["CONFIGURATION_DIRECTORY"].split(":")[0]) / "importd.toml"
+    if SYSTEM_CONFIG.exists() or os.getuid() == 0:
+        return SYSTEM_CONFIG
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(xdg) / "importd" / "importd.toml"
+
+
+def default_state_dir() -> Path:
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    if os.getuid() == 0:
+        return SYSTEM_STATE
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "importd"
+
+
+def load_config(path: Path | None = None) -> Config:
+    source = path or default_config_path()
+    try:
+        with open(source, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found (pass --config or set IMPORTD_CONFIG)") from None
+    except PermissionError:
+        raise ConfigError(source, "", "permission denied reading the file") from None
+    except IsADirectoryError:
+        raise ConfigError(source, "", "is a directory, not a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, "", f"not UTF-8: {exc}") from None
+    return parse_config(data, source)
+
+
+_TOP_KEYS = {
+    "settle_seconds",
+    "hash_workers",
+    "log_level",
+    "reconcile_interval_seconds",
+    "state_dir",
+    "catalog",
+    "control",
+    "roots",
+}
+# Sections that later pipeline stages validate themselves.
+_EXTRA_SECTIONS = {"expect", "media", "faces", "maintenance", "events"}
+_ROOT_KEYS = {"name", "path", "watch", "poll_interval_seconds", "ignore", "use_default_ignores", "marker"}
+_ROOT_EXTRA = {"rules", "match_key"}
+
+
+class _Reader:
+    def __init__(self, source: Path | None) -> None:
+        self.source = source
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, key, problem)
+
+    def number(self, table: Mapping[str, Any], key: str, where: str, default: float, minimum: float) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(where + key, f"must be a number, not {type(value).__name__}")
+        if value < minimum:
+            raise self.fail(where + key, f"must be at least {minimum:g}, not {value!r}")
+        return float(value)
+
+    def string(self, table: Mapping[str, Any], key: str, where: str, default: str | None) -> str | None:
+        value = table.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise self.fail(where + key, f"must be a string, not {type(value).__name__}")
+        return value
+
+    def unknown(self, table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.fail(where + key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
+    r = _Reader(source)
+    r.unknown(data, _TOP_KEYS | _EXTRA_SECTIONS, "")
+
+    settle = r.number(data, "settle_seconds", "", 5.0, 0.0)
+    workers = r.number(data, "hash_workers", "", max(1, min(4, os.cpu_count() or 1)), 1)
+    if workers != int(workers):
+        raise r.fail("hash_workers", "must be a whole number")
+    reconcile = r.number(data, "reconcile_interval_seconds", "", 6 * 3600.0, 10.0)
+    level = (r.string(data, "log_level", "", "info") or "info").lower()
+    if level not in LOG_LEVELS:
+        raise r.fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+
+    state_dir = Path(
+        r.string(data, "state_dir", "", None) or os.environ.get("IMPORTD_STATE_DIR") or default_state_dir()
+    )
+
+    catalog = data.get("catalog", {})
+    if not isinstance(catalog, dict):
+        raise r.fail("catalog", "must be a table")
+    r.unknown(catalog, {"url"}, "catalog.")
+    url = os.environ.get("IMPORTD_CATALOG_URL") or r.string(catalog, "url", "catalog.", None)
+    if url is None:
+        url = f"sqlite:///{state_dir / 'catalog.db'}"
+    if not (url.startswith("sqlite:") or url.startswith("postgresql")):
+        raise r.fail("catalog.url", f"must be a sqlite:/// or postgresql:// URL, not {url!r}")
+
+    control = data.get("control", {})
+    if not isinstance(control, dict):
+        raise r.fail("control", "must be a table")
+    r.unknown(control, {"socket"}, "control.")
+    socket_env = os.environ.get("IMPORTD_SOCKET")
+    socket_conf = r.string(control, "socket", "control.", None)
+    socket_path = Path(socket_env or socket_conf or default_socket_path(for_daemon=True))
+    if not socket_path.is_absolute():
+        raise r.fail("control.socket", f"must be an absolute path, not {str(socket_path)!r}")
+    # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
+    if len(os.fsencode(str(socket_path))) > 107:
+        raise r.fail("control.socket", "path is longer than the 107 bytes a unix socket allows")
+
+    roots_data = data.get("roots", [])
+    if not isinstance(roots_data, list):
+        raise r.fail("roots", "must be an array of tables ([[roots]])")
+    roots: list[RootConfig] = []
+    seen_names: set[str] = set()
+    seen_paths: dict[Path, str] = {}
+    for i, raw in enumerate(roots_data):
+        roots.append(_parse_root(r, raw, i))
+        root = roots[-1]
+        if root.name in seen_names:
+            raise r.fail(f"roots[{i}].name", f"duplicate root name {root.name!r}")
+        seen_names.add(root.name)
+        for other_path, other_name in seen_paths.items():
+            if (
+                root.path == other_path
+                or root.path.is_relative_to(other_path)
+                or other_path.is_relative_to(root.path)
+            ):
+                raise r.fail(f"roots[{i}].path", f"overlaps root {other_name!r} ({other_path})")
+        seen_paths[root.path] = root.name
+
+    extra = {k: v for k, v in data.items() if k in _EXTRA_SECTIONS}
+    return Config(
+        source=source,
+        roots=tuple(roots),
+        catalog_url=url,
+        socket_path=socket_path,
+        state_dir=state_dir,
+        settle_seconds=settle,
+        hash_workers=int(workers),
+        log_level=level,
+        reconcile_interval=reconcile,
+        extra=extra,
+    )
+
+
+def _parse_root(r: _Reader, raw: Any, i: int) -> RootConfig:
+    where = f"roots[{i}]."
+    if not isinstance(raw, dict):
+        raise r.fail(f"roots[{i}]", "must be a table")
+    r.unknown(raw, _ROOT_KEYS | _ROOT_EXTRA, where)
+    name = r.string(raw, "name", where, None)
+    if not name:
+        raise r.fail(where + "name", "is required")
+    if "/" in name or name.strip() != name:
+        raise r.fail(where + "name", f"must not contain '/' or surrounding spaces: {name!r}")
+    path_s = r.string(raw, "path", where, None)
+    if not path_s:
+        raise r.fail(where + "path", "is required")
+    path = Path(os.path.normpath(path_s))
+    if not path.is_absolute():
+        raise r.fail(where + "path", f"must be an absolute path, not {path_s!r}")
+    watch = r.string(raw, "watch", where, "inotify")
+    if watch not in WATCH_MODES:
+        raise r.fail(where + "watch", f'must be "inotify" or "poll", not {watch!r}')
+    interval = r.number(raw, "poll_interval_seconds", where, 60.0, 1.0)
+    ignore = raw.get("ignore", [])
+    if not isinstance(ignore, list) or not all(isinstance(g, str) and g for g in ignore):
+        raise r.fail(where + "ignore", "must be an array of non-empty glob strings")
+    defaults = raw.get("use_default_ignores", True)
+    if not isinstance(defaults, bool):
+        raise r.fail(where + "use_default_ignores", "must be true or false")
+    globs = (DEFAULT_IGNORES if defaults else ()) + tuple(ignore)
+    marker = r.string(raw, "marker", where, None)
+    if marker is not None and (not marker or os.path.isabs(marker) or ".." in Path(marker).parts):
+        raise r.fail(where + "marker", f"must be a file name relative to the root, not {marker!r}")
+    extra = {k: v for k, v in raw.items() if k in _ROOT_EXTRA}
+    return RootConfig(
+        name=name,
+        path=path,
+        watch=watch or "inotify",
+        poll_interval=interval,
+        ignore=IgnoreRules(globs),
+        marker=marker,
+        extra=extra,
+    )

@@ -1,0 +1,1 @@
+"""The pipeline: reconcile/watch -> settle -> hash -> register. `wiring.py` connects the stages."""

@@ -1,0 +1,113 @@
+"""What flows between the pipeline's stages. Failures are values, not exceptions."""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+from dataclasses import dataclass
+
+
+def s64(value: int) -> int:
+    """Inode and device numbers are unsigned 64-bit; catalog columns are signed. Wrap, losslessly."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    dev: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStat:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+    def same_content_signature(self, other: FileStat) -> bool:
+        """Size, mtime and identity unchanged: the quick check every scanner relies on."""
+        return (self.size, self.mtime_ns, self.inode, self.dev) == (
+            other.size,
+            other.mtime_ns,
+            other.inode,
+            other.dev,
+        )
+
+
+def is_regular(st: os.stat_result) -> bool:
+    return stat_mod.S_ISREG(st.st_mode)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    root_id: int
+    root_name: str
+    relpath: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A path that may have changed (seen by reconcile or hinted by the watcher)."""
+
+    ref: FileRef
+    stat: FileStat
+
+
+@dataclass(frozen=True, slots=True)
+class SettledFile:
+    """Size, mtime and ctime unchanged for settle_seconds: safe to hash."""
+
+    ref: FileRef
+    stat: FileStat
+
+
+@dataclass(frozen=True, slots=True)
+class HashedFile:
+    ref: FileRef
+    stat: FileStat
+    blake3: str
+    # False when the digest was taken from a row with the same inode identity (hard link, rename)
+    hashed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MovedFile:
+    """A known row (by inode identity) now lives at `ref`: update it, never re-hash."""
+
+    ref: FileRef
+    stat: FileStat
+    row_id: int
+    blake3: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailure:
+    ref: FileRef
+    stat: FileStat | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """Changed while being hashed: goes back to settling."""
+
+    ref: FileRef
+
+
+@dataclass(frozen=True, slots=True)
+class Vanished:
+    """`ref` is gone; with subtree, everything below it is gone too."""
+
+    ref: FileRef
+    subtree: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VanishedRows:
+    """Rows the reconcile walk no longer found."""
+
+    row_ids: tuple[int, ...]
+
+
+HashOutcome = HashedFile | FileFailure | Unsettled | Vanished
+CatalogOp = HashedFile | MovedFile | FileFailure | Vanished | VanishedRows

@@ -1,0 +1,704 @@
+"""Wires the stages: reconcile/watch -> settle -> identify -> hash -> register.
+
+    RootWatcher ─hints─▶ route ─┐
+                                ├─▶ SettleTracker ─▶ identify ─▶ BatchHasher ─▶ CatalogWriter
+    reconcile walk ─changed─────┘                     (known inode? move, no re-hash)
+
+Each stage lives in its own module and is tested alone; this module owns the queues, the tasks,
+the per-root state and the counters that `importctl status` shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat as stat_mod
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from importd.catalog import queries
+from importd.catalog.writer import BatchResult, CatalogWriter
+from importd.config import Config, RootConfig
+from importd.paths import display
+from importd.pipeline.hasher import BatchHasher
+from importd.pipeline.items import (
+    FileFailure,
+    FileRef,
+    FileStat,
+    HashedFile,
+    MovedFile,
+    SettledFile,
+    Unsettled,
+    Vanished,
+    VanishedRows,
+    is_regular,
+    s64,
+)
+from importd.pipeline.reconcile import ReconcileComparer, WalkedFile, WalkError, describe_os_error, walk
+from importd.pipeline.settle import SettleTracker
+from importd.pipeline.watch import NotifyFactory, PathHint, RootWatcher, WatcherDown, WatchEvent, rust_notify
+
+log = logging.getLogger("importd.pipeline")
+
+Key = tuple[int, bytes]
+HASH_BATCH_FILES = 256
+HASH_BATCH_BYTES = 64 << 20
+RATE_WINDOW_S = 10.0
+WATCH_BACKOFF_MAX_S = 300.0
+
+
+@dataclass
+class RootState:
+    config: RootConfig
+    root_id: int
+    raw_path: bytes
+    state: str = "starting"  # watching | polling | offline | scanning
+    watch_error: str | None = None
+    watch_limit: bool = False
+    watch_failures: int = 0
+    next_watch_try: float = 0.0
+    next_reconcile: float = 0.0
+    walk_errors: list[WalkError] = field(default_factory=list)
+    stop_watch: threading.Event | None = None
+    scanning: int = 0
+
+    @property
+    def polling(self) -> bool:
+        return self.config.watch == "poll" or self.watch_limit or self.watch_error is not None
+
+
+@dataclass
+class Scan:
+    """One reconcile request and its progress, as `importctl scan --wait` shows it."""
+
+    scan_id: int
+    root_id: int
+    prefix: bytes
+    trigger: str
+    state: str = "queued"  # queued | walking | settling | completed | failed | skipped
+    files_seen: int = 0
+    changed: int = 0
+    vanished: int = 0
+    errors: int = 0
+    started: float | None = None
+    finished: float | None = None
+    message: str = ""
+    pending: set[Key] = field(default_factory=set)
+    walk_done: bool = False
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    def to_wire(self, root_name: str) -> dict[str, Any]:
+        return {
+            "scan_id": self.scan_id,
+            "root": root_name,
+            "path": os.fsdecode(self.prefix),
+            "trigger": self.trigger,
+            "state": self.state,
+            "files_seen": self.files_seen,
+            "changed": self.changed,
+            "pending": len(self.pending),
+            "vanished": self.vanished,
+            "errors": self.errors,
+            "started": self.started,
+            "finished": self.finished,
+            "message": self.message,
+        }
+
+
+@dataclass
+class Counters:
+    hashed_files: int = 0
+    hashed_bytes: int = 0
+    registered: int = 0
+    moved: int = 0
+    vanished: int = 0
+    errors: int = 0
+    window: deque[tuple[float, int, int]] = field(default_factory=deque)
+
+    def record_hashes(self, now: float, files: int, nbytes: int) -> None:
+        self.hashed_files += files
+        self.hashed_bytes += nbytes
+        self.window.append((now, files, nbytes))
+
+    def rates(self, now: float) -> tuple[float, float]:
+        while self.window and self.window[0][0] < now - RATE_WINDOW_S:
+            self.window.popleft()
+        files = sum(f for _, f, _ in self.window)
+        nbytes = sum(b for _, _, b in self.window)
+        return files / RATE_WINDOW_S, nbytes / RATE_WINDOW_S / (1 << 20)
+
+
+def root_online(root: RootConfig) -> tuple[bool, str]:
+    """A root is offline when its folder is gone or its marker file is: an unmounted share must
+    never look like a mass deletion."""
+    try:
+        if not root.path.is_dir():
+            return False, f"{root.path} is not a directory (unmounted?)"
+        if root.marker and not (root.path / root.marker).exists():
+            return False, f"marker {root.marker!r} not found in {root.path} (unmounted?)"
+    except OSError as exc:
+        return False, f"{root.path}: {describe_os_error(exc)}"
+    return True, ""
+
+
+def _lstat_many(paths: Sequence[bytes]) -> list[os.stat_result | OSError]:
+    out: list[os.stat_result | OSError] = []
+    for path in paths:
+        try:
+            out.append(os.lstat(path))
+        except OSError as exc:
+            out.append(exc)
+    return out
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        engine: AsyncEngine,
+        notify_factory: NotifyFactory = rust_notify,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.clock = clock
+        self.notify_factory = notify_factory
+        self.writer = CatalogWriter(engine, on_commit=self._on_commit)
+        self.tracker: SettleTracker[Key] = SettleTracker(config.settle_seconds)
+        # Set on SIGTERM: worker threads (walks, hashes) check it and give up early.
+        self.stopping = threading.Event()
+        self.hasher = BatchHasher(stop=self.stopping)
+        self.counters = Counters()
+        self.roots: dict[int, RootState] = {}
+        self.scans: dict[int, Scan] = {}
+        self.last_scan: Scan | None = None
+        self._scan_seq = 0
+        self._settle_wake = anyio.Event()
+        self._settled_send: MemoryObjectSendStream[SettledFile]
+        self._settled_recv: MemoryObjectReceiveStream[SettledFile]
+        self._settled_send, self._settled_recv = anyio.create_memory_object_stream[SettledFile](8192)
+        self._scan_send: MemoryObjectSendStream[Scan]
+        self._scan_recv: MemoryObjectReceiveStream[Scan]
+        self._scan_send, self._scan_recv = anyio.create_memory_object_stream[Scan](1024)
+        self._hashing = 0
+        self._in_flight: dict[Key, int] = {}
+        self._tg: TaskGroup | None = None
+        self._subtree_limiter = anyio.CapacityLimiter(2)
+        self._hash_limiter = anyio.CapacityLimiter(config.hash_workers)
+        self._watch_limiter = anyio.CapacityLimiter(1024)
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, tg: TaskGroup) -> None:
+        """Register roots, then start every stage. Returns once start-up reconciles are queued."""
+        self._tg = tg
+        await self.writer.call(lambda c: queries.abandon_running(c, self.clock()))
+        await self.apply_roots(self.config.roots)
+        tg.start_soon(self._settle_driver)
+        for _ in range(self.config.hash_workers):
+            tg.start_soon(self._identify_and_hash)
+        tg.start_soon(self._scanner)
+        tg.start_soon(self._scheduler)
+
+    async def apply_roots(self, wanted: Sequence[RootConfig]) -> None:
+        """(Re)configure roots: used at start-up and on SIGHUP."""
+        pairs = [(r.name, str(r.path)) for r in wanted]
+        ids = await self.writer.call(lambda c: queries.ensure_roots(c, pairs))
+        wanted_ids = {ids[r.name]: r for r in wanted}
+        for root_id in list(self.roots):
+            state = self.roots[root_id]
+            if root_id not in wanted_ids or wanted_ids[root_id] != state.config:
+                self._stop_watch(state)
+                del self.roots[root_id]
+                log.info("root %s removed or changed", state.config.name, extra={"root": state.config.name})
+        for root_id, rc in wanted_ids.items():
+            if root_id in self.roots:
+                continue
+            state = RootState(rc, root_id, os.fsencode(str(rc.path)))
+            self.roots[root_id] = state
+            log.info("root %s at %s (%s)", rc.name, rc.path, rc.watch, extra={"root": rc.name})
+            await self.request_scan(root_id, b"", "startup")
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        self.tracker.settle_seconds = config.settle_seconds
+
+    async def shutdown(self) -> None:
+        self.stopping.set()
+        for state in self.roots.values():
+            self._stop_watch(state)
+
+    # ----- scans -----------------------------------------------------------------------------
+
+    async def request_scan(self, root_id: int, prefix: bytes, trigger: str) -> Scan:
+        self._scan_seq += 1
+        scan = Scan(self._scan_seq, root_id, prefix, trigger)
+        self.scans[scan.scan_id] = scan
+        if len(self.scans) > 200:
+            for old in sorted(self.scans)[:-200]:
+                if self.scans[old].done.is_set():
+                    del self.scans[old]
+        if prefix and self._tg is not None:
+            # A folder the watcher saw appear: small, so it does not wait behind a full walk.
+            self._tg.start_soon(self._run_scan_limited, scan)
+        else:
+            await self._scan_send.send(scan)
+        return scan
+
+    async def _run_scan_limited(self, scan: Scan) -> None:
+        async with self._subtree_limiter:
+            await self._run_scan(scan)
+
+    async def _scanner(self) -> None:
+        async for scan in self._scan_recv:
+            await self._run_scan(scan)
+
+    async def _run_scan(self, scan: Scan) -> None:
+        state = self.roots.get(scan.root_id)
+        if state is None:
+            scan.state, scan.message = "skipped", "root no longer configured"
+            scan.done.set()
+            return
+        online, why = root_online(state.config)
+        if not online:
+            self._set_offline(state, why)
+            scan.state, scan.message = "skipped", f"root offline: {why}"
+            scan.done.set()
+            return
+        scan.started = self.clock()
+        scan.state = "walking"
+        state.scanning += 1
+        state.state = "scanning"
+        rc = state.config
+        run_id = await self.writer.call(
+            lambda c: queries.start_run(
+                c, "reconcile", scan.trigger, scan.root_id, display(scan.prefix) or None, scan.started or 0.0
+            )
+        )
+        try:
+            async with self.engine.connect() as conn:
+                known = await conn.run_sync(queries.snapshot, scan.root_id, scan.prefix or None)
+            comparer = ReconcileComparer(known)
+            await anyio.to_thread.run_sync(self._walk_thread, state, scan, comparer, abandon_on_cancel=True)
+            diff = comparer.finish(rc.ignore)
+            online, why = root_online(rc)
+            if not online:
+                # The mount went away during the walk: what looked gone is not gone.
+                self._set_offline(state, why)
+                scan.state, scan.message = "failed", f"root went offline during the walk: {why}"
+                return
+            if diff.vanished:
+                await self.writer.put(VanishedRows(tuple(diff.vanished)))
+            scan.vanished = len(diff.vanished)
+            scan.errors = len(diff.errors)
+            if not scan.prefix:
+                state.walk_errors = diff.errors
+            for err in diff.errors:
+                log.warning(
+                    "cannot read %s: %s",
+                    display(err.relpath) or ".",
+                    err.reason,
+                    extra={"root": rc.name, "path": display(err.relpath)},
+                )
+            scan.walk_done = True
+            scan.state = "settling"
+            if not scan.pending:
+                scan.done.set()
+            await scan.done.wait()
+            await self.writer.flush()
+            if not scan.prefix and not diff.errors:
+                started = scan.started or 0.0
+                await self.writer.call(lambda c: queries.mark_reconciled(c, scan.root_id, started))
+            scan.state = "completed"
+        except Exception as exc:
+            scan.state, scan.message = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("reconcile of %s failed", rc.name, extra={"root": rc.name})
+        finally:
+            scan.finished = self.clock()
+            scan.done.set()
+            state.scanning -= 1
+            if state.state == "scanning" and state.scanning == 0:
+                state.state = "polling" if state.polling else "watching"
+            self.last_scan = scan
+            values = {
+                "status": scan.state,
+                "finished": scan.finished,
+                "files_seen": scan.files_seen,
+                "changed": scan.changed,
+                "vanished": scan.vanished,
+                "errors": scan.errors,
+                "detail": scan.message or None,
+            }
+            with anyio.CancelScope(shield=True):
+                await self.writer.call(lambda c: queries.finish_run(c, run_id, values))
+            log.info(
+                "reconcile %s%s: %s, %d files seen, %d changed, %d vanished, %d unreadable, %.2fs",
+                rc.name,
+                "/" + display(scan.prefix) if scan.prefix else "",
+                scan.state,
+                scan.files_seen,
+                scan.changed,
+                scan.vanished,
+                scan.errors,
+                (scan.finished or 0) - (scan.started or 0),
+                extra={"root": rc.name},
+            )
+
+    def _walk_thread(self, state: RootState, scan: Scan, comparer: ReconcileComparer) -> None:
+        """Runs in a worker thread; hands changed files to the loop in batches."""
+        batch: list[WalkedFile] = []
+        for item in walk(state.raw_path, scan.prefix, state.config.ignore):
+            if self.stopping.is_set():
+                return
+            changed = comparer.feed(item)
+            if changed is not None:
+                batch.append(changed)
+                if len(batch) >= 512:
+                    anyio.from_thread.run(self._accept_walked, state, scan, batch)
+                    batch = []
+            scan.files_seen = comparer.diff.seen
+        if batch:
+            anyio.from_thread.run(self._accept_walked, state, scan, batch)
+
+    async def _accept_walked(self, state: RootState, scan: Scan, batch: list[WalkedFile]) -> None:
+        now = self.clock()
+        scan.changed += len(batch)
+        for item in batch:
+            key = (state.root_id, item.relpath)
+            scan.pending.add(key)
+            await self._observe(key, state.config.name, item.stat, now)
+
+    # ----- settle ----------------------------------------------------------------------------
+
+    async def _observe(self, key: Key, root_name: str, stat: FileStat, now: float) -> None:
+        if self.tracker.observe(key, stat, now):
+            await self._settled_send.send(SettledFile(FileRef(key[0], root_name, key[1]), stat))
+        else:
+            self._settle_wake.set()
+
+    async def _settle_driver(self) -> None:
+        while True:
+            deadline = self.tracker.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            with anyio.move_on_after(timeout):
+                await self._settle_wake.wait()
+            self._settle_wake = anyio.Event()
+            due = self.tracker.due(self.clock())
+            if not due:
+                continue
+            paths = [self._abs(key) for key in due]
+            results = await anyio.to_thread.run_sync(_lstat_many, paths)
+            now = self.clock()
+            for key, res in zip(due, results, strict=True):
+                state = self.roots.get(key[0])
+                if state is None:
+                    self.tracker.forget(key)
+                    self._done(key)
+                    continue
+                if isinstance(res, OSError) or not is_regular(res):
+                    self.tracker.forget(key)
+                    await self._gone(state, key[1])
+                    continue
+                await self._observe(key, state.config.name, FileStat.of(res), now)
+
+    # ----- identify and hash -----------------------------------------------------------------
+
+    async def _identify_and_hash(self) -> None:
+        recv = self._settled_recv.clone()
+        async with recv:
+            while True:
+                try:
+                    first = await recv.receive()
+                except anyio.EndOfStream:
+                    return
+                batch = [first]
+                total = first.stat.size
+                while len(batch) < HASH_BATCH_FILES and total < HASH_BATCH_BYTES:
+                    try:
+                        item = recv.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                    batch.append(item)
+                    total += item.stat.size
+                self._hashing += len(batch)
+                try:
+                    await self._process_settled(batch)
+                finally:
+                    self._hashing -= len(batch)
+
+    async def _process_settled(self, batch: list[SettledFile]) -> None:
+        to_hash = await self._identify(batch)
+        if not to_hash:
+            return
+        root_paths = {rid: st.raw_path for rid, st in self.roots.items()}
+        async with self._hash_limiter:
+            outcomes = await anyio.to_thread.run_sync(
+                self.hasher.hash_batch, root_paths, to_hash, abandon_on_cancel=True
+            )
+        now = self.clock()
+        files = sum(1 for o in outcomes if isinstance(o, HashedFile))
+        nbytes = sum(o.stat.size for o in outcomes if isinstance(o, HashedFile))
+        self.counters.record_hashes(now, files, nbytes)
+        for outcome in outcomes:
+            key = (outcome.ref.root_id, outcome.ref.relpath)
+            state = self.roots.get(key[0])
+            if state is None:
+                self._done(key)
+                continue
+            if isinstance(outcome, Unsettled):
+                await self._recheck(state, key)
+                continue
+            if isinstance(outcome, Vanished):
+                await self._gone(state, key[1])
+                continue
+            if isinstance(outcome, FileFailure):
+                log.warning(
+                    "%s/%s: %s",
+                    state.config.name,
+                    display(key[1]),
+                    outcome.reason,
+                    extra={"root": state.config.name, "path": display(key[1])},
+                )
+            else:
+                log.debug(
+                    "hashed %s/%s",
+                    state.config.name,
+                    display(key[1]),
+                    extra={"root": state.config.name, "path": display(key[1]), "hash": outcome.blake3},
+                )
+            await self.writer.put(outcome)
+            self._done(key)
+
+    async def _identify(self, batch: list[SettledFile]) -> list[SettledFile]:
+        """Ask the catalog what it knows of these inodes: a rename or a hard link of a known file
+        needs no hashing. Returns the files that still need hashing."""
+        async with self.engine.connect() as conn:
+            matches = await conn.run_sync(queries.identities, [(s.stat.dev, s.stat.inode) for s in batch])
+        by_identity: dict[tuple[int, int], list[queries.IdentityMatch]] = {}
+        for m in matches:
+            by_identity.setdefault((m.dev, m.inode), []).append(m)
+        to_hash: list[SettledFile] = []
+        for settled in batch:
+            st = settled.stat
+            key = (settled.ref.root_id, settled.ref.relpath)
+            candidates = [
+                m
+                for m in by_identity.get((s64(st.dev), s64(st.inode)), [])
+                if m.size == st.size and m.mtime_ns == st.mtime_ns and m.blake3
+            ]
+            here = next(
+                (m for m in candidates if (m.root_id, m.relpath) == key and m.status == "present"), None
+            )
+            if here is not None:
+                self._done(key)  # unchanged: a touch that changed nothing we compare
+                continue
+            elsewhere = [m for m in candidates if (m.root_id, m.relpath) != key]
+            moved_from = next((m for m in elsewhere if not self._path_exists_as(m)), None)
+            if moved_from is not None and moved_from.blake3:
+                await self.writer.put(MovedFile(settled.ref, st, moved_from.row_id, moved_from.blake3))
+                log.info(
+                    "moved %s -> %s",
+                    display(moved_from.relpath),
+                    display(settled.ref.relpath),
+                    extra={"root": settled.ref.root_name, "path": display(settled.ref.relpath)},
+                )
+                self._done(key)
+            elif elsewhere and elsewhere[0].blake3:
+                # A hard link of a file we hashed: same inode, same size and mtime, same bytes.
+                await self.writer.put(HashedFile(settled.ref, st, elsewhere[0].blake3, hashed=False))
+                self._done(key)
+            else:
+                to_hash.append(settled)
+        return to_hash
+
+    def _path_exists_as(self, m: queries.IdentityMatch) -> bool:
+        """Is the matched row's own path still that inode on disk? If not, the file moved."""
+        if m.status == "missing":
+            return False
+        state = self.roots.get(m.root_id)
+        if state is None:
+            return True  # root not configured now: do not steal its rows
+        try:
+            st = os.lstat(state.raw_path + b"/" + m.relpath)
+        except OSError:
+            return False
+        return (s64(st.st_ino), s64(st.st_dev)) == (m.inode, m.dev)
+
+    async def _recheck(self, state: RootState, key: Key) -> None:
+        try:
+            st = await anyio.to_thread.run_sync(os.lstat, self._abs(key))
+        except OSError:
+            await self._gone(state, key[1])
+            return
+        if not is_regular(st):
+            await self._gone(state, key[1])
+            return
+        await self._observe(key, state.config.name, FileStat.of(st), self.clock())
+
+    async def _gone(self, state: RootState, relpath: bytes, subtree: bool = False) -> None:
+        key = (state.root_id, relpath)
+        self.tracker.forget(key)
+        online, why = root_online(state.config)
+        if online:
+            await self.writer.put(Vanished(FileRef(state.root_id, state.config.name, relpath), subtree))
+        else:
+            self._set_offline(state, why)
+        self._done(key)
+
+    def _done(self, key: Key) -> None:
+        for scan in list(self.scans.values()):
+            if scan.pending and key in scan.pending:
+                scan.pending.discard(key)
+                if not scan.pending and scan.walk_done:
+                    scan.done.set()
+
+    def _abs(self, key: Key) -> bytes:
+        return self.roots[key[0]].raw_path + b"/" + key[1]
+
+    # ----- watch -----------------------------------------------------------------------------
+
+    def _start_watch(self, state: RootState) -> None:
+        if self._tg is None or state.stop_watch is not None:
+            return
+        stop = threading.Event()
+        state.stop_watch = stop
+        self._tg.start_soon(self._watch_root, state, stop)
+
+    def _stop_watch(self, state: RootState) -> None:
+        if state.stop_watch is not None:
+            state.stop_watch.set()
+            state.stop_watch = None
+
+    async def _watch_root(self, state: RootState, stop: threading.Event) -> None:
+        send, recv = anyio.create_memory_object_stream[WatchEvent](4096)
+
+        def emit(event: WatchEvent) -> None:
+            # ClosedResource/BrokenResource/RuntimeError: the pipeline stopped; the thread ends.
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, RuntimeError):
+                anyio.from_thread.run(send.send, event)
+
+        watcher = RootWatcher(state.config.path, state.config.ignore, emit, factory=self.notify_factory)
+        if state.state in ("starting", "offline"):
+            state.state = "watching"
+
+        async def run_thread() -> None:
+            try:
+                await anyio.to_thread.run_sync(
+                    watcher.run, stop, abandon_on_cancel=True, limiter=self._watch_limiter
+                )
+            finally:
+                send.close()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_thread)
+            async with recv:
+                async for event in recv:
+                    if isinstance(event, WatcherDown):
+                        await self._watcher_down(state, event)
+                    else:
+                        if state.watch_failures and watcher.ready.is_set():
+                            state.watch_failures = 0
+                        await self._route_hints(state, event)
+        if state.stop_watch is stop:
+            state.stop_watch = None
+
+    async def _watcher_down(self, state: RootState, event: WatcherDown) -> None:
+        state.watch_failures += 1
+        delay = min(WATCH_BACKOFF_MAX_S, 2.0 ** min(state.watch_failures, 12))
+        state.watch_error = event.reason
+        state.watch_limit = event.limit
+        state.next_watch_try = self.clock() + (WATCH_BACKOFF_MAX_S if event.limit else delay)
+        if state.state != "offline":
+            state.state = "polling"
+        log.warning(
+            "watcher for %s: %s; reconciling, polling every %.0fs, retrying inotify in %.0fs",
+            state.config.name,
+            event.reason,
+            state.config.poll_interval,
+            state.next_watch_try - self.clock(),
+            extra={"root": state.config.name},
+        )
+        await self.request_scan(state.root_id, b"", "watcher-failure")
+
+    async def _route_hints(self, state: RootState, hints: list[PathHint]) -> None:
+        paths = [state.raw_path + b"/" + h.relpath for h in hints]
+        results = await anyio.to_thread.run_sync(_lstat_many, paths)
+        now = self.clock()
+        for hint, res in zip(hints, results, strict=True):
+            key = (state.root_id, hint.relpath)
+            if isinstance(res, OSError):
+                # Gone (or unreadable): mark it, and anything below it, missing.
+                await self._gone(state, hint.relpath, subtree=True)
+                continue
+            if stat_mod.S_ISDIR(res.st_mode):
+                if hint.added_dir_possible:
+                    await self.request_scan(state.root_id, hint.relpath, "watch")
+                continue
+            if not is_regular(res):
+                continue  # symlinks, fifos, devices: not catalogued as files
+            await self._observe(key, state.config.name, FileStat.of(res), now)
+
+    # ----- scheduler: offline roots, polling, periodic reconcile, watcher retries -------------
+
+    def _set_offline(self, state: RootState, why: str) -> None:
+        if state.state != "offline":
+            log.warning("root %s offline: %s", state.config.name, why, extra={"root": state.config.name})
+        state.state = "offline"
+        state.watch_error = why
+        self._stop_watch(state)
+
+    async def _scheduler(self) -> None:
+        while True:
+            now = self.clock()
+            for state in list(self.roots.values()):
+                online, why = root_online(state.config)
+                if not online:
+                    self._set_offline(state, why)
+                    continue
+                if state.state == "offline":
+                    log.info("root %s back online", state.config.name, extra={"root": state.config.name})
+                    state.state = "starting"
+                    state.watch_error = None
+                    state.watch_limit = False
+                    await self.request_scan(state.root_id, b"", "online")
+                want_inotify = state.config.watch == "inotify"
+                if want_inotify and state.stop_watch is None and now >= state.next_watch_try:
+                    state.watch_error = None
+                    state.watch_limit = False
+                    self._start_watch(state)
+                if state.state in ("starting",):
+                    state.state = "polling" if state.polling else "watching"
+                interval = state.config.poll_interval if state.polling else self.config.reconcile_interval
+                if state.next_reconcile == 0.0:
+                    state.next_reconcile = now + interval
+                elif now >= state.next_reconcile and not state.scanning:
+                    state.next_reconcile = now + interval
+                    await self.request_scan(state.root_id, b"", "poll" if state.polling else "periodic")
+            await anyio.sleep(1.0)
+
+    # ----- counters --------------------------------------------------------------------------
+
+    def _on_commit(self, result: BatchResult) -> None:
+        c = self.counters
+        c.registered += result.inserted + result.revived
+        c.moved += result.moved
+        c.vanished += result.vanished
+        c.errors += result.errors
+
+    def queue_sizes(self) -> dict[str, int]:
+        queued = self._settled_send.statistics().current_buffer_used
+        return {"settling": len(self.tracker), "hashing": self._hashing + queued}
+
+
+__all__ = ["Pipeline", "RootState", "Scan", "root_online"]
+_ = HashedFile, MovedFile  # re-exported types used by tests

@@ -1,0 +1,130 @@
+"""The service: wires catalog, pipeline and control socket; start, reload (SIGHUP), stop
+(SIGTERM). The core state lives in `Pipeline`; this module owns the lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import anyio
+from anyio import CancelScope
+
+from importd import __version__
+from importd.api.handlers import build_handlers
+from importd.api.server import ControlSocket, serve
+from importd.catalog.engine import create_engine, migrate
+from importd.config import Config, ConfigError, load_config
+from importd.journal import Notifier, run_watchdog
+from importd.pipeline.watch import NotifyFactory, rust_notify
+from importd.pipeline.wiring import Pipeline
+
+log = logging.getLogger("importd")
+STATUS_EVERY_S = 5.0
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+class Service:
+    def __init__(self, config: Config, notify_factory: NotifyFactory = rust_notify) -> None:
+        self.config = config
+        self.version = __version__
+        self.started_monotonic = time.monotonic()
+        self.catalog_display = _redact(config.catalog_url)
+        self.engine = create_engine(config.catalog_url)
+        self.pipeline = Pipeline(config, self.engine, notify_factory=notify_factory)
+        self.control = ControlSocket(config.socket_path)
+        self.notifier = Notifier.from_env()
+        self._stop_scope: CancelScope | None = None
+
+    async def run(self) -> None:
+        await migrate(self.engine)
+        self.control.bind()  # raises AlreadyRunning before anything else starts
+        assert self.control.sock is not None
+        log.info(
+            "importd %s: catalog %s, control socket %s, %d root(s)",
+            self.version,
+            self.catalog_display,
+            self.config.socket_path,
+            len(self.config.roots),
+        )
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self.pipeline.writer.run)
+                async with anyio.create_task_group() as tg:
+                    self._stop_scope = tg.cancel_scope
+                    tg.start_soon(self._signals)
+                    tg.start_soon(serve, self.control.sock, build_handlers(self), self.version)
+                    await self.pipeline.start(tg)
+                    self.notifier.ready()
+                    self.notifier.status("reconciling roots")
+                    tg.start_soon(run_watchdog, self.notifier)
+                    tg.start_soon(self._report_status)
+                # Stopping: in-flight hashes are abandoned (their files are picked up by the next
+                # start's reconcile); everything already handed to the writer is committed.
+                await self.pipeline.shutdown()
+                self.pipeline.writer.close()
+        finally:
+            self.control.close()
+            await self.engine.dispose()
+            log.info("importd stopped")
+
+    def stop(self) -> None:
+        if self._stop_scope is not None:
+            self._stop_scope.cancel()
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                    continue
+                log.info("received %s, stopping", signal.Signals(signum).name)
+                self.notifier.stopping()
+                self.pipeline.stopping.set()
+                self.stop()
+                return
+
+    async def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config.source)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            self.notifier.ready()
+            return
+        for what, old_v, new_v in (
+            ("control.socket", self.config.socket_path, new.socket_path),
+            ("catalog.url", self.config.catalog_url, new.catalog_url),
+        ):
+            if old_v != new_v:
+                log.warning("%s changed: takes effect after a restart (systemctl restart importd)", what)
+        new = _keep(new, socket_path=self.config.socket_path, catalog_url=self.config.catalog_url)
+        self.config = new
+        self.pipeline.reconfigure(new)
+        await self.pipeline.apply_roots(new.roots)
+        log.info("configuration reloaded: %d root(s)", len(new.roots))
+        self.notifier.ready()
+
+    async def _report_status(self) -> None:
+        while True:
+            await anyio.sleep(STATUS_EVERY_S)
+            q = self.pipeline.queue_sizes()
+            _, mib = self.pipeline.counters.rates(time.time())
+            states = ", ".join(f"{s.config.name}: {s.state}" for s in self.pipeline.roots.values())
+            self.notifier.status(
+                f"{states}; settling {q['settling']}, hashing {q['hashing']} ({mib:.1f} MiB/s); "
+                f"{self.pipeline.counters.hashed_files} hashed since start"
+            )
+
+
+def _keep(config: Config, **fields: Any) -> Config:
+    from dataclasses import replace
+
+    return replace(config, **fields)

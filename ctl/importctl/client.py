@@ -70,10 +70,18 @@ class Client:
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)
+        deadline_ms = int(self.timeout * 1000)
+        # IMMEDIATE: queue nothing until a daemon has accepted the connection, so a socket
+        # file with nobody behind it times out on send instead of waiting forever.
+        sock.setsockopt(zmq.SNDTIMEO, deadline_ms)
         try:
             sock.connect(endpoint_for(self.socket_path))
-            sock.send(frame)
-            deadline_ms = int(self.timeout * 1000)
+            try:
+                sock.send(frame)
+            except zmq.Again:
+                raise DaemonUnreachable(
+                    f"nobody is listening on {self.socket_path}; {UNREACHABLE_HINT}"
+                ) from None
             while True:
                 if not sock.poll(deadline_ms, zmq.POLLIN):
                     raise DaemonUnreachable(

@@ -1,0 +1,185 @@
+"""Shared fixtures: a real importd process, real importctl, real files in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from importctl.client import Client
+
+BIN = Path(sys.executable).parent
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # the daemon may be between states; try again
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what or predicate}: last={last!r}")
+
+
+class Daemon:
+    """One importd process with its own config, catalog and socket under a temp dir."""
+
+    def __init__(self, base: Path, roots: dict[str, Path], settle: float = 0.3, extra: str = "") -> None:
+        self.base = base
+        self.roots = roots
+        self.settle = settle
+        self.extra = extra
+        self.socket = base / "run" / "control.sock"
+        self.db = base / "state" / "catalog.db"
+        self.config = base / "importd.toml"
+        self.log = base / "importd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        base.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+
+    def write_config(self, roots_toml: str | None = None) -> None:
+        if roots_toml is None:
+            roots_toml = "".join(
+                f'\n[[roots]]\nname = "{name}"\npath = "{path}"\n' for name, path in self.roots.items()
+            )
+        self.config.write_text(
+            encoding="utf-8",
+            data=textwrap.dedent(
+                f"""\
+                settle_seconds = {self.settle}
+                hash_workers = 2
+                log_level = "debug"
+                state_dir = "{self.base / "state"}"
+                [catalog]
+                url = "sqlite:///{self.db}"
+                [control]
+                socket = "{self.socket}"
+                """
+            )
+            + self.extra
+            + roots_toml,
+        )
+
+    def start(self, wait: bool = True, drop_dac: bool = False) -> Daemon:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("NOTIFY_SOCKET", "IMPORTD_SOCKET", "IMPORTD_CATALOG_URL")
+        }
+        logf = open(self.log, "ab")
+        cmd = [str(BIN / "importd"), "run", "--config", str(self.config)]
+        if drop_dac:
+            # Root ignores permission bits; without these two capabilities it obeys them.
+            caps = "-dac_override,-dac_read_search"
+            cmd = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+        logf.close()
+        if wait:
+            wait_for(lambda: self.socket.exists() and self.client().status(), what="daemon socket")
+        return self
+
+    def client(self, timeout: float = 5.0) -> Client:
+        return Client(self.socket, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        return self.client().status()
+
+    def idle(self) -> bool:
+        s = self.status()
+        q = s["queue"]
+        busy = q["settling"] or q["hashing"] or q["writing"]
+        scanning = any(r["state"] == "scanning" for r in s["roots"])
+        return not busy and not scanning
+
+    def wait_idle(self, timeout: float = 30.0) -> dict[str, Any]:
+        wait_for(self.idle, timeout=timeout, what="daemon idle")
+        time.sleep(0.05)
+        wait_for(self.idle, timeout=timeout, what="daemon idle")
+        return self.status()
+
+    def ctl(
+        self, *args: str, check: bool = False, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        res = subprocess.run(
+            [str(BIN / "importctl"), "--socket", str(self.socket), *args],
+            capture_output=True,
+            timeout=60,
+            input=input,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(
+                f"importctl {args} -> {res.returncode}: {res.stderr.decode(errors='replace')}"
+            )
+        return res
+
+    def ctl_json(self, *args: str) -> Any:
+        res = self.ctl(*args, "--json", check=True)
+        return json.loads(res.stdout)
+
+    def rows(self, where: str = "1=1") -> list[sqlite3.Row]:
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return list(conn.execute(f"SELECT * FROM files WHERE {where} ORDER BY id"))
+        finally:
+            conn.close()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=timeout)
+        self.proc = None
+        return rc
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    made: list[Daemon] = []
+
+    def make(roots: dict[str, Path] | None = None, **kw: Any) -> Daemon:
+        if roots is None:
+            root = tmp_path / "legacy"
+            root.mkdir(exist_ok=True)
+            roots = {"legacy": root}
+        d = Daemon(tmp_path / f"d{len(made)}", roots, **kw)
+        d.base.mkdir(parents=True, exist_ok=True)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.kill()
+
+
+def blake3_of(data: bytes) -> str:
+    import blake3
+
+    return blake3.blake3(data).hexdigest()

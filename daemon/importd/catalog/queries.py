@@ -90,7 +90,7 @@ def snapshot(conn: Connection, root_id: int, prefix: bytes | None) -> dict[bytes
         files.c.status,
     ).where(cond)
     result = conn.execute(stmt)
-    return {bytes(r[0]): KnownFile(r[1], r[2], r[3], r[4], r[5], r[6]) for r in result.tuples()}
+    return {bytes(r[0]): KnownFile(r[1], r[2], r[3], r[4], r[5], r[6]) for r in result}
 
 
 def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:

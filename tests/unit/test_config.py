@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+
+from importd.config import ConfigError, IgnoreRules, load_config, parse_config
+
+
+def test_minimal_contract_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'settle_seconds = 1\n[catalog]\nurl = "sqlite:////var/lib/importd/catalog.db"\n'
+        '[control]\nsocket = "/run/importd/control.sock"\n[[roots]]\nname = "legacy"\npath = "/srv/legacy"\n'
+    )
+    c = load_config(cfg)
+    assert c.settle_seconds == 1.0
+    assert c.catalog_url == "sqlite:////var/lib/importd/catalog.db"
+    assert str(c.socket_path) == "/run/importd/control.sock"
+    assert c.roots[0].name == "legacy" and c.roots[0].watch == "inotify"
+    assert c.roots[0].ignore.name_ignored("movie.mkv.part")
+
+
+def test_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMPORTD_CATALOG_URL", "sqlite:////tmp/x.db")
+    monkeypatch.setenv("IMPORTD_SOCKET", "/tmp/s.sock")
+    c = parse_config({"catalog": {"url": "sqlite:////elsewhere.db"}})
+    assert c.catalog_url == "sqlite:////tmp/x.db"
+    assert str(c.socket_path) == "/tmp/s.sock"
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"settle_seconds": -1}, "settle_seconds"),
+        ({"settle_seconds": True}, "settle_seconds"),
+        ({"hash_workers": 1.5}, "hash_workers"),
+        ({"log_level": "loud"}, "log_level"),
+        ({"catalog": {"url": "mysql://x"}}, "catalog.url"),
+        ({"control": {"socket": "relative.sock"}}, "control.socket"),
+        ({"control": {"socket": "/" + "x" * 200}}, "control.socket"),
+        ({"roots": [{"path": "/a"}]}, "roots[0].name"),
+        ({"roots": [{"name": "a"}]}, "roots[0].path"),
+        ({"roots": [{"name": "a", "path": "/a", "watch": "fsevents"}]}, "roots[0].watch"),
+        ({"roots": [{"name": "a", "path": "/a", "ignore": "*.tmp"}]}, "roots[0].ignore"),
+        ({"roots": [{"name": "a", "path": "/a", "marker": "/abs"}]}, "roots[0].marker"),
+        ({"roots": [{"name": "a", "path": "/a", "typo": 1}]}, "roots[0].typo"),
+        ({"roots": [{"name": "a", "path": "/a"}, {"name": "a", "path": "/b"}]}, "roots[1].name"),
+        ({"roots": [{"name": "a", "path": "/a"}, {"name": "b", "path": "/a/sub"}]}, "roots[1].path"),
+        ({"roots": {"name": "a"}}, "roots"),
+        ({"frobnicate": 1}, "frobnicate"),
+    ],
+)
+def test_invalid_values_name_the_key(data: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, Path("/etc/importd/importd.toml"))
+    assert err.value.key == key
+    assert str(err.value).startswith("/etc/importd/importd.toml: " + key)
+
+
+def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"a = \xff\n")
+    with pytest.raises(ConfigError, match="invalid TOML|not UTF-8"):
+        load_config(bad)
+
+
+def test_ignore_rules_components_and_paths() -> None:
+    rules = IgnoreRules(("@eaDir", "*.tmp", "renders/cache/*"))
+    assert rules.path_ignored("a/@eaDir/thumb.jpg")
+    assert rules.path_ignored("x.tmp")
+    assert rules.path_ignored("renders/cache/frame1.exr")
+    assert not rules.path_ignored("renders/final.exr")
+    assert not rules.path_ignored("@eaDirectory/x")
+    assert rules.name_ignored("caf\udce9.tmp")  # surrogate-escaped bytes match too

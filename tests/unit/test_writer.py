@@ -1,0 +1,125 @@
+"""The catalog writer's set-based batch logic, on a real SQLite database."""
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
+
+from importd.catalog import models  # noqa: F401
+from importd.catalog.queries import ensure_roots, snapshot
+from importd.catalog.writer import apply_ops
+from importd.pipeline.items import (
+    FileFailure,
+    FileRef,
+    FileStat,
+    HashedFile,
+    MovedFile,
+    Vanished,
+    VanishedRows,
+)
+
+H1, H2, H3 = "1" * 64, "2" * 64, "3" * 64
+
+
+@pytest.fixture
+def conn() -> Iterator[Connection]:
+    engine = create_engine("sqlite://")
+    SQLModel.metadata.create_all(engine)
+    with engine.begin() as c:
+        ensure_roots(c, [("r", "/srv/r")])
+        yield c
+
+
+def ref(path: bytes) -> FileRef:
+    return FileRef(1, "r", path)
+
+
+def st(inode: int, size: int = 10) -> FileStat:
+    return FileStat(size, 1000 + inode, 1000, inode, 7)
+
+
+def rows(c: Connection) -> list[tuple[object, ...]]:
+    return [tuple(r) for r in c.execute(text("SELECT id, relpath, status, blake3 FROM files ORDER BY id"))]
+
+
+def test_insert_then_update_in_place(conn: Connection) -> None:
+    r = apply_ops(conn, [HashedFile(ref(b"a"), st(1), H1), HashedFile(ref(b"b"), st(2), H1)], now=1.0)
+    assert (r.inserted, r.hashed_files) == (2, 2)
+    assert conn.execute(text("SELECT count(*) FROM contents")).scalar() == 1, "one content for two paths"
+    r = apply_ops(conn, [HashedFile(ref(b"a"), st(1, 20), H2)], now=2.0)
+    assert r.updated == 1
+    assert rows(conn) == [(1, b"a", "present", H2), (2, b"b", "present", H1)]
+
+
+def test_last_word_on_a_path_wins_within_a_batch(conn: Connection) -> None:
+    apply_ops(conn, [HashedFile(ref(b"a"), st(1), H1), HashedFile(ref(b"a"), st(1, 11), H2)], now=1.0)
+    assert rows(conn) == [(1, b"a", "present", H2)]
+
+
+def test_missing_then_same_content_elsewhere_is_a_move(conn: Connection) -> None:
+    apply_ops(conn, [HashedFile(ref(b"old"), st(1), H1)], now=1.0)
+    apply_ops(conn, [Vanished(ref(b"old"))], now=2.0)
+    r = apply_ops(conn, [HashedFile(ref(b"new"), st(9), H1)], now=3.0)
+    assert r.moved == 1 and r.inserted == 0
+    assert rows(conn) == [(1, b"new", "present", H1)]
+
+
+def test_inode_move_onto_an_existing_path_replaces_it(conn: Connection) -> None:
+    apply_ops(conn, [HashedFile(ref(b"a"), st(1), H1), HashedFile(ref(b"b"), st(2), H2)], now=1.0)
+    r = apply_ops(conn, [MovedFile(ref(b"b"), st(1), 1, H1)], now=2.0)  # mv a b
+    assert r.moved == 1 and r.vanished == 1
+    assert rows(conn) == [(1, b"b", "present", H1), (2, b"b", "missing", H2)]
+
+
+def test_path_that_comes_back_revives_its_row(conn: Connection) -> None:
+    apply_ops(conn, [HashedFile(ref(b"a"), st(1), H1)], now=1.0)
+    apply_ops(conn, [Vanished(ref(b"a"))], now=2.0)
+    r = apply_ops(conn, [HashedFile(ref(b"a"), st(5), H3)], now=3.0)
+    assert r.revived == 1
+    assert rows(conn) == [(1, b"a", "present", H3)]
+
+
+def test_a_missing_row_is_moved_only_once(conn: Connection) -> None:
+    apply_ops(conn, [HashedFile(ref(b"a"), st(1), H1)], now=1.0)
+    apply_ops(conn, [Vanished(ref(b"a"))], now=2.0)
+    r = apply_ops(conn, [HashedFile(ref(b"x"), st(2), H1), HashedFile(ref(b"y"), st(3), H1)], now=3.0)
+    assert (r.moved, r.inserted) == (1, 1)
+    assert sorted(x[1] for x in rows(conn)) == [b"x", b"y"]
+
+
+def test_vanished_subtree_and_rows(conn: Connection) -> None:
+    apply_ops(
+        conn,
+        [HashedFile(ref(p), st(i), H1) for i, p in enumerate([b"d/a", b"d/sub/b", b"d.txt", b"d0", b"e"])],
+        now=1.0,
+    )
+    r = apply_ops(conn, [Vanished(ref(b"d"), subtree=True)], now=2.0)
+    assert r.vanished == 2, "only d/..., never d.txt or d0"
+    r = apply_ops(conn, [VanishedRows((5,))], now=3.0)
+    assert r.vanished == 1
+    assert [x[1] for x in rows(conn) if x[2] == "present"] == [b"d.txt", b"d0"]
+
+
+def test_failure_then_success(conn: Connection) -> None:
+    r = apply_ops(conn, [FileFailure(ref(b"a"), st(1), "cannot open: permission denied")], now=1.0)
+    assert r.errors == 1
+    assert rows(conn) == [(1, b"a", "error", None)]
+    apply_ops(conn, [HashedFile(ref(b"a"), st(1), H1)], now=2.0)
+    assert rows(conn) == [(1, b"a", "present", H1)]
+    assert conn.execute(text("SELECT error FROM files")).scalar() is None
+
+
+def test_raw_bytes_paths_and_snapshot(conn: Connection) -> None:
+    names = [b"caf\xe9", b"new\nline", "é".encode(), "e\u0301".encode()]
+    apply_ops(conn, [HashedFile(ref(n), st(i), H1) for i, n in enumerate(names)], now=1.0)
+    snap = snapshot(conn, 1, None)
+    assert sorted(snap) == sorted(names)
+    assert conn.execute(text("SELECT display_path FROM files WHERE id = 2")).scalar() == "new\\nline"
+
+
+def test_unsigned_inode_fits(conn: Connection) -> None:
+    big = FileStat(1, 1, 1, (1 << 64) - 1, (1 << 63) + 5)
+    apply_ops(conn, [HashedFile(ref(b"a"), big, H1)], now=1.0)
+    assert conn.execute(text("SELECT inode FROM files")).scalar() == -1

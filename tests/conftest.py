@@ -84,7 +84,7 @@ class Daemon:
             for k, v in os.environ.items()
             if k not in ("NOTIFY_SOCKET", "IMPORTD_SOCKET", "IMPORTD_CATALOG_URL")
         }
-        logf = open(self.log, "ab")
+        logf = open(self.log, "ab")  # noqa: SIM115  (handed to the child, closed right after)
         cmd = [str(BIN / "importd"), "run", "--config", str(self.config)]
         if drop_dac:
             # Root ignores permission bits; without these two capabilities it obeys them.

@@ -512,7 +512,7 @@ def test_notify_ready_and_status_reach_notify_socket(make_daemon, tmp_path) -> N
     sock.bind(str(path))
     sock.settimeout(20)
     env = dict(os.environ, NOTIFY_SOCKET=str(path), WATCHDOG_USEC="2000000")
-    logf = open(d.log, "ab")
+    logf = open(d.log, "ab")  # noqa: SIM115
     d.proc = subprocess.Popen(
         [str(BIN / "importd"), "run", "--config", str(d.config)],
         stdout=logf,

@@ -61,7 +61,7 @@ def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_bytes(b"a = \xff\n")
-    with pytest.raises(ConfigError, match="invalid TOML|not UTF-8"):
+    with pytest.raises(ConfigError, match=r"invalid TOML|not UTF-8"):
         load_config(bad)
 
 

@@ -33,7 +33,8 @@ def main(target: str) -> None:
     season.mkdir(parents=True, exist_ok=True)
     for ep in (1, 2, 4):
         (season / f"Les Voisins S01E{ep:02d}.mkv").write_bytes(blob(rng, 150_000))
-    (root / "characters" / "Alice" / "intro copy.mp4").write_bytes((root / "characters" / "Alice" / "intro.mp4").read_bytes())
+    alice = root / "characters" / "Alice"
+    (alice / "intro copy.mp4").write_bytes((alice / "intro.mp4").read_bytes())  # an exact duplicate
     links = root / "by-year" / "1998"
     links.mkdir(parents=True, exist_ok=True)
     link = links / "Le Grand Voyage.mkv"

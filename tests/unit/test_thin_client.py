@@ -23,7 +23,10 @@ def test_importctl_imports_neither_daemon_nor_sqlalchemy() -> None:
 
 
 def test_protocol_uses_only_the_standard_library() -> None:
-    code = "import sys; before=set(sys.modules); import importctl.protocol; print('\\n'.join(sorted(set(sys.modules)-before)))"
+    code = (
+        "import sys; before=set(sys.modules); import importctl.protocol; "
+        "print('\\n'.join(sorted(set(sys.modules)-before)))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, check=True, text=True
     ).stdout.split()

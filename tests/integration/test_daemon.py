@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import unicodedata
+from pathlib import Path
 
 import pytest
 
@@ -564,3 +565,56 @@ def test_threads_do_not_block_status_during_cold_registration(make_daemon) -> No
         stop.set()
         t.join()
     assert answered and max(answered) < 5
+
+
+def test_inotify_watch_limit_falls_back_to_polling(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    knob = Path("/proc/sys/fs/inotify/max_user_watches")
+    try:
+        original = knob.read_text()
+        knob.write_text(original)
+    except OSError:
+        pytest.skip("cannot change fs.inotify.max_user_watches here")
+    d = make_daemon()
+    root = d.roots["legacy"]
+    for i in range(40):
+        (root / f"dir{i}").mkdir()
+    d.write_config(f'\n[[roots]]\nname = "legacy"\npath = "{root}"\npoll_interval_seconds = 1\n')
+    try:
+        knob.write_text("5\n")
+        d.start()
+        s = wait_for(lambda: [r for r in d.status()["roots"] if r["state"] == "polling"], what="polling")[0]
+    finally:
+        knob.write_text(original)
+    assert "fs.inotify.max_user_watches" in s["watch_error"]
+    assert any("sysctl" in w for w in d.status()["warnings"])
+    assert "watch limit" in d.log_text()
+    (root / "dir3" / "late.txt").write_bytes(b"found by polling")
+    wait_present(d, b"dir3/late.txt", timeout=15)
+
+
+def test_poll_root_finds_changes_without_inotify(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = make_daemon()
+    root = d.roots["legacy"]
+    d.write_config(
+        f'\n[[roots]]\nname = "legacy"\npath = "{root}"\nwatch = "poll"\npoll_interval_seconds = 1\n'
+    )
+    d.start()
+    assert d.status()["roots"][0]["state"] in ("polling", "scanning")
+    (root / "on-the-share.txt").write_bytes(b"written by another machine")
+    wait_present(d, b"on-the-share.txt", timeout=15)
+    (root / "on-the-share.txt").unlink()
+    wait_for(lambda: d.status()["files"]["missing"] == 1, timeout=15, what="missing after a poll")
+
+
+def test_watcher_recovers_after_a_non_utf8_name(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    # watchfiles cannot decode such a name and fails for good; importd reconciles, then
+    # restarts the watcher with back-off, so later changes are still seen.
+    d = make_daemon().start()
+    root = os.fsencode(str(d.roots["legacy"]))
+    with open(root + b"/caf\xe9.txt", "wb") as fh:
+        fh.write(b"latin-1 name")
+    wait_present(d, b"caf\xe9.txt", timeout=20)
+    wait_for(lambda: d.status()["roots"][0]["state"] == "watching", timeout=20, what="watching again")
+    with open(root + b"/later.txt", "wb") as fh:
+        fh.write(b"later")
+    wait_present(d, b"later.txt", timeout=20)

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any
 
 from importd.config import DEFAULT_IGNORES, IgnoreRules
-from importd.pipeline.watch import PathHint, RootWatcher, WatcherDown, interpret
+from importd.pipeline.watch import PathHint, RootWatcher, WatcherDown, WatcherUp, interpret
 
 IGNORE = IgnoreRules(DEFAULT_IGNORES)
 
@@ -58,7 +58,7 @@ def test_interpret_makes_relative_hints_and_drops_ignored() -> None:
 
 def test_batches_are_forwarded_and_timeouts_skipped() -> None:
     events, fake = run(["timeout", {(1, "/srv/root/f")}, {(2, "/srv/root/f")}])
-    assert events == [[PathHint(b"f", True)], [PathHint(b"f", False)]]
+    assert events == [WatcherUp(), [PathHint(b"f", True)], [PathHint(b"f", False)]]
     assert fake.closed
 
 

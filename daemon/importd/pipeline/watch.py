@@ -49,8 +49,14 @@ NotifyFactory = Callable[[str], Notify]
 def rust_notify(path: str) -> Notify:
     from watchfiles._rust_notify import RustNotify
 
-    # ignore_permission_denied: an unreadable folder must not stop the watch of the rest;
-    # the reconcile walk records it as an error instead.
+    try:
+        return RustNotify([path], False, False, 300, True, False)  # type: ignore[no-any-return]
+    except Exception as exc:
+        if is_watch_limit(exc):
+            raise
+    # An unreadable folder fails the whole watch. ignore_permission_denied lets the rest be
+    # watched, but it also hides every other watch error (the watch limit among them), so it is
+    # only the second choice; the reconcile walk reports unreadable folders either way.
     return RustNotify([path], False, False, 300, True, True)  # type: ignore[no-any-return]
 
 
@@ -70,7 +76,12 @@ class WatcherDown:
     limit: bool = False
 
 
-WatchEvent = list[PathHint] | WatcherDown
+@dataclass(frozen=True, slots=True)
+class WatcherUp:
+    """The watcher is installed on the whole tree."""
+
+
+WatchEvent = list[PathHint] | WatcherDown | WatcherUp
 
 
 def interpret(changes: set[tuple[int, str]], root: Path, ignore: IgnoreRules) -> list[PathHint]:
@@ -133,6 +144,7 @@ class RootWatcher:
                 self.emit(WatcherDown(f"cannot watch: {exc}"))
             return
         self.ready.set()
+        self.emit(WatcherUp())
         try:
             while not stop.is_set():
                 try:

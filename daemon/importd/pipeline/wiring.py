@@ -46,7 +46,15 @@ from importd.pipeline.items import (
 )
 from importd.pipeline.reconcile import ReconcileComparer, WalkedFile, WalkError, describe_os_error, walk
 from importd.pipeline.settle import SettleTracker
-from importd.pipeline.watch import NotifyFactory, PathHint, RootWatcher, WatcherDown, WatchEvent, rust_notify
+from importd.pipeline.watch import (
+    NotifyFactory,
+    PathHint,
+    RootWatcher,
+    WatcherDown,
+    WatcherUp,
+    WatchEvent,
+    rust_notify,
+)
 
 log = logging.getLogger("importd.pipeline")
 
@@ -67,7 +75,9 @@ class RootState:
     watch_limit: bool = False
     watch_failures: int = 0
     next_watch_try: float = 0.0
-    next_reconcile: float = 0.0
+    # When the last full walk of the root ended; the next periodic one is due an interval later
+    # (which interval depends on whether the root is polled right now).
+    last_full_scan: float = 0.0
     walk_errors: list[WalkError] = field(default_factory=list)
     stop_watch: threading.Event | None = None
     scanning: int = 0
@@ -330,6 +340,8 @@ class Pipeline:
             if state.state == "scanning" and state.scanning == 0:
                 state.state = "polling" if state.polling else "watching"
             self.last_scan = scan
+            if not scan.prefix:
+                state.last_full_scan = scan.finished
             values = {
                 "status": scan.state,
                 "finished": scan.finished,
@@ -588,8 +600,6 @@ class Pipeline:
                 anyio.from_thread.run(send.send, event)
 
         watcher = RootWatcher(state.config.path, state.config.ignore, emit, factory=self.notify_factory)
-        if state.state in ("starting", "offline"):
-            state.state = "watching"
 
         async def run_thread() -> None:
             try:
@@ -605,6 +615,11 @@ class Pipeline:
                 async for event in recv:
                     if isinstance(event, WatcherDown):
                         await self._watcher_down(state, event)
+                    elif isinstance(event, WatcherUp):
+                        state.watch_error = None
+                        state.watch_limit = False
+                        if state.state in ("starting", "polling"):
+                            state.state = "watching"
                     else:
                         if state.watch_failures and watcher.ready.is_set():
                             state.watch_failures = 0
@@ -673,16 +688,12 @@ class Pipeline:
                     await self.request_scan(state.root_id, b"", "online")
                 want_inotify = state.config.watch == "inotify"
                 if want_inotify and state.stop_watch is None and now >= state.next_watch_try:
-                    state.watch_error = None
-                    state.watch_limit = False
                     self._start_watch(state)
-                if state.state in ("starting",):
-                    state.state = "polling" if state.polling else "watching"
+                if state.state == "starting" and not want_inotify:
+                    state.state = "polling"
                 interval = state.config.poll_interval if state.polling else self.config.reconcile_interval
-                if state.next_reconcile == 0.0:
-                    state.next_reconcile = now + interval
-                elif now >= state.next_reconcile and not state.scanning:
-                    state.next_reconcile = now + interval
+                if not state.scanning and state.last_full_scan and now >= state.last_full_scan + interval:
+                    state.last_full_scan = now  # until this one ends
                     await self.request_scan(state.root_id, b"", "poll" if state.polling else "periodic")
             await anyio.sleep(1.0)
 

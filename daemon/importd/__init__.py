@@ -1,2 +1,3 @@
 """importd: catalog legacy media trees in place."""
+
 __version__ = "0.1.0"

@@ -46,7 +46,11 @@ def rows(c: Connection) -> list[tuple[object, ...]]:
 
 def test_insert_then_update_in_place(conn: Connection) -> None:
     r = apply_ops(conn, [HashedFile(ref(b"a"), st(1), H1), HashedFile(ref(b"b"), st(2), H1)], now=1.0)
-    assert (r.inserted, r.hashed_files) == (2, 2)
+    assert (r.inserted, r.hashed_files, r.duplicates) == (2, 2, 1)
+    assert [(c.file_id, c.relpath, c.kind, c.duplicate) for c in r.changes] == [
+        (1, b"a", "new", False),
+        (2, b"b", "new", True),
+    ]
     assert conn.execute(text("SELECT count(*) FROM contents")).scalar() == 1, "one content for two paths"
     r = apply_ops(conn, [HashedFile(ref(b"a"), st(1, 20), H2)], now=2.0)
     assert r.updated == 1
@@ -63,6 +67,7 @@ def test_missing_then_same_content_elsewhere_is_a_move(conn: Connection) -> None
     apply_ops(conn, [Vanished(ref(b"old"))], now=2.0)
     r = apply_ops(conn, [HashedFile(ref(b"new"), st(9), H1)], now=3.0)
     assert r.moved == 1 and r.inserted == 0
+    assert [(c.file_id, c.kind) for c in r.changes] == [(1, "moved")]
     assert rows(conn) == [(1, b"new", "present", H1)]
 
 
@@ -97,6 +102,7 @@ def test_vanished_subtree_and_rows(conn: Connection) -> None:
     )
     r = apply_ops(conn, [Vanished(ref(b"d"), subtree=True)], now=2.0)
     assert r.vanished == 2, "only d/..., never d.txt or d0"
+    assert sorted(c.relpath for c in r.changes if c.kind == "vanished") == [b"d/a", b"d/sub/b"]
     r = apply_ops(conn, [VanishedRows((5,))], now=3.0)
     assert r.vanished == 1
     assert [x[1] for x in rows(conn) if x[2] == "present"] == [b"d.txt", b"d0"]

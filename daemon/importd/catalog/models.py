@@ -91,3 +91,73 @@ class RunRow(SQLModel, table=True):
     vanished: int = 0
     errors: int = 0
     detail: str | None = None
+    entities_created: int = 0
+    entities_updated: int = 0
+    files_registered: int = 0
+    duplicates: int = 0
+    # The gap report (JSON) when the run finished, to compare progress over time.
+    gap_report: str | None = None
+
+
+class EntityRow(SQLModel, table=True):
+    """A character, a film, a series…: what an operator thinks in. Matched by (type, key), where
+    the key is the rule set's match key (a folded name, a path or an id); `name` keeps the tree's
+    spelling. Attributes come from metadata files and sidecars, as JSON."""
+
+    __tablename__ = "entities"
+    __table_args__ = (Index("uq_entities_type_key", "type", "key", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    type: str = Field(max_length=64)
+    key: str
+    name: str
+    attributes: str = "{}"
+    first_seen: float
+    updated: float
+
+
+class EntityFileRow(SQLModel, table=True):
+    """How a file was mapped: to an entity with a role, or to nothing (entity_id NULL: the file
+    matched no rule and shows in `importctl unmatched`)."""
+
+    __tablename__ = "entity_files"
+
+    file_id: int = Field(primary_key=True, foreign_key="files.id")
+    entity_id: int | None = Field(default=None, foreign_key="entities.id", index=True)
+    root_id: int = Field(foreign_key="roots.id", index=True)
+    rule_index: int | None = None
+    role: str | None = Field(default=None, max_length=64)
+    link_attributes: str = "{}"
+    pre_approved: bool = False
+    mapped_at: float
+
+
+class ConflictRow(SQLModel, table=True):
+    """A metadata value that differs from the one the entity already holds: never applied
+    silently; `importctl resolve` keeps the current one or takes the new one."""
+
+    __tablename__ = "conflicts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    entity_id: int = Field(foreign_key="entities.id", index=True)
+    attribute: str
+    current: str
+    proposed: str
+    source: str
+    status: str = Field(default="open", max_length=16)  # open | kept | taken
+    created: float
+    resolved: float | None = None
+
+
+class RunLogRow(SQLModel, table=True):
+    """Per-entity log of a run: created, updated, skipped, failed, duplicate."""
+
+    __tablename__ = "run_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int | None = Field(default=None, foreign_key="runs.id", index=True)
+    entity_id: int | None = Field(default=None, foreign_key="entities.id")
+    entity: str | None = None
+    action: str = Field(max_length=16)
+    detail: str | None = None
+    at: float

@@ -55,6 +55,19 @@ def chunks(seq: Sequence[T], size: int = IN_CHUNK) -> Iterable[Sequence[T]]:
         yield seq[i : i + size]
 
 
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    """One committed change to a file row, for the stages after registration (entities, gaps,
+    events). kind: new | updated | moved | revived | vanished | error."""
+
+    file_id: int
+    root_id: int
+    relpath: bytes
+    kind: str
+    blake3: str | None = None
+    duplicate: bool = False
+
+
 @dataclass
 class BatchResult:
     inserted: int = 0
@@ -65,7 +78,9 @@ class BatchResult:
     vanished: int = 0
     hashed_files: int = 0
     hashed_bytes: int = 0
+    duplicates: int = 0
     touched_roots: set[int] = field(default_factory=set)
+    changes: list[FileChange] = field(default_factory=list)
 
     def add(self, other: BatchResult) -> None:
         for name in (
@@ -77,9 +92,11 @@ class BatchResult:
             "vanished",
             "hashed_files",
             "hashed_bytes",
+            "duplicates",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.touched_roots |= other.touched_roots
+        self.changes.extend(other.changes)
 
 
 def _insert_contents(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -173,16 +190,17 @@ def _update_rows(conn: Connection, updates: list[dict[str, Any]]) -> None:
         conn.execute(stmt, rows)
 
 
-def _mark_missing_ids(conn: Connection, row_ids: Sequence[int], now: float) -> int:
-    count = 0
+def _mark_missing_ids(conn: Connection, row_ids: Sequence[int], now: float) -> list[FileChange]:
+    changes: list[FileChange] = []
     for part in chunks(list(row_ids)):
         res = conn.execute(
             update(files)
             .where(files.c.id.in_(part), files.c.status != STATUS_MISSING)
             .values(status=STATUS_MISSING, missing_since=now)
+            .returning(files.c.id, files.c.root_id, files.c.relpath, files.c.blake3)
         )
-        count += res.rowcount or 0
-    return count
+        changes.extend(FileChange(i, r, bytes(p), "vanished", h) for i, r, p, h in res)
+    return changes
 
 
 def apply_ops(conn: Connection, ops: Sequence[CatalogOp], now: float) -> BatchResult:
@@ -205,7 +223,8 @@ def apply_ops(conn: Connection, ops: Sequence[CatalogOp], now: float) -> BatchRe
 def _apply_vanished(conn: Connection, op: Vanished | VanishedRows, now: float) -> BatchResult:
     result = BatchResult()
     if isinstance(op, VanishedRows):
-        result.vanished = _mark_missing_ids(conn, op.row_ids, now)
+        result.changes = _mark_missing_ids(conn, op.row_ids, now)
+        result.vanished = len(result.changes)
         return result
     cond = files.c.relpath == op.ref.relpath
     if op.subtree:
@@ -215,8 +234,10 @@ def _apply_vanished(conn: Connection, op: Vanished | VanishedRows, now: float) -
         update(files)
         .where(files.c.root_id == op.ref.root_id, files.c.status != STATUS_MISSING, cond)
         .values(status=STATUS_MISSING, missing_since=now)
+        .returning(files.c.id, files.c.root_id, files.c.relpath, files.c.blake3)
     )
-    result.vanished = res.rowcount or 0
+    result.changes = [FileChange(i, r, bytes(p), "vanished", h) for i, r, p, h in res]
+    result.vanished = len(result.changes)
     result.touched_roots.add(op.ref.root_id)
     return result
 
@@ -234,6 +255,7 @@ def _apply_registrations(
     live = _live_rows(conn, keys)
 
     new_contents: dict[str, dict[str, Any]] = {}
+    kinds: dict[int, str] = {}  # row id -> change kind, for rows that already exist
     updates: list[dict[str, Any]] = []
     inserts: list[dict[str, Any]] = []
     replaced: list[int] = []  # live rows whose path another row moves onto
@@ -252,11 +274,13 @@ def _apply_registrations(
                 replaced.append(at_dest)
             updates.append({"row_id": op.row_id, **_file_values(op, now)})
             moved_ids.add(op.row_id)
+            kinds[op.row_id] = "moved"
             result.moved += 1
             continue
         row_id = live.get(key)
         if row_id is not None:
             updates.append({"row_id": row_id, **_file_values(op, now)})
+            kinds[row_id] = "error" if isinstance(op, FileFailure) else "updated"
             result.updated += 1
             if isinstance(op, FileFailure):
                 result.errors += 1
@@ -273,12 +297,14 @@ def _apply_registrations(
             for candidate in by_hash.get(op.blake3, []):
                 if candidate not in moved_ids:
                     target = candidate
+                    kinds[target] = "moved"
                     result.moved += 1
                     break
         if target is None:
             revived = by_path.get(key)
             if revived is not None and revived not in moved_ids:
                 target = revived
+                kinds[target] = "error" if isinstance(op, FileFailure) else "revived"
                 result.revived += 1
         values = _file_values(op, now)
         if isinstance(op, FileFailure):
@@ -293,13 +319,36 @@ def _apply_registrations(
             moved_ids.add(target)
             updates.append({"row_id": target, **values, "missing_since": None})
 
+    # Content that was already known before this batch: a new path for it is a duplicate.
+    known_before: set[str] = set()
+    for part in chunks(sorted(new_contents)):
+        rows = conn.execute(select(contents.c.blake3).where(contents.c.blake3.in_(part)))
+        known_before.update(d for (d,) in rows)
     _insert_contents(conn, list(new_contents.values()))
     if replaced:
-        result.vanished += _mark_missing_ids(conn, replaced, now)
+        gone = _mark_missing_ids(conn, replaced, now)
+        result.vanished += len(gone)
+        result.changes.extend(gone)
     if updates:
         _update_rows(conn, updates)
+        for values in updates:
+            row_id = values["row_id"]
+            change = FileChange(
+                row_id, values["root_id"], values["relpath"], kinds[row_id], values.get("blake3")
+            )
+            result.changes.append(change)
+    seen_in_batch: set[str] = set()
     if inserts:
-        conn.execute(files.insert(), inserts)
+        stmt = files.insert().returning(
+            files.c.id, files.c.root_id, files.c.relpath, files.c.blake3, sort_by_parameter_order=True
+        )
+        for row_id, root_id, relpath, digest in conn.execute(stmt, inserts):
+            duplicate = digest is not None and (digest in known_before or digest in seen_in_batch)
+            if digest is not None:
+                seen_in_batch.add(digest)
+            result.duplicates += duplicate
+            kind = "error" if digest is None else "new"
+            result.changes.append(FileChange(row_id, root_id, bytes(relpath), kind, digest, duplicate))
     return result
 
 

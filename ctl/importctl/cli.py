@@ -105,6 +105,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"last scan: {last['root']} {last['state']} at {last['finished'] or last['started']}: "
             f"{last['files_seen']} seen, {last['changed']} changed, {last['vanished']} vanished"
         )
+    comp = data.get("completeness")
+    if comp:
+        click.echo(
+            f"completeness: {comp['percent']:.1f}% ({comp['satisfied']} of {comp['required']} requirements)"
+        )
     for warning in data.get("warnings", []):
         click.echo(f"warning: {warning}", err=True)
 
@@ -192,6 +197,230 @@ def errors(ctx: click.Context, limit: int, as_json: bool) -> None:
         click.echo("no errors")
     for r in rows:
         click.echo(f"{r['kind']:<9} {shown(r['path'])}: {r['error']}")
+
+
+def _gap_text(report: dict[str, Any]) -> str:
+    """The checklist: completeness, totals per kind, then one block per entity with ☐ items.
+    Rendered from the JSON, so text and --json say the same."""
+    c = report["completeness"]
+    lines = [
+        f"Completeness: {c['percent']:.1f}% ({c['satisfied']} of {c['required']} requirements satisfied)"
+    ]
+    totals = report.get("totals")
+    if totals:
+        lines.append(
+            "Missing: " + ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in totals.items())
+        )
+    if not report["entities"]:
+        lines.append("Nothing missing.")
+    for entity in report["entities"]:
+        lines.append("")
+        lines.append(f"{entity['type']} {shown(entity['name'])}")
+        for item in entity["missing"]:
+            lines.append(f"  ☐ {item['kind']}: {shown(str(item['name']))}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--entity", "entity", default=None, help="only this entity (name, case/accents aside)")
+@click.option("--type", "entity_type", default=None, help="only entities of this type")
+@click.option("--run", "run_id", type=int, default=None, help="the report stored with a finished run")
+@click.option("--follow", is_flag=True, help="redraw as gaps open and close (Ctrl-C to stop)")
+@click.option(
+    "--recompute", is_flag=True, hidden=True, help="recompute from the catalog (checks the live report)"
+)
+@json_option
+@click.pass_context
+def gaps(
+    ctx: click.Context,
+    entity: str | None,
+    entity_type: str | None,
+    run_id: int | None,
+    follow: bool,
+    recompute: bool,
+    as_json: bool,
+) -> None:
+    """What each entity is still missing: a checklist to work through."""
+    client = _client(ctx)
+
+    def show() -> None:
+        report = client.gaps(entity, entity_type, run_id, recompute)
+        if as_json:
+            click.echo(json.dumps(report, ensure_ascii=True))
+        else:
+            if follow and sys.stdout.isatty():
+                click.clear()
+            click.echo(_gap_text(report))
+
+    if not follow:
+        report = client.gaps(entity, entity_type, run_id, recompute)
+        if as_json:
+            emit_json(report)
+        else:
+            click.echo(_gap_text(report))
+        return
+    with client.events(("gaps",)) as events:
+        show()
+        while True:
+            if events.next_event(timeout=5.0) is not None:
+                show()
+
+
+@cli.command()
+@click.argument("root", required=False)
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
+@json_option
+@click.pass_context
+def unmatched(ctx: click.Context, root: str | None, limit: int, as_json: bool) -> None:
+    """Files no rule maps (kept, just not linked to an entity), counted by folder."""
+    data = _client(ctx).unmatched(root, limit)
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"{data['total']} unmatched file(s)")
+    if data["by_folder"]:
+        click.echo("by folder:")
+        for folder, n in data["by_folder"].items():
+            click.echo(f"  {n:>7}  {shown(folder)}")
+    for f in data["files"]:
+        click.echo(shown(f["path"]))
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="also the resolved ones")
+@json_option
+@click.pass_context
+def conflicts(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """Metadata values that differ from what an entity already holds (never applied silently)."""
+    rows = _client(ctx).conflicts("all" if show_all else "open")
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no open conflicts")
+    for r in rows:
+        click.echo(
+            f"#{r['id']} {r['type']} {shown(r['entity'])}: {r['attribute']} is {json.dumps(r['current'])}, "
+            f"{shown(r['source'])} says {json.dumps(r['proposed'])}"
+            + (f" [{r['status']}]" if r["status"] != "open" else "")
+        )
+    if rows and not show_all:
+        click.echo("settle with: importctl resolve ID --keep | --take-new", err=True)
+
+
+@cli.command()
+@click.argument("conflict_id", type=int)
+@click.option("--keep", "action", flag_value="keep", help="keep the entity's current value")
+@click.option("--take-new", "action", flag_value="take_new", help="take the value from the metadata file")
+@json_option
+@click.pass_context
+def resolve(ctx: click.Context, conflict_id: int, action: str | None, as_json: bool) -> None:
+    """Settle conflict CONFLICT_ID."""
+    if action is None:
+        raise click.UsageError("say --keep or --take-new")
+    data = _client(ctx).resolve(conflict_id, action)
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(
+            f"#{conflict_id} {shown(data['entity'])}: {data['attribute']} = "
+            f"{json.dumps(data['value'])} ({data['status']})"
+        )
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@json_option
+@click.pass_context
+def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Recent reconcile/import runs, newest first."""
+    rows = _client(ctx).runs(limit)
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        c = r["counts"]
+        click.echo(
+            f"{r['id']:>5} {r['status']:<10} {r['root'] or '-':<12} {r['trigger']:<15} {r['started']}  "
+            f"seen {c['files_seen']}, registered {c['files_registered']}, entities +{c['entities_created']}"
+            f"/~{c['entities_updated']}, dup {c['duplicates']}, err {c['errors']}"
+        )
+
+
+@cli.command(name="run")
+@click.argument("run_id", type=int)
+@json_option
+@click.pass_context
+def run_cmd(ctx: click.Context, run_id: int, as_json: bool) -> None:
+    """One run: its counts and its per-entity log."""
+    data = _client(ctx).run(run_id)
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(
+        f"run {data['id']}: {data['status']} ({data['trigger']}, {data['root']}) "
+        f"{data['started']} -> {data['finished']}"
+    )
+    for k, v in data["counts"].items():
+        click.echo(f"  {k:<17} {v}")
+    for entry in data["log"]:
+        click.echo(
+            f"  {entry['action']:<9} {shown(entry['entity'] or '-'):<24} {shown(entry['detail'] or '')}"
+        )
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@json_option
+@click.pass_context
+def cancel(ctx: click.Context, run_id: int, as_json: bool) -> None:
+    """Cancel a running (or queued) run."""
+    data = _client(ctx).cancel(run_id)
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"run {run_id} cancelled")
+
+
+@cli.command()
+@click.option("--topic", "topics", multiple=True, help="only these topics (run, files, gaps)")
+@click.option("--count", type=int, default=0, help="stop after this many events")
+@click.option("--timeout", "idle", type=float, default=0.0, help="stop after this many idle seconds")
+@json_option
+@click.pass_context
+def watch(ctx: click.Context, topics: tuple[str, ...], count: int, idle: float, as_json: bool) -> None:
+    """Stream the daemon's live events (one line each; --json for JSON lines)."""
+    seen = 0
+    with _client(ctx).events(topics) as events:
+        while count == 0 or seen < count:
+            event = events.next_event(timeout=idle or 3600.0)
+            if event is None:
+                if idle:
+                    return
+                continue
+            seen += 1
+            if as_json:
+                click.echo(json.dumps(event, ensure_ascii=True))
+            else:
+                click.echo(_event_line(event))
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    data = event.get("data", {})
+    topic = event.get("topic")
+    if topic == "run":
+        return (
+            f"run {data.get('run_id')} {data.get('root')}: {data.get('state')} "
+            f"({data.get('files_seen')} seen, {data.get('changed')} changed, {data.get('pending')} pending)"
+        )
+    if topic == "files":
+        counts = ", ".join(f"{n} {k}" for k, n in data.get("counts", {}).items())
+        return f"files: {counts}"
+    if topic == "gaps":
+        c = data.get("completeness", {})
+        names = ", ".join(shown(e["name"]) for e in data.get("changed", [])[:5])
+        return f"gaps: completeness {c.get('percent')}% ({names})"
+    return json.dumps(event, ensure_ascii=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ daemon is down. A fresh socket per call keeps replies from an earlier, timed-out
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from importctl.protocol import (
     decode_reply,
     default_socket_path,
     endpoint_for,
+    events_path_for,
 )
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -121,6 +123,70 @@ class Client:
 
     def errors(self, limit: int = 1000) -> list[dict[str, Any]]:
         return self.call(Method.ERRORS, {"limit": limit})  # type: ignore[no-any-return]
+
+    def gaps(
+        self,
+        entity: str | None = None,
+        entity_type: str | None = None,
+        run: int | None = None,
+        recompute: bool = False,
+    ) -> dict[str, Any]:
+        params = {"entity": entity, "type": entity_type, "run": run, "recompute": recompute}
+        return self.call(Method.GAPS, params)  # type: ignore[no-any-return]
+
+    def unmatched(self, root: str | None = None, limit: int = 1000) -> dict[str, Any]:
+        return self.call(Method.UNMATCHED, {"root": root, "limit": limit})  # type: ignore[no-any-return]
+
+    def conflicts(self, status: str = "open") -> list[dict[str, Any]]:
+        return self.call(Method.CONFLICTS, {"status": status})  # type: ignore[no-any-return]
+
+    def resolve(self, conflict_id: int, action: str) -> dict[str, Any]:
+        return self.call(Method.RESOLVE, {"conflict_id": conflict_id, "action": action})  # type: ignore[no-any-return]
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self.call(Method.RUNS, {"limit": limit})  # type: ignore[no-any-return]
+
+    def run(self, run_id: int, log_limit: int = 10_000) -> dict[str, Any]:
+        return self.call(Method.RUN, {"run_id": run_id, "log_limit": log_limit})  # type: ignore[no-any-return]
+
+    def cancel(self, run_id: int) -> dict[str, Any]:
+        return self.call(Method.CANCEL, {"run_id": run_id})  # type: ignore[no-any-return]
+
+    def events(self, topics: tuple[str, ...] = ()) -> EventStream:
+        return EventStream(events_path_for(self.socket_path), topics)
+
+
+class EventStream:
+    """A SUB socket on the daemon's live events; iterate with `next_event(timeout)`."""
+
+    def __init__(self, path: Path, topics: tuple[str, ...]) -> None:
+        if not path.exists():
+            raise DaemonUnreachable(f"no event socket at {path}; {UNREACHABLE_HINT}")
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self.sock = ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        for topic in topics or ("",):
+            self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self.sock.connect(endpoint_for(path))
+
+    def next_event(self, timeout: float) -> dict[str, Any] | None:
+        if not self.sock.poll(int(timeout * 1000), zmq.POLLIN):
+            return None
+        frames = self.sock.recv_multipart()
+        try:
+            event = json.loads(frames[-1])
+        except ValueError:
+            return None
+        return event if isinstance(event, dict) else None
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 __all__ = ["PROTOCOL_VERSION", "Client", "ClientError", "DaemonError", "DaemonUnreachable"]

@@ -52,6 +52,13 @@ class Method(StrEnum):
     SCAN_PROGRESS = "scan_progress"
     FIND = "find"
     ERRORS = "errors"
+    GAPS = "gaps"
+    UNMATCHED = "unmatched"
+    CONFLICTS = "conflicts"
+    RESOLVE = "resolve"
+    RUNS = "runs"
+    RUN = "run"
+    CANCEL = "cancel"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -63,7 +70,20 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.SCAN_PROGRESS: {"scan_id": ((int,), True)},
     Method.FIND: {"query": ((str,), True), "cwd": ((str, type(None)), False)},
     Method.ERRORS: {"limit": ((int,), False)},
+    Method.GAPS: {
+        "entity": ((str, type(None)), False),
+        "type": ((str, type(None)), False),
+        "run": ((int, type(None)), False),
+        "recompute": ((bool,), False),
+    },
+    Method.UNMATCHED: {"root": ((str, type(None)), False), "limit": ((int,), False)},
+    Method.CONFLICTS: {"status": ((str,), False)},
+    Method.RESOLVE: {"conflict_id": ((int,), True), "action": ((str,), True)},
+    Method.RUNS: {"limit": ((int,), False)},
+    Method.RUN: {"run_id": ((int,), True), "log_limit": ((int,), False)},
+    Method.CANCEL: {"run_id": ((int,), True)},
 }
+RESOLVE_ACTIONS = ("keep", "take_new")
 
 
 class ProtocolError(Exception):
@@ -220,6 +240,11 @@ def default_socket_path(*, for_daemon: bool) -> Path:
     if SYSTEM_SOCKET.exists():
         return SYSTEM_SOCKET
     return _runtime_dir() / "control.sock"
+
+
+def events_path_for(socket_path: Path) -> Path:
+    """The PUB socket of live events sits beside the control socket."""
+    return socket_path.with_name("events.sock")
 
 
 def endpoint_for(socket_path: Path) -> str:

@@ -16,6 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from importctl.protocol import default_socket_path
+from importd.entities import (
+    ExpectationError,
+    Expectations,
+    PatternError,
+    RuleError,
+    RuleSet,
+    parse_expectations,
+    rule_set_for_root,
+)
 
 EX_CONFIG = 78
 SYSTEM_CONFIG = Path("/etc/importd/importd.toml")
@@ -95,6 +104,8 @@ class RootConfig:
     poll_interval: float = 60.0
     ignore: IgnoreRules = field(default_factory=lambda: IgnoreRules(DEFAULT_IGNORES))
     marker: str | None = None
+    # Path rules mapping files to entities (None: the root's files are catalogued, not mapped).
+    rule_set: RuleSet | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -109,6 +120,7 @@ class Config:
     hash_workers: int = 2
     log_level: str = "info"
     reconcile_interval: float = 6 * 3600.0
+    expectations: Expectations = field(default_factory=lambda: parse_expectations(None))
     # Sections owned by later stages (entities, media, …), kept verbatim for them to validate.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -260,7 +272,12 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         seen_paths[root.path] = root.name
 
     extra = {k: v for k, v in data.items() if k in _EXTRA_SECTIONS}
+    try:
+        expectations = parse_expectations(data.get("expect"))
+    except ExpectationError as exc:
+        raise r.fail(exc.key, exc.problem) from None
     return Config(
+        expectations=expectations,
         source=source,
         roots=tuple(roots),
         catalog_url=url,
@@ -305,7 +322,18 @@ def _parse_root(r: _Reader, raw: Any, i: int) -> RootConfig:
     if marker is not None and (not marker or os.path.isabs(marker) or ".." in Path(marker).parts):
         raise r.fail(where + "marker", f"must be a file name relative to the root, not {marker!r}")
     extra = {k: v for k, v in raw.items() if k in _ROOT_EXTRA}
+    rule_set = None
+    if "rules" in raw:
+        try:
+            rule_set = rule_set_for_root(raw["rules"], match_key=raw.get("match_key"))
+        except RuleError as exc:
+            raise r.fail(where + (exc.where or "rules"), exc.problem) from None
+        except PatternError as exc:
+            raise r.fail(where + "rules", str(exc)) from None
+    elif "match_key" in raw:
+        raise r.fail(where + "match_key", "needs rules")
     return RootConfig(
+        rule_set=rule_set,
         name=name,
         path=path,
         watch=watch or "inotify",

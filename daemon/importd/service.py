@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 from anyio import CancelScope
 
+from importctl.protocol import events_path_for
 from importd import __version__
 from importd.api.handlers import build_handlers
 from importd.api.server import ControlSocket, serve
@@ -47,6 +48,7 @@ class Service:
         await migrate(self.engine)
         self.control.bind()  # raises AlreadyRunning before anything else starts
         assert self.control.sock is not None
+        self.pipeline.events.bind(events_path_for(self.config.socket_path))
         log.info(
             "importd %s: catalog %s, control socket %s, %d root(s)",
             self.version,
@@ -71,6 +73,7 @@ class Service:
                 await self.pipeline.shutdown()
                 self.pipeline.writer.close()
         finally:
+            self.pipeline.events.close()
             self.control.close()
             await self.engine.dispose()
             log.info("importd stopped")

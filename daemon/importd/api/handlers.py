@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from importctl.protocol import ErrorCode, Method
+from importd.api.entity_handlers import build_entity_handlers
 from importd.api.server import ApiError, Handler
 from importd.catalog import queries
 from importd.paths import display, wire
@@ -98,6 +99,8 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             )
             if state.watch_error:
                 warnings.append(f"{state.config.name}: {state.watch_error}")
+        if pipeline.mapper.last_error:
+            warnings.append(f"entities: mapping failing: {pipeline.mapper.last_error}")
         if pipeline.writer.last_error:
             warnings.append(f"catalog: writes failing, retrying: {pipeline.writer.last_error}")
         files_per_s, mib_per_s = pipeline.counters.rates(time.time())
@@ -117,7 +120,8 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             "roots": roots,
             "files": totals,
             "bytes": total_bytes,
-            "queue": pipeline.queue_sizes() | {"writing": pipeline.writer.pending},
+            "queue": pipeline.queue_sizes()
+            | {"writing": pipeline.writer.pending, "mapping": pipeline.mapper.pending},
             "hashed_files_per_s": round(files_per_s, 2),
             "hashed_mib_per_s": round(mib_per_s, 2),
             "counters": {
@@ -129,6 +133,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
                 "errors": pipeline.counters.errors,
             },
             "last_scan": last_scan,
+            "completeness": pipeline.mapper.live.completeness().to_json(),
             "warnings": warnings,
         }
 
@@ -230,7 +235,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
                 )
         return out[:limit]
 
-    return {
+    return build_entity_handlers(service) | {
         Method.STATUS: status,
         Method.SCAN: scan,
         Method.SCAN_PROGRESS: scan_progress,

@@ -227,3 +227,58 @@ __all__ = [
     "IdentityMatch",
     "KnownFile",
 ]
+
+
+def unmatched_rows(conn: Connection, root_id: int | None, limit: int) -> tuple[list[tuple[int, bytes]], int]:
+    """Present files of mapped roots that matched no rule; and how many there are in all."""
+    from importd.catalog.models import EntityFileRow
+
+    links = EntityFileRow.__table__  # type: ignore[attr-defined]
+    cond = and_(links.c.entity_id.is_(None), links.c.role.is_(None), files.c.status == STATUS_PRESENT)
+    if root_id is not None:
+        cond = and_(cond, links.c.root_id == root_id)
+    base = select(files.c.root_id, files.c.relpath).join(links, links.c.file_id == files.c.id).where(cond)
+    total = conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+    rows = conn.execute(base.order_by(files.c.root_id, files.c.relpath).limit(limit))
+    return [(rid, bytes(rel)) for rid, rel in rows], int(total)
+
+
+def unmatched_by_folder(conn: Connection, root_id: int | None) -> list[tuple[int, bytes]]:
+    """(root_id, relpath) of every unmatched file, for the per-folder counts."""
+    rows, _ = unmatched_rows(conn, root_id, 10_000_000)
+    return rows
+
+
+def conflict_rows(conn: Connection, status: str | None) -> list[dict[str, Any]]:
+    from importd.catalog.models import ConflictRow, EntityRow
+
+    conflicts = ConflictRow.__table__  # type: ignore[attr-defined]
+    entities = EntityRow.__table__  # type: ignore[attr-defined]
+    stmt = (
+        select(conflicts, entities.c.type.label("entity_type"), entities.c.name.label("entity_name"))
+        .join(entities, entities.c.id == conflicts.c.entity_id)
+        .order_by(conflicts.c.id)
+    )
+    if status:
+        stmt = stmt.where(conflicts.c.status == status)
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def run_rows(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    stmt = select(runs).order_by(runs.c.id.desc()).limit(limit)
+    return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def run_row(
+    conn: Connection, run_id: int, log_limit: int
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    from importd.catalog.models import RunLogRow
+
+    runlog = RunLogRow.__table__  # type: ignore[attr-defined]
+    row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+    if row is None:
+        return None, []
+    logs = conn.execute(
+        select(runlog).where(runlog.c.run_id == run_id).order_by(runlog.c.id).limit(log_limit)
+    )
+    return dict(row._mapping), [dict(r._mapping) for r in logs]

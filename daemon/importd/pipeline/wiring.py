@@ -11,6 +11,7 @@ the per-root state and the counters that `importctl status` shows.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import stat as stat_mod
@@ -26,9 +27,11 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from importd.api.events import EventBus
 from importd.catalog import queries
 from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.config import Config, RootConfig
+from importd.entities import GapChange
 from importd.paths import display
 from importd.pipeline.hasher import BatchHasher
 from importd.pipeline.items import (
@@ -44,6 +47,7 @@ from importd.pipeline.items import (
     is_regular,
     s64,
 )
+from importd.pipeline.mapper import EntityMapper, MappingOutcome
 from importd.pipeline.reconcile import ReconcileComparer, WalkedFile, WalkError, describe_os_error, walk
 from importd.pipeline.settle import SettleTracker
 from importd.pipeline.watch import (
@@ -87,15 +91,28 @@ class RootState:
         return self.config.watch == "poll" or self.watch_limit or self.watch_error is not None
 
 
+TERMINAL_STATES = ("completed", "partial", "failed", "cancelled", "skipped")
+
+
 @dataclass
 class Scan:
-    """One reconcile request and its progress, as `importctl scan --wait` shows it."""
+    """One reconcile/import run and its progress, as `importctl scan --wait` shows it.
+
+    Lifecycle: queued -> scanning (walking the tree) -> importing (settling, hashing,
+    registering) -> mapping (entities and gaps) -> completed | partial (some files failed) |
+    failed | cancelled | skipped (root offline)."""
 
     scan_id: int
     root_id: int
     prefix: bytes
     trigger: str
-    state: str = "queued"  # queued | walking | settling | completed | failed | skipped
+    state: str = "queued"
+    run_id: int | None = None
+    entities_created: int = 0
+    entities_updated: int = 0
+    files_registered: int = 0
+    duplicates: int = 0
+    cancelled: bool = False
     files_seen: int = 0
     changed: int = 0
     vanished: int = 0
@@ -110,6 +127,7 @@ class Scan:
     def to_wire(self, root_name: str) -> dict[str, Any]:
         return {
             "scan_id": self.scan_id,
+            "run_id": self.run_id,
             "root": root_name,
             "path": os.fsdecode(self.prefix),
             "trigger": self.trigger,
@@ -119,6 +137,10 @@ class Scan:
             "pending": len(self.pending),
             "vanished": self.vanished,
             "errors": self.errors,
+            "entities_created": self.entities_created,
+            "entities_updated": self.entities_updated,
+            "files_registered": self.files_registered,
+            "duplicates": self.duplicates,
             "started": self.started,
             "finished": self.finished,
             "message": self.message,
@@ -183,7 +205,18 @@ class Pipeline:
         self.engine = engine
         self.clock = clock
         self.notify_factory = notify_factory
+        self.events = EventBus()
         self.writer = CatalogWriter(engine, on_commit=self._on_commit)
+        self.mapper = EntityMapper(
+            engine,
+            self.writer,
+            config.expectations,
+            root_paths=lambda: {rid: st.raw_path for rid, st in self.roots.items()},
+            run_ids=self._active_run_ids,
+            clock=clock,
+        )
+        self.mapper.on_outcome = self._on_mapped
+        self.mapper.listeners.append(self._publish_gaps)
         self.tracker: SettleTracker[Key] = SettleTracker(config.settle_seconds)
         # Set on SIGTERM: worker threads (walks, hashes) check it and give up early.
         self.stopping = threading.Event()
@@ -213,6 +246,8 @@ class Pipeline:
         """Register roots, then start every stage. Returns once start-up reconciles are queued."""
         self._tg = tg
         await self.writer.call(lambda c: queries.abandon_running(c, self.clock()))
+        await self.mapper.load()
+        tg.start_soon(self.mapper.run)
         await self.apply_roots(self.config.roots)
         tg.start_soon(self._settle_driver)
         for _ in range(self.config.hash_workers):
@@ -231,6 +266,11 @@ class Pipeline:
                 self._stop_watch(state)
                 del self.roots[root_id]
                 log.info("root %s removed or changed", state.config.name, extra={"root": state.config.name})
+        remap = self.mapper.set_rule_sets({rid: rc.rule_set for rid, rc in wanted_ids.items()})
+        for root_id in remap:
+            if root_id in self.roots:
+                log.info("rules of %s changed: mapping its files again", self.roots[root_id].config.name)
+                await self.mapper.remap_root(root_id)
         for root_id, rc in wanted_ids.items():
             if root_id in self.roots:
                 continue
@@ -242,6 +282,7 @@ class Pipeline:
     def reconfigure(self, config: Config) -> None:
         self.config = config
         self.tracker.settle_seconds = config.settle_seconds
+        self.mapper.set_expectations(config.expectations)
 
     async def shutdown(self) -> None:
         self.stopping.set()
@@ -285,8 +326,12 @@ class Pipeline:
             scan.state, scan.message = "skipped", f"root offline: {why}"
             scan.done.set()
             return
+        if scan.cancelled:
+            scan.state = "cancelled"
+            scan.done.set()
+            return
         scan.started = self.clock()
-        scan.state = "walking"
+        scan.state = "scanning"
         state.scanning += 1
         state.state = "scanning"
         rc = state.config
@@ -295,12 +340,17 @@ class Pipeline:
                 c, "reconcile", scan.trigger, scan.root_id, display(scan.prefix) or None, scan.started or 0.0
             )
         )
+        scan.run_id = run_id
+        self._publish_scan(scan)
         try:
             async with self.engine.connect() as conn:
                 known = await conn.run_sync(queries.snapshot, scan.root_id, scan.prefix or None)
             comparer = ReconcileComparer(known)
             await anyio.to_thread.run_sync(self._walk_thread, state, scan, comparer, abandon_on_cancel=True)
             diff = comparer.finish(rc.ignore)
+            if scan.cancelled:
+                scan.state = "cancelled"  # an unfinished walk proves nothing vanished
+                return
             online, why = root_online(rc)
             if not online:
                 # The mount went away during the walk: what looked gone is not gone.
@@ -310,7 +360,7 @@ class Pipeline:
             if diff.vanished:
                 await self.writer.put(VanishedRows(tuple(diff.vanished)))
             scan.vanished = len(diff.vanished)
-            scan.errors = len(diff.errors)
+            scan.errors += len(diff.errors)
             if not scan.prefix:
                 state.walk_errors = diff.errors
             for err in diff.errors:
@@ -321,20 +371,28 @@ class Pipeline:
                     extra={"root": rc.name, "path": display(err.relpath)},
                 )
             scan.walk_done = True
-            scan.state = "settling"
+            scan.state = "importing"
+            self._publish_scan(scan)
             if not scan.pending:
                 scan.done.set()
             await scan.done.wait()
             await self.writer.flush()
+            if scan.cancelled:
+                scan.state = "cancelled"
+                return
+            scan.state = "mapping"
+            self._publish_scan(scan)
+            await self.mapper.drain()
             if not scan.prefix and not diff.errors:
                 started = scan.started or 0.0
                 await self.writer.call(lambda c: queries.mark_reconciled(c, scan.root_id, started))
-            scan.state = "completed"
+            scan.state = "partial" if scan.errors else "completed"
         except Exception as exc:
             scan.state, scan.message = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("reconcile of %s failed", rc.name, extra={"root": rc.name})
         finally:
             scan.finished = self.clock()
+            scan.walk_done = True
             scan.done.set()
             state.scanning -= 1
             if state.state == "scanning" and state.scanning == 0:
@@ -350,7 +408,13 @@ class Pipeline:
                 "vanished": scan.vanished,
                 "errors": scan.errors,
                 "detail": scan.message or None,
+                "entities_created": scan.entities_created,
+                "entities_updated": scan.entities_updated,
+                "files_registered": scan.files_registered,
+                "duplicates": scan.duplicates,
+                "gap_report": json.dumps(self.mapper.live.report().to_json(), ensure_ascii=True),
             }
+            self._publish_scan(scan)
             with anyio.CancelScope(shield=True):
                 await self.writer.call(lambda c: queries.finish_run(c, run_id, values))
             log.info(
@@ -370,7 +434,7 @@ class Pipeline:
         """Runs in a worker thread; hands changed files to the loop in batches."""
         batch: list[WalkedFile] = []
         for item in walk(state.raw_path, scan.prefix, state.config.ignore):
-            if self.stopping.is_set():
+            if self.stopping.is_set() or scan.cancelled:
                 return
             changed = comparer.feed(item)
             if changed is not None:
@@ -699,12 +763,81 @@ class Pipeline:
 
     # ----- counters --------------------------------------------------------------------------
 
-    def _on_commit(self, result: BatchResult) -> None:
+    def _active_scans(self) -> dict[int, Scan]:
+        """The running full-root scan of each root, which committed changes are counted to."""
+        active: dict[int, Scan] = {}
+        for scan in self.scans.values():
+            if scan.state in ("scanning", "importing", "mapping") and (
+                scan.root_id not in active or not scan.prefix
+            ):
+                active[scan.root_id] = scan
+        return active
+
+    def _active_run_ids(self) -> dict[int, int | None]:
+        return {rid: scan.run_id for rid, scan in self._active_scans().items()}
+
+    async def _on_commit(self, result: BatchResult) -> None:
         c = self.counters
         c.registered += result.inserted + result.revived
         c.moved += result.moved
         c.vanished += result.vanished
         c.errors += result.errors
+        active = self._active_scans()
+        for change in result.changes:
+            scan = active.get(change.root_id)
+            if scan is not None:
+                if change.kind in ("new", "revived", "moved", "updated"):
+                    scan.files_registered += 1
+                elif change.kind == "error":
+                    scan.errors += 1
+                scan.duplicates += change.duplicate
+        self.events.publish_changes(result.changes, self._root_names())
+        await self.mapper.submit(result.changes)
+
+    def _on_mapped(self, outcome: MappingOutcome) -> None:
+        by_run = {scan.run_id: scan for scan in self.scans.values() if scan.run_id is not None}
+        for run_id, n in outcome.created.items():
+            if run_id in by_run:
+                by_run[run_id].entities_created += n
+        for run_id, n in outcome.updated.items():
+            if run_id in by_run:
+                by_run[run_id].entities_updated += n
+
+    def _publish_gaps(self, changes: list[GapChange]) -> None:
+        entities = []
+        for change in changes[:50]:
+            after = change.after or change.before
+            if after is None:
+                continue
+            missing = change.after.missing if change.after else ()
+            entities.append(
+                {
+                    "type": after.type,
+                    "name": after.name,
+                    "missing": [{"kind": m.kind, "name": m.name} for m in missing],
+                }
+            )
+        self.events.publish(
+            "gaps", {"completeness": self.mapper.live.completeness().to_json(), "changed": entities}
+        )
+
+    def _root_names(self) -> dict[int, str]:
+        return {rid: st.config.name for rid, st in self.roots.items()}
+
+    def _publish_scan(self, scan: Scan) -> None:
+        state = self.roots.get(scan.root_id)
+        self.events.publish("run", scan.to_wire(state.config.name if state else "?"))
+
+    def cancel_scan(self, scan: Scan) -> bool:
+        if scan.state in TERMINAL_STATES:
+            return False
+        scan.cancelled = True
+        if scan.state == "queued":
+            scan.state = "cancelled"
+        for key in list(scan.pending):
+            scan.pending.discard(key)
+        scan.done.set()
+        return True
 
     def queue_sizes(self) -> dict[str, int]:
         queued = self._settled_send.statistics().current_buffer_used

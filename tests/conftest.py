@@ -105,7 +105,7 @@ class Daemon:
     def idle(self) -> bool:
         s = self.status()
         q = s["queue"]
-        busy = q["settling"] or q["hashing"] or q["writing"]
+        busy = q["settling"] or q["hashing"] or q["writing"] or q.get("mapping", 0)
         scanning = any(r["state"] == "scanning" for r in s["roots"])
         return not busy and not scanning
 

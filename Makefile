@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 # `make run ROOT=/srv/legacy` watches that tree; by default a demo tree under demo/.
-ROOT ?= $(CURDIR)/demo/legacy
+DEMO := $(CURDIR)/demo/legacy
+ROOT ?= $(DEMO)
 RUNDIR := $(CURDIR)/.run
 PYTEST_ARGS ?=
 
@@ -29,7 +30,7 @@ demo: $(STAMP)
 
 run: $(STAMP) demo
 	@mkdir -p $(RUNDIR)
-	$(PY) tools/run_config.py --root '$(ROOT)' --state '$(RUNDIR)/state' > $(RUNDIR)/importd.toml
+	$(PY) tools/run_config.py --root '$(ROOT)' --state '$(RUNDIR)/state' $(if $(filter $(DEMO),$(ROOT)),--demo) > $(RUNDIR)/importd.toml
 	@echo "importd: watching $(ROOT); ask it with: $(VENV)/bin/importctl status"
 	exec $(VENV)/bin/importd run --config $(RUNDIR)/importd.toml
 

@@ -17,7 +17,7 @@ import click
 
 from importctl import __version__
 from importctl.client import Client, ClientError, DaemonError, DaemonUnreachable
-from importctl.protocol import EXIT_DAEMON_ERROR, EXIT_UNREACHABLE
+from importctl.protocol import EXIT_DAEMON_ERROR, EXIT_UNREACHABLE, TERMINAL_STATES
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {127: "\\x7f", 10: "\\n", 9: "\\t", 13: "\\r"}
@@ -147,7 +147,7 @@ def scan(ctx: click.Context, target: str | None, wait: bool, as_json: bool) -> N
                     nl=False,
                     err=True,
                 )
-            if progress["state"] in ("completed", "failed", "skipped"):
+            if progress["state"] in TERMINAL_STATES:
                 break
             time.sleep(0.2)
         if tty:
@@ -162,7 +162,9 @@ def scan(ctx: click.Context, target: str | None, wait: bool, as_json: bool) -> N
                 f"{p['vanished']} vanished, {p['errors']} unreadable"
                 + (f" ({p['message']})" if p["message"] else "")
             )
-    if any(p["state"] != "completed" for p in final):
+    if any(p["state"] == "partial" for p in final):
+        click.echo("importctl: some files could not be read; see: importctl errors", err=True)
+    if any(p["state"] not in ("completed", "partial") for p in final):
         ctx.exit(EXIT_DAEMON_ERROR)
 
 
@@ -179,6 +181,10 @@ def find(ctx: click.Context, query: str, as_json: bool) -> None:
     for r in rows:
         digest = (r["blake3"] or "-")[:16]
         click.echo(f"{r['status']:<8} {digest:<16} {human_bytes(r['size']):>10}  {shown(r['path'])}")
+        entity = r.get("entity")
+        if entity:
+            approved = ", pre-approved" if entity["pre_approved"] else ""
+            click.echo(f"         {entity['type']} {shown(entity['name'])} ({entity['role']}{approved})")
         if r.get("error"):
             click.echo(f"         error: {r['error']}")
 
@@ -423,10 +429,25 @@ def _event_line(event: dict[str, Any]) -> str:
     return json.dumps(event, ensure_ascii=True)
 
 
+def _warn_on_version_mismatch(ctx: click.Context | None) -> None:
+    obj = ctx.find_object(Context) if ctx is not None else None
+    daemon = obj.client.daemon_version if obj is not None else None
+    if daemon and daemon != __version__:
+        click.echo(
+            f"importctl: warning: importctl {__version__} talks to importd {daemon}; "
+            "upgrade both together (the --json shapes may differ)",
+            err=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; maps client errors to one stderr line and an exit code."""
     try:
-        cli.main(args=argv, prog_name="importctl", standalone_mode=False)
+        with cli.make_context("importctl", list(sys.argv[1:] if argv is None else argv)) as ctx:
+            try:
+                cli.invoke(ctx)
+            finally:
+                _warn_on_version_mismatch(ctx)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:

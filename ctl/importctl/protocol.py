@@ -84,6 +84,8 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.CANCEL: {"run_id": ((int,), True)},
 }
 RESOLVE_ACTIONS = ("keep", "take_new")
+# A run (scan) in one of these states has ended.
+TERMINAL_STATES = ("completed", "partial", "failed", "cancelled", "skipped")
 
 
 class ProtocolError(Exception):

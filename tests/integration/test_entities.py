@@ -13,6 +13,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from importctl.protocol import TERMINAL_STATES
+
 from tests.conftest import BIN, Daemon, wait_for
 
 EXPECT = """
@@ -268,7 +270,9 @@ def test_cancel_a_long_run(make_daemon, tmp_path) -> None:  # type: ignore[no-un
     )
     res = d.ctl("cancel", str(run_id))
     final = wait_for(
-        lambda: next((r for r in d.ctl_json("runs") if r["id"] == run_id and r["status"] != "running"), None),
+        lambda: next(
+            (r for r in d.ctl_json("runs") if r["id"] == run_id and r["status"] in TERMINAL_STATES), None
+        ),
         what="run ended",
     )
     if res.returncode == 0:

@@ -45,6 +45,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
     async def file_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         async with service.engine.connect() as conn:
             roots = await conn.run_sync(queries.root_paths)
+            entities = await conn.run_sync(queries.entity_links, [r["id"] for r in rows])
         out = []
         for r in rows:
             name, path, reconciled = roots.get(r["root_id"], ("?", "", None))
@@ -66,6 +67,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
                     "mtime_ns": r["mtime_ns"],
                     "inode": r["inode"] % (1 << 64),
                     "dev": r["dev"] % (1 << 64),
+                    "entity": entities.get(r["id"]),
                 }
             )
         return out

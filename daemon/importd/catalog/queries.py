@@ -282,3 +282,21 @@ def run_row(
         select(runlog).where(runlog.c.run_id == run_id).order_by(runlog.c.id).limit(log_limit)
     )
     return dict(row._mapping), [dict(r._mapping) for r in logs]
+
+
+def entity_links(conn: Connection, file_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """{file_id: {"type", "name", "role", "pre_approved"}} for mapped files."""
+    from importd.catalog.models import EntityFileRow, EntityRow
+
+    links = EntityFileRow.__table__  # type: ignore[attr-defined]
+    entities = EntityRow.__table__  # type: ignore[attr-defined]
+    out: dict[int, dict[str, Any]] = {}
+    for part in chunks(file_ids):
+        rows = conn.execute(
+            select(links.c.file_id, entities.c.type, entities.c.name, links.c.role, links.c.pre_approved)
+            .join(entities, entities.c.id == links.c.entity_id)
+            .where(links.c.file_id.in_(part))
+        )
+        for fid, etype, name, role, pre in rows:
+            out[fid] = {"type": etype, "name": name, "role": role, "pre_approved": bool(pre)}
+    return out

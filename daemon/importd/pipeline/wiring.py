@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from importctl.protocol import TERMINAL_STATES
 from importd.api.events import EventBus
 from importd.catalog import queries
 from importd.catalog.writer import BatchResult, CatalogWriter
@@ -89,9 +90,6 @@ class RootState:
     @property
     def polling(self) -> bool:
         return self.config.watch == "poll" or self.watch_limit or self.watch_error is not None
-
-
-TERMINAL_STATES = ("completed", "partial", "failed", "cancelled", "skipped")
 
 
 @dataclass

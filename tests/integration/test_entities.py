@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from importctl.protocol import TERMINAL_STATES
-
 from tests.conftest import BIN, Daemon, wait_for
 
 EXPECT = """

@@ -21,6 +21,7 @@ from importd.media.nearindex import (
     EmbeddingIndex,
     HashIndex,
     NearGroup,
+    compile_search,
     video_groups,
 )
 from importd.media.pool import ExtractionPool, Measured, Priority, default_pool_size, measured
@@ -59,6 +60,7 @@ __all__ = [
     "VideoFingerprint",
     "WorkKey",
     "check_pack",
+    "compile_search",
     "default_pool_size",
     "extract_av",
     "extract_image",

@@ -365,6 +365,12 @@ def _components(
 _compiled: list[Any] = []
 
 
+def compile_search() -> None:
+    """Compile the search loop now (about a second of CPU) rather than on the first query; the
+    daemon calls this in a worker thread at start-up so the event loop never waits for numba."""
+    HashIndex[int]().query(0, 0)
+
+
 def _kernel() -> Any:
     # Imported on first search, when numba compiles the loop (about a second, once per process).
     if not _compiled:

@@ -1,0 +1,72 @@
+"""What a sweep saw, as findings: the reconcile walk against the catalog, the links, the scrub.
+
+The walk is the pipeline's own (`reconcile.walk` fed to a `ReconcileComparer`), run without
+handing anything on to the pipeline, so the check reports orphans instead of registering them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from importd.catalog.models import STATUS_ERROR
+from importd.catalog.queries import KnownFile
+from importd.maintenance.findings import Finding
+from importd.maintenance.links import LinkError, LinkInfo
+from importd.maintenance.scrub import ScrubResult
+from importd.paths import display, join
+from importd.pipeline.reconcile import ReconcileDiff
+
+
+def findings_from_walk(
+    root_path: bytes, diff: ReconcileDiff, known_before: Mapping[bytes, KnownFile]
+) -> list[Finding]:
+    """`known_before` is the snapshot the comparer was built from (a copy: the comparer empties
+    the dict it is given). Vanished rows are ghosts; new files and files changed behind the
+    watcher's back are orphans; rows in error are errors; folders the walk could not read are
+    unreadable."""
+    relpath_of = {known.row_id: relpath for relpath, known in known_before.items()}
+    out: list[Finding] = []
+    for row_id in diff.vanished:
+        relpath = relpath_of.get(row_id)
+        if relpath is not None:
+            out.append(Finding("ghost", join(root_path, relpath), "in the catalog, gone from disk"))
+    for item in diff.changed:
+        known = known_before.get(item.relpath)
+        path = join(root_path, item.relpath)
+        if known is None:
+            out.append(Finding("orphan", path, "not in the catalog"))
+        elif known.status == STATUS_ERROR:
+            out.append(Finding("error", path, "the catalog holds an error for this file"))
+        else:
+            out.append(Finding("orphan", path, "changed since it was catalogued"))
+    for error in diff.errors:
+        out.append(Finding("unreadable", join(root_path, error.relpath), error.reason))
+    return out
+
+
+def finding_for_link(link: LinkInfo | LinkError) -> Finding | None:
+    if isinstance(link, LinkError):
+        if link.reason in ("gone", "no longer a symlink"):
+            return None  # changed since the walk: the next walk sees it as it is
+        return Finding("unreadable", link.path, f"symlink: {link.reason}")
+    target = display(link.target_as_written)
+    if link.state == "broken":
+        return Finding("broken_link", link.path, f"-> {target}: target missing")
+    if link.state == "loop":
+        return Finding("broken_link", link.path, f"-> {target}: link loop")
+    if link.state == "outside-roots" and not link.target_exists:
+        return Finding("broken_link", link.path, f"-> {target}: target (outside the roots) missing")
+    return None
+
+
+def finding_for_scrub(result: ScrubResult) -> Finding | None:
+    path = result.target.path
+    if result.kind == "hash_mismatch":
+        return Finding("hash_mismatch", path, result.detail)
+    if result.kind == "unreadable":
+        return Finding("unreadable", path, result.detail)
+    if result.kind == "missing":
+        return Finding("ghost", path, result.detail)
+    if result.kind == "changed":
+        return Finding("orphan", path, f"changed since it was hashed: {result.detail}")
+    return None

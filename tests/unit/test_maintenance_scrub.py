@@ -1,0 +1,300 @@
+"""The --verify-hash scrub: bit rot found, budgets honoured, the next sweep continuing."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import blake3
+import pytest
+
+from importd.maintenance.priority import IOPRIO_CLASS_IDLE, lower_thread_priority, thread_io_class
+from importd.maintenance.scrub import (
+    Budget,
+    BudgetError,
+    Scrubber,
+    ScrubPlan,
+    ScrubResult,
+    ScrubTarget,
+    parse_budget,
+)
+from importd.pipeline.hasher import PIPELINE_FROM
+from importd.pipeline.items import FileFailure, HashOutcome, SettledFile, s64
+
+KiB = 1 << 10
+UNLIMITED = Budget()
+
+
+def target(path: Path, row_id: int, last_verified: float | None = None) -> ScrubTarget:
+    """A catalog row as the pipeline would have written it for this file, now."""
+    st = os.lstat(path)
+    digest = blake3.blake3(path.read_bytes()).hexdigest()
+    raw = os.fsencode(str(path))
+    return ScrubTarget(
+        row_id,
+        1,
+        "media",
+        raw,
+        raw,
+        st.st_size,
+        st.st_mtime_ns,
+        s64(st.st_ino),
+        s64(st.st_dev),
+        digest,
+        last_verified,
+    )
+
+
+class Ticks:
+    """A clock that moves only when the test says so (or by `step` on every read)."""
+
+    def __init__(self, start: float = 1000.0, step: float = 0.0) -> None:
+        self.t = start
+        self.step = step
+
+    def __call__(self) -> float:
+        value = self.t
+        self.t += self.step
+        return value
+
+
+def sweep(
+    targets: Iterable[ScrubTarget], budget: Budget = UNLIMITED, now: float = 5000.0
+) -> tuple[Scrubber, list[ScrubResult]]:
+    scrubber = Scrubber(ScrubPlan(budget, started=now), clock=Ticks(), now=Ticks(now))
+    return scrubber, list(scrubber.sweep(targets))
+
+
+def flip_keeping_mtime(path: Path, offset: int) -> None:
+    st = os.stat(path)
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_bit_rot_is_found_and_told_apart_from_changes(tmp_path: Path) -> None:
+    files = {name: tmp_path / name for name in ("ok", "rot", "big_rot", "grown", "touched", "deleted")}
+    for name, path in files.items():
+        path.write_bytes(os.urandom(PIPELINE_FROM + KiB if name == "big_rot" else 64 * KiB))
+    targets = [target(path, i) for i, path in enumerate(files.values(), start=1)]
+    flip_keeping_mtime(files["rot"], 1000)
+    flip_keeping_mtime(files["big_rot"], PIPELINE_FROM - 7)  # the pipelined reader's path
+    with open(files["grown"], "ab") as fh:
+        fh.write(b"more")
+    os.utime(files["touched"], ns=(0, 1_000_000_000))
+    files["deleted"].unlink()
+
+    scrubber, results = sweep(targets)
+    kinds = {os.path.basename(r.target.path): r.kind for r in results}
+    assert kinds == {
+        b"ok": "ok",
+        b"rot": "hash_mismatch",
+        b"big_rot": "hash_mismatch",
+        b"grown": "changed",
+        b"touched": "changed",
+        b"deleted": "missing",
+    }
+    rot = next(r for r in results if r.kind == "hash_mismatch")
+    assert rot.blake3_now == blake3.blake3(files["rot"].read_bytes()).hexdigest()
+    assert "size and mtime unchanged" in rot.detail
+    changed = {r.target.path: r for r in results if r.kind == "changed"}
+    assert {r.bytes_read for r in changed.values()} == {0}  # a changed file is not read at all
+    assert all(r.checked_at == r.last_verified for r in results)
+    assert scrubber.progress.stopped == "done"
+    assert scrubber.progress.counts == {"ok": 1, "hash_mismatch": 2, "changed": 2, "missing": 1}
+    assert scrubber.progress.bytes == 2 * 64 * KiB + PIPELINE_FROM + KiB
+
+
+def test_replaced_file_with_same_size_and_mtime_is_changed_not_rot(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"a" * 100)
+    row = target(path, 1)
+    st = os.stat(path)
+    (tmp_path / "g").write_bytes(b"b" * 100)
+    os.utime(tmp_path / "g", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.rename(tmp_path / "g", path)
+    _, (result,) = sweep([row])
+    assert (result.kind, result.detail) == ("changed", "replaced by another file (inode changed)")
+
+
+def test_unreadable_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+
+    def failing(
+        path: bytes, settled: SettledFile, buffer: bytearray, stop: threading.Event | None = None
+    ) -> HashOutcome:
+        return FileFailure(
+            settled.ref, settled.stat, "read failed: input/output error (failing disk or network mount?)"
+        )
+
+    scrubber = Scrubber(ScrubPlan(Budget(), 5000.0), clock=Ticks(), now=Ticks(5000.0), hasher=failing)
+    (result,) = scrubber.sweep([target(path, 1)])
+    assert (result.kind, result.detail) == (
+        "unreadable",
+        "read failed: input/output error (failing disk or network mount?)",
+    )
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="root reads everything")
+def test_unreadable_without_permission(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+    row = target(path, 1)
+    path.chmod(0)
+    _, (result,) = sweep([row])
+    assert result.kind == "unreadable"
+
+
+def test_byte_budget_stops_half_way_and_the_next_sweep_finishes(tmp_path: Path) -> None:
+    rows: dict[int, ScrubTarget] = {}
+    for i in range(1, 5):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(os.urandom(64 * KiB))
+        rows[i] = target(path, i, last_verified=None if i < 3 else 100.0 + i)
+
+    def run(started: float) -> tuple[Scrubber, list[ScrubResult]]:
+        plan = ScrubPlan(Budget(max_bytes=128 * KiB), started)
+        scrubber = Scrubber(plan, clock=Ticks(), now=Ticks(started))
+        results = list(scrubber.sweep(plan.order(rows.values())))
+        for r in results:  # what the service persists
+            rows[r.target.row_id] = dataclasses.replace(rows[r.target.row_id], last_verified=r.last_verified)
+        return scrubber, results
+
+    first, results = run(5000.0)
+    assert [r.target.row_id for r in results] == [1, 2]  # never verified first
+    assert first.progress.stopped == "budget"
+    assert first.progress.stopped_before is not None and first.progress.stopped_before.row_id == 3
+    second, results = run(6000.0)
+    assert [r.target.row_id for r in results] == [3, 4]  # continues where the first one ended
+    assert second.progress.stopped == "budget"
+    assert all(r.last_verified is not None and r.last_verified >= 5000.0 for r in rows.values())
+    _, results = run(7000.0)
+    assert [r.target.row_id for r in results] == [1, 2]  # and around again, oldest first
+
+
+def test_time_budget_uses_the_injected_clock(tmp_path: Path) -> None:
+    rows = []
+    for i in range(1, 6):
+        (tmp_path / f"f{i}").write_bytes(b"x" * i)
+        rows.append(target(tmp_path / f"f{i}", i))
+    parsed = parse_budget("30m")
+    assert isinstance(parsed, Budget)
+    plan = ScrubPlan(parsed, 5000.0)
+    clock = Ticks(step=400.0)  # every clock read is 400 s later
+    scrubber = Scrubber(plan, clock=clock, now=Ticks(5000.0))
+    results = list(scrubber.sweep(rows))
+    assert 1 <= len(results) < 5
+    assert scrubber.progress.stopped == "budget"
+    assert scrubber.progress.elapsed >= 1800.0
+
+
+def test_a_file_bigger_than_the_budget_is_still_verified(tmp_path: Path) -> None:
+    (tmp_path / "big").write_bytes(b"x" * 10 * KiB)
+    (tmp_path / "next").write_bytes(b"y")
+    _, results = sweep([target(tmp_path / "big", 1), target(tmp_path / "next", 2)], Budget(max_bytes=KiB))
+    assert [r.kind for r in results] == ["ok"]
+
+
+def test_nothing_is_checked_twice_in_a_sweep(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    (tmp_path / "g").write_bytes(b"y")
+    row = target(tmp_path / "f", 1)
+    fresh = target(tmp_path / "g", 2, last_verified=5001.0)  # verified after this sweep began
+    unhashed = dataclasses.replace(target(tmp_path / "g", 3), blake3=None)
+    _, results = sweep([row, row, fresh, unhashed, row], now=5000.0)
+    assert [r.target.row_id for r in results] == [1]
+
+
+def test_order_puts_never_verified_first_then_oldest() -> None:
+    plan = ScrubPlan(Budget(), started=100.0)
+    base = ScrubTarget(0, 1, "m", b"x", b"/x", 1, 1, 1, 1, "h", None)
+    rows = [
+        dataclasses.replace(base, row_id=1, last_verified=50.0),
+        dataclasses.replace(base, row_id=2, last_verified=None),
+        dataclasses.replace(base, row_id=3, last_verified=10.0),
+        dataclasses.replace(base, row_id=4, last_verified=150.0),
+        dataclasses.replace(base, row_id=5, last_verified=None),
+    ]
+    assert [t.row_id for t in plan.order(rows)] == [2, 5, 3, 1]
+
+
+def test_stop_event_ends_the_sweep(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    stop = threading.Event()
+    stop.set()
+    scrubber = Scrubber(ScrubPlan(Budget(), 5000.0), clock=Ticks(), now=Ticks(), stop=stop)
+    assert list(scrubber.sweep([target(tmp_path / "f", 1)])) == []
+    assert scrubber.progress.stopped == "stopped"
+
+
+@pytest.mark.parametrize(
+    ("text", "budget"),
+    [
+        ("90s", Budget(max_seconds=90)),
+        ("30m", Budget(max_seconds=1800)),
+        ("2h", Budget(max_seconds=7200)),
+        ("1h30m", Budget(max_seconds=5400)),
+        ("1.5h", Budget(max_seconds=5400)),
+        ("1d", Budget(max_seconds=86400)),
+        (" 45 min ", Budget(max_seconds=2700)),
+        ("500GiB", Budget(max_bytes=500 << 30)),
+        ("10G", Budget(max_bytes=10 << 30)),
+        ("10g", Budget(max_bytes=10 << 30)),
+        ("1TB", Budget(max_bytes=10**12)),
+        ("30M", Budget(max_bytes=30 << 20)),
+        ("30MB", Budget(max_bytes=30 * 10**6)),
+        ("512KiB", Budget(max_bytes=512 << 10)),
+        ("100B", Budget(max_bytes=100)),
+    ],
+)
+def test_parse_budget(text: str, budget: Budget) -> None:
+    assert parse_budget(text) == budget
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("500", "needs a unit"),
+        ("10 parsecs", "unknown unit 'parsecs'"),
+        ("0m", "more than zero"),
+        ("0GiB", "more than zero"),
+        ("1G30m", "sizes cannot be combined"),
+        ("-5m", "cannot read"),
+        ("abc", "cannot read"),
+        ("5m!", "cannot read"),
+    ],
+)
+def test_parse_budget_errors(text: str, reason: str) -> None:
+    error = parse_budget(text)
+    assert isinstance(error, BudgetError)
+    assert reason in error.reason
+    assert str(error).startswith(f"invalid budget {text!r}")
+
+
+def test_lower_thread_priority_touches_only_the_calling_thread() -> None:
+    seen: dict[str, object] = {}
+
+    def sweep_thread() -> None:
+        seen["problems"] = lower_thread_priority()
+        tid = threading.get_native_id()
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, tid)
+        seen["io"] = thread_io_class(tid)
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = threading.Thread(target=sweep_thread)
+    worker.start()
+    worker.join()
+    assert seen["problems"] == []
+    assert seen["nice"] == 19
+    assert seen["io"] in (IOPRIO_CLASS_IDLE, None)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+    assert thread_io_class() != IOPRIO_CLASS_IDLE

@@ -105,6 +105,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"last scan: {last['root']} {last['state']} at {last['finished'] or last['started']}: "
             f"{last['files_seen']} seen, {last['changed']} changed, {last['vanished']} vanished"
         )
+    media = data.get("media")
+    if media and media.get("enabled"):
+        faces = media["faces"]
+        click.echo(
+            f"media: {media['queued']} queued, {media['running']} running, {media['done']} done, "
+            f"{media['failed']} failed; faces {faces['state']}"
+            + (f" ({faces['reason']})" if faces["reason"] else "")
+        )
     comp = data.get("completeness")
     if comp:
         click.echo(
@@ -203,6 +211,76 @@ def errors(ctx: click.Context, limit: int, as_json: bool) -> None:
         click.echo("no errors")
     for r in rows:
         click.echo(f"{r['kind']:<9} {shown(r['path'])}: {r['error']}")
+
+
+@cli.command()
+@click.option("--kind", type=click.Choice(["exact", "near", "face"]), default=None, help="only this kind")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="near: max pHash Hamming distance in bits (default 10); face: min cosine similarity (default 0.5)",
+)
+@json_option
+@click.pass_context
+def dupes(ctx: click.Context, kind: str | None, threshold: float | None, as_json: bool) -> None:
+    """Groups of duplicates: exact (same BLAKE3), near (similar pictures or videos), face (same person)."""
+    data = _client(ctx).dupes(kind, threshold)
+    if as_json:
+        emit_json(data)
+        return
+    faces = data.get("faces", {})
+    if kind in (None, "face") and faces.get("state") == "disabled":
+        click.echo(f"importctl: faces are disabled: {faces.get('reason')}", err=True)
+    if not data["groups"]:
+        click.echo("no duplicates")
+    for group in data["groups"]:
+        label = group["kind"] + (f" {group['media']}" if group.get("media") else "")
+        click.echo(
+            f"{label} ({len(group['paths'])} files)"
+            + (f" {group['blake3'][:16]}" if group["kind"] == "exact" else "")
+        )
+        for member in group["members"]:
+            measure = ""
+            if group["kind"] == "near":
+                measure = f"d={member['distance']:g} "
+            elif group["kind"] == "face":
+                measure = f"sim={member['similarity']:.2f} face {member['face']} "
+            click.echo(f"  {measure}{shown(member['path'])}")
+
+
+@cli.command()
+@click.argument("query")
+@json_option
+@click.pass_context
+def info(ctx: click.Context, query: str, as_json: bool) -> None:
+    """Everything known about one file (PATH) or content (HASH): row, media, hashes, faces, duplicates."""
+    data = _client(ctx).info(query)
+    if as_json:
+        emit_json(data)
+        return
+    f = data["file"]
+    click.echo(f"{shown(f['path'])}")
+    click.echo(f"  status {f['status']}, {human_bytes(f['size'])}, blake3 {f['blake3']}")
+    click.echo(f"  first seen {f['first_seen']}, last seen {f['last_seen']}")
+    if f.get("entity"):
+        e = f["entity"]
+        click.echo(
+            f"  {e['type']} {shown(e['name'])} ({e['role']}{', pre-approved' if e['pre_approved'] else ''})"
+        )
+    media = data.get("media")
+    if media:
+        details = ", ".join(f"{k} {v}" for k, v in media.items() if v not in (None, [], "") and k != "kind")
+        click.echo(f"  {media['kind']}: {details}")
+    for ex in data.get("extractions", []):
+        if ex["status"] != "ok":
+            click.echo(f"  {ex['extractor']} failed: {ex['error']}")
+    for face in data.get("faces", []):
+        box = ", ".join(f"{v:.0f}" for v in face["bbox"])
+        click.echo(f"  face {face['index']}: box ({box}), score {face['det_score']:.2f}")
+    for group in data.get("duplicates", []):
+        paths = group.get("paths") or [m["path"] for m in group.get("members", [])]
+        click.echo(f"  {group['kind']} duplicates: " + ", ".join(shown(p) for p in paths if p != f["path"]))
 
 
 def _gap_text(report: dict[str, Any]) -> str:

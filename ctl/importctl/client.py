@@ -115,11 +115,7 @@ class Client:
         return self.call(Method.SCAN_PROGRESS, {"scan_id": scan_id})  # type: ignore[no-any-return]
 
     def find(self, query: str) -> list[dict[str, Any]]:
-        try:
-            cwd: str | None = os.getcwd()
-        except OSError:
-            cwd = None
-        return self.call(Method.FIND, {"query": query, "cwd": cwd})  # type: ignore[no-any-return]
+        return self.call(Method.FIND, {"query": query, "cwd": _cwd()})  # type: ignore[no-any-return]
 
     def errors(self, limit: int = 1000) -> list[dict[str, Any]]:
         return self.call(Method.ERRORS, {"limit": limit})  # type: ignore[no-any-return]
@@ -152,8 +148,21 @@ class Client:
     def cancel(self, run_id: int) -> dict[str, Any]:
         return self.call(Method.CANCEL, {"run_id": run_id})  # type: ignore[no-any-return]
 
+    def dupes(self, kind: str | None = None, threshold: float | None = None) -> dict[str, Any]:
+        return self.call(Method.DUPES, {"kind": kind, "threshold": threshold})  # type: ignore[no-any-return]
+
+    def info(self, query: str) -> dict[str, Any]:
+        return self.call(Method.INFO, {"query": query, "cwd": _cwd()})  # type: ignore[no-any-return]
+
     def events(self, topics: tuple[str, ...] = ()) -> EventStream:
         return EventStream(events_path_for(self.socket_path), topics)
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the working directory was deleted
+        return None
 
 
 class EventStream:

@@ -59,6 +59,8 @@ class Method(StrEnum):
     RUNS = "runs"
     RUN = "run"
     CANCEL = "cancel"
+    DUPES = "dupes"
+    INFO = "info"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -82,7 +84,10 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.RUNS: {"limit": ((int,), False)},
     Method.RUN: {"run_id": ((int,), True), "log_limit": ((int,), False)},
     Method.CANCEL: {"run_id": ((int,), True)},
+    Method.DUPES: {"kind": ((str, type(None)), False), "threshold": ((int, float, type(None)), False)},
+    Method.INFO: {"query": ((str,), True), "cwd": ((str, type(None)), False)},
 }
+DUPE_KINDS = ("exact", "near", "face")
 RESOLVE_ACTIONS = ("keep", "take_new")
 # A run (scan) in one of these states has ended.
 TERMINAL_STATES = ("completed", "partial", "failed", "cancelled", "skipped")

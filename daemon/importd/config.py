@@ -110,6 +110,22 @@ class RootConfig:
 
 
 @dataclass(frozen=True)
+class MediaConfig:
+    """[media] and [faces]: what the extract stage runs and how hard it may work."""
+
+    enabled: bool = True
+    workers: int = 1
+    timeout_seconds: float = 120.0
+    max_pixels: int = 178_956_970
+    near_threshold: int = 10
+    faces_enabled: bool = True
+    faces_pack: Path | None = None
+    face_min_score: float = 0.7
+    face_min_px: int = 40
+    same_person_similarity: float = 0.5
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None
     roots: tuple[RootConfig, ...]
@@ -121,6 +137,7 @@ class Config:
     log_level: str = "info"
     reconcile_interval: float = 6 * 3600.0
     expectations: Expectations = field(default_factory=lambda: parse_expectations(None))
+    media: MediaConfig = field(default_factory=MediaConfig)
     # Sections owned by later stages (entities, media, …), kept verbatim for them to validate.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -276,7 +293,9 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         expectations = parse_expectations(data.get("expect"))
     except ExpectationError as exc:
         raise r.fail(exc.key, exc.problem) from None
+    media = _parse_media(r, data.get("media", {}), data.get("faces", {}), state_dir)
     return Config(
+        media=media,
         expectations=expectations,
         source=source,
         roots=tuple(roots),
@@ -288,6 +307,39 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         log_level=level,
         reconcile_interval=reconcile,
         extra=extra,
+    )
+
+
+def _parse_media(r: _Reader, media: Any, faces: Any, state_dir: Path) -> MediaConfig:
+    if not isinstance(media, dict):
+        raise r.fail("media", "must be a table")
+    if not isinstance(faces, dict):
+        raise r.fail("faces", "must be a table")
+    r.unknown(media, {"enabled", "workers", "timeout_seconds", "max_pixels", "near_threshold"}, "media.")
+    r.unknown(faces, {"enabled", "pack", "min_score", "min_face_px", "same_person_similarity"}, "faces.")
+    for table, key, where in ((media, "enabled", "media."), (faces, "enabled", "faces.")):
+        if not isinstance(table.get(key, True), bool):
+            raise r.fail(where + key, "must be true or false")
+    # Leave a core for hashing and the control socket.
+    workers = r.number(media, "workers", "media.", max(1, (os.cpu_count() or 2) - 1), 1)
+    threshold = r.number(media, "near_threshold", "media.", 10, 0)
+    if threshold > 32 or threshold != int(threshold):
+        raise r.fail("media.near_threshold", "must be a whole number of bits from 0 to 32")
+    pack = r.string(faces, "pack", "faces.", None)
+    similarity = r.number(faces, "same_person_similarity", "faces.", 0.5, -1.0)
+    if similarity > 1:
+        raise r.fail("faces.same_person_similarity", "is a cosine similarity: at most 1")
+    return MediaConfig(
+        enabled=media.get("enabled", True),
+        workers=int(workers),
+        timeout_seconds=r.number(media, "timeout_seconds", "media.", 120.0, 1.0),
+        max_pixels=int(r.number(media, "max_pixels", "media.", 178_956_970, 1)),
+        near_threshold=int(threshold),
+        faces_enabled=faces.get("enabled", True),
+        faces_pack=Path(pack) if pack else state_dir / "models" / "buffalo_l",
+        face_min_score=r.number(faces, "min_score", "faces.", 0.7, 0.0),
+        face_min_px=int(r.number(faces, "min_face_px", "faces.", 40, 1)),
+        same_person_similarity=similarity,
     )
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from importctl.protocol import ErrorCode, Method
 from importd.api.entity_handlers import build_entity_handlers
+from importd.api.media_handlers import build_media_handlers
 from importd.api.server import ApiError, Handler
 from importd.catalog import queries
 from importd.paths import display, wire
@@ -136,6 +137,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             },
             "last_scan": last_scan,
             "completeness": pipeline.mapper.live.completeness().to_json(),
+            "media": pipeline.media.status(),
             "warnings": warnings,
         }
 
@@ -172,6 +174,14 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             )
         state = pipeline.roots.get(scan_obj.root_id)
         return scan_obj.to_wire(state.config.name if state else "?")
+
+    async def info_rows(params: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = await find(params)
+        if len({r["blake3"] for r in rows}) > 1 or (
+            not HEX.fullmatch(params["query"]) and len(rows) > 1 and rows[0]["relpath"] != rows[1]["relpath"]
+        ):
+            raise ApiError(ErrorCode.INVALID, "info takes one file (or one content hash), not a folder")
+        return rows
 
     async def find(params: dict[str, Any]) -> list[dict[str, Any]]:
         query: str = params["query"]
@@ -214,6 +224,19 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             }
             for r in await file_rows(rows)
         ]
+        async with service.engine.connect() as conn:
+            failures = await conn.run_sync(queries.extraction_failures, limit)
+        for _digest, extractor, error, at, rid, rel in failures:
+            state_of = pipeline.roots.get(rid)
+            out.append(
+                {
+                    "kind": "extract",
+                    "path": wire(state_of.raw_path + b"/" + rel) if state_of else wire(rel),
+                    "root": state_of.config.name if state_of else "?",
+                    "error": f"{extractor}: {error}",
+                    "since": iso(at),
+                }
+            )
         for state in pipeline.roots.values():
             for err in state.walk_errors:
                 out.append(
@@ -237,10 +260,14 @@ def build_handlers(service: Service) -> dict[str, Handler]:
                 )
         return out[:limit]
 
-    return build_entity_handlers(service) | {
-        Method.STATUS: status,
-        Method.SCAN: scan,
-        Method.SCAN_PROGRESS: scan_progress,
-        Method.FIND: find,
-        Method.ERRORS: errors,
-    }
+    return (
+        build_entity_handlers(service)
+        | build_media_handlers(service, info_rows)
+        | {
+            Method.STATUS: status,
+            Method.SCAN: scan,
+            Method.SCAN_PROGRESS: scan_progress,
+            Method.FIND: find,
+            Method.ERRORS: errors,
+        }
+    )

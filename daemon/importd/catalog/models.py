@@ -161,3 +161,55 @@ class RunLogRow(SQLModel, table=True):
     action: str = Field(max_length=16)
     detail: str | None = None
     at: float
+
+
+class ExtractionRow(SQLModel, table=True):
+    """One extractor's result for one content (facts as JSON, or the failure's reason), keyed by
+    content hash: the same content at two paths is analysed once. A newer extractor version
+    replaces the row."""
+
+    __tablename__ = "extractions"
+
+    blake3: str = Field(primary_key=True, foreign_key="contents.blake3", max_length=64)
+    extractor: str = Field(primary_key=True, max_length=32)
+    version: int
+    status: str = Field(max_length=16)  # ok | failed
+    facts: str | None = None
+    error: str | None = None
+    at: float
+    cpu_s: float | None = None
+
+
+class ImageHashRow(SQLModel, table=True):
+    """Perceptual hashes as signed 64-bit integers (the same bits as the unsigned hash), so the
+    Hamming distance is a popcount of the XOR."""
+
+    __tablename__ = "image_hashes"
+
+    blake3: str = Field(primary_key=True, foreign_key="contents.blake3", max_length=64)
+    phash: int = Field(sa_column=Column(BigInteger, nullable=False))
+    dhash: int = Field(sa_column=Column(BigInteger, nullable=False))
+    low_detail: bool = False
+
+
+class VideoFingerprintRow(SQLModel, table=True):
+    __tablename__ = "video_fingerprints"
+
+    blake3: str = Field(primary_key=True, foreign_key="contents.blake3", max_length=64)
+    duration_s: float
+    frames: str  # JSON: [signed 64-bit pHash | null, ...]
+    blank: str  # JSON: [bool, ...]
+
+
+class FaceRow(SQLModel, table=True):
+    __tablename__ = "faces"
+
+    id: int | None = Field(default=None, primary_key=True)
+    blake3: str = Field(foreign_key="contents.blake3", max_length=64, index=True)
+    idx: int
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    det_score: float
+    embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # 512 float32, unit length

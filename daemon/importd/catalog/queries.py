@@ -300,3 +300,72 @@ def entity_links(conn: Connection, file_ids: list[int]) -> dict[int, dict[str, A
         for fid, etype, name, role, pre in rows:
             out[fid] = {"type": etype, "name": name, "role": role, "pre_approved": bool(pre)}
     return out
+
+
+def present_paths(conn: Connection, digests: list[str]) -> dict[str, list[tuple[int, bytes]]]:
+    out: dict[str, list[tuple[int, bytes]]] = {}
+    for part in chunks(sorted(set(digests))):
+        rows = conn.execute(
+            select(files.c.blake3, files.c.root_id, files.c.relpath)
+            .where(files.c.status == STATUS_PRESENT, files.c.blake3.in_(part))
+            .order_by(files.c.root_id, files.c.relpath)
+        )
+        for digest, rid, rel in rows:
+            out.setdefault(digest, []).append((rid, bytes(rel)))
+    return out
+
+
+def exact_duplicates(conn: Connection) -> dict[str, list[tuple[int, bytes]]]:
+    """Contents present at two paths or more."""
+    dup = (
+        select(files.c.blake3)
+        .where(files.c.status == STATUS_PRESENT, files.c.blake3.is_not(None))
+        .group_by(files.c.blake3)
+        .having(func.count() > 1)
+    )
+    digests = [d for (d,) in conn.execute(dup)]
+    return present_paths(conn, digests)
+
+
+def content_media(conn: Connection, digest: str) -> dict[str, Any]:
+    """Everything extracted from one content: facts per extractor, hashes, faces."""
+    from importd.catalog.models import ExtractionRow, FaceRow, ImageHashRow, VideoFingerprintRow
+
+    ex = ExtractionRow.__table__  # type: ignore[attr-defined]
+    ih = ImageHashRow.__table__  # type: ignore[attr-defined]
+    vf = VideoFingerprintRow.__table__  # type: ignore[attr-defined]
+    fc = FaceRow.__table__  # type: ignore[attr-defined]
+    extractions = [dict(r._mapping) for r in conn.execute(select(ex).where(ex.c.blake3 == digest))]
+    image = conn.execute(select(ih).where(ih.c.blake3 == digest)).first()
+    video = conn.execute(select(vf).where(vf.c.blake3 == digest)).first()
+    faces = [
+        dict(r._mapping) for r in conn.execute(select(fc).where(fc.c.blake3 == digest).order_by(fc.c.idx))
+    ]
+    return {
+        "extractions": extractions,
+        "image": dict(image._mapping) if image else None,
+        "video": dict(video._mapping) if video else None,
+        "faces": faces,
+    }
+
+
+def extraction_failures(conn: Connection, limit: int) -> list[tuple[str, str, str, float, int, bytes]]:
+    """(blake3, extractor, error, at, root_id, relpath) of failed extractions, one path each."""
+    from importd.catalog.models import ExtractionRow
+
+    ex = ExtractionRow.__table__  # type: ignore[attr-defined]
+    rows = conn.execute(
+        select(
+            ex.c.blake3,
+            ex.c.extractor,
+            ex.c.error,
+            ex.c.at,
+            func.min(files.c.root_id),
+            func.min(files.c.relpath),
+        )
+        .join(files, files.c.blake3 == ex.c.blake3)
+        .where(ex.c.status == "failed", files.c.status == STATUS_PRESENT)
+        .group_by(ex.c.blake3, ex.c.extractor)
+        .limit(limit)
+    )
+    return [(d, e, err or "", at, rid, bytes(rel)) for d, e, err, at, rid, rel in rows]

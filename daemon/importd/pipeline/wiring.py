@@ -34,6 +34,7 @@ from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.config import Config, RootConfig
 from importd.entities import GapChange
 from importd.paths import display
+from importd.pipeline.extract import MediaStage
 from importd.pipeline.hasher import BatchHasher
 from importd.pipeline.items import (
     FileFailure,
@@ -214,6 +215,13 @@ class Pipeline:
             clock=clock,
         )
         self.mapper.on_outcome = self._on_mapped
+        self.media = MediaStage(
+            config.media,
+            engine,
+            self.writer,
+            root_paths=lambda: {rid: st.raw_path for rid, st in self.roots.items()},
+            clock=clock,
+        )
         self.mapper.listeners.append(self._publish_gaps)
         self.tracker: SettleTracker[Key] = SettleTracker(config.settle_seconds)
         # Set on SIGTERM: worker threads (walks, hashes) check it and give up early.
@@ -246,6 +254,7 @@ class Pipeline:
         await self.writer.call(lambda c: queries.abandon_running(c, self.clock()))
         await self.mapper.load()
         tg.start_soon(self.mapper.run)
+        await self.media.start(tg)
         await self.apply_roots(self.config.roots)
         tg.start_soon(self._settle_driver)
         for _ in range(self.config.hash_workers):
@@ -284,6 +293,7 @@ class Pipeline:
 
     async def shutdown(self) -> None:
         self.stopping.set()
+        self.media.close()
         for state in self.roots.values():
             self._stop_watch(state)
 
@@ -791,6 +801,7 @@ class Pipeline:
                 scan.duplicates += change.duplicate
         self.events.publish_changes(result.changes, self._root_names())
         await self.mapper.submit(result.changes)
+        self.media.submit(result.changes)
 
     def _on_mapped(self, outcome: MappingOutcome) -> None:
         by_run = {scan.run_id: scan for scan in self.scans.values() if scan.run_id is not None}

@@ -1,0 +1,444 @@
+"""Extract: technical metadata, perceptual hashes and faces for registered media.
+
+Runs after registration, keyed by content hash: the same content at two paths is analysed once,
+and only extractors whose stored version is older than the current one run again (in the
+background, behind new files). The CPU-bound work runs in `ExtractionPool` worker processes with
+a per-file time limit, never on the event loop; a corrupt or hostile file ends as a recorded
+failure with its reason, never as a crash or a stall. Results go through the single catalog
+writer; the in-memory near-duplicate indexes follow them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import anyio
+import numpy as np
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from importd.catalog.models import (
+    STATUS_PRESENT,
+    ExtractionRow,
+    FaceRow,
+    FileRow,
+    ImageHashRow,
+    VideoFingerprintRow,
+)
+from importd.catalog.writer import CatalogWriter, FileChange, chunks
+from importd.config import MediaConfig
+from importd.media import (
+    EXTRACTOR_VERSIONS,
+    AVFacts,
+    EmbeddingIndex,
+    ExtractionFailure,
+    ExtractionPool,
+    Face,
+    FaceSettings,
+    HashIndex,
+    ImageFacts,
+    MediaKind,
+    Priority,
+    VideoFingerprint,
+    WorkKey,
+    check_pack,
+    compile_search,
+    extract_av,
+    extract_image,
+    faces_in_file,
+    media_kind,
+    pending_work,
+    video_fingerprint,
+)
+
+log = logging.getLogger("importd.extract")
+
+extractions_t = ExtractionRow.__table__  # type: ignore[attr-defined]
+image_hashes_t = ImageHashRow.__table__  # type: ignore[attr-defined]
+video_fp_t = VideoFingerprintRow.__table__  # type: ignore[attr-defined]
+faces_t = FaceRow.__table__  # type: ignore[attr-defined]
+files_t = FileRow.__table__  # type: ignore[attr-defined]
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple | list):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class Job:
+    key: WorkKey
+    path: bytes
+    priority: Priority
+
+
+@dataclass
+class ExtractOutcome:
+    key: WorkKey
+    result: Any  # facts, list[Face], or ExtractionFailure
+    cpu_s: float | None = None
+
+
+@dataclass
+class MediaCounters:
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    queued: int = 0
+    by_extractor: dict[str, int] = field(default_factory=dict)
+
+
+def store_outcome(conn: Connection, outcome: ExtractOutcome, now: float) -> None:
+    key = outcome.key
+    result = outcome.result
+    failed = isinstance(result, ExtractionFailure)
+    values = {
+        "blake3": key.content_hash,
+        "extractor": key.extractor,
+        "version": key.version,
+        "status": "failed" if failed else "ok",
+        "facts": None if failed else json.dumps(to_jsonable(_facts_of(key.extractor, result))),
+        "error": result.reason[:2000] if failed else None,
+        "at": now,
+        "cpu_s": outcome.cpu_s,
+    }
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(extractions_t).values(values)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["blake3", "extractor"],
+            set_={k: v for k, v in values.items() if k not in ("blake3", "extractor")},
+        )
+    )
+    if failed:
+        return
+    if key.extractor == "image" and isinstance(result, ImageFacts):
+        conn.execute(delete(image_hashes_t).where(image_hashes_t.c.blake3 == key.content_hash))
+        conn.execute(
+            image_hashes_t.insert().values(
+                blake3=key.content_hash, phash=result.phash, dhash=result.dhash, low_detail=result.low_detail
+            )
+        )
+    elif key.extractor == "video_fp" and isinstance(result, VideoFingerprint):
+        conn.execute(delete(video_fp_t).where(video_fp_t.c.blake3 == key.content_hash))
+        conn.execute(
+            video_fp_t.insert().values(
+                blake3=key.content_hash,
+                duration_s=result.duration_s,
+                frames=json.dumps(list(result.frames)),
+                blank=json.dumps(list(result.blank)),
+            )
+        )
+    elif key.extractor == "faces":
+        conn.execute(delete(faces_t).where(faces_t.c.blake3 == key.content_hash))
+        for i, face in enumerate(result):
+            x1, y1, x2, y2 = (float(v) for v in face.bbox)
+            conn.execute(
+                faces_t.insert().values(
+                    blake3=key.content_hash,
+                    idx=i,
+                    x1=x1,
+                    y1=y1,
+                    x2=x2,
+                    y2=y2,
+                    det_score=float(face.det_score),
+                    embedding=np.asarray(face.embedding, dtype=np.float32).tobytes(),
+                )
+            )
+
+
+def _facts_of(extractor: str, result: Any) -> Any:
+    if extractor == "faces":
+        return {
+            "count": len(result),
+            "faces": [{"bbox": [float(v) for v in f.bbox], "det_score": float(f.det_score)} for f in result],
+        }
+    if extractor == "video_fp":
+        return {"duration_s": result.duration_s, "frames": len(result.frames), "blank": sum(result.blank)}
+    return result
+
+
+def done_versions(conn: Connection, hashes: Sequence[str]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for part in chunks(sorted(set(hashes))):
+        rows = conn.execute(
+            select(extractions_t.c.blake3, extractions_t.c.extractor, extractions_t.c.version).where(
+                extractions_t.c.blake3.in_(part)
+            )
+        )
+        for digest, extractor, version in rows:
+            out.setdefault(digest, {})[extractor] = version
+    return out
+
+
+def outdated_contents(conn: Connection, limit: int) -> list[tuple[str, int, bytes]]:
+    """(blake3, root_id, relpath) of one present path per content, for the start-up catch-up."""
+    rows = conn.execute(
+        select(files_t.c.blake3, files_t.c.root_id, files_t.c.relpath)
+        .where(files_t.c.status == STATUS_PRESENT, files_t.c.blake3.is_not(None))
+        .group_by(files_t.c.blake3)
+        .limit(limit)
+    )
+    return [(d, r, bytes(p)) for d, r, p in rows]
+
+
+Indexes = tuple[list[tuple[str, int]], dict[str, VideoFingerprint], list[tuple[tuple[str, int], bytes]]]
+
+
+def load_indexes(conn: Connection) -> Indexes:
+    rows = conn.execute(select(image_hashes_t.c.blake3, image_hashes_t.c.phash, image_hashes_t.c.low_detail))
+    images = [(d, int(p)) for d, p, low in rows if not low]
+    videos = {
+        d: VideoFingerprint(dur, tuple(json.loads(frames)), tuple(json.loads(blank)))
+        for d, dur, frames, blank in conn.execute(
+            select(video_fp_t.c.blake3, video_fp_t.c.duration_s, video_fp_t.c.frames, video_fp_t.c.blank)
+        )
+    }
+    faces = [
+        ((d, i), bytes(e))
+        for d, i, e in conn.execute(select(faces_t.c.blake3, faces_t.c.idx, faces_t.c.embedding))
+    ]
+    return images, videos, faces
+
+
+def run_extractor(extractor: str, path: bytes, max_pixels: int, pack: str, settings: FaceSettings) -> Any:
+    """Pool entry point (module level, picklable): one extractor on one file."""
+    if extractor == "image":
+        return extract_image(path, max_pixels=max_pixels)
+    if extractor == "av":
+        return extract_av(path)
+    if extractor == "video_fp":
+        facts = extract_av(path)
+        if isinstance(facts, ExtractionFailure):
+            return ExtractionFailure("video_fp", f"no duration: {facts.reason}")
+        if not facts.duration_s or not facts.width:
+            return ExtractionFailure("video_fp", "not a video with a duration and a picture")
+        return video_fingerprint(path, facts.duration_s)
+    if extractor == "faces":
+        return faces_in_file(path, pack, settings)
+    return ExtractionFailure(extractor, f"unknown extractor {extractor!r}")
+
+
+class MediaStage:
+    """`submit` takes committed file changes; `run` extracts what each content still owes."""
+
+    def __init__(
+        self,
+        config: MediaConfig,
+        engine: AsyncEngine,
+        writer: CatalogWriter,
+        root_paths: Callable[[], Mapping[int, bytes]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.writer = writer
+        self.root_paths = root_paths
+        self.clock = clock
+        self.counters = MediaCounters()
+        self.face_settings = FaceSettings(min_det_score=config.face_min_score, min_face_px=config.face_min_px)
+        self.faces_disabled: str | None = None
+        self.refresh_faces_state()
+        self.images: HashIndex[str] = HashIndex()
+        self.videos: dict[str, VideoFingerprint] = {}
+        self.faces: EmbeddingIndex[tuple[str, int]] = EmbeddingIndex(512)
+        self.ready = anyio.Event()
+        self.pool: ExtractionPool | None = None
+        self._send: MemoryObjectSendStream[Job]
+        self._recv: MemoryObjectReceiveStream[Job]
+        self._send, self._recv = anyio.create_memory_object_stream[Job](float("inf"))
+        self._in_flight: set[WorkKey] = set()
+        self._face_counts: dict[str, int] = {}
+        self._intake_send: MemoryObjectSendStream[tuple[list[FileChange], Priority]]
+        self._intake_recv: MemoryObjectReceiveStream[tuple[list[FileChange], Priority]]
+        self._intake_send, self._intake_recv = anyio.create_memory_object_stream[
+            tuple[list[FileChange], Priority]
+        ](float("inf"))
+
+    def refresh_faces_state(self) -> None:
+        if not self.config.faces_enabled:
+            self.faces_disabled = "disabled in the configuration ([faces] enabled = false)"
+            return
+        pack = self.config.faces_pack
+        problem = check_pack(str(pack)) if pack else None
+        self.faces_disabled = f"{problem.reason}: {problem.path}" if problem else None
+
+    def enabled_extractors(self) -> list[str]:
+        names = list(EXTRACTOR_VERSIONS)
+        if self.faces_disabled:
+            names.remove("faces")
+        return names
+
+    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+        if self.config.enabled:
+            # In the background: numba's compile and the index load must not delay readiness.
+            tg.start_soon(self._start, tg)
+
+    async def _start(self, tg: anyio.abc.TaskGroup) -> None:
+        await anyio.to_thread.run_sync(compile_search)
+        async with self.engine.connect() as conn:
+            images, videos, faces = await conn.run_sync(load_indexes)
+        self.images.add_many(images)
+        self.videos = videos
+        for key, blob in faces:
+            self.faces.add(key, np.frombuffer(blob, dtype=np.float32))
+            self._face_counts[key[0]] = max(self._face_counts.get(key[0], 0), key[1] + 1)
+        self.pool = ExtractionPool(self.config.workers)
+        for _ in range(self.config.workers + 1):
+            tg.start_soon(self._worker)
+        tg.start_soon(self._intake)
+        tg.start_soon(self._catch_up)
+        self.ready.set()
+
+    def close(self) -> None:
+        self._send.close()
+        self._intake_send.close()
+        if self.pool is not None:
+            self.pool.close()
+
+    def submit(self, changes: Sequence[FileChange]) -> None:
+        """Called from the writer's commit hook: only queues, never waits."""
+        if self.config.enabled and changes:
+            self._intake_send.send_nowait((list(changes), Priority.FOREGROUND))
+
+    async def _intake(self) -> None:
+        async for changes, priority in self._intake_recv:
+            try:
+                await self._plan(changes, priority)
+            except Exception:
+                log.exception("planning media extraction failed")
+
+    async def _plan(self, changes: Sequence[FileChange], priority: Priority) -> None:
+        roots = self.root_paths()
+        wanted: dict[str, tuple[MediaKind, bytes]] = {}
+        for change in changes:
+            if change.blake3 is None or change.kind in ("vanished", "error"):
+                continue
+            found = media_kind(os.path.splitext(change.relpath)[1].decode("utf-8", "replace"))
+            root = roots.get(change.root_id)
+            if found is None or root is None:
+                continue
+            wanted.setdefault(change.blake3, (found, root + b"/" + change.relpath))
+        if not wanted:
+            return
+        async with self.engine.connect() as conn:
+            done = await conn.run_sync(done_versions, list(wanted))
+        enabled = self.enabled_extractors()
+        for digest, (kind, path) in wanted.items():
+            for key in pending_work(digest, kind, done.get(digest, {}), enabled=enabled):
+                if key in self._in_flight:
+                    continue
+                self._in_flight.add(key)
+                self.counters.queued += 1
+                rerun = key.extractor in done.get(digest, {})
+                await self._send.send(Job(key, path, Priority.BACKGROUND if rerun else priority))
+
+    async def _catch_up(self) -> None:
+        """At start-up: contents registered before (or before a version bump) get their work,
+        at background priority, behind anything new."""
+        async with self.engine.connect() as conn:
+            rows = await conn.run_sync(outdated_contents, 10_000_000)
+        batch = [FileChange(0, root_id, relpath, "updated", digest) for digest, root_id, relpath in rows]
+        for part in chunks(batch, 1000):
+            await self._plan(list(part), Priority.BACKGROUND)
+
+    async def _worker(self) -> None:
+        async for job in self._recv:
+            self.counters.queued -= 1
+            self.counters.running += 1
+            try:
+                await self._run(job)
+            finally:
+                self.counters.running -= 1
+                self._in_flight.discard(job.key)
+
+    async def _run(self, job: Job) -> None:
+        assert self.pool is not None
+        if not os.path.exists(job.path):
+            return  # moved or deleted since: a later change brings the content back
+        started = time.process_time()
+        result = await self.pool.run(
+            job.key.extractor,
+            run_extractor,
+            job.key.extractor,
+            job.path,
+            self.config.max_pixels,
+            str(self.config.faces_pack or ""),
+            self.face_settings,
+            timeout=self.config.timeout_seconds,
+            priority=job.priority,
+        )
+        if isinstance(result, ExtractionFailure) and not os.path.exists(job.path):
+            return  # the file went away mid-extraction: not a verdict on its content
+        outcome = ExtractOutcome(job.key, result, time.process_time() - started)
+        await self.writer.call(lambda c: store_outcome(c, outcome, self.clock()))
+        self._index(outcome)
+        name = job.key.extractor
+        self.counters.by_extractor[name] = self.counters.by_extractor.get(name, 0) + 1
+        if isinstance(result, ExtractionFailure):
+            self.counters.failed += 1
+            log.warning(
+                "%s of %s failed: %s",
+                name,
+                job.path.decode("utf-8", "backslashreplace"),
+                result.reason,
+                extra={"path": job.path, "hash": job.key.content_hash},
+            )
+        else:
+            self.counters.done += 1
+
+    def _index(self, outcome: ExtractOutcome) -> None:
+        digest = outcome.key.content_hash
+        result = outcome.result
+        if isinstance(result, ExtractionFailure):
+            return
+        if outcome.key.extractor == "image" and isinstance(result, ImageFacts):
+            self.images.remove(digest)
+            if not result.low_detail:
+                self.images.add(digest, result.phash)
+        elif outcome.key.extractor == "video_fp" and isinstance(result, VideoFingerprint):
+            self.videos[digest] = result
+        elif outcome.key.extractor == "faces":
+            faces: list[Face] = result
+            for i in range(self._face_counts.pop(digest, 0)):
+                self.faces.remove((digest, i))
+            self._face_counts[digest] = len(faces)
+            for i, face in enumerate(faces):
+                self.faces.add((digest, i), np.asarray(face.embedding, dtype=np.float32))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "enabled": self.config.enabled,
+            "queued": self.counters.queued,
+            "running": self.counters.running,
+            "done": self.counters.done,
+            "failed": self.counters.failed,
+            "faces": {
+                "state": "disabled" if self.faces_disabled else "enabled",
+                "reason": self.faces_disabled,
+                "path": str(self.config.faces_pack) if self.config.faces_pack else None,
+            },
+        }
+
+
+__all__ = ["AVFacts", "MediaStage", "run_extractor", "store_outcome"]

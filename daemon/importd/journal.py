@@ -346,7 +346,10 @@ class Notifier:
     def _send(self, message: str) -> bool:
         if self.address is None:
             return False
-        if not self.via_libsystemd:
+        # libsystemd's sd_notify blocks without limit when the manager's queue is full, and this
+        # runs on the event loop: for the usual socket addresses our own sender, which gives up
+        # after a second, is the safer path. libsystemd is kept for what only it speaks (vsock:).
+        if not self.via_libsystemd or self.address.startswith(("/", "@")):
             return _send_datagram(self.address, message)
         # Unlike _send_datagram, sd_notify (v252) waits without limit while the receiver's queue
         # is full; PID 1 drains its socket promptly, so that wait is theoretical.

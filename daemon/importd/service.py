@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -23,6 +25,7 @@ from importd.pipeline.wiring import Pipeline
 
 log = logging.getLogger("importd")
 STATUS_EVERY_S = 5.0
+EXIT_DEADLINE_S = 8.0
 
 
 def _redact(url: str) -> str:
@@ -90,6 +93,7 @@ class Service:
                     continue
                 log.info("received %s, stopping", signal.Signals(signum).name)
                 self.notifier.stopping()
+                _exit_if_stuck(EXIT_DEADLINE_S)
                 self.pipeline.stopping.set()
                 self.stop()
                 return
@@ -125,6 +129,21 @@ class Service:
                 f"{states}; settling {q['settling']}, hashing {q['hashing']} ({mib:.1f} MiB/s); "
                 f"{self.pipeline.counters.hashed_files} hashed since start"
             )
+
+
+def _exit_if_stuck(seconds: float) -> None:
+    """Last resort for the promise "SIGTERM exits 0 within 10 s": if a library leaves a task
+    that never ends (SQLAlchemy's aiosqlite adapter can, when a connection is torn down during
+    cancellation), the interpreter's own shutdown would wait forever. Everything that matters
+    is committed before this can fire."""
+
+    def watch() -> None:
+        time.sleep(seconds)
+        log.error("shutdown did not finish within %.0fs; exiting anyway", seconds)
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="importd-exit-deadline", daemon=True).start()
 
 
 def _keep(config: Config, **fields: Any) -> Config:

@@ -295,9 +295,10 @@ class MediaStage:
             tg.start_soon(self._start, tg)
 
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
-        await anyio.to_thread.run_sync(compile_search)
-        async with self.engine.connect() as conn:
-            images, videos, faces = await conn.run_sync(load_indexes)
+        await anyio.to_thread.run_sync(compile_search, abandon_on_cancel=True)
+        with anyio.CancelScope(shield=True):  # a query torn by cancellation can hang the exit
+            async with self.engine.connect() as conn:
+                images, videos, faces = await conn.run_sync(load_indexes)
         self.images.add_many(images)
         self.videos = videos
         for key, blob in faces:

@@ -113,6 +113,18 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"{media['failed']} failed; faces {faces['state']}"
             + (f" ({faces['reason']})" if faces["reason"] else "")
         )
+    maint = data.get("maintenance")
+    if maint:
+        scrub = maint["scrub"]
+        links = ", ".join(f"{n} {state}" for state, n in sorted(maint["links"].items())) or "none"
+        click.echo(
+            f"symlinks: {links}; verified {scrub['verified']} of {scrub['files']} files"
+            + (f", oldest verification {scrub['oldest_verified']}" if scrub["oldest_verified"] else "")
+        )
+        last = maint.get("last_sweep")
+        if last:
+            found = ", ".join(f"{n} {k}" for k, n in last["counts"].items() if n) or "nothing found"
+            click.echo(f"last sweep: run {last['run_id']} {last['state']} at {last['finished']}: {found}")
     comp = data.get("completeness")
     if comp:
         click.echo(
@@ -281,6 +293,215 @@ def info(ctx: click.Context, query: str, as_json: bool) -> None:
     for group in data.get("duplicates", []):
         paths = group.get("paths") or [m["path"] for m in group.get("members", [])]
         click.echo(f"  {group['kind']} duplicates: " + ", ".join(shown(p) for p in paths if p != f["path"]))
+
+
+def _who() -> str:
+    """Who confirmed a change, for the repair log."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = f"uid {os.getuid()}"
+    return f"{user} via importctl (pid {os.getpid()})"
+
+
+def _abs_target(target: str | None) -> str | None:
+    if target and not os.path.isabs(target) and os.path.exists(target):
+        return os.path.abspath(target)
+    return target
+
+
+@cli.command(name="repair-links")
+@click.argument("target", required=False)
+@click.option("--dry-run", is_flag=True, help="only show what would be done")
+@click.option(
+    "--yes", is_flag=True, help="apply every proposal (repairs and orphan trash moves) without asking"
+)
+@json_option
+@click.pass_context
+def repair_links(ctx: click.Context, target: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Propose (and, when confirmed, apply) repairs for broken symlinks under ROOT or PATH.
+
+    On a terminal it asks for each link: yes / no / all / quit. Without a terminal and without
+    --yes it only reports. A link with no candidate is moved to the trash (importctl restore puts
+    it back); a link with several candidates is listed, never guessed.
+    """
+    client = _client(ctx)
+    proposals = client.repair_links(_abs_target(target))["links"]
+    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not (yes or dry_run or as_json)
+    if dry_run or not (yes or interactive):
+        if as_json:
+            emit_json({"links": proposals})
+        else:
+            _print_proposals(proposals)
+            if proposals and not dry_run:
+                click.echo(
+                    "not a terminal: nothing changed (use --yes to apply, --dry-run to only look)", err=True
+                )
+        return
+    actionable = [p for p in proposals if p["action"] in ("repair", "trash")]
+    chosen: list[dict[str, Any]] = []
+    apply_all = yes
+    for p in actionable:
+        if not apply_all:
+            click.echo(_proposal_line(p))
+            answer = _ask("apply? [y]es / [n]o / [a]ll / [q]uit ")
+            if answer == "q":
+                break
+            if answer == "n":
+                continue
+            if answer == "a":
+                apply_all = True
+        action = {"link": p["link"], "action": p["action"]}
+        if p["action"] == "repair":
+            action["candidate"] = p["candidates"][0]["path"]
+        chosen.append(action)
+    results = client.apply_links(chosen, _who())["results"] if chosen else []
+    if as_json:
+        emit_json({"links": proposals, "results": results})
+        return
+    for r in results:
+        where = r.get("new_target") or r.get("trash_path") or ""
+        click.echo(
+            f"{r['status']:<6} {r['action']:<6} {shown(r['link'])}" + (f" -> {shown(where)}" if where else "")
+        )
+        if r["detail"]:
+            click.echo(f"       {r['detail']}")
+    skipped = [p for p in proposals if p["action"] == "skip" and p["candidates"]]
+    for p in skipped:
+        click.echo(f"not repaired (choose by hand): {_proposal_line(p)}")
+    if any(r["status"] == "failed" for r in results):
+        ctx.exit(EXIT_DAEMON_ERROR)
+
+
+def _ask(prompt: str) -> str:
+    while True:
+        click.echo(prompt, nl=False)
+        line = sys.stdin.readline()
+        if not line:
+            return "q"
+        answer = line.strip().lower()[:1]
+        if answer in ("y", "n", "a", "q"):
+            return answer
+
+
+def _proposal_line(p: dict[str, Any]) -> str:
+    head = f"{shown(p['link'])} -> {shown(p['old_target'])} [{p['state']}]"
+    if p["action"] == "repair":
+        c = p["candidates"][0]
+        return f"{head}\n    repair to {shown(c['path'])} ({c['reason']})"
+    if p["action"] == "trash":
+        return f"{head}\n    no candidate: move the link to the trash"
+    cands = "".join(f"\n    candidate: {shown(c['path'])} ({c['reason']})" for c in p["candidates"])
+    return f"{head}\n    skip: {p['note']}{cands}"
+
+
+def _print_proposals(proposals: list[dict[str, Any]]) -> None:
+    if not proposals:
+        click.echo("no broken symlinks")
+    for p in proposals:
+        click.echo(_proposal_line(p))
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="also the restored ones")
+@json_option
+@click.pass_context
+def trash(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """Orphan symlinks moved to the trash (nothing is ever deleted)."""
+    data = _client(ctx).trash(show_all)
+    if as_json:
+        emit_json(data)
+        return
+    if not data["items"]:
+        click.echo("the trash is empty")
+    for item in data["items"]:
+        state = f" (restored {item['restored_at']})" if item.get("restored_at") else ""
+        click.echo(
+            f"#{item['id']} {item['when']} {shown(item['original'])} -> {shown(item['target'])}{state}"
+        )
+
+
+@cli.command()
+@click.argument("trash_id", type=int)
+@json_option
+@click.pass_context
+def restore(ctx: click.Context, trash_id: int, as_json: bool) -> None:
+    """Put a trashed link back where it was."""
+    data = _client(ctx).restore(trash_id, _who())
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"restored {shown(data['path'])}")
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--verify-hash", is_flag=True, help="also re-hash files, oldest verification first (a scrub)")
+@click.option("--budget", default=None, help="stop verifying after this much: 30m, 2h, 500GiB, 1TB")
+@click.option("--json-lines", "json_lines", is_flag=True, help="one JSON finding per line")
+@json_option
+@click.pass_context
+def check(
+    ctx: click.Context,
+    target: str | None,
+    verify_hash: bool,
+    budget: str | None,
+    json_lines: bool,
+    as_json: bool,
+) -> None:
+    """Report every inconsistency between the catalog and the disks. Fixes nothing.
+
+    Exit status is a bit mask: 1 ghost entries, 2 orphan files, 4 broken links,
+    8 hash mismatches, 16 unreadable.
+    """
+    from importctl.findings import FindingReport
+
+    client = _client(ctx)
+    started = client.check(_abs_target(target), verify_hash, budget)
+    run_id = started["run_id"]
+    tty = sys.stderr.isatty() and not (as_json or json_lines)
+    while True:
+        result = client.check_result(run_id)
+        if result["state"] != "running":
+            break
+        if tty:
+            p = result["progress"]
+            scrub = p.get("scrub") or {}
+            click.echo(
+                f"\rsweep {run_id}: {p['phase']:<9} {p['files_seen']:>9} files walked"
+                + (f", {scrub.get('files', 0)} verified" if verify_hash else "")
+                + f", {p['findings']} findings",
+                nl=False,
+                err=True,
+            )
+        time.sleep(0.3)
+    if tty:
+        click.echo("", err=True)
+    report = FindingReport.from_json(result)
+    if as_json:
+        emit_json(result)
+    elif json_lines:
+        for line in report.json_lines():
+            click.echo(line)
+    else:
+        click.echo(report.text())
+        scrub = result.get("scrub") or {}
+        if verify_hash and scrub:
+            click.echo(
+                f"verified {scrub.get('files', 0)} files ({human_bytes(scrub.get('bytes', 0))}) in "
+                f"{scrub.get('seconds', 0)}s; {scrub.get('stopped')}"
+                + (
+                    f" (budget {scrub['budget']}: the next sweep continues)"
+                    if scrub.get("stopped") == "budget"
+                    else ""
+                )
+            )
+    if result["state"] != "completed":
+        click.echo(f"importctl: sweep {run_id} {result['state']}", err=True)
+        ctx.exit(EXIT_DAEMON_ERROR)
+    ctx.exit(report.exit_status())
 
 
 def _gap_text(report: dict[str, Any]) -> str:

@@ -154,6 +154,25 @@ class Client:
     def info(self, query: str) -> dict[str, Any]:
         return self.call(Method.INFO, {"query": query, "cwd": _cwd()})  # type: ignore[no-any-return]
 
+    def repair_links(self, target: str | None) -> dict[str, Any]:
+        return self.call(Method.REPAIR_LINKS, {"target": target})  # type: ignore[no-any-return]
+
+    def apply_links(self, actions: list[dict[str, Any]], who: str) -> dict[str, Any]:
+        return self.call(Method.APPLY_LINKS, {"actions": actions, "who": who})  # type: ignore[no-any-return]
+
+    def trash(self, include_restored: bool = False) -> dict[str, Any]:
+        return self.call(Method.TRASH, {"all": include_restored})  # type: ignore[no-any-return]
+
+    def restore(self, record_id: int, who: str) -> dict[str, Any]:
+        return self.call(Method.RESTORE, {"id": record_id, "who": who})  # type: ignore[no-any-return]
+
+    def check(self, target: str | None, verify_hash: bool, budget: str | None) -> dict[str, Any]:
+        params = {"target": target, "verify_hash": verify_hash, "budget": budget}
+        return self.call(Method.CHECK, params)  # type: ignore[no-any-return]
+
+    def check_result(self, run_id: int) -> dict[str, Any]:
+        return self.call(Method.CHECK_RESULT, {"run_id": run_id})  # type: ignore[no-any-return]
+
     def events(self, topics: tuple[str, ...] = ()) -> EventStream:
         return EventStream(events_path_for(self.socket_path), topics)
 

@@ -61,6 +61,12 @@ class Method(StrEnum):
     CANCEL = "cancel"
     DUPES = "dupes"
     INFO = "info"
+    REPAIR_LINKS = "repair_links"
+    APPLY_LINKS = "apply_links"
+    TRASH = "trash"
+    RESTORE = "restore"
+    CHECK = "check"
+    CHECK_RESULT = "check_result"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -86,6 +92,16 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.CANCEL: {"run_id": ((int,), True)},
     Method.DUPES: {"kind": ((str, type(None)), False), "threshold": ((int, float, type(None)), False)},
     Method.INFO: {"query": ((str,), True), "cwd": ((str, type(None)), False)},
+    Method.REPAIR_LINKS: {"target": ((str, type(None)), False)},
+    Method.APPLY_LINKS: {"actions": ((list,), True), "who": ((str,), True)},
+    Method.TRASH: {"all": ((bool,), False)},
+    Method.RESTORE: {"id": ((int,), True), "who": ((str,), True)},
+    Method.CHECK: {
+        "target": ((str, type(None)), False),
+        "verify_hash": ((bool,), False),
+        "budget": ((str, type(None)), False),
+    },
+    Method.CHECK_RESULT: {"run_id": ((int,), True)},
 }
 DUPE_KINDS = ("exact", "near", "face")
 RESOLVE_ACTIONS = ("keep", "take_new")

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,6 +21,7 @@ from importd.api.server import ControlSocket, serve
 from importd.catalog.engine import create_engine, migrate
 from importd.config import Config, ConfigError, load_config
 from importd.journal import Notifier, run_watchdog
+from importd.maintenance.operations import Maintenance
 from importd.pipeline.watch import NotifyFactory, rust_notify
 from importd.pipeline.wiring import Pipeline
 
@@ -44,6 +46,8 @@ class Service:
         self.engine = create_engine(config.catalog_url)
         self.pipeline = Pipeline(config, self.engine, notify_factory=notify_factory)
         self.control = ControlSocket(config.socket_path)
+        self.maintenance = Maintenance(self.pipeline, config.state_dir, log_dir(config.state_dir))
+        self.pipeline.on_links = self.maintenance.record_walk_links
         self.notifier = Notifier.from_env()
         self._stop_scope: CancelScope | None = None
 
@@ -129,6 +133,12 @@ class Service:
                 f"{states}; settling {q['settling']}, hashing {q['hashing']} ({mib:.1f} MiB/s); "
                 f"{self.pipeline.counters.hashed_files} hashed since start"
             )
+
+
+def log_dir(state_dir: Path) -> Path:
+    """systemd's LogsDirectory= (/var/log/importd) when set, else logs/ in the state dir."""
+    logs = os.environ.get("LOGS_DIRECTORY")
+    return Path(logs.split(":")[0]) if logs else state_dir / "logs"
 
 
 def _exit_if_stuck(seconds: float) -> None:

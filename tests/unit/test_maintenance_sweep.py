@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from importctl.findings import Finding, FindingReport
 from importd.catalog.queries import KnownFile
 from importd.config import DEFAULT_IGNORES, IgnoreRules
-from importd.maintenance.findings import Finding, FindingReport
 from importd.maintenance.links import LinkClassifier
 from importd.maintenance.scrub import ScrubResult, ScrubTarget
 from importd.maintenance.sweep import finding_for_link, finding_for_scrub, findings_from_walk

@@ -67,6 +67,7 @@ def test_missing_then_same_content_elsewhere_is_a_move(conn: Connection) -> None
     apply_ops(conn, [Vanished(ref(b"old"))], now=2.0)
     r = apply_ops(conn, [HashedFile(ref(b"new"), st(9), H1)], now=3.0)
     assert r.moved == 1 and r.inserted == 0
+    assert list(conn.execute(text("SELECT file_id, old_relpath FROM file_moves"))) == [(1, b"old")]
     assert [(c.file_id, c.kind) for c in r.changes] == [(1, "moved")]
     assert rows(conn) == [(1, b"new", "present", H1)]
 

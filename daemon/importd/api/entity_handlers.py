@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from importctl.protocol import RESOLVE_ACTIONS, ErrorCode, Method
 from importd.api.server import ApiError, Handler
+from importd.api.wire import iso
 from importd.catalog import queries
 from importd.entities import AttributeSet, compute_report
 from importd.paths import wire
@@ -18,8 +19,6 @@ if TYPE_CHECKING:
 
 
 def _iso(ts: float | None) -> str | None:
-    from importd.api.handlers import iso
-
     return iso(ts)
 
 

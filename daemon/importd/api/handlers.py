@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import re
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from importctl.protocol import ErrorCode, Method
 from importd.api.entity_handlers import build_entity_handlers
+from importd.api.maintenance_handlers import build_maintenance_handlers
 from importd.api.media_handlers import build_media_handlers
 from importd.api.server import ApiError, Handler
+from importd.api.wire import iso
 from importd.catalog import queries
 from importd.paths import display, wire
 
@@ -21,12 +22,6 @@ if TYPE_CHECKING:
 
 HEX = re.compile(r"[0-9a-fA-F]{6,64}")
 FIND_LIMIT = 1000
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def build_handlers(service: Service) -> dict[str, Handler]:
@@ -138,6 +133,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             "last_scan": last_scan,
             "completeness": pipeline.mapper.live.completeness().to_json(),
             "media": pipeline.media.status(),
+            "maintenance": await service.maintenance.status(),
             "warnings": warnings,
         }
 
@@ -263,6 +259,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
     return (
         build_entity_handlers(service)
         | build_media_handlers(service, info_rows)
+        | build_maintenance_handlers(service)
         | {
             Method.STATUS: status,
             Method.SCAN: scan,

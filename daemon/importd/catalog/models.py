@@ -213,3 +213,44 @@ class FaceRow(SQLModel, table=True):
     y2: float
     det_score: float
     embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # 512 float32, unit length
+
+
+class FileMoveRow(SQLModel, table=True):
+    """Where a file row lived before a move: move detection updates the row in place, so this
+    history is what lets a broken symlink find the file that moved away from its target."""
+
+    __tablename__ = "file_moves"
+    __table_args__ = (Index("ix_file_moves_old", "old_root_id", "old_relpath"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    file_id: int = Field(foreign_key="files.id", index=True)
+    old_root_id: int = Field(foreign_key="roots.id")
+    old_relpath: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    at: float
+
+
+class SymlinkRow(SQLModel, table=True):
+    """Every symlink the walk met, as written and as resolved, with its state."""
+
+    __tablename__ = "symlinks"
+    __table_args__ = (Index("uq_symlinks_path", "root_id", "relpath", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    root_id: int = Field(foreign_key="roots.id")
+    relpath: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    target: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    resolved: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    state: str = Field(max_length=16)  # ok | broken | loop | outside-roots | gone
+    last_seen: float
+
+
+class FindingRow(SQLModel, table=True):
+    """What an integrity sweep found, stored with its run."""
+
+    __tablename__ = "findings"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True)
+    kind: str = Field(max_length=16)
+    path: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    detail: str = ""

@@ -26,6 +26,7 @@ from importd.catalog.models import (
     STATUS_MISSING,
     STATUS_PRESENT,
     ContentRow,
+    FileMoveRow,
     FileRow,
 )
 from importd.paths import display, subtree_bounds
@@ -43,6 +44,7 @@ log = logging.getLogger("importd.catalog")
 
 files = FileRow.__table__  # type: ignore[attr-defined]
 contents = ContentRow.__table__  # type: ignore[attr-defined]
+moves = FileMoveRow.__table__  # type: ignore[attr-defined]
 
 T = TypeVar("T")
 BATCH_MAX = 4000
@@ -190,6 +192,23 @@ def _update_rows(conn: Connection, updates: list[dict[str, Any]]) -> None:
         conn.execute(stmt, rows)
 
 
+def _record_moves(
+    conn: Connection, row_ids: list[int], destinations: dict[int, tuple[int, bytes]], now: float
+) -> None:
+    """Keep the path a row leaves, so a symlink into the old place can find the file again."""
+    history = []
+    for part in chunks(row_ids):
+        for row_id, root_id, relpath in conn.execute(
+            select(files.c.id, files.c.root_id, files.c.relpath).where(files.c.id.in_(part))
+        ):
+            if destinations.get(row_id) != (root_id, bytes(relpath)):
+                history.append(
+                    {"file_id": row_id, "old_root_id": root_id, "old_relpath": bytes(relpath), "at": now}
+                )
+    if history:
+        conn.execute(moves.insert(), history)
+
+
 def _mark_missing_ids(conn: Connection, row_ids: Sequence[int], now: float) -> list[FileChange]:
     changes: list[FileChange] = []
     for part in chunks(list(row_ids)):
@@ -329,6 +348,9 @@ def _apply_registrations(
         gone = _mark_missing_ids(conn, replaced, now)
         result.vanished += len(gone)
         result.changes.extend(gone)
+    moved_rows = [row_id for row_id, kind in kinds.items() if kind == "moved"]
+    if moved_rows:
+        _record_moves(conn, moved_rows, {v["row_id"]: (v["root_id"], v["relpath"]) for v in updates}, now)
     if updates:
         _update_rows(conn, updates)
         for values in updates:

@@ -4,7 +4,7 @@ Library layer only: pure stage functions and small classes; failures are values,
 passed in, every path is bytes. The service wires them to the catalog, the API and `importctl`.
 """
 
-from importd.maintenance.findings import (
+from importctl.findings import (
     EXIT_BITS,
     KINDS,
     Finding,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from importctl.findings import Finding
 from importd.catalog.models import STATUS_ERROR
 from importd.catalog.queries import KnownFile
-from importd.maintenance.findings import Finding
 from importd.maintenance.links import LinkError, LinkInfo
 from importd.maintenance.scrub import ScrubResult
 from importd.paths import display, join

@@ -18,7 +18,7 @@ import stat as stat_mod
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,6 +240,8 @@ class Pipeline:
         self._scan_recv: MemoryObjectReceiveStream[Scan]
         self._scan_send, self._scan_recv = anyio.create_memory_object_stream[Scan](1024)
         self._hashing = 0
+        # Set by the service: records the symlinks a walk met (maintenance owns them).
+        self.on_links: Callable[[int, list[bytes], bool], Awaitable[None]] | None = None
         self._in_flight: dict[Key, int] = {}
         self._tg: TaskGroup | None = None
         self._subtree_limiter = anyio.CapacityLimiter(2)
@@ -369,6 +371,8 @@ class Pipeline:
                 await self.writer.put(VanishedRows(tuple(diff.vanished)))
             scan.vanished = len(diff.vanished)
             scan.errors += len(diff.errors)
+            if self.on_links is not None:
+                await self.on_links(scan.root_id, [link.relpath for link in diff.links], not scan.prefix)
             if not scan.prefix:
                 state.walk_errors = diff.errors
             for err in diff.errors:

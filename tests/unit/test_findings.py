@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from importd.maintenance.findings import (
+from importctl.findings import (
     EXIT_BITS,
     KINDS,
     Finding,

@@ -1,0 +1,660 @@
+"""The daemon side of maintenance: symlink repair proposals and actions, the trash, and
+integrity sweeps, wired to the catalog, the single writer and the pipeline's roots.
+
+Nothing here changes a file under a root on its own: repairs and trash moves happen only for
+actions an operator confirmed (`importctl repair-links`), each re-checked on disk first and
+logged to the console, journald and `repair-YYYY-MM-DD.log`. Sweeps only read, at low CPU and
+I/O priority, in a worker thread, and report.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.engine import Connection
+
+from importctl.findings import Finding, FindingReport
+from importd.api.wire import iso
+from importd.catalog import queries
+from importd.catalog.models import STATUS_ERROR, STATUS_PRESENT, FileMoveRow, FileRow, FindingRow, SymlinkRow
+from importd.catalog.writer import chunks
+from importd.maintenance.links import (
+    Candidate,
+    LastKnown,
+    LinkClassifier,
+    LinkError,
+    LinkInfo,
+    LinkProposal,
+    Move,
+    RepairFailure,
+    apply_repair,
+    propose_repair,
+    stale_reason,
+)
+from importd.maintenance.priority import lower_thread_priority
+from importd.maintenance.repairlog import RepairLog, RepairLogEntry
+from importd.maintenance.scrub import Budget, Scrubber, ScrubPlan, ScrubTarget
+from importd.maintenance.sweep import finding_for_link, finding_for_scrub, findings_from_walk
+from importd.maintenance.trash import Trash, TrashFailure
+from importd.paths import display, subtree_bounds, wire
+from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk
+
+if TYPE_CHECKING:
+    from importd.pipeline.wiring import Pipeline
+
+log = logging.getLogger("importd.maintenance")
+
+files_t = FileRow.__table__  # type: ignore[attr-defined]
+moves_t = FileMoveRow.__table__  # type: ignore[attr-defined]
+links_t = SymlinkRow.__table__  # type: ignore[attr-defined]
+findings_t = FindingRow.__table__  # type: ignore[attr-defined]
+
+Scope = list[tuple[int, bytes]]  # (root_id, relpath prefix or b"")
+
+
+def _iso(ts: float | None) -> str | None:
+    return iso(ts)
+
+
+class CatalogCandidates:
+    """`CandidateSource` over the catalog, on a synchronous connection."""
+
+    def __init__(self, conn: Connection, roots: Mapping[str, tuple[int, bytes]]) -> None:
+        self.conn = conn
+        self.roots = roots
+        self.paths_by_id = {rid: path for rid, path in roots.values()}
+        self._by_name: dict[bytes, list[tuple[bytes, int]]] | None = None
+
+    def _abs(self, root_id: int, relpath: bytes) -> bytes | None:
+        base = self.paths_by_id.get(root_id)
+        return base + b"/" + relpath if base is not None else None
+
+    def moves_from(self, root_name: str, relpath: bytes) -> Sequence[Move]:
+        root = self.roots.get(root_name)
+        if root is None:
+            return []
+        low, high = subtree_bounds(relpath)
+        rows = self.conn.execute(
+            select(moves_t.c.old_relpath, moves_t.c.at, files_t.c.root_id, files_t.c.relpath)
+            .join(files_t, files_t.c.id == moves_t.c.file_id)
+            .where(
+                moves_t.c.old_root_id == root[0],
+                or_(
+                    moves_t.c.old_relpath == relpath,
+                    and_(moves_t.c.old_relpath >= low, moves_t.c.old_relpath < high),
+                ),
+                files_t.c.status == STATUS_PRESENT,
+            )
+            .order_by(moves_t.c.at.desc())
+        )
+        out = []
+        for old, at, rid, rel in rows:
+            current = self._abs(rid, bytes(rel))
+            if current is not None:
+                out.append(Move(bytes(old), current, at))
+        return out
+
+    def last_known(self, root_name: str, relpath: bytes) -> LastKnown | None:
+        root = self.roots.get(root_name)
+        if root is None:
+            return None
+        row = self.conn.execute(
+            select(files_t.c.size, files_t.c.blake3)
+            .where(files_t.c.root_id == root[0], files_t.c.relpath == relpath)
+            .order_by(files_t.c.last_seen.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            moved = self.conn.execute(
+                select(files_t.c.size, files_t.c.blake3)
+                .join(moves_t, moves_t.c.file_id == files_t.c.id)
+                .where(moves_t.c.old_root_id == root[0], moves_t.c.old_relpath == relpath)
+                .order_by(moves_t.c.at.desc())
+                .limit(1)
+            ).first()
+            row = moved
+        return LastKnown(row[0], row[1]) if row is not None else None
+
+    def by_name_and_size(self, name: bytes, size: int | None) -> Sequence[bytes]:
+        if self._by_name is None:
+            # One pass over the present files, then every link asks a dict.
+            self._by_name = {}
+            rows = self.conn.execute(
+                select(files_t.c.root_id, files_t.c.relpath, files_t.c.size).where(
+                    files_t.c.status == STATUS_PRESENT
+                )
+            )
+            for rid, rel, sz in rows:
+                path = self._abs(rid, bytes(rel))
+                if path is not None:
+                    self._by_name.setdefault(os.path.basename(bytes(rel)), []).append((path, sz))
+        return [p for p, sz in self._by_name.get(name, []) if size is None or sz == size]
+
+    def by_hash(self, blake3: str) -> Sequence[bytes]:
+        rows = self.conn.execute(
+            select(files_t.c.root_id, files_t.c.relpath).where(
+                files_t.c.blake3 == blake3, files_t.c.status == STATUS_PRESENT
+            )
+        )
+        return [p for p in (self._abs(rid, bytes(rel)) for rid, rel in rows) if p is not None]
+
+
+def record_links(
+    conn: Connection, root_id: int, links: Sequence[LinkInfo | LinkError], now: float, complete: bool
+) -> None:
+    """Upsert the symlinks a walk met; with `complete` (a whole-root walk) the rest are gone."""
+    seen = []
+    for info in links:
+        if isinstance(info, LinkError):
+            continue
+        seen.append(info.relpath)
+        values = {
+            "root_id": root_id,
+            "relpath": info.relpath,
+            "target": info.target_as_written,
+            "resolved": info.resolved,
+            "state": info.state,
+            "last_seen": now,
+        }
+        existing = conn.execute(
+            select(links_t.c.id).where(links_t.c.root_id == root_id, links_t.c.relpath == info.relpath)
+        ).first()
+        if existing is None:
+            conn.execute(links_t.insert().values(values))
+        else:
+            conn.execute(update(links_t).where(links_t.c.id == existing[0]).values(values))
+    if complete:
+        conn.execute(
+            update(links_t)
+            .where(links_t.c.root_id == root_id, links_t.c.last_seen < now, links_t.c.state != "gone")
+            .values(state="gone")
+        )
+
+
+def classify_all(
+    classifier: LinkClassifier, root_name: str, relpaths: Sequence[bytes]
+) -> list[LinkInfo | LinkError]:
+    return [classifier.classify(root_name, rel) for rel in relpaths]
+
+
+def link_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(links_t.c.state, func.count()).group_by(links_t.c.state))
+    return {state: int(n) for state, n in rows if state != "gone"}
+
+
+def scrub_state(conn: Connection) -> dict[str, Any]:
+    row = conn.execute(
+        select(
+            func.count(),
+            func.count(files_t.c.last_verified),
+            func.min(files_t.c.last_verified),
+        ).where(files_t.c.status == STATUS_PRESENT, files_t.c.blake3.is_not(None))
+    ).one()
+    return {"files": int(row[0]), "verified": int(row[1]), "oldest_verified": row[2]}
+
+
+def scrub_targets(
+    conn: Connection, root_ids: Sequence[int], started: float, limit: int
+) -> list[dict[str, Any]]:
+    """Oldest verification first (never verified first of all)."""
+    stmt = (
+        select(
+            files_t.c.id,
+            files_t.c.root_id,
+            files_t.c.relpath,
+            files_t.c.size,
+            files_t.c.mtime_ns,
+            files_t.c.inode,
+            files_t.c.dev,
+            files_t.c.blake3,
+            files_t.c.last_verified,
+        )
+        .where(
+            files_t.c.status == STATUS_PRESENT,
+            files_t.c.blake3.is_not(None),
+            files_t.c.root_id.in_(list(root_ids)),
+            or_(files_t.c.last_verified.is_(None), files_t.c.last_verified < started),
+        )
+        .order_by(files_t.c.last_verified.is_not(None), files_t.c.last_verified, files_t.c.id)
+        .limit(limit)
+    )
+    return [dict(r._mapping) | {"relpath": bytes(r.relpath)} for r in conn.execute(stmt)]
+
+
+def mark_verified(conn: Connection, stamps: Sequence[tuple[int, float]]) -> None:
+    if stamps:
+        stmt = (
+            update(files_t).where(files_t.c.id == bindparam("row_id")).values(last_verified=bindparam("at"))
+        )
+        conn.execute(stmt, [{"row_id": rid, "at": at} for rid, at in stamps])
+
+
+def store_findings(conn: Connection, run_id: int, findings: Sequence[Finding]) -> None:
+    rows = [{"run_id": run_id, "kind": f.kind, "path": f.path, "detail": f.detail[:2000]} for f in findings]
+    for part in chunks(rows, 5000):
+        conn.execute(findings_t.insert(), list(part))
+
+
+def load_findings(conn: Connection, run_id: int) -> list[Finding]:
+    rows = conn.execute(
+        select(findings_t.c.kind, findings_t.c.path, findings_t.c.detail)
+        .where(findings_t.c.run_id == run_id)
+        .order_by(findings_t.c.id)
+    )
+    return [Finding(kind, bytes(path), detail) for kind, path, detail in rows]
+
+
+@dataclass
+class Sweep:
+    run_id: int
+    scope: Scope
+    verify_hash: bool
+    budget: Budget
+    state: str = "running"  # running | completed | failed | cancelled
+    phase: str = "walking"
+    files_seen: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    scrub: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def progress(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "state": self.state,
+            "phase": self.phase,
+            "files_seen": self.files_seen,
+            "findings": len(self.findings),
+            "scrub": self.scrub,
+            "message": self.message,
+        }
+
+
+class Maintenance:
+    def __init__(
+        self, pipeline: Pipeline, state_dir: Path, log_dir: Path, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.pipeline = pipeline
+        self.engine = pipeline.engine
+        self.writer = pipeline.writer
+        self.clock = clock
+        self.trash = Trash(state_dir)
+        self.repair_log = RepairLog(log_dir)
+        self.sweeps: dict[int, Sweep] = {}
+        self.current: Sweep | None = None
+        self._lock = anyio.Lock()  # one repair batch at a time
+
+    # ----- roots and scopes ------------------------------------------------------------------
+
+    def root_paths(self) -> dict[str, bytes]:
+        return {st.config.name: st.raw_path for st in self.pipeline.roots.values()}
+
+    def roots_by_name(self) -> dict[str, tuple[int, bytes]]:
+        return {st.config.name: (rid, st.raw_path) for rid, st in self.pipeline.roots.items()}
+
+    def scope_for(self, target: str | None) -> Scope:
+        """All roots, a root by name, or a folder/file by absolute path (ValueError otherwise)."""
+        if not target:
+            return [(rid, b"") for rid in self.pipeline.roots]
+        for rid, st in self.pipeline.roots.items():
+            if st.config.name == target:
+                return [(rid, b"")]
+        if os.path.isabs(target):
+            raw = os.path.normpath(os.fsencode(target))
+            for rid, st in self.pipeline.roots.items():
+                if raw == st.raw_path:
+                    return [(rid, b"")]
+                if raw.startswith(st.raw_path + b"/"):
+                    return [(rid, raw[len(st.raw_path) + 1 :])]
+            raise ValueError(f"{display(raw)} is not under any configured root")
+        names = ", ".join(sorted(st.config.name for st in self.pipeline.roots.values())) or "none"
+        raise ValueError(f"no root named {target!r} (roots: {names}); give a root name or an absolute path")
+
+    # ----- symlinks --------------------------------------------------------------------------
+
+    def _walk_links(self, scope: Scope) -> list[LinkInfo | LinkError]:
+        classifier = LinkClassifier(self.root_paths())
+        out: list[LinkInfo | LinkError] = []
+        for rid, prefix in scope:
+            state = self.pipeline.roots.get(rid)
+            if state is None:
+                continue
+            for item in walk(state.raw_path, prefix, state.config.ignore):
+                if isinstance(item, WalkedLink):
+                    out.append(classifier.classify(state.config.name, item.relpath))
+        return out
+
+    async def proposals(self, target: str | None) -> list[LinkProposal]:
+        scope = self.scope_for(target)
+        links = await anyio.to_thread.run_sync(self._walk_links, scope)
+        broken = [link for link in links if isinstance(link, LinkInfo) and link.state != "ok"]
+        roots = self.roots_by_name()
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(
+                lambda c: [propose_repair(link, CatalogCandidates(c, roots)) for link in broken]
+            )
+
+    async def apply(self, actions: Sequence[Mapping[str, Any]], who: str) -> list[dict[str, Any]]:
+        """Carry out confirmed actions; each is re-proposed and re-checked on disk first."""
+        async with self._lock:
+            wanted: dict[bytes, Mapping[str, Any]] = {}
+            for action in actions:
+                wanted[os.fsencode(str(action.get("link", "")))] = action
+            current = {p.link.path: p for p in await self._proposals_for(list(wanted))}
+            results = []
+            for path, action in wanted.items():
+                results.append(await self._apply_one(path, action, current.get(path), who))
+            return results
+
+    async def _proposals_for(self, paths: list[bytes]) -> list[LinkProposal]:
+        classifier = LinkClassifier(self.root_paths())
+
+        def classify() -> list[LinkInfo | LinkError]:
+            out: list[LinkInfo | LinkError] = []
+            for path in paths:
+                located = classifier.locate(path)
+                if located is not None:
+                    out.append(classifier.classify(*located))
+            return out
+
+        links = await anyio.to_thread.run_sync(classify)
+        roots = self.roots_by_name()
+        infos = [link for link in links if isinstance(link, LinkInfo)]
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(
+                lambda c: [propose_repair(i, CatalogCandidates(c, roots)) for i in infos]
+            )
+
+    async def _apply_one(
+        self, path: bytes, action: Mapping[str, Any], proposal: LinkProposal | None, who: str
+    ) -> dict[str, Any]:
+        now = self.clock()
+        kind = action.get("action")
+        base = {"link": wire(path), "action": kind}
+        if proposal is None:
+            return base | {"status": "stale", "detail": "no longer a symlink under a root"}
+        if kind == "repair":
+            wanted = os.fsencode(str(action.get("candidate", "")))
+            chosen = next((c for c in proposal.candidates if c.path == wanted), None)
+            if chosen is None:
+                chosen = Candidate(wanted, "chosen by the operator") if os.path.lexists(wanted) else None
+            if chosen is None:
+                return base | {"status": "stale", "detail": "the chosen target is gone"}
+            result = await anyio.to_thread.run_sync(lambda: apply_repair(proposal, chosen, recheck=True))
+            if isinstance(result, RepairFailure):
+                entry = RepairLogEntry.failed(path, proposal.old_target, result.reason, now, who)
+                self._log(entry)
+                return base | {"status": "stale" if result.stale else "failed", "detail": result.reason}
+            self._log(RepairLogEntry.repaired(result, now, who))
+            return base | {"status": "done", "new_target": wire(result.new_target), "detail": ""}
+        if kind == "trash":
+            if proposal.action != "trash":
+                return base | {
+                    "status": "stale",
+                    "detail": f"not an orphan any more ({proposal.action}: {proposal.note})",
+                }
+            reason = stale_reason(proposal)
+            if reason:
+                return base | {"status": "stale", "detail": reason}
+            link = proposal.link
+            root_path = self.root_paths().get(link.root_name)
+            if root_path is None:
+                return base | {"status": "stale", "detail": "root no longer configured"}
+            record = await anyio.to_thread.run_sync(
+                lambda: self.trash.move_orphan(
+                    link.root_name,
+                    root_path,
+                    link.relpath,
+                    now,
+                    who=who,
+                    expected_target=link.target_as_written,
+                )
+            )
+            if isinstance(record, TrashFailure):
+                self._log(RepairLogEntry.failed(path, proposal.old_target, record.reason, now, who))
+                return base | {"status": "failed", "detail": record.reason}
+            self._log(RepairLogEntry.trashed(record))
+            return base | {
+                "status": "done",
+                "trash_id": record.id,
+                "trash_path": wire(record.trash_path),
+                "detail": "",
+            }
+        return base | {"status": "failed", "detail": f"unknown action {kind!r} (repair or trash)"}
+
+    def _log(self, entry: RepairLogEntry) -> None:
+        written = self.repair_log.append(entry)
+        level = logging.WARNING if entry.action == "failed" else logging.INFO
+        log.log(level, "%s", entry.summary(), extra={"path": entry.link})
+        if not hasattr(written, "line"):
+            log.error("repair log not written: %s", getattr(written, "reason", written))
+
+    async def restore(self, record_id: int, who: str) -> dict[str, Any]:
+        result = await anyio.to_thread.run_sync(lambda: self.trash.restore(record_id, self.clock(), who=who))
+        if hasattr(result, "record"):
+            self._log(RepairLogEntry.restored(result.record, self.clock(), who))
+            return {"id": record_id, "status": "restored", "path": wire(result.record.original)}
+        raise ValueError(getattr(result, "reason", "cannot restore"))
+
+    async def record_walk_links(self, root_id: int, relpaths: Sequence[bytes], complete: bool) -> None:
+        """Called by reconcile with the links its walk met."""
+        state = self.pipeline.roots.get(root_id)
+        if state is None:
+            return
+        infos = await anyio.to_thread.run_sync(
+            classify_all, LinkClassifier(self.root_paths()), state.config.name, relpaths
+        )
+        await self.writer.call(
+            functools.partial(record_links, root_id=root_id, links=infos, now=self.clock(), complete=complete)
+        )
+
+    # ----- sweeps ----------------------------------------------------------------------------
+
+    async def start_check(self, target: str | None, verify_hash: bool, budget: Budget) -> Sweep:
+        if self.current is not None and self.current.state == "running":
+            raise RuntimeError(f"sweep run {self.current.run_id} is still running")
+        scope = self.scope_for(target)
+        started = self.clock()
+        label = target or None
+        run_id = await self.writer.call(
+            lambda c: queries.start_run(
+                c, "sweep", "verify-hash" if verify_hash else "check", None, label, started
+            )
+        )
+        sweep = Sweep(run_id, scope, verify_hash, budget)
+        self.sweeps[run_id] = sweep
+        self.current = sweep
+        assert self.pipeline._tg is not None
+        self.pipeline._tg.start_soon(self._run_sweep, sweep, started)
+        return sweep
+
+    async def _run_sweep(self, sweep: Sweep, started: float) -> None:
+        try:
+            for rid, prefix in sweep.scope:
+                state = self.pipeline.roots.get(rid)
+                if state is None:
+                    continue
+                if state.state == "offline":
+                    sweep.findings.append(
+                        Finding("unreadable", state.raw_path, f"root offline: {state.watch_error}")
+                    )
+                    continue
+                async with self.engine.connect() as conn:
+                    known = await conn.run_sync(queries.snapshot, rid, prefix or None)
+                before = dict(known)
+                comparer = ReconcileComparer(known)
+
+                def walk_root(
+                    st: Any = state, pre: bytes = prefix, cmp: ReconcileComparer = comparer
+                ) -> list[bytes]:
+                    lower_thread_priority()
+                    links: list[bytes] = []
+                    for item in walk(st.raw_path, pre, st.config.ignore):
+                        if sweep.stop.is_set():
+                            break
+                        if isinstance(item, WalkedLink):
+                            links.append(item.relpath)
+                        cmp.feed(item)
+                        sweep.files_seen = cmp.diff.seen
+                    return links
+
+                link_paths = await anyio.to_thread.run_sync(walk_root, abandon_on_cancel=True)
+                diff = comparer.finish(state.config.ignore)
+                sweep.findings.extend(findings_from_walk(state.raw_path, diff, before))
+                infos = await anyio.to_thread.run_sync(
+                    classify_all, LinkClassifier(self.root_paths()), state.config.name, link_paths
+                )
+                sweep.findings.extend(f for f in (finding_for_link(i) for i in infos) if f is not None)
+                await self.writer.call(
+                    functools.partial(
+                        record_links, root_id=rid, links=infos, now=self.clock(), complete=not prefix
+                    )
+                )
+            if sweep.verify_hash and not sweep.stop.is_set():
+                sweep.phase = "verifying"
+                await self._scrub(sweep, started)
+            sweep.state = "cancelled" if sweep.stop.is_set() else "completed"
+        except Exception as exc:
+            sweep.state, sweep.message = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("sweep %d failed", sweep.run_id)
+        finally:
+            sweep.phase = "done"
+            report = FindingReport(list(sweep.findings))
+            values = {
+                "status": sweep.state,
+                "finished": self.clock(),
+                "files_seen": sweep.files_seen,
+                "errors": len(sweep.findings),
+                "detail": json.dumps(
+                    {"counts": report.counts(), "exit_status": report.exit_status(), "scrub": sweep.scrub}
+                ),
+            }
+            findings = list(sweep.findings)
+            with anyio.CancelScope(shield=True):
+                await self.writer.call(lambda c: store_findings(c, sweep.run_id, findings))
+                await self.writer.call(lambda c: queries.finish_run(c, sweep.run_id, values))
+            log.info(
+                "sweep %d %s: %s",
+                sweep.run_id,
+                sweep.state,
+                ", ".join(f"{n} {k}" for k, n in report.counts().items() if n) or "nothing found",
+            )
+
+    async def _scrub(self, sweep: Sweep, started: float) -> None:
+        root_ids = [rid for rid, _ in sweep.scope]
+        names = {rid: st.config.name for rid, st in self.pipeline.roots.items()}
+        paths = {rid: st.raw_path for rid, st in self.pipeline.roots.items()}
+        plan = ScrubPlan(sweep.budget, started)
+        scrubber = Scrubber(plan, stop=sweep.stop, now=self.clock)
+        prefixes = {rid: prefix for rid, prefix in sweep.scope}
+        while not sweep.stop.is_set():
+            async with self.engine.connect() as conn:
+                rows = await conn.run_sync(scrub_targets, root_ids, started, 2000)
+            targets = [
+                ScrubTarget(
+                    r["id"],
+                    r["root_id"],
+                    names.get(r["root_id"], "?"),
+                    r["relpath"],
+                    paths[r["root_id"]] + b"/" + r["relpath"],
+                    r["size"],
+                    r["mtime_ns"],
+                    r["inode"],
+                    r["dev"],
+                    r["blake3"],
+                    r["last_verified"],
+                )
+                for r in rows
+                if r["root_id"] in paths
+                and (not prefixes.get(r["root_id"]) or r["relpath"].startswith(prefixes[r["root_id"]] + b"/"))
+            ]
+            if not rows:
+                break
+
+            def run(batch: list[ScrubTarget] = targets) -> list[Any]:
+                lower_thread_priority()
+                return list(scrubber.sweep(batch))
+
+            results = await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+            # Every verdict is stamped, not only "ok": a rotten file must not stay at the front of
+            # the queue and be re-read every night while the rest of the library waits.
+            stamps = [(r.target.row_id, r.checked_at) for r in results]
+            await self.writer.call(functools.partial(mark_verified, stamps=stamps))
+            sweep.findings.extend(f for f in (finding_for_scrub(r) for r in results) if f is not None)
+            p = scrubber.progress
+            sweep.scrub = {
+                "files": p.files,
+                "bytes": p.bytes,
+                "seconds": round(p.elapsed, 3),
+                "stopped": p.stopped or "done",
+                "budget": sweep.budget.describe(),
+            }
+            if p.stopped is not None or not results:
+                break  # budget spent, stopped, or only rows outside the requested folder left
+        if not sweep.scrub:
+            sweep.scrub = {
+                "files": 0,
+                "bytes": 0,
+                "seconds": 0.0,
+                "stopped": "done",
+                "budget": sweep.budget.describe(),
+            }
+
+    async def check_result(self, run_id: int) -> dict[str, Any]:
+        sweep = self.sweeps.get(run_id)
+        if sweep is not None and sweep.state == "running":
+            return {"run_id": run_id, "state": "running", "progress": sweep.progress()}
+        async with self.engine.connect() as conn:
+            row, _ = await conn.run_sync(queries.run_row, run_id, 0)
+            if row is None or row["kind"] != "sweep":
+                raise LookupError(f"no sweep run {run_id}")
+            findings = await conn.run_sync(load_findings, run_id)
+        detail = json.loads(row["detail"] or "{}")
+        report = FindingReport(list(findings))
+        return report.to_json(
+            {
+                "run_id": run_id,
+                "state": row["status"],
+                "started": _iso(row["started"]),
+                "finished": _iso(row["finished"]),
+                "files_seen": row["files_seen"],
+                "scrub": detail.get("scrub", {}),
+                "exit_status": report.exit_status(),
+            }
+        )
+
+    async def status(self) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            last = await conn.run_sync(queries.last_runs, "sweep", 1)
+            scrub = await conn.run_sync(scrub_state)
+            links = await conn.run_sync(link_counts)
+        scrub["oldest_verified"] = _iso(scrub["oldest_verified"])
+        out: dict[str, Any] = {"links": links, "scrub": scrub, "last_sweep": None}
+        if last:
+            row = last[0]
+            detail = json.loads(row["detail"] or "{}")
+            out["last_sweep"] = {
+                "run_id": row["id"],
+                "state": row["status"],
+                "started": _iso(row["started"]),
+                "finished": _iso(row["finished"]),
+                "counts": detail.get("counts", {}),
+                "exit_status": detail.get("exit_status"),
+            }
+        if self.current is not None and self.current.state == "running":
+            out["running"] = self.current.progress()
+        return out
+
+
+__all__ = ["STATUS_ERROR", "CatalogCandidates", "Maintenance", "Sweep"]

@@ -93,7 +93,9 @@ class Daemon:
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
         logf.close()
         if wait:
-            wait_for(lambda: self.socket.exists() and self.client().status(), what="daemon socket")
+            wait_for(
+                lambda: self.socket.exists() and self.client().status(), timeout=60, what="daemon socket"
+            )
         return self
 
     def client(self, timeout: float = 5.0) -> Client:

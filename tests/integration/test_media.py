@@ -23,7 +23,7 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs 
 def media_idle(d: Daemon) -> bool:
     s = d.status()
     m = s["media"]
-    return d.idle() and m["queued"] == 0 and m["running"] == 0
+    return d.idle() and m["ready"] and m["intake"] == 0 and m["queued"] == 0 and m["running"] == 0
 
 
 def photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:

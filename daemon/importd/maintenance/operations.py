@@ -384,6 +384,12 @@ class Maintenance:
         base = {"link": wire(path), "action": kind}
         if proposal is None:
             return base | {"status": "stale", "detail": "no longer a symlink under a root"}
+        if proposal.link.state == "ok":
+            target = display(proposal.link.target_as_written)
+            return base | {
+                "status": "stale",
+                "detail": f"stale: the link works now (-> {target}); left alone",
+            }
         if kind == "repair":
             wanted = os.fsencode(str(action.get("candidate", "")))
             chosen = next((c for c in proposal.candidates if c.path == wanted), None)

@@ -430,6 +430,9 @@ class MediaStage:
     def status(self) -> dict[str, Any]:
         return {
             "enabled": self.config.enabled,
+            # Until ready (numba compiled, indexes loaded), work waits in the intake queue.
+            "ready": self.ready.is_set(),
+            "intake": self._intake_send.statistics().current_buffer_used,
             "queued": self.counters.queued,
             "running": self.counters.running,
             "done": self.counters.done,

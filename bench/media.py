@@ -270,9 +270,9 @@ def bench_faces(work_dir: Path, quick: bool = False) -> dict[str, Any]:
     (decode, resize, anchors, NMS, alignment, normalisation) adds over the bare onnxruntime calls."""
     import cv2
     import onnxruntime  # type: ignore[import-untyped]
-    from tests import media_models
 
     from importd.media.faces import FaceModel, FaceSettings
+    from tests import media_models
 
     images = 20 if quick else 100
     pack = media_models.build_pack(work_dir / "buffalo_l")

@@ -35,7 +35,8 @@ def photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
     y, x = np.mgrid[:h, :w]
     img = np.zeros((h, w, 3), np.uint8)
     for c in range(3):
-        fx, fy, phase = rng.uniform(0.5, 4, 2).tolist() + [rng.uniform(0, 6)]
+        fx, fy = rng.uniform(0.5, 4, 2).tolist()
+        phase = rng.uniform(0, 6)
         img[..., c] = (127 + 120 * np.sin(x / w * fx * 6 + phase) * np.cos(y / h * fy * 6)).astype(np.uint8)
     for _ in range(6):
         cx, cy, r = int(rng.integers(0, w)), int(rng.integers(0, h)), int(rng.integers(20, 120))

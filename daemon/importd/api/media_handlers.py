@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 from importctl.protocol import DUPE_KINDS, ErrorCode, Method
 from importd.api.server import ApiError, Handler
 from importd.catalog import queries
-from importd.media import NearGroup, to_unsigned64, video_groups
 from importd.paths import wire
 
 if TYPE_CHECKING:
+    from importd.media.nearindex import NearGroup
     from importd.service import Service
 
 RowsFor = Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]]
@@ -64,6 +64,10 @@ def build_media_handlers(service: Service, rows_for: RowsFor) -> dict[str, Handl
             raise ApiError(ErrorCode.INVALID, f"kind must be one of {', '.join(DUPE_KINDS)}")
         threshold = params.get("threshold")
         groups: list[dict[str, Any]] = []
+        if media.config.enabled and kind != "exact":
+            await media.ensure_loaded()
+        from importd.media.nearindex import video_groups
+
         if kind in (None, "exact"):
             async with service.engine.connect() as conn:
                 exact = await conn.run_sync(queries.exact_duplicates)
@@ -81,7 +85,8 @@ def build_media_handlers(service: Service, rows_for: RowsFor) -> dict[str, Handl
             if threshold is not None and not (0 <= threshold <= 32):
                 raise ApiError(ErrorCode.INVALID, "a near threshold is a Hamming distance from 0 to 32 bits")
             bits = int(threshold if threshold is not None else service.config.media.near_threshold)
-            groups += await near_groups(media.images.groups(bits), "near", "distance", "image")
+            if media.images is not None:
+                groups += await near_groups(media.images.groups(bits), "near", "distance", "image")
             vids = (
                 video_groups(media.videos.items())
                 if threshold is None
@@ -92,11 +97,16 @@ def build_media_handlers(service: Service, rows_for: RowsFor) -> dict[str, Handl
             if threshold is not None and not (-1 <= threshold <= 1):
                 raise ApiError(ErrorCode.INVALID, "a face threshold is a cosine similarity from -1 to 1")
             sim = float(threshold if threshold is not None else service.config.media.same_person_similarity)
-            groups += await near_groups(media.faces.groups(sim), "face", "similarity", "image")
+            if media.faces is not None:
+                groups += await near_groups(media.faces.groups(sim), "face", "similarity", "image")
         return {"groups": groups, "faces": media.status()["faces"]}
 
     async def info(params: dict[str, Any]) -> dict[str, Any]:
         rows = await rows_for(params)
+        if media.config.enabled:
+            await media.ensure_loaded()
+        from importd.media.hashes import to_unsigned64
+
         row = rows[0]
         digest = row["blake3"]
         out: dict[str, Any] = {"file": row, "paths": [r["path"] for r in rows], "media": None, "hashes": {}}
@@ -166,7 +176,7 @@ def build_media_handlers(service: Service, rows_for: RowsFor) -> dict[str, Handl
         exact = await paths_of([digest])
         if len(exact.get(digest, [])) > 1:
             out["duplicates"].append({"kind": "exact", "blake3": digest, "paths": exact[digest]})
-        if facts["image"] and not facts["image"]["low_detail"]:
+        if facts["image"] and not facts["image"]["low_detail"] and media.images is not None:
             near = media.images.query(facts["image"]["phash"], service.config.media.near_threshold)
             others = [(d, dist) for d, dist in near if d != digest]
             if others:
@@ -181,7 +191,7 @@ def build_media_handlers(service: Service, rows_for: RowsFor) -> dict[str, Handl
                         ],
                     }
                 )
-        if facts["faces"]:
+        if facts["faces"] and media.faces is not None:
             import numpy as np
 
             sim = service.config.media.same_person_similarity

@@ -94,26 +94,28 @@ def snapshot(conn: Connection, root_id: int, prefix: bytes | None) -> dict[bytes
 
 
 def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:
-    """Rows (any status) with one of the given (dev, inode) identities."""
-    wanted = {(s64(dev), s64(ino)) for dev, ino in keys}
-    inodes = sorted({ino for _, ino in wanted})
+    """Rows (any status) with one of the given (dev, inode) identities. Grouped by device so
+    each query seeks the (dev, inode) index instead of scanning it."""
+    by_dev: dict[int, set[int]] = {}
+    for dev, ino in keys:
+        by_dev.setdefault(s64(dev), set()).add(s64(ino))
     out: list[IdentityMatch] = []
-    for part in chunks(inodes):
-        rows = conn.execute(
-            select(
-                files.c.id,
-                files.c.root_id,
-                files.c.relpath,
-                files.c.size,
-                files.c.mtime_ns,
-                files.c.inode,
-                files.c.dev,
-                files.c.blake3,
-                files.c.status,
-            ).where(files.c.inode.in_(part))
-        )
-        for r in rows:
-            if (r.dev, r.inode) in wanted:
+    for dev, inodes in by_dev.items():
+        for part in chunks(sorted(inodes)):
+            rows = conn.execute(
+                select(
+                    files.c.id,
+                    files.c.root_id,
+                    files.c.relpath,
+                    files.c.size,
+                    files.c.mtime_ns,
+                    files.c.inode,
+                    files.c.dev,
+                    files.c.blake3,
+                    files.c.status,
+                ).where(files.c.dev == dev, files.c.inode.in_(part))
+            )
+            for r in rows:
                 out.append(
                     IdentityMatch(
                         r.id,

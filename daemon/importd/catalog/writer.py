@@ -8,6 +8,7 @@ the partial unique index on live paths makes a replay unable to duplicate a row.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -48,6 +49,7 @@ moves = FileMoveRow.__table__  # type: ignore[attr-defined]
 
 T = TypeVar("T")
 BATCH_MAX = 4000
+LINGER_S = 0.02
 # SQLite's default limit on bound parameters is 32766; stay far below for IN lists.
 IN_CHUNK = 900
 
@@ -362,7 +364,12 @@ def _apply_registrations(
     seen_in_batch: set[str] = set()
     if inserts:
         stmt = files.insert().returning(
-            files.c.id, files.c.root_id, files.c.relpath, files.c.blake3, sort_by_parameter_order=True
+            # No sort_by_parameter_order: on SQLite it would fall back to one INSERT per row;
+            # each returned row names its own path, so the order does not matter.
+            files.c.id,
+            files.c.root_id,
+            files.c.relpath,
+            files.c.blake3,
         )
         for row_id, root_id, relpath, digest in conn.execute(stmt, inserts):
             duplicate = digest is not None and (digest in known_before or digest in seen_in_batch)
@@ -429,11 +436,21 @@ class CatalogWriter:
                 except anyio.EndOfStream:
                     return
                 batch: list[CatalogOp | _Call] = [first]
-                while len(batch) < BATCH_MAX:
-                    try:
-                        batch.append(self._recv.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
+                # Linger briefly for more: commits cost far more than rows, and a few ms of
+                # latency are nothing next to settle_seconds.
+                with anyio.move_on_after(LINGER_S):
+                    while len(batch) < BATCH_MAX:
+                        try:
+                            batch.append(self._recv.receive_nowait())
+                        except anyio.WouldBlock:
+                            if isinstance(batch[-1], _Call):
+                                break  # someone awaits this call: do not hold it back
+                            try:
+                                batch.append(await self._recv.receive())
+                            except anyio.EndOfStream:
+                                break
+                        except anyio.EndOfStream:
+                            break
                 await self._apply(batch)
 
     async def _apply(self, batch: list[CatalogOp | _Call]) -> None:
@@ -467,7 +484,7 @@ class CatalogWriter:
             break
         self.last_error = None
         self.pending -= len(ops)
-        self.totals.add(result)
+        self.totals.add(dataclasses.replace(result, changes=[]))  # counts only: changes are per batch
         if self.on_commit is not None:
             maybe = self.on_commit(result)
             if maybe is not None:

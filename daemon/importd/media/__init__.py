@@ -4,37 +4,121 @@ Pure stage functions: each takes a path and returns facts or an `ExtractionFailu
 and is meant to run in `ExtractionPool` workers. The indexes group the stored results.
 """
 
-from importd.media.faces import (
-    SAME_PERSON_MIN_SIMILARITY,
-    Face,
-    FaceModel,
-    FacesDisabled,
-    FaceSettings,
-    check_pack,
-    faces_in_file,
-)
-from importd.media.failure import ExtractionFailure
-from importd.media.hashes import hamming, to_signed64, to_unsigned64
-from importd.media.image import DEFAULT_MAX_PIXELS, ImageFacts, extract_image
-from importd.media.nearindex import (
-    NEAR_DUPLICATE_MAX_DISTANCE,
-    EmbeddingIndex,
-    HashIndex,
-    NearGroup,
-    compile_search,
-    video_groups,
-)
-from importd.media.pool import ExtractionPool, Measured, Priority, default_pool_size, measured
-from importd.media.versions import EXTRACTOR_VERSIONS, MediaKind, WorkKey, media_kind, pending_work
-from importd.media.video import (
-    VIDEO_NEAR_MAX_DISTANCE,
-    AudioStream,
-    AVFacts,
-    VideoFingerprint,
-    extract_av,
-    fingerprint_distance,
-    video_fingerprint,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Submodules load on first use: numpy, scipy, Pillow and numba cost tens of MB and a second of
+# start-up, which a daemon cataloguing no media (or `importctl`) should not pay.
+_WHERE: dict[str, str] = {
+    "AVFacts": "video",
+    "AudioStream": "video",
+    "DEFAULT_MAX_PIXELS": "image",
+    "EXTRACTOR_VERSIONS": "versions",
+    "EmbeddingIndex": "nearindex",
+    "ExtractionFailure": "failure",
+    "ExtractionPool": "pool",
+    "Face": "faces",
+    "FaceModel": "faces",
+    "FaceSettings": "faces",
+    "FacesDisabled": "pack",
+    "check_pack_files": "pack",
+    "HashIndex": "nearindex",
+    "ImageFacts": "image",
+    "Measured": "pool",
+    "MediaKind": "versions",
+    "NEAR_DUPLICATE_MAX_DISTANCE": "nearindex",
+    "NearGroup": "nearindex",
+    "Priority": "pool",
+    "SAME_PERSON_MIN_SIMILARITY": "faces",
+    "VIDEO_NEAR_MAX_DISTANCE": "video",
+    "VideoFingerprint": "video",
+    "WorkKey": "versions",
+    "check_pack": "faces",
+    "compile_search": "nearindex",
+    "default_pool_size": "pool",
+    "extract_av": "video",
+    "extract_image": "image",
+    "faces_in_file": "faces",
+    "fingerprint_distance": "video",
+    "hamming": "hashes",
+    "measured": "pool",
+    "media_kind": "versions",
+    "pending_work": "versions",
+    "to_signed64": "hashes",
+    "to_unsigned64": "hashes",
+    "video_fingerprint": "video",
+    "video_groups": "nearindex",
+}
+
+if TYPE_CHECKING:
+    from importd.media.faces import (
+        SAME_PERSON_MIN_SIMILARITY,
+        Face,
+        FaceModel,
+        FaceSettings,
+        check_pack,
+        faces_in_file,
+    )
+    from importd.media.failure import (
+        ExtractionFailure,
+    )
+    from importd.media.hashes import (
+        hamming,
+        to_signed64,
+        to_unsigned64,
+    )
+    from importd.media.image import (
+        DEFAULT_MAX_PIXELS,
+        ImageFacts,
+        extract_image,
+    )
+    from importd.media.nearindex import (
+        NEAR_DUPLICATE_MAX_DISTANCE,
+        EmbeddingIndex,
+        HashIndex,
+        NearGroup,
+        compile_search,
+        video_groups,
+    )
+    from importd.media.pack import (
+        FacesDisabled,
+        check_pack_files,
+    )
+    from importd.media.pool import (
+        ExtractionPool,
+        Measured,
+        Priority,
+        default_pool_size,
+        measured,
+    )
+    from importd.media.versions import (
+        EXTRACTOR_VERSIONS,
+        MediaKind,
+        WorkKey,
+        media_kind,
+        pending_work,
+    )
+    from importd.media.video import (
+        VIDEO_NEAR_MAX_DISTANCE,
+        AudioStream,
+        AVFacts,
+        VideoFingerprint,
+        extract_av,
+        fingerprint_distance,
+        video_fingerprint,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -60,6 +144,7 @@ __all__ = [
     "VideoFingerprint",
     "WorkKey",
     "check_pack",
+    "check_pack_files",
     "compile_search",
     "default_pool_size",
     "extract_av",

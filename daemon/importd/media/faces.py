@@ -22,12 +22,11 @@ import numpy.typing as npt
 
 from importd.media.failure import ExtractionFailure, describe
 from importd.media.image import DEFAULT_MAX_PIXELS, decode_upright_rgb
+from importd.media.pack import DETECTION_FILE, RECOGNITION_FILE, FacesDisabled, check_pack_files
 
 EXTRACTOR = "faces"
 
 # buffalo_l's detector (SCRFD 10G) and recogniser (ArcFace ResNet-50 trained on WebFace600K).
-DETECTION_FILE = "det_10g.onnx"
-RECOGNITION_FILE = "w600k_r50.onnx"
 
 # Cosine similarity at or above which two faces are taken for the same person. 0.5 is the figure
 # insightface's maintainers and users quote for ArcFace embeddings (deepinsight/insightface#168, the
@@ -73,32 +72,11 @@ class Face:
     embedding: Embedding = field(compare=False, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class FacesDisabled:
-    """Faces are off: why, and which model-pack path was looked at (for `importctl status`)."""
-
-    reason: str
-    path: str
-
-
 def check_pack(
     pack_dir: str | os.PathLike[str], settings: FaceSettings = FaceSettings()
 ) -> FacesDisabled | None:
     """Cheap check that the pack directory holds both model files; None when it looks usable."""
-    directory = Path(pack_dir)
-    if not directory.is_dir():
-        return FacesDisabled("face model pack directory not found", str(directory))
-    missing = [
-        name
-        for name in (settings.detection_file, settings.recognition_file)
-        if not (directory / name).is_file()
-    ]
-    if missing:
-        return FacesDisabled(
-            f"face model pack lacks {', '.join(missing)} (an insightface buffalo_l pack is expected)",
-            str(directory),
-        )
-    return None
+    return check_pack_files(pack_dir, settings.detection_file, settings.recognition_file)
 
 
 class FaceModel:

@@ -18,10 +18,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -38,29 +37,18 @@ from importd.catalog.models import (
 )
 from importd.catalog.writer import CatalogWriter, FileChange, chunks
 from importd.config import MediaConfig
-from importd.media import (
-    EXTRACTOR_VERSIONS,
-    AVFacts,
-    EmbeddingIndex,
-    ExtractionFailure,
-    ExtractionPool,
-    Face,
-    FaceSettings,
-    HashIndex,
-    ImageFacts,
-    MediaKind,
-    Priority,
-    VideoFingerprint,
-    WorkKey,
-    check_pack,
-    compile_search,
-    extract_av,
-    extract_image,
-    faces_in_file,
-    media_kind,
-    pending_work,
-    video_fingerprint,
-)
+
+# Only light modules here: the heavy ones (numpy, Pillow, scipy, numba, onnxruntime) load when
+# the first media file is met, so a daemon cataloguing none never pays for them.
+from importd.media.failure import ExtractionFailure
+from importd.media.pack import check_pack_files
+from importd.media.pool import ExtractionPool, Priority
+from importd.media.versions import EXTRACTOR_VERSIONS, MediaKind, WorkKey, media_kind, pending_work
+
+if TYPE_CHECKING:
+    from importd.media.faces import Face, FaceSettings
+    from importd.media.nearindex import EmbeddingIndex, HashIndex
+    from importd.media.video import VideoFingerprint
 
 log = logging.getLogger("importd.extract")
 
@@ -72,6 +60,8 @@ files_t = FileRow.__table__  # type: ignore[attr-defined]
 
 
 def to_jsonable(value: Any) -> Any:
+    import numpy as np
+
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, datetime):
@@ -132,6 +122,11 @@ def store_outcome(conn: Connection, outcome: ExtractOutcome, now: float) -> None
     )
     if failed:
         return
+    import numpy as np
+
+    from importd.media.image import ImageFacts
+    from importd.media.video import VideoFingerprint
+
     if key.extractor == "image" and isinstance(result, ImageFacts):
         conn.execute(delete(image_hashes_t).where(image_hashes_t.c.blake3 == key.content_hash))
         conn.execute(
@@ -202,10 +197,12 @@ def outdated_contents(conn: Connection, limit: int) -> list[tuple[str, int, byte
     return [(d, r, bytes(p)) for d, r, p in rows]
 
 
-Indexes = tuple[list[tuple[str, int]], dict[str, VideoFingerprint], list[tuple[tuple[str, int], bytes]]]
+Indexes = tuple[list[tuple[str, int]], dict[str, "VideoFingerprint"], list[tuple[tuple[str, int], bytes]]]
 
 
 def load_indexes(conn: Connection) -> Indexes:
+    from importd.media.video import VideoFingerprint
+
     rows = conn.execute(select(image_hashes_t.c.blake3, image_hashes_t.c.phash, image_hashes_t.c.low_detail))
     images = [(d, int(p)) for d, p, low in rows if not low]
     videos = {
@@ -223,6 +220,10 @@ def load_indexes(conn: Connection) -> Indexes:
 
 def run_extractor(extractor: str, path: bytes, max_pixels: int, pack: str, settings: FaceSettings) -> Any:
     """Pool entry point (module level, picklable): one extractor on one file."""
+    from importd.media.faces import faces_in_file
+    from importd.media.image import extract_image
+    from importd.media.video import extract_av, video_fingerprint
+
     if extractor == "image":
         return extract_image(path, max_pixels=max_pixels)
     if extractor == "av":
@@ -256,12 +257,16 @@ class MediaStage:
         self.root_paths = root_paths
         self.clock = clock
         self.counters = MediaCounters()
-        self.face_settings = FaceSettings(min_det_score=config.face_min_score, min_face_px=config.face_min_px)
+        self.face_settings: FaceSettings | None = None
         self.faces_disabled: str | None = None
         self.refresh_faces_state()
-        self.images: HashIndex[str] = HashIndex()
+        # Built by `_load` when the first media content is met.
+        self.images: HashIndex[str] | None = None
         self.videos: dict[str, VideoFingerprint] = {}
-        self.faces: EmbeddingIndex[tuple[str, int]] = EmbeddingIndex(512)
+        self.faces: EmbeddingIndex[tuple[str, int]] | None = None
+        self.loaded = anyio.Event()
+        self._load_lock = anyio.Lock()
+        self._tg: anyio.abc.TaskGroup | None = None
         self.ready = anyio.Event()
         self.pool: ExtractionPool | None = None
         self._send: MemoryObjectSendStream[Job]
@@ -280,7 +285,7 @@ class MediaStage:
             self.faces_disabled = "disabled in the configuration ([faces] enabled = false)"
             return
         pack = self.config.faces_pack
-        problem = check_pack(str(pack)) if pack else None
+        problem = check_pack_files(str(pack)) if pack else None
         self.faces_disabled = f"{problem.reason}: {problem.path}" if problem else None
 
     def enabled_extractors(self) -> list[str]:
@@ -291,25 +296,41 @@ class MediaStage:
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:
         if self.config.enabled:
-            # In the background: numba's compile and the index load must not delay readiness.
-            tg.start_soon(self._start, tg)
+            self._tg = tg
+            tg.start_soon(self._intake)
+            tg.start_soon(self._catch_up)
 
-    async def _start(self, tg: anyio.abc.TaskGroup) -> None:
-        await anyio.to_thread.run_sync(compile_search, abandon_on_cancel=True)
-        with anyio.CancelScope(shield=True):  # a query torn by cancellation can hang the exit
-            async with self.engine.connect() as conn:
-                images, videos, faces = await conn.run_sync(load_indexes)
-        self.images.add_many(images)
-        self.videos = videos
-        for key, blob in faces:
-            self.faces.add(key, np.frombuffer(blob, dtype=np.float32))
-            self._face_counts[key[0]] = max(self._face_counts.get(key[0], 0), key[1] + 1)
-        self.pool = ExtractionPool(self.config.workers)
-        for _ in range(self.config.workers + 1):
-            tg.start_soon(self._worker)
-        tg.start_soon(self._intake)
-        tg.start_soon(self._catch_up)
-        self.ready.set()
+    async def ensure_loaded(self) -> None:
+        """Load the media libraries, compile the near-duplicate search, build the indexes from
+        the catalog and start the worker pool: once, when the first media content is met (or
+        when `importctl dupes`/`info` asks)."""
+        async with self._load_lock:
+            if self.loaded.is_set():
+                return
+            import numpy as np
+
+            from importd.media.faces import FaceSettings
+            from importd.media.nearindex import EmbeddingIndex, HashIndex, compile_search
+
+            self.face_settings = FaceSettings(
+                min_det_score=self.config.face_min_score, min_face_px=self.config.face_min_px
+            )
+            await anyio.to_thread.run_sync(compile_search, abandon_on_cancel=True)
+            with anyio.CancelScope(shield=True):  # a query torn by cancellation can hang the exit
+                async with self.engine.connect() as conn:
+                    images, videos, faces = await conn.run_sync(load_indexes)
+            self.images = HashIndex()
+            self.images.add_many(images)
+            self.videos = videos
+            self.faces = EmbeddingIndex(512)
+            for key, blob in faces:
+                self.faces.add(key, np.frombuffer(blob, dtype=np.float32))
+                self._face_counts[key[0]] = max(self._face_counts.get(key[0], 0), key[1] + 1)
+            self.pool = ExtractionPool(self.config.workers)
+            assert self._tg is not None
+            for _ in range(self.config.workers + 1):
+                self._tg.start_soon(self._worker)
+            self.loaded.set()
 
     def close(self) -> None:
         self._send.close()
@@ -342,6 +363,7 @@ class MediaStage:
             wanted.setdefault(change.blake3, (found, root + b"/" + change.relpath))
         if not wanted:
             return
+        await self.ensure_loaded()
         async with self.engine.connect() as conn:
             done = await conn.run_sync(done_versions, list(wanted))
         enabled = self.enabled_extractors()
@@ -362,6 +384,7 @@ class MediaStage:
         batch = [FileChange(0, root_id, relpath, "updated", digest) for digest, root_id, relpath in rows]
         for part in chunks(batch, 1000):
             await self._plan(list(part), Priority.BACKGROUND)
+        self.ready.set()
 
     async def _worker(self) -> None:
         async for job in self._recv:
@@ -378,6 +401,7 @@ class MediaStage:
         if not os.path.exists(job.path):
             return  # moved or deleted since: a later change brings the content back
         started = time.process_time()
+        assert self.face_settings is not None
         result = await self.pool.run(
             job.key.extractor,
             run_extractor,
@@ -409,9 +433,14 @@ class MediaStage:
             self.counters.done += 1
 
     def _index(self, outcome: ExtractOutcome) -> None:
+        import numpy as np
+
+        from importd.media.image import ImageFacts
+        from importd.media.video import VideoFingerprint
+
         digest = outcome.key.content_hash
         result = outcome.result
-        if isinstance(result, ExtractionFailure):
+        if isinstance(result, ExtractionFailure) or self.images is None or self.faces is None:
             return
         if outcome.key.extractor == "image" and isinstance(result, ImageFacts):
             self.images.remove(digest)
@@ -445,4 +474,4 @@ class MediaStage:
         }
 
 
-__all__ = ["AVFacts", "MediaStage", "run_extractor", "store_outcome"]
+__all__ = ["MediaStage", "run_extractor", "store_outcome"]

@@ -123,7 +123,8 @@ class RootWatcher:
         ignore: IgnoreRules,
         emit: Callable[[WatchEvent], None],
         factory: NotifyFactory = rust_notify,
-        debounce_ms: int = 1600,
+        # Settling absorbs bursts already; a long debounce would only delay the first files.
+        debounce_ms: int = 250,
         step_ms: int = 50,
     ) -> None:
         self.root = root

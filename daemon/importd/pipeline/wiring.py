@@ -35,7 +35,7 @@ from importd.config import Config, RootConfig
 from importd.entities import GapChange
 from importd.paths import display
 from importd.pipeline.extract import MediaStage
-from importd.pipeline.hasher import BatchHasher
+from importd.pipeline.hasher import PIPELINE_FROM, BatchHasher
 from importd.pipeline.items import (
     FileFailure,
     FileRef,
@@ -246,6 +246,10 @@ class Pipeline:
         self._tg: TaskGroup | None = None
         self._subtree_limiter = anyio.CapacityLimiter(2)
         self._hash_limiter = anyio.CapacityLimiter(config.hash_workers)
+        # Small files are hashed by one thread at a time: for them the work is Python overhead
+        # under the GIL, and two threads measured slower than one. Big files (blake3 and the
+        # reader release the GIL) use every hash worker.
+        self._small_limiter = anyio.CapacityLimiter(1)
         self._watch_limiter = anyio.CapacityLimiter(1024)
 
     # ----- lifecycle -------------------------------------------------------------------------
@@ -529,11 +533,13 @@ class Pipeline:
         if not to_hash:
             return
         root_paths = {rid: st.raw_path for rid, st in self.roots.items()}
-        async with self._hash_limiter:
+        big = any(s.stat.size >= PIPELINE_FROM for s in to_hash)
+        async with self._hash_limiter if big else self._small_limiter:
             outcomes = await anyio.to_thread.run_sync(
                 self.hasher.hash_batch, root_paths, to_hash, abandon_on_cancel=True
             )
         now = self.clock()
+        debug = log.isEnabledFor(logging.DEBUG)
         files = sum(1 for o in outcomes if isinstance(o, HashedFile))
         nbytes = sum(o.stat.size for o in outcomes if isinstance(o, HashedFile))
         self.counters.record_hashes(now, files, nbytes)
@@ -557,7 +563,7 @@ class Pipeline:
                     outcome.reason,
                     extra={"root": state.config.name, "path": display(key[1])},
                 )
-            else:
+            elif debug:
                 log.debug(
                     "hashed %s/%s",
                     state.config.name,

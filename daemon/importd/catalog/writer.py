@@ -412,7 +412,11 @@ class CatalogWriter:
 
     async def put(self, op: CatalogOp) -> None:
         self.pending += 1
-        await self._send.send(op)
+        try:
+            # No checkpoint per op while there is room: a cold import puts 100,000 of them.
+            self._send.send_nowait(op)
+        except anyio.WouldBlock:
+            await self._send.send(op)
 
     async def call(self, fn: Callable[[Connection], T]) -> T:
         item = _Call(fn)

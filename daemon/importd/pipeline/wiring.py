@@ -242,7 +242,7 @@ class Pipeline:
         self._hashing = 0
         # Set by the service: records the symlinks a walk met (maintenance owns them).
         self.on_links: Callable[[int, list[bytes], bool], Awaitable[None]] | None = None
-        self._in_flight: dict[Key, int] = {}
+        self._waiting_scans: list[Scan] = []
         self._tg: TaskGroup | None = None
         self._subtree_limiter = anyio.CapacityLimiter(2)
         self._hash_limiter = anyio.CapacityLimiter(config.hash_workers)
@@ -465,6 +465,8 @@ class Pipeline:
     async def _accept_walked(self, state: RootState, scan: Scan, batch: list[WalkedFile]) -> None:
         now = self.clock()
         scan.changed += len(batch)
+        if not scan.pending and scan not in self._waiting_scans:
+            self._waiting_scans.append(scan)
         for item in batch:
             key = (state.root_id, item.relpath)
             scan.pending.add(key)
@@ -474,7 +476,11 @@ class Pipeline:
 
     async def _observe(self, key: Key, root_name: str, stat: FileStat, now: float) -> None:
         if self.tracker.observe(key, stat, now):
-            await self._settled_send.send(SettledFile(FileRef(key[0], root_name, key[1]), stat))
+            settled = SettledFile(FileRef(key[0], root_name, key[1]), stat)
+            try:
+                self._settled_send.send_nowait(settled)  # no checkpoint per file while there is room
+            except anyio.WouldBlock:
+                await self._settled_send.send(settled)
         else:
             self._settle_wake.set()
 
@@ -650,11 +656,14 @@ class Pipeline:
         self._done(key)
 
     def _done(self, key: Key) -> None:
-        for scan in list(self.scans.values()):
-            if scan.pending and key in scan.pending:
+        # Only scans still waiting for files: the registry keeps up to 200 finished ones.
+        for scan in self._waiting_scans:
+            if key in scan.pending:
                 scan.pending.discard(key)
                 if not scan.pending and scan.walk_done:
                     scan.done.set()
+        if self._waiting_scans and any(s.done.is_set() or not s.pending for s in self._waiting_scans):
+            self._waiting_scans = [s for s in self._waiting_scans if s.pending and not s.done.is_set()]
 
     def _abs(self, key: Key) -> bytes:
         return self.roots[key[0]].raw_path + b"/" + key[1]

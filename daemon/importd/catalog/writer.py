@@ -397,7 +397,7 @@ class CatalogWriter:
         self,
         engine: AsyncEngine,
         on_commit: Callable[[BatchResult], Awaitable[None] | None] | None = None,
-        queue_size: int = 20000,
+        queue_size: int = 8000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine

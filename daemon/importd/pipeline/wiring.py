@@ -235,7 +235,8 @@ class Pipeline:
         self._settle_wake = anyio.Event()
         self._settled_send: MemoryObjectSendStream[SettledFile]
         self._settled_recv: MemoryObjectReceiveStream[SettledFile]
-        self._settled_send, self._settled_recv = anyio.create_memory_object_stream[SettledFile](8192)
+        # Bounded so a cold import of a huge tree holds back the walk instead of filling memory.
+        self._settled_send, self._settled_recv = anyio.create_memory_object_stream[SettledFile](2048)
         self._scan_send: MemoryObjectSendStream[Scan]
         self._scan_recv: MemoryObjectReceiveStream[Scan]
         self._scan_send, self._scan_recv = anyio.create_memory_object_stream[Scan](1024)

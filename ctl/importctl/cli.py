@@ -17,16 +17,14 @@ import click
 
 from importctl import __version__
 from importctl.client import Client, ClientError, DaemonError, DaemonUnreachable
-from importctl.protocol import EXIT_DAEMON_ERROR, EXIT_UNREACHABLE, TERMINAL_STATES
+from importctl.protocol import EXIT_DAEMON_ERROR, EXIT_UNREACHABLE, TERMINAL_STATES, display_path
 
 F = TypeVar("F", bound=Callable[..., Any])
-_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {127: "\\x7f", 10: "\\n", 9: "\\t", 13: "\\r"}
 
 
 def shown(path: str) -> str:
-    """A path for a terminal: undecodable bytes as \\xNN, control characters escaped."""
-    raw = os.fsencode(path)
-    return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
+    """A path (as it came over the wire) for a terminal."""
+    return display_path(os.fsencode(path))
 
 
 def emit_json(data: Any) -> None:

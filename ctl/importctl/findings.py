@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from importctl.protocol import display_path
+
 FindingKind = Literal["ghost", "orphan", "broken_link", "hash_mismatch", "unreadable", "error"]
 KINDS: tuple[FindingKind, ...] = ("ghost", "orphan", "broken_link", "hash_mismatch", "unreadable", "error")
 EXIT_BITS: Mapping[FindingKind, int] = {
@@ -39,12 +41,9 @@ HEADINGS: Mapping[FindingKind, str] = {
     "error": "Files in error",
 }
 
-_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {127: "\\x7f", 10: "\\n", 9: "\\t", 13: "\\r"}
-
 
 def display(raw: bytes) -> str:
-    """One printable line (as importd.paths.display, repeated here to stay import-free)."""
-    return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
+    return display_path(raw)
 
 
 def shell_quote(raw: bytes) -> str:

@@ -236,6 +236,15 @@ def decode_reply(frame: bytes) -> Reply:
     )
 
 
+_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {127: "\\x7f", 10: "\\n", 9: "\\t", 13: "\\r"}
+
+
+def display_path(raw: bytes) -> str:
+    """How a path is shown to a person, by both sides: one printable line, undecodable bytes as
+    \\xNN, control characters (newlines too) escaped."""
+    return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)
+
+
 def _runtime_dir() -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg):

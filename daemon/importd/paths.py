@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 
-_CONTROL = {i: f"\\x{i:02x}" for i in range(32)} | {127: "\\x7f", 10: "\\n", 9: "\\t", 13: "\\r"}
+from importctl.protocol import display_path
 
 
 def display(raw: bytes) -> str:
     """One printable line: undecodable bytes as \\xNN, control characters escaped."""
-    text = raw.decode("utf-8", "backslashreplace")
-    return text.translate(_CONTROL)
+    return display_path(raw)
 
 
 def wire(raw: bytes) -> str:

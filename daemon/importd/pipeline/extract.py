@@ -288,6 +288,18 @@ class MediaStage:
         problem = check_pack_files(str(pack)) if pack else None
         self.faces_disabled = f"{problem.reason}: {problem.path}" if problem else None
 
+    def reconfigure(self, config: MediaConfig) -> None:
+        """On reload: thresholds, time limit and the face pack take effect for new work; the
+        pool's size and turning media on or off need a restart."""
+        self.config = dataclasses.replace(config, workers=self.config.workers, enabled=self.config.enabled)
+        self.refresh_faces_state()
+        if self.face_settings is not None:
+            from importd.media.faces import FaceSettings
+
+            self.face_settings = FaceSettings(
+                min_det_score=config.face_min_score, min_face_px=config.face_min_px
+            )
+
     def enabled_extractors(self) -> list[str]:
         names = list(EXTRACTOR_VERSIONS)
         if self.faces_disabled:

@@ -297,6 +297,7 @@ class Pipeline:
         self.config = config
         self.tracker.settle_seconds = config.settle_seconds
         self.mapper.set_expectations(config.expectations)
+        self.media.reconfigure(config.media)
 
     async def shutdown(self) -> None:
         self.stopping.set()

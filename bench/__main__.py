@@ -27,7 +27,7 @@ from typing import Any
 from bench import report
 from bench.core import CoreBench, CoreOptions, figures_of, find_importd
 
-SECTIONS = ("core", "media", "entities")
+SECTIONS = ("core", "media", "entities", "maintenance")
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "results.json"
 
 

@@ -11,6 +11,8 @@ the per-root state and the counters that `importctl status` shows.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import json
 import logging
 import os
@@ -167,6 +169,18 @@ class Counters:
         files = sum(f for _, f, _ in self.window)
         nbytes = sum(b for _, _, b in self.window)
         return files / RATE_WINDOW_S, nbytes / RATE_WINDOW_S / (1 << 20)
+
+
+RELEASE_MEMORY_AFTER = 20_000
+
+
+def release_memory() -> None:
+    """After a big walk: collect, then hand glibc's freed arenas back to the kernel. A cold import
+    of 100,000 files leaves ~100 MB of freed-but-kept heap (snapshots, queues) otherwise."""
+    gc.collect()
+    # Not glibc (OSError/AttributeError): the memory is reused by the next walk anyway.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def root_online(root: RootConfig) -> tuple[bool, str]:
@@ -418,6 +432,8 @@ class Pipeline:
             self.last_scan = scan
             if not scan.prefix:
                 state.last_full_scan = scan.finished
+            if scan.files_seen >= RELEASE_MEMORY_AFTER:
+                release_memory()
             values = {
                 "status": scan.state,
                 "finished": scan.finished,

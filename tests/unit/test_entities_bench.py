@@ -23,11 +23,14 @@ def test_gap_report_bench_runs_small_and_stays_consistent() -> None:
     assert figures["live_equals_full"] is True
     assert 0 < figures["event_p50_ms"] <= figures["event_p99_ms"] <= figures["event_max_ms"]
     assert 0 < figures["completeness_percent"] < 100
+    assert figures["checks"][0].target.met(figures["event_p99_ms"], None) is True
 
 
 def test_rule_coverage_bench_maps_generated_trees_and_lists_strays() -> None:
     figures = load_bench().rule_coverage_figures(scale=60)
+    checks = figures.pop("checks")
     assert set(figures) == {"characters", "films-series", "flat"}
+    assert [c.value for c in checks] == [100.0 * figures[n]["share"] for n in sorted(figures)]
     for name, f in figures.items():
         assert f["share_ok"], (name, f["unmapped"])
         assert f["files"] - f["mapped"] == len(f["unmapped"])

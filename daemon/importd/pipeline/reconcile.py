@@ -148,14 +148,18 @@ class ReconcileDiff:
     errors: list[WalkError] = field(default_factory=list)
     links: list[WalkedLink] = field(default_factory=list)
     seen: int = 0
+    changed_count: int = 0
 
 
 class ReconcileComparer:
     """Compares walk items against a catalog snapshot, one item at a time (so the walk can stream
     changed files onward while it is still going), then lists the vanished rows at the end."""
 
-    def __init__(self, known: dict[bytes, KnownFile]) -> None:
+    def __init__(self, known: dict[bytes, KnownFile], keep_changed: bool = True) -> None:
         self.known = known
+        # A reconcile streams changed files onward and only needs their count; keeping 100,000
+        # stat results until the walk ends would cost tens of MB. A sweep keeps them to report.
+        self.keep_changed = keep_changed
         self.diff = ReconcileDiff()
         self._seen_paths: set[bytes] = set()
 
@@ -170,12 +174,17 @@ class ReconcileComparer:
         self.diff.seen += 1
         known = self.known.pop(item.relpath, None)
         if known is None or known.status != "present":
-            self.diff.changed.append(item)
+            self._changed(item)
             return item
         if (known.size, known.mtime_ns, known.inode, known.dev) != item.signature():
-            self.diff.changed.append(item)
+            self._changed(item)
             return item
         return None
+
+    def _changed(self, item: WalkedFile) -> None:
+        self.diff.changed_count += 1
+        if self.keep_changed:
+            self.diff.changed.append(item)
 
     def finish(self, ignore: IgnoreRules) -> ReconcileDiff:
         """Rows not seen are vanished, except below a directory the walk could not read and

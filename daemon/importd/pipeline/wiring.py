@@ -375,7 +375,7 @@ class Pipeline:
         try:
             async with self.engine.connect() as conn:
                 known = await conn.run_sync(queries.snapshot, scan.root_id, scan.prefix or None)
-            comparer = ReconcileComparer(known)
+            comparer = ReconcileComparer(known, keep_changed=False)
             await anyio.to_thread.run_sync(self._walk_thread, state, scan, comparer, abandon_on_cancel=True)
             diff = comparer.finish(rc.ignore)
             if scan.cancelled:

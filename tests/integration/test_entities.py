@@ -265,12 +265,20 @@ def test_cancel_a_long_run(make_daemon, tmp_path) -> None:  # type: ignore[no-un
         character(root, f"c{i:03d}")
     started = d.ctl_json("scan", "studio")["scans"][0]
     run_id = wait_for(
-        lambda: next((r["id"] for r in d.ctl_json("runs") if r["trigger"] == "manual"), None), what="run row"
+        lambda: next(
+            (r["id"] for r in d.ctl_json("runs", "--limit", "1000") if r["trigger"] == "manual"), None
+        ),
+        what="run row",
     )
     res = d.ctl("cancel", str(run_id))
     final = wait_for(
         lambda: next(
-            (r for r in d.ctl_json("runs") if r["id"] == run_id and r["status"] in TERMINAL_STATES), None
+            (
+                r
+                for r in d.ctl_json("runs", "--limit", "1000")
+                if r["id"] == run_id and r["status"] in TERMINAL_STATES
+            ),
+            None,
         ),
         what="run ended",
     )

@@ -365,11 +365,20 @@ class Pipeline:
         state.scanning += 1
         state.state = "scanning"
         rc = state.config
-        run_id = await self.writer.call(
-            lambda c: queries.start_run(
-                c, "reconcile", scan.trigger, scan.root_id, display(scan.prefix) or None, scan.started or 0.0
+        # A folder the watcher saw appear is part of the live stream, not a run of its own:
+        # copying 300 folders in must not bury the operator's runs under 300 rows.
+        run_id: int | None = None
+        if scan.trigger != "watch":
+            run_id = await self.writer.call(
+                lambda c: queries.start_run(
+                    c,
+                    "reconcile",
+                    scan.trigger,
+                    scan.root_id,
+                    display(scan.prefix) or None,
+                    scan.started or 0.0,
+                )
             )
-        )
         scan.run_id = run_id
         self._publish_scan(scan)
         try:
@@ -450,7 +459,8 @@ class Pipeline:
             }
             self._publish_scan(scan)
             with anyio.CancelScope(shield=True):
-                await self.writer.call(lambda c: queries.finish_run(c, run_id, values))
+                if run_id is not None:
+                    await self.writer.call(lambda c: queries.finish_run(c, run_id, values))
             log.info(
                 "reconcile %s%s: %s, %d files seen, %d changed, %d vanished, %d unreadable, %.2fs",
                 rc.name,

@@ -474,7 +474,7 @@ def check(
                 nl=False,
                 err=True,
             )
-        time.sleep(0.3)
+        time.sleep(0.1)
     if tty:
         click.echo("", err=True)
     report = FindingReport.from_json(result)

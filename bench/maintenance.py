@@ -80,6 +80,23 @@ def run_check(importctl: Path, socket: Path, target: Path, verify_hash: bool) ->
     return CheckRun(wall, reply)
 
 
+def wait_media_idle(daemon: DaemonRun, timeout: float) -> None:
+    """The tree's files are named like videos, so the extract stage analyses them once after
+    registration; a nightly scrub runs long after that, so measure it after that too."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        media = daemon.status().get("media") or {}
+        if not media.get("enabled") or (
+            media.get("ready")
+            and not media.get("intake")
+            and not media.get("queued")
+            and not media.get("running")
+        ):
+            return
+        time.sleep(0.5)
+    raise BenchError("the extract stage did not finish analysing the tree")
+
+
 def registered_daemon(home: Path, name: str, root: Path, expected: int) -> DaemonRun:
     """A daemon started on `root`, returned once every file of it is in the catalog."""
     daemon = DaemonRun(find_importd(), home, [RootSpec(name, root)], SETTLE_SECONDS)
@@ -88,6 +105,7 @@ def registered_daemon(home: Path, name: str, root: Path, expected: int) -> Daemo
         daemon.wait_ready()
         daemon.wait_reconciled(name, timeout=max(600.0, expected / 50))
         wait_registered(daemon, expected, timeout=600)
+        wait_media_idle(daemon, timeout=900)
     except BaseException:
         daemon.stop()
         raise

@@ -18,10 +18,6 @@ if TYPE_CHECKING:
     from importd.service import Service
 
 
-def _iso(ts: float | None) -> str | None:
-    return iso(ts)
-
-
 def run_to_wire(row: dict[str, Any], root_names: dict[int, str]) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -30,8 +26,8 @@ def run_to_wire(row: dict[str, Any], root_names: dict[int, str]) -> dict[str, An
         "root": root_names.get(row["root_id"]) if row["root_id"] is not None else None,
         "path": row["target"],
         "status": row["status"],
-        "started": _iso(row["started"]),
-        "finished": _iso(row["finished"]),
+        "started": iso(row["started"]),
+        "finished": iso(row["finished"]),
         "counts": {
             "files_seen": row["files_seen"],
             "changed": row["changed"],
@@ -127,8 +123,8 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
                 "proposed": json.loads(r["proposed"]),
                 "source": r["source"],
                 "status": r["status"],
-                "created": _iso(r["created"]),
-                "resolved": _iso(r["resolved"]),
+                "created": iso(r["created"]),
+                "resolved": iso(r["resolved"]),
             }
             for r in rows
         ]
@@ -189,7 +185,7 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
                 "entity": entry["entity"],
                 "action": entry["action"],
                 "detail": entry["detail"],
-                "at": _iso(entry["at"]),
+                "at": iso(entry["at"]),
             }
             for entry in logs
         ]

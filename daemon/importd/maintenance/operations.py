@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from importctl.findings import Finding, FindingReport
 from importd.api.wire import iso
 from importd.catalog import queries
-from importd.catalog.models import STATUS_ERROR, STATUS_PRESENT, FileMoveRow, FileRow, FindingRow, SymlinkRow
+from importd.catalog.models import STATUS_PRESENT, FileMoveRow, FileRow, FindingRow, SymlinkRow
 from importd.catalog.writer import chunks
 from importd.maintenance.links import (
     Candidate,
@@ -61,10 +61,6 @@ links_t = SymlinkRow.__table__  # type: ignore[attr-defined]
 findings_t = FindingRow.__table__  # type: ignore[attr-defined]
 
 Scope = list[tuple[int, bytes]]  # (root_id, relpath prefix or b"")
-
-
-def _iso(ts: float | None) -> str | None:
-    return iso(ts)
 
 
 class CatalogCandidates:
@@ -632,8 +628,8 @@ class Maintenance:
             {
                 "run_id": run_id,
                 "state": row["status"],
-                "started": _iso(row["started"]),
-                "finished": _iso(row["finished"]),
+                "started": iso(row["started"]),
+                "finished": iso(row["finished"]),
                 "files_seen": row["files_seen"],
                 "scrub": detail.get("scrub", {}),
                 "exit_status": report.exit_status(),
@@ -645,7 +641,7 @@ class Maintenance:
             last = await conn.run_sync(queries.last_runs, "sweep", 1)
             scrub = await conn.run_sync(scrub_state)
             links = await conn.run_sync(link_counts)
-        scrub["oldest_verified"] = _iso(scrub["oldest_verified"])
+        scrub["oldest_verified"] = iso(scrub["oldest_verified"])
         out: dict[str, Any] = {"links": links, "scrub": scrub, "last_sweep": None}
         if last:
             row = last[0]
@@ -653,8 +649,8 @@ class Maintenance:
             out["last_sweep"] = {
                 "run_id": row["id"],
                 "state": row["status"],
-                "started": _iso(row["started"]),
-                "finished": _iso(row["finished"]),
+                "started": iso(row["started"]),
+                "finished": iso(row["finished"]),
                 "counts": detail.get("counts", {}),
                 "exit_status": detail.get("exit_status"),
             }
@@ -663,4 +659,4 @@ class Maintenance:
         return out
 
 
-__all__ = ["STATUS_ERROR", "CatalogCandidates", "Maintenance", "Sweep"]
+__all__ = ["CatalogCandidates", "Maintenance", "Sweep"]

@@ -901,4 +901,3 @@ class Pipeline:
 
 
 __all__ = ["Pipeline", "RootState", "Scan", "root_online"]
-_ = HashedFile, MovedFile  # re-exported types used by tests

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 from anyio import CancelScope
@@ -116,7 +116,9 @@ class Service:
         ):
             if old_v != new_v:
                 log.warning("%s changed: takes effect after a restart (systemctl restart importd)", what)
-        new = _keep(new, socket_path=self.config.socket_path, catalog_url=self.config.catalog_url)
+        new = dataclasses.replace(
+            new, socket_path=self.config.socket_path, catalog_url=self.config.catalog_url
+        )
         self.config = new
         self.pipeline.reconfigure(new)
         await self.pipeline.apply_roots(new.roots)
@@ -154,9 +156,3 @@ def _exit_if_stuck(seconds: float) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="importd-exit-deadline", daemon=True).start()
-
-
-def _keep(config: Config, **fields: Any) -> Config:
-    from dataclasses import replace
-
-    return replace(config, **fields)

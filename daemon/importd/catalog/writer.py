@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -583,11 +583,3 @@ class CatalogWriter:
             item.error = exc
         finally:
             item.done.set()
-
-
-def count_live(conn: Connection) -> int:
-    return int(
-        conn.execute(
-            select(func.count()).select_from(files).where(files.c.status != STATUS_MISSING)
-        ).scalar_one()
-    )

@@ -10,7 +10,7 @@ import fnmatch
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ class IgnoreRules:
         paths = [fnmatch.translate(g) for g in globs if "/" in g]
         self._names = re.compile("|".join(names)) if names else None
         self._paths = re.compile("|".join(paths)) if paths else None
+        self.name_ignored_bytes = self._bytes_matcher([g for g in globs if "/" not in g], names)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, IgnoreRules) and other.globs == self.globs
@@ -82,6 +83,16 @@ class IgnoreRules:
 
     def __repr__(self) -> str:
         return f"IgnoreRules({self.globs!r})"
+
+    def _bytes_matcher(self, globs: list[str], patterns: list[str]) -> Callable[[bytes], object] | None:
+        """The name test on raw bytes, for the walk's hot loop (no decoding per file). Exact only
+        when every glob is ASCII without `?` or `[...]` (those match one character, which is not
+        one byte in UTF-8); otherwise it decodes like `name_ignored`."""
+        if not globs:
+            return None
+        if all(g.isascii() and "?" not in g and "[" not in g for g in globs):
+            return re.compile("|".join(patterns).encode("ascii")).match
+        return lambda name: self.name_ignored(os.fsdecode(name))
 
     def name_ignored(self, name: str) -> bool:
         return self._names is not None and self._names.match(name) is not None

@@ -6,20 +6,19 @@ import os
 from pathlib import Path
 
 from importctl.findings import Finding, FindingReport
-from importd.catalog.queries import KnownFile
 from importd.config import DEFAULT_IGNORES, IgnoreRules
 from importd.maintenance.links import LinkClassifier
 from importd.maintenance.scrub import ScrubResult, ScrubTarget
 from importd.maintenance.sweep import finding_for_link, finding_for_scrub, findings_from_walk
 from importd.pipeline.items import FileStat, s64
-from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk
+from importd.pipeline.reconcile import CatalogSnapshot, ReconcileComparer, WalkedLink, walk_listings
 
 IGNORE = IgnoreRules(DEFAULT_IGNORES)
 
 
-def known(row_id: int, path: Path, status: str = "present") -> KnownFile:
+def signature(path: Path) -> tuple[int, int, int, int]:
     st = FileStat.of(os.lstat(path))
-    return KnownFile(row_id, st.size, st.mtime_ns, s64(st.inode), s64(st.dev), status)
+    return (st.size, st.mtime_ns, s64(st.inode), s64(st.dev))
 
 
 def test_walk_while_stopped_gives_ghosts_orphans_changes_errors_and_links(tmp_path: Path) -> None:
@@ -27,10 +26,10 @@ def test_walk_while_stopped_gives_ghosts_orphans_changes_errors_and_links(tmp_pa
     root.mkdir()
     for name in ("kept", "deleted", "changed", "errored"):
         (root / name).write_bytes(b"x")
-    snapshot = {
-        os.fsencode(name): known(i, root / name, "error" if name == "errored" else "present")
-        for i, name in enumerate(("kept", "deleted", "changed", "errored"), start=1)
-    }
+    snapshot = CatalogSnapshot(
+        {os.fsencode(name): signature(root / name) for name in ("kept", "deleted", "changed")},
+        {b"errored": 4},
+    )
     # Behind the daemon's back while it was stopped:
     (root / "deleted").unlink()
     (root / "added").write_bytes(b"new")
@@ -40,9 +39,9 @@ def test_walk_while_stopped_gives_ghosts_orphans_changes_errors_and_links(tmp_pa
     os.symlink("kept", root / "good_link")
 
     raw_root = os.fsencode(str(root))
-    comparer = ReconcileComparer(dict(snapshot))
-    for item in walk(raw_root, b"", IGNORE):
-        comparer.feed(item)
+    comparer = ReconcileComparer(snapshot)
+    for listing in walk_listings(raw_root, b"", IGNORE):
+        comparer.feed(listing)
     diff = comparer.finish(IGNORE)
     findings = findings_from_walk(raw_root, diff, snapshot)
     classifier = LinkClassifier({"media": raw_root})

@@ -1,10 +1,22 @@
 import os
 from pathlib import Path
 
-from importd.catalog.queries import KnownFile
+import pytest
+
 from importd.config import DEFAULT_IGNORES, IgnoreRules
+from importd.pipeline import reconcile
 from importd.pipeline.items import FileStat, s64
-from importd.pipeline.reconcile import ReconcileComparer, WalkedFile, WalkedLink, WalkError, walk
+from importd.pipeline.reconcile import (
+    CatalogSnapshot,
+    DirListing,
+    ReconcileComparer,
+    Signature,
+    WalkedFile,
+    WalkedLink,
+    WalkError,
+    walk,
+    walk_listings,
+)
 
 IGNORE = IgnoreRules(DEFAULT_IGNORES)
 
@@ -63,8 +75,12 @@ def test_unreadable_directory_is_an_error_not_a_deletion(tmp_path: Path) -> None
         (tmp_path / "locked").chmod(0o755)
 
 
-def known(row_id: int, st: FileStat, status: str = "present") -> KnownFile:
-    return KnownFile(row_id, st.size, st.mtime_ns, s64(st.inode), s64(st.dev), status)
+def sig(st: FileStat) -> Signature:
+    return (st.size, st.mtime_ns, s64(st.inode), s64(st.dev))
+
+
+def listing(prefix: bytes, *files: tuple[bytes, FileStat], errors: tuple[WalkError, ...] = ()) -> DirListing:
+    return DirListing(prefix, [(name, sig(st), st.ctime_ns) for name, st in files], errors=list(errors))
 
 
 def test_comparer_sends_only_changes_and_lists_vanished() -> None:
@@ -72,29 +88,88 @@ def test_comparer_sends_only_changes_and_lists_vanished() -> None:
     changed_old = FileStat(10, 5, 5, 101, 1)
     changed_new = FileStat(11, 6, 6, 101, 1)
     errored = FileStat(3, 3, 3, 102, 1)
-    snapshot = {
-        b"same": known(1, same),
-        b"changed": known(2, changed_old),
-        b"gone": known(3, same),
-        b"err": known(4, errored, "error"),
-        b"blocked/inside": known(5, same),
-        b"junk.part": known(6, same),
-    }
+    snapshot = CatalogSnapshot(
+        {
+            b"same": sig(same),
+            b"changed": sig(changed_old),
+            b"gone": sig(same),
+            b"blocked/inside": sig(same),
+            b"junk.part": sig(same),
+            b"d/kept": sig(same),
+        },
+        {b"err": 4, b"err-gone": 7},
+    )
     c = ReconcileComparer(snapshot)
-    out = [
-        c.feed(WalkedFile(b"same", same)),
-        c.feed(WalkedFile(b"changed", changed_new)),
-        c.feed(WalkedFile(b"new", same)),
-        c.feed(WalkedFile(b"err", errored)),
-        c.feed(WalkError(b"blocked", "permission denied")),
-    ]
-    assert [o.relpath if o else None for o in out] == [None, b"changed", b"new", b"err", None]
+    out = c.feed(listing(b"", (b"same", same), (b"changed", changed_new), (b"new", same), (b"err", errored)))
+    assert [o.relpath for o in out] == [b"changed", b"new", b"err"]
+    assert out[0].stat == changed_new
+    assert c.feed(listing(b"d/", (b"kept", same))) == []
+    c.feed(listing(b"", errors=(WalkError(b"blocked", "permission denied"),)))
     diff = c.finish(IGNORE)
-    assert diff.vanished == [3], "unreadable subtrees and now-ignored paths are not vanished"
-    assert diff.seen == 4
+    assert sorted(diff.vanished) == [b"err-gone", b"gone"], "unreadable subtrees and ignored paths stay"
+    assert diff.seen == 5
+    assert snapshot.status(b"same") == "present" and snapshot.status(b"err") == "error"
+    assert snapshot.status(b"new") is None
 
 
 def test_comparer_handles_unsigned_64_bit_inodes() -> None:
     big = FileStat(1, 1, 1, (1 << 64) - 5, 1)
-    c = ReconcileComparer({b"x": known(1, big)})
-    assert c.feed(WalkedFile(b"x", big)) is None
+    c = ReconcileComparer(CatalogSnapshot({b"x": sig(big)}, {}))
+    assert c.feed(listing(b"", (b"x", big))) == []
+    walked = WalkedFile(b"x", sig(big), 1)
+    assert walked.stat == big, "the kernel's unsigned inode comes back from the signed signature"
+
+
+def odd_tree(root: Path) -> None:
+    raw = os.fsencode(str(root))
+    os.makedirs(raw + b"/d\xe9j\xe0/sub")
+    for name in (b"caf\xe9", b"new\nline", b"d\xe9j\xe0/sub/x.mkv", b"d\xe9j\xe0/y.tmp", b"empty"):
+        with open(raw + b"/" + name, "wb") as fh:
+            fh.write(b"12" if name != b"empty" else b"")
+    os.symlink(b"caf\xe9", raw + b"/link")
+    os.symlink(b"nowhere", raw + b"/d\xe9j\xe0/broken")
+    os.mkfifo(raw + b"/fifo")
+    (root / "@eaDir").mkdir()
+    (root / "@eaDir" / "thumb").write_bytes(b"1")
+
+
+@pytest.mark.skipif(reconcile.scan_dir is reconcile._scan_dir_python, reason="C extension not built")
+def test_native_directory_reader_matches_os_scandir(tmp_path: Path) -> None:
+    odd_tree(tmp_path)
+    raw = os.fsencode(str(tmp_path))
+    for path in (raw, raw + b"/d\xe9j\xe0", raw + b"/d\xe9j\xe0/sub"):
+        native = [sorted(part) for part in reconcile.scan_dir(path)]
+        python = [sorted(part) for part in reconcile._scan_dir_python(path)]
+        assert native == python
+    with pytest.raises(FileNotFoundError):
+        reconcile.scan_dir(raw + b"/missing")
+    with pytest.raises(NotADirectoryError):
+        reconcile.scan_dir(raw + b"/empty")
+
+
+def test_walks_with_either_reader_agree(tmp_path: Path) -> None:
+    odd_tree(tmp_path)
+    raw = os.fsencode(str(tmp_path))
+
+    def flat(scan: object) -> list[object]:
+        out: list[object] = []
+        for lst in walk_listings(raw, b"", IGNORE, scan):  # type: ignore[arg-type]
+            out += [lst.prefix + f[0] for f in lst.files] + [x.relpath for x in lst.links + lst.errors]
+        return sorted(out)  # type: ignore[type-var]
+
+    got = flat(reconcile.scan_dir)
+    assert got == flat(reconcile._scan_dir_python)
+    assert got == sorted(
+        [b"caf\xe9", b"new\nline", b"d\xe9j\xe0/sub/x.mkv", b"empty", b"link", b"d\xe9j\xe0/broken"]
+    )
+
+
+def test_name_rules_on_raw_bytes_agree_with_decoded_names() -> None:
+    rules = IgnoreRules((*DEFAULT_IGNORES, "*.bak"))
+    fallback = IgnoreRules(("?x", "caf\xe9*"))
+    assert rules.name_ignored_bytes is not None and fallback.name_ignored_bytes is not None
+    for name in (b"a.part", b"a.part2", b".DS_Store", b"._x", b"caf\xe9.bak", b"x~", b"\xff.tmp", b"ok"):
+        assert bool(rules.name_ignored_bytes(name)) == rules.name_ignored(os.fsdecode(name)), name
+    for name in ("\xe9x", "ax", "xx1", "caf\xe9 1", "cafe"):
+        raw = name.encode()
+        assert bool(fallback.name_ignored_bytes(raw)) == fallback.name_ignored(name), name

@@ -122,7 +122,7 @@ def test_raw_bytes_paths_and_snapshot(conn: Connection) -> None:
     names = [b"caf\xe9", b"new\nline", "é".encode(), "e\u0301".encode()]
     apply_ops(conn, [HashedFile(ref(n), st(i), H1) for i, n in enumerate(names)], now=1.0)
     snap = snapshot(conn, 1, None)
-    assert sorted(snap) == sorted(names)
+    assert sorted(snap.signatures) == sorted(names)
     assert conn.execute(text("SELECT display_path FROM files WHERE id = 2")).scalar() == "new\\nline"
 
 

@@ -6,32 +6,22 @@ so a query is one hop to the driver's thread, not one per row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.engine import Connection
 
 from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, STATUS_PRESENT, FileRow, RootRow, RunRow
 from importd.catalog.writer import chunks
 from importd.paths import subtree_bounds
 from importd.pipeline.items import s64
+from importd.pipeline.reconcile import CatalogSnapshot
 
 files = FileRow.__table__  # type: ignore[attr-defined]
 roots = RootRow.__table__  # type: ignore[attr-defined]
 runs = RunRow.__table__  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True, slots=True)
-class KnownFile:
-    """What the catalog knows of one live path: enough for the quick check."""
-
-    row_id: int
-    size: int
-    mtime_ns: int
-    inode: int
-    dev: int
-    status: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,36 +64,36 @@ def mark_reconciled(conn: Connection, root_id: int, at: float) -> None:
     conn.execute(update(roots).where(roots.c.id == root_id).values(last_reconciled=at))
 
 
-def snapshot(conn: Connection, root_id: int, prefix: bytes | None) -> dict[bytes, KnownFile]:
-    """Live rows of a root (or of the subtree at `prefix`), keyed by relpath."""
-    if conn.dialect.name == "sqlite":
-        # 100,000 rows at every start-up: straight to the driver, no per-row result processing.
-        sql = (
-            "SELECT relpath, id, size, mtime_ns, inode, dev, status FROM files "
-            "WHERE root_id = ? AND status != 'missing'"
-        )
-        params: tuple[Any, ...] = (root_id,)
-        if prefix:
-            low, high = subtree_bounds(prefix)
-            sql += " AND ((relpath >= ? AND relpath < ?) OR relpath = ?)"
-            params += (low, high, prefix)
-        rows = conn.exec_driver_sql(sql, params).fetchall()
-        return {r[0]: KnownFile(r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows}
-    cond = and_(files.c.root_id == root_id, files.c.status != STATUS_MISSING)
+def snapshot(conn: Connection, root_id: int, prefix: bytes | None) -> CatalogSnapshot:
+    """Live rows of a root (or of the subtree at `prefix`), keyed by relpath. Every start-up
+    reads 100,000 of them, so only the columns the comparison needs, straight from the driver."""
+    cond, params = "root_id = :root", dict[str, Any](root=root_id)
     if prefix:
         low, high = subtree_bounds(prefix)
-        cond = and_(cond, ((files.c.relpath >= low) & (files.c.relpath < high)) | (files.c.relpath == prefix))
-    stmt = select(
-        files.c.relpath,
-        files.c.id,
-        files.c.size,
-        files.c.mtime_ns,
-        files.c.inode,
-        files.c.dev,
-        files.c.status,
-    ).where(cond)
-    result = conn.execute(stmt)
-    return {bytes(r[0]): KnownFile(r[1], r[2], r[3], r[4], r[5], r[6]) for r in result}
+        cond += " AND ((relpath >= :low AND relpath < :high) OR relpath = :prefix)"
+        params |= {"low": low, "high": high, "prefix": prefix}
+    # `+status`: not through ix_files_status; a scan of the table beats a lookup per row.
+    present = conn.execute(
+        text(f"SELECT relpath, size, mtime_ns, inode, dev FROM files WHERE {cond} AND +status = 'present'"),
+        params,
+    ).fetchall()
+    errors = conn.execute(
+        text(f"SELECT relpath, id FROM files WHERE {cond} AND status = 'error'"), params
+    ).fetchall()
+    return CatalogSnapshot(
+        {bytes(r[0]): (r[1], r[2], r[3], r[4]) for r in present}, {bytes(r[0]): r[1] for r in errors}
+    )
+
+
+def row_ids(conn: Connection, root_id: int, relpaths: Sequence[bytes]) -> list[int]:
+    """Ids of the live rows at these relpaths (what a reconcile found vanished)."""
+    out: list[int] = []
+    for part in chunks(list(relpaths)):
+        stmt = select(files.c.id).where(
+            files.c.root_id == root_id, files.c.status != STATUS_MISSING, files.c.relpath.in_(part)
+        )
+        out.extend(conn.execute(stmt).scalars())
+    return out
 
 
 def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:
@@ -240,7 +230,6 @@ __all__ = [
     "STATUS_MISSING",
     "STATUS_PRESENT",
     "IdentityMatch",
-    "KnownFile",
 ]
 
 

@@ -48,7 +48,7 @@ from importd.maintenance.scrub import Budget, Scrubber, ScrubPlan, ScrubTarget
 from importd.maintenance.sweep import finding_for_link, finding_for_scrub, findings_from_walk
 from importd.maintenance.trash import Trash, TrashFailure
 from importd.paths import display, subtree_bounds, wire
-from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk
+from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk, walk_listings
 
 if TYPE_CHECKING:
     from importd.pipeline.wiring import Pipeline
@@ -494,26 +494,22 @@ class Maintenance:
                     continue
                 async with self.engine.connect() as conn:
                     known = await conn.run_sync(queries.snapshot, rid, prefix or None)
-                before = dict(known)
                 comparer = ReconcileComparer(known)
 
                 def walk_root(
                     st: Any = state, pre: bytes = prefix, cmp: ReconcileComparer = comparer
-                ) -> list[bytes]:
+                ) -> None:
                     lower_thread_priority()
-                    links: list[bytes] = []
-                    for item in walk(st.raw_path, pre, st.config.ignore):
+                    for listing in walk_listings(st.raw_path, pre, st.config.ignore):
                         if sweep.stop.is_set():
                             break
-                        if isinstance(item, WalkedLink):
-                            links.append(item.relpath)
-                        cmp.feed(item)
+                        cmp.feed(listing)
                         sweep.files_seen = cmp.diff.seen
-                    return links
 
-                link_paths = await anyio.to_thread.run_sync(walk_root, abandon_on_cancel=True)
+                await anyio.to_thread.run_sync(walk_root, abandon_on_cancel=True)
                 diff = comparer.finish(state.config.ignore)
-                sweep.findings.extend(findings_from_walk(state.raw_path, diff, before))
+                link_paths = [link.relpath for link in diff.links]
+                sweep.findings.extend(findings_from_walk(state.raw_path, diff, known))
                 infos = await anyio.to_thread.run_sync(
                     classify_all, LinkClassifier(self.root_paths()), state.config.name, link_paths
                 )

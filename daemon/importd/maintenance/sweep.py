@@ -6,36 +6,27 @@ handing anything on to the pipeline, so the check reports orphans instead of reg
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from importctl.findings import Finding
 from importd.catalog.models import STATUS_ERROR
-from importd.catalog.queries import KnownFile
 from importd.maintenance.links import LinkError, LinkInfo
 from importd.maintenance.scrub import ScrubResult
 from importd.paths import display, join
-from importd.pipeline.reconcile import ReconcileDiff
+from importd.pipeline.reconcile import CatalogSnapshot, ReconcileDiff
 
 
-def findings_from_walk(
-    root_path: bytes, diff: ReconcileDiff, known_before: Mapping[bytes, KnownFile]
-) -> list[Finding]:
-    """`known_before` is the snapshot the comparer was built from (a copy: the comparer empties
-    the dict it is given). Vanished rows are ghosts; new files and files changed behind the
-    watcher's back are orphans; rows in error are errors; folders the walk could not read are
-    unreadable."""
-    relpath_of = {known.row_id: relpath for relpath, known in known_before.items()}
+def findings_from_walk(root_path: bytes, diff: ReconcileDiff, known: CatalogSnapshot) -> list[Finding]:
+    """`known` is the snapshot the comparer was built from. Vanished rows are ghosts; new files
+    and files changed behind the watcher's back are orphans; rows in error are errors; folders
+    the walk could not read are unreadable."""
     out: list[Finding] = []
-    for row_id in diff.vanished:
-        relpath = relpath_of.get(row_id)
-        if relpath is not None:
-            out.append(Finding("ghost", join(root_path, relpath), "in the catalog, gone from disk"))
+    for relpath in diff.vanished:
+        out.append(Finding("ghost", join(root_path, relpath), "in the catalog, gone from disk"))
     for item in diff.changed:
-        known = known_before.get(item.relpath)
+        status = known.status(item.relpath)
         path = join(root_path, item.relpath)
-        if known is None:
+        if status is None:
             out.append(Finding("orphan", path, "not in the catalog"))
-        elif known.status == STATUS_ERROR:
+        elif status == STATUS_ERROR:
             out.append(Finding("error", path, "the catalog holds an error for this file"))
         else:
             out.append(Finding("orphan", path, "changed since it was catalogued"))

@@ -12,6 +12,11 @@ def s64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def u64(value: int) -> int:
+    """The inverse of `s64`: the kernel's unsigned value of a catalog column."""
+    return value + (1 << 64) if value < 0 else value
+
+
 @dataclass(frozen=True, slots=True)
 class FileStat:
     size: int

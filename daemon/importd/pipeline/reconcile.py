@@ -10,40 +10,33 @@ inode, dev) goes on; files in error are always retried.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat as stat_mod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from importd.catalog.queries import KnownFile
 from importd.config import IgnoreRules
-from importd.pipeline.items import FileStat, s64
+from importd.pipeline.items import FileStat, s64, u64
+
+# (size, mtime_ns, inode, dev) as the catalog stores them: inode and dev as signed 64-bit.
+Signature = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
 class WalkedFile:
     relpath: bytes
-    # The lstat result as the walk got it; `stat` is built only for files that go on (most of a
-    # restart's walk is unchanged files, and building 100,000 FileStats costs half the walk).
-    raw: os.stat_result | FileStat
+    signature: Signature
+    ctime_ns: int
 
     @property
     def stat(self) -> FileStat:
-        raw = self.raw
-        return raw if isinstance(raw, FileStat) else FileStat.of(raw)
+        size, mtime_ns, inode, dev = self.signature
+        return FileStat(size, mtime_ns, self.ctime_ns, u64(inode), u64(dev))
 
-    def signature(self) -> tuple[int, int, int, int]:
-        """(size, mtime_ns, inode, dev) as the catalog stores them (signed 64-bit)."""
-        raw = self.raw
-        if isinstance(raw, FileStat):
-            return raw.size, raw.mtime_ns, s64(raw.inode), s64(raw.dev)
-        ino, dev = raw.st_ino, raw.st_dev
-        return (
-            raw.st_size,
-            raw.st_mtime_ns,
-            ino if ino < SIGNED_LIMIT else s64(ino),
-            dev if dev < SIGNED_LIMIT else s64(dev),
-        )
+    @classmethod
+    def of(cls, relpath: bytes, st: os.stat_result) -> WalkedFile:
+        return cls(relpath, (st.st_size, st.st_mtime_ns, s64(st.st_ino), s64(st.st_dev)), st.st_ctime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +55,6 @@ class WalkError:
 WalkItem = WalkedFile | WalkedLink | WalkError
 
 
-SIGNED_LIMIT = 1 << 63
-
-
 def describe_os_error(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
@@ -79,72 +69,164 @@ def describe_os_error(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def walk(root: bytes, start: bytes, ignore: IgnoreRules) -> Iterator[WalkItem]:
-    """Depth-first walk below `root/start` (start may be b"" for the whole root)."""
+@dataclass(frozen=True, slots=True)
+class DirListing:
+    """One directory as the walk read it: the files that pass the ignore rules as
+    (name, signature, ctime_ns), relpath = prefix + name; links and errors with whole relpaths."""
+
+    prefix: bytes
+    files: list[tuple[bytes, Signature, int]]
+    links: list[WalkedLink] = field(default_factory=list)
+    errors: list[WalkError] = field(default_factory=list)
+
+
+_ScanResult = tuple[
+    list[tuple[bytes, Signature, int]], list[tuple[bytes, int, int]], list[bytes], list[tuple[bytes, int]]
+]
+
+
+def _scan_dir_python(path: bytes) -> _ScanResult:
+    """What `_scandir.scan_dir` returns, with os.scandir: the fallback when the extension is not
+    built, and the reference it is tested against."""
+    files: list[tuple[bytes, Signature, int]] = []
+    dirs: list[tuple[bytes, int, int]] = []
+    links: list[bytes] = []
+    errors: list[tuple[bytes, int]] = []
+    with os.scandir(path) as it:
+        entries = list(it)
+    for entry in entries:
+        try:
+            if entry.is_symlink():
+                links.append(entry.name)
+                continue
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # vanished between readdir and lstat: the watcher or next walk sees it
+        except OSError as exc:
+            errors.append((entry.name, exc.errno or 0))
+            continue
+        if stat_mod.S_ISREG(st.st_mode):
+            signature = (st.st_size, st.st_mtime_ns, s64(st.st_ino), s64(st.st_dev))
+            files.append((entry.name, signature, st.st_ctime_ns))
+        elif stat_mod.S_ISDIR(st.st_mode):
+            dirs.append((entry.name, st.st_dev, st.st_ino))
+        elif stat_mod.S_ISLNK(st.st_mode):
+            links.append(entry.name)
+    return files, dirs, links, errors
+
+
+def _native_scan_dir() -> Callable[[bytes], _ScanResult] | None:
+    try:
+        from importd.pipeline._scandir import scan_dir as native
+    except ImportError:  # not compiled (a source checkout without a build): same results, slower
+        return None
+    return native
+
+
+scan_dir: Callable[[bytes], _ScanResult] = _native_scan_dir() or _scan_dir_python
+
+
+def walk_listings(
+    root: bytes, start: bytes, ignore: IgnoreRules, scan: Callable[[bytes], _ScanResult] | None = None
+) -> Iterator[DirListing]:
+    """Depth-first walk below `root/start` (start may be b"" for the whole root), one listing
+    per directory."""
+    scan = scan or scan_dir
     top = root + b"/" + start if start else root
     try:
         st = os.lstat(top)
     except FileNotFoundError:
         return
     except OSError as exc:
-        yield WalkError(start, describe_os_error(exc))
+        yield DirListing(b"", [], errors=[WalkError(start, describe_os_error(exc))])
         return
     if stat_mod.S_ISREG(st.st_mode):
         if start and not ignore.path_ignored(os.fsdecode(start)):
-            yield WalkedFile(start, st)
+            head, _, name = start.rpartition(b"/")
+            walked = WalkedFile.of(start, st)
+            yield DirListing(head + b"/" if head else b"", [(name, walked.signature, walked.ctime_ns)])
         return
     if stat_mod.S_ISLNK(st.st_mode):
-        yield WalkedLink(start)
+        yield DirListing(b"", [], links=[WalkedLink(start)])
         return
     if not stat_mod.S_ISDIR(st.st_mode):
         return
     visited: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
     check_paths = ignore.has_path_globs
+    ignored = ignore.name_ignored_bytes
     stack: list[bytes] = [start]
     while stack:
         rel = stack.pop()
         path = root + b"/" + rel if rel else root
         prefix = rel + b"/" if rel else b""
         try:
-            with os.scandir(path) as it:
-                entries = list(it)
+            files, dirs, links, errors = scan(path)
         except OSError as exc:
-            yield WalkError(rel, describe_os_error(exc))
+            yield DirListing(prefix, [], errors=[WalkError(rel, describe_os_error(exc))])
             continue
-        for entry in entries:
-            name = entry.name
-            if ignore.name_ignored(os.fsdecode(name)):
-                continue
+        if ignored is not None:
+            files = [f for f in files if not ignored(f[0])]
+        if check_paths:
+            files = [f for f in files if not ignore.path_ignored(os.fsdecode(prefix + f[0]))]
+        listing = DirListing(prefix, files)
+        for name, errno_value in errors:
+            if not _skipped(ignore, prefix + name):
+                listing.errors.append(WalkError(prefix + name, describe_os_error(OSError(errno_value, ""))))
+        for name in links:
+            if not _skipped(ignore, prefix + name):
+                listing.links.append(WalkedLink(prefix + name))
+        for name, dev, ino in reversed(dirs):  # reversed: the stack pops them in readdir order
             relpath = prefix + name
-            if check_paths and ignore.path_ignored(os.fsdecode(relpath)):
+            if _skipped(ignore, relpath):
                 continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    dst = entry.stat(follow_symlinks=False)
-                    key = (dst.st_dev, dst.st_ino)
-                    if key in visited:
-                        yield WalkError(relpath, "directory loop (a bind mount of a parent?): not entered")
-                        continue
-                    visited.add(key)
-                    stack.append(relpath)
-                elif entry.is_symlink():
-                    yield WalkedLink(relpath)
-                else:
-                    est = entry.stat(follow_symlinks=False)
-                    if stat_mod.S_ISREG(est.st_mode):
-                        yield WalkedFile(relpath, est)
-            except FileNotFoundError:
-                continue  # vanished between readdir and lstat: the watcher or next walk sees it
-            except OSError as exc:
-                yield WalkError(relpath, describe_os_error(exc))
+            if (dev, ino) in visited:
+                loop = WalkError(relpath, "directory loop (a bind mount of a parent?): not entered")
+                listing.errors.append(loop)
+                continue
+            visited.add((dev, ino))
+            stack.append(relpath)
+        yield listing
+
+
+def _skipped(ignore: IgnoreRules, relpath: bytes) -> bool:
+    name = relpath.rpartition(b"/")[2]
+    if ignore.name_ignored(os.fsdecode(name)):
+        return True
+    return ignore.has_path_globs and ignore.path_ignored(os.fsdecode(relpath))
+
+
+def walk(root: bytes, start: bytes, ignore: IgnoreRules) -> Iterator[WalkItem]:
+    """The same walk, one item at a time (for callers that want links or a few files)."""
+    for listing in walk_listings(root, start, ignore):
+        yield from listing.errors
+        yield from listing.links
+        for name, signature, ctime_ns in listing.files:
+            yield WalkedFile(listing.prefix + name, signature, ctime_ns)
+
+
+@dataclass
+class CatalogSnapshot:
+    """What the catalog knows of the live rows of a root (or subtree), shaped for the comparison:
+    `signatures` holds the present rows only, so a row in error never compares equal and is
+    retried; `in_error` the rows in error. Row ids are looked up only for what vanished."""
+
+    signatures: dict[bytes, Signature]
+    in_error: dict[bytes, int]
+
+    def status(self, relpath: bytes) -> str | None:
+        if relpath in self.signatures:
+            return "present"
+        if relpath in self.in_error:
+            return "error"
+        return None
 
 
 @dataclass
 class ReconcileDiff:
-    """What a walk found that the catalog does not already know."""
+    """What a walk found that the catalog does not already know. `vanished` holds relpaths."""
 
     changed: list[WalkedFile] = field(default_factory=list)
-    vanished: list[int] = field(default_factory=list)
+    vanished: list[bytes] = field(default_factory=list)
     errors: list[WalkError] = field(default_factory=list)
     links: list[WalkedLink] = field(default_factory=list)
     seen: int = 0
@@ -152,49 +234,46 @@ class ReconcileDiff:
 
 
 class ReconcileComparer:
-    """Compares walk items against a catalog snapshot, one item at a time (so the walk can stream
-    changed files onward while it is still going), then lists the vanished rows at the end."""
+    """Compares walk listings against a catalog snapshot, a directory at a time (so the walk can
+    stream changed files onward while it is still going), then lists the vanished rows at the end."""
 
-    def __init__(self, known: dict[bytes, KnownFile], keep_changed: bool = True) -> None:
-        self.known = known
+    def __init__(self, known: CatalogSnapshot, keep_changed: bool = True) -> None:
+        # The comparison pops from a copy: a sweep still needs the snapshot to name its findings.
+        self._unseen = dict(known.signatures)
+        self._unseen_errors = dict(known.in_error)
         # A reconcile streams changed files onward and only needs their count; keeping 100,000
         # stat results until the walk ends would cost tens of MB. A sweep keeps them to report.
         self.keep_changed = keep_changed
         self.diff = ReconcileDiff()
-        self._seen_paths: set[bytes] = set()
 
-    def feed(self, item: WalkItem) -> WalkedFile | None:
-        """Returns the file when it must go on to settle/hash, else None."""
-        if isinstance(item, WalkError):
-            self.diff.errors.append(item)
-            return None
-        if isinstance(item, WalkedLink):
-            self.diff.links.append(item)
-            return None
-        self.diff.seen += 1
-        known = self.known.pop(item.relpath, None)
-        if known is None or known.status != "present":
-            self._changed(item)
-            return item
-        if (known.size, known.mtime_ns, known.inode, known.dev) != item.signature():
-            self._changed(item)
-            return item
-        return None
-
-    def _changed(self, item: WalkedFile) -> None:
-        self.diff.changed_count += 1
-        if self.keep_changed:
-            self.diff.changed.append(item)
+    def feed(self, listing: DirListing) -> list[WalkedFile]:
+        """Returns the files that must go on to settle/hash."""
+        self.diff.errors.extend(listing.errors)
+        self.diff.links.extend(listing.links)
+        self.diff.seen += len(listing.files)
+        prefix, pop = listing.prefix, self._unseen.pop
+        changed = [
+            WalkedFile(relpath, signature, ctime_ns)
+            for name, signature, ctime_ns in listing.files
+            if pop(relpath := prefix + name, None) != signature
+        ]
+        if changed:
+            for item in changed:
+                self._unseen_errors.pop(item.relpath, None)
+            self.diff.changed_count += len(changed)
+            if self.keep_changed:
+                self.diff.changed.extend(changed)
+        return changed
 
     def finish(self, ignore: IgnoreRules) -> ReconcileDiff:
         """Rows not seen are vanished, except below a directory the walk could not read and
         paths now ignored (an ignore rule added later hides files; it does not delete them)."""
         blocked = [e.relpath for e in self.diff.errors]
-        for relpath, known in self.known.items():
+        for relpath in itertools.chain(self._unseen, self._unseen_errors):
             if any(relpath == b or relpath.startswith(b + b"/") or not b for b in blocked):
                 continue
             if ignore.path_ignored(os.fsdecode(relpath)):
                 continue
-            self.diff.vanished.append(known.row_id)
-        self.known = {}
+            self.diff.vanished.append(relpath)
+        self._unseen, self._unseen_errors = {}, {}
         return self.diff

@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,15 @@ from importd.pipeline.items import (
     s64,
 )
 from importd.pipeline.mapper import EntityMapper, MappingOutcome
-from importd.pipeline.reconcile import ReconcileComparer, WalkedFile, WalkError, describe_os_error, walk
+from importd.pipeline.reconcile import (
+    CatalogSnapshot,
+    DirListing,
+    ReconcileComparer,
+    WalkedFile,
+    WalkError,
+    describe_os_error,
+    walk_listings,
+)
 from importd.pipeline.settle import SettleTracker
 from importd.pipeline.watch import (
     NotifyFactory,
@@ -172,6 +181,8 @@ class Counters:
 
 
 RELEASE_MEMORY_AFTER = 20_000
+# Files a walk may list ahead of the catalog snapshot (about 200 bytes each).
+SNAPSHOT_WAIT_FILES = 200_000
 
 
 def release_memory() -> None:
@@ -382,10 +393,14 @@ class Pipeline:
         scan.run_id = run_id
         self._publish_scan(scan)
         try:
-            async with self.engine.connect() as conn:
-                known = await conn.run_sync(queries.snapshot, scan.root_id, scan.prefix or None)
-            comparer = ReconcileComparer(known, keep_changed=False)
-            await anyio.to_thread.run_sync(self._walk_thread, state, scan, comparer, abandon_on_cancel=True)
+            # The catalog read and the walk overlap: each takes about as long as `find` on a
+            # restart, and the walk's syscalls run without the GIL.
+            known: Future[CatalogSnapshot] = Future()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._load_snapshot, scan, known)
+                comparer = await anyio.to_thread.run_sync(
+                    self._walk_thread, state, scan, known, abandon_on_cancel=True
+                )
             diff = comparer.finish(rc.ignore)
             if scan.cancelled:
                 scan.state = "cancelled"  # an unfinished walk proves nothing vanished
@@ -397,7 +412,9 @@ class Pipeline:
                 scan.state, scan.message = "failed", f"root went offline during the walk: {why}"
                 return
             if diff.vanished:
-                await self.writer.put(VanishedRows(tuple(diff.vanished)))
+                vanished = diff.vanished
+                ids = await self.writer.call(lambda c: queries.row_ids(c, scan.root_id, vanished))
+                await self.writer.put(VanishedRows(tuple(ids)))
             scan.vanished = len(diff.vanished)
             scan.errors += len(diff.errors)
             if self.on_links is not None:
@@ -474,21 +491,46 @@ class Pipeline:
                 extra={"root": rc.name},
             )
 
-    def _walk_thread(self, state: RootState, scan: Scan, comparer: ReconcileComparer) -> None:
-        """Runs in a worker thread; hands changed files to the loop in batches."""
+    async def _load_snapshot(self, scan: Scan, known: Future[CatalogSnapshot]) -> None:
+        try:
+            async with self.engine.connect() as conn:
+                known.set_result(await conn.run_sync(queries.snapshot, scan.root_id, scan.prefix or None))
+        except BaseException as exc:
+            known.set_exception(exc)
+            raise
+
+    def _walk_thread(self, state: RootState, scan: Scan, known: Future[CatalogSnapshot]) -> ReconcileComparer:
+        """Runs in a worker thread; hands changed files to the loop in batches. Until the catalog
+        snapshot arrives, listings wait in memory (a bounded number of files, then it waits)."""
         batch: list[WalkedFile] = []
-        for item in walk(state.raw_path, scan.prefix, state.config.ignore):
+        early: list[DirListing] = []
+        early_files = 0
+        comparer: ReconcileComparer | None = None
+        for listing in walk_listings(state.raw_path, scan.prefix, state.config.ignore):
             if self.stopping.is_set() or scan.cancelled:
-                return
-            changed = comparer.feed(item)
-            if changed is not None:
-                batch.append(changed)
-                if len(batch) >= 512:
-                    anyio.from_thread.run(self._accept_walked, state, scan, batch)
-                    batch = []
+                break
+            if comparer is None:
+                if not known.done() and early_files < SNAPSHOT_WAIT_FILES:
+                    early.append(listing)
+                    early_files += len(listing.files)
+                    continue
+                comparer = ReconcileComparer(known.result(), keep_changed=False)
+                for waited in early:
+                    batch += comparer.feed(waited)
+                early = []
+            batch += comparer.feed(listing)
+            if len(batch) >= 512:
+                anyio.from_thread.run(self._accept_walked, state, scan, batch)
+                batch = []
             scan.files_seen = comparer.diff.seen
-        if batch:
+        if comparer is None:
+            comparer = ReconcileComparer(known.result(), keep_changed=False)
+            for waited in early:
+                batch += comparer.feed(waited)
+            scan.files_seen = comparer.diff.seen
+        if batch and not (self.stopping.is_set() or scan.cancelled):
             anyio.from_thread.run(self._accept_walked, state, scan, batch)
+        return comparer
 
     async def _accept_walked(self, state: RootState, scan: Scan, batch: list[WalkedFile]) -> None:
         now = self.clock()

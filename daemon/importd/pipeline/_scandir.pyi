@@ -1,0 +1,9 @@
+# Types of the C extension built from _scandir.c.
+def scan_dir(
+    path: bytes, /
+) -> tuple[
+    list[tuple[bytes, tuple[int, int, int, int], int]],
+    list[tuple[bytes, int, int]],
+    list[bytes],
+    list[tuple[bytes, int]],
+]: ...

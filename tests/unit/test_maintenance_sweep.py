@@ -16,9 +16,9 @@ from importd.pipeline.reconcile import CatalogSnapshot, ReconcileComparer, Walke
 IGNORE = IgnoreRules(DEFAULT_IGNORES)
 
 
-def signature(path: Path) -> tuple[int, int, int, int]:
+def known_row(path: Path) -> tuple[bytes, int, int, int, int]:
     st = FileStat.of(os.lstat(path))
-    return (st.size, st.mtime_ns, s64(st.inode), s64(st.dev))
+    return (os.fsencode(path.name), st.size, st.mtime_ns, s64(st.inode), s64(st.dev))
 
 
 def test_walk_while_stopped_gives_ghosts_orphans_changes_errors_and_links(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_walk_while_stopped_gives_ghosts_orphans_changes_errors_and_links(tmp_pa
     for name in ("kept", "deleted", "changed", "errored"):
         (root / name).write_bytes(b"x")
     snapshot = CatalogSnapshot(
-        {os.fsencode(name): signature(root / name) for name in ("kept", "deleted", "changed")},
+        {os.fsencode(name): known_row(root / name) for name in ("kept", "deleted", "changed")},
         {b"errored": 4},
     )
     # Behind the daemon's back while it was stopped:

@@ -9,6 +9,7 @@ from importd.pipeline.items import FileStat, s64
 from importd.pipeline.reconcile import (
     CatalogSnapshot,
     DirListing,
+    KnownRow,
     ReconcileComparer,
     Signature,
     WalkedFile,
@@ -79,6 +80,10 @@ def sig(st: FileStat) -> Signature:
     return (st.size, st.mtime_ns, s64(st.inode), s64(st.dev))
 
 
+def rows(known: dict[bytes, Signature]) -> dict[bytes, KnownRow]:
+    return {relpath: (relpath, *signature) for relpath, signature in known.items()}
+
+
 def listing(prefix: bytes, *files: tuple[bytes, FileStat], errors: tuple[WalkError, ...] = ()) -> DirListing:
     return DirListing(prefix, [(name, sig(st), st.ctime_ns) for name, st in files], errors=list(errors))
 
@@ -89,14 +94,16 @@ def test_comparer_sends_only_changes_and_lists_vanished() -> None:
     changed_new = FileStat(11, 6, 6, 101, 1)
     errored = FileStat(3, 3, 3, 102, 1)
     snapshot = CatalogSnapshot(
-        {
-            b"same": sig(same),
-            b"changed": sig(changed_old),
-            b"gone": sig(same),
-            b"blocked/inside": sig(same),
-            b"junk.part": sig(same),
-            b"d/kept": sig(same),
-        },
+        rows(
+            {
+                b"same": sig(same),
+                b"changed": sig(changed_old),
+                b"gone": sig(same),
+                b"blocked/inside": sig(same),
+                b"junk.part": sig(same),
+                b"d/kept": sig(same),
+            }
+        ),
         {b"err": 4, b"err-gone": 7},
     )
     c = ReconcileComparer(snapshot)
@@ -114,7 +121,7 @@ def test_comparer_sends_only_changes_and_lists_vanished() -> None:
 
 def test_comparer_handles_unsigned_64_bit_inodes() -> None:
     big = FileStat(1, 1, 1, (1 << 64) - 5, 1)
-    c = ReconcileComparer(CatalogSnapshot({b"x": sig(big)}, {}))
+    c = ReconcileComparer(CatalogSnapshot(rows({b"x": sig(big)}), {}))
     assert c.feed(listing(b"", (b"x", big))) == []
     walked = WalkedFile(b"x", sig(big), 1)
     assert walked.stat == big, "the kernel's unsigned inode comes back from the signed signature"
@@ -138,9 +145,22 @@ def test_native_directory_reader_matches_os_scandir(tmp_path: Path) -> None:
     odd_tree(tmp_path)
     raw = os.fsencode(str(tmp_path))
     for path in (raw, raw + b"/d\xe9j\xe0", raw + b"/d\xe9j\xe0/sub"):
-        native = [sorted(part) for part in reconcile.scan_dir(path)]
-        python = [sorted(part) for part in reconcile._scan_dir_python(path)]
-        assert native == python
+        native, python = reconcile.scan_dir(path), reconcile._scan_dir_python(path)
+        assert [sorted(part) for part in native[:4]] == [sorted(part) for part in python[:4]]
+        assert native[4] == python[4] == 0
+    # Comparing as it reads: unchanged files are popped and left out; changed and unknown ones
+    # are listed (and popped); entries for other paths stay.
+    files = reconcile._scan_dir_python(raw)[0]
+    catalog = {name: signature for name, signature, _ in files}
+    changed = next(name for name in catalog if name != b"empty")
+    catalog[changed] = (99, 0, 0, 0)
+    catalog.pop(b"empty")
+    for reader in (reconcile.scan_dir, reconcile._scan_dir_python):
+        unseen = rows({b"x/" + k: v for k, v in catalog.items()} | {b"x/elsewhere": (1, 1, 1, 1)})
+        listed, _dirs, _links, _errors, unchanged = reader(raw, b"x/", unseen)
+        assert sorted(f[0] for f in listed) == sorted([changed, b"empty"])
+        assert unchanged == len(files) - 2
+        assert unseen == {b"x/elsewhere": (b"x/elsewhere", 1, 1, 1, 1)}
     with pytest.raises(FileNotFoundError):
         reconcile.scan_dir(raw + b"/missing")
     with pytest.raises(NotADirectoryError):
@@ -151,9 +171,9 @@ def test_walks_with_either_reader_agree(tmp_path: Path) -> None:
     odd_tree(tmp_path)
     raw = os.fsencode(str(tmp_path))
 
-    def flat(scan: object) -> list[object]:
+    def flat(scan: reconcile._ScanDir) -> list[object]:
         out: list[object] = []
-        for lst in walk_listings(raw, b"", IGNORE, scan):  # type: ignore[arg-type]
+        for lst in walk_listings(raw, b"", IGNORE, scan):
             out += [lst.prefix + f[0] for f in lst.files] + [x.relpath for x in lst.links + lst.errors]
         return sorted(out)  # type: ignore[type-var]
 
@@ -162,6 +182,30 @@ def test_walks_with_either_reader_agree(tmp_path: Path) -> None:
     assert got == sorted(
         [b"caf\xe9", b"new\nline", b"d\xe9j\xe0/sub/x.mkv", b"empty", b"link", b"d\xe9j\xe0/broken"]
     )
+
+
+def test_comparer_with_a_reader_that_compares_gives_the_same_diff(tmp_path: Path) -> None:
+    odd_tree(tmp_path)
+    raw = os.fsencode(str(tmp_path))
+    first = ReconcileComparer(CatalogSnapshot({}, {}))
+    for lst in walk_listings(raw, b"", IGNORE):
+        first.feed(lst)
+    known = {f.relpath: f.signature for f in first.finish(IGNORE).changed}
+    known[b"caf\xe9"] = (0, 0, 0, 0)  # changed since
+    known[b"gone"] = (1, 1, 1, 1)  # deleted since
+    del known[b"new\nline"]  # in error: retried even though it did not change
+    diffs = []
+    for reader in (reconcile.scan_dir, reconcile._scan_dir_python):
+        for compare_as_read in (True, False):
+            c = ReconcileComparer(CatalogSnapshot(rows(known), {b"new\nline": 9}))
+            for lst in walk_listings(
+                raw, b"", IGNORE, reader, (lambda c=c: c.unseen) if compare_as_read else None
+            ):
+                c.feed(lst)
+            d = c.finish(IGNORE)
+            diffs.append((sorted(f.relpath for f in d.changed), d.vanished, d.seen))
+    assert diffs[0] == ([b"caf\xe9", b"new\nline"], [b"gone"], 4)
+    assert all(d == diffs[0] for d in diffs)
 
 
 def test_name_rules_on_raw_bytes_agree_with_decoded_names() -> None:

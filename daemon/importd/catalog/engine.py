@@ -57,3 +57,12 @@ async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to head in one transaction (SQLite DDL is transactional too)."""
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade)
+
+
+def sqlite_file(engine: AsyncEngine) -> str | None:
+    """The catalog's file when it is SQLite on disk, for the readers that open their own
+    connection (the reconcile snapshot); None for PostgreSQL and in-memory catalogs."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return url.database

@@ -500,7 +500,9 @@ class Maintenance:
                     st: Any = state, pre: bytes = prefix, cmp: ReconcileComparer = comparer
                 ) -> None:
                     lower_thread_priority()
-                    for listing in walk_listings(st.raw_path, pre, st.config.ignore):
+                    for listing in walk_listings(
+                        st.raw_path, pre, st.config.ignore, unseen=lambda: cmp.unseen
+                    ):
                         if sweep.stop.is_set():
                             break
                         cmp.feed(listing)

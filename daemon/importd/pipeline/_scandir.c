@@ -7,9 +7,14 @@
  * tuple). No library on PyPI walks with lstat and returns undecoded names with (size, mtime_ns,
  * inode, dev); the pure-Python walk in reconcile.py stays as the fallback and the reference in tests.
  *
- * scan_dir(path: bytes) -> (files, dirs, links, errors)
+ * scan_dir(path: bytes, prefix: bytes = b"", unseen: dict | None = None)
+ *     -> (files, dirs, links, errors, unchanged)
  *   files:  [(name, (size, mtime_ns, inode, dev), ctime_ns)]  inode and dev as signed 64-bit,
- *           as the catalog stores them
+ *           as the catalog stores them. With `unseen` ({relpath: (relpath, size, mtime_ns,
+ *           inode, dev)}, the catalog's rows),
+ *           every file's prefix + name is popped from it, and only the files whose signature
+ *           differs (or that it did not hold) are listed; `unchanged` counts the others. On a
+ *           restart that is nearly every file, and no object is built for them.
  *   dirs:   [(name, dev, inode)]                              unsigned, for loop detection
  *   links:  [name]
  *   errors: [(name, errno)]                                   lstat failed (ENOENT is dropped:
@@ -142,12 +147,61 @@ static int append_new(PyObject *list, PyObject *item) {
     return rc;
 }
 
-static PyObject *build(const listing_t *l) {
+/* 1 when `known` (the catalog's row: relpath, size, mtime_ns, inode, dev) matches the entry's
+ * stat, 0 when it differs, -1 on error. */
+static int same_signature(PyObject *known, const struct stat *st) {
+    if (!PyTuple_Check(known) || PyTuple_GET_SIZE(known) != 5) return 0;
+    long long want[4] = {(long long)st->st_size,
+                         (long long)st->st_mtim.tv_sec * 1000000000LL + (long long)st->st_mtim.tv_nsec,
+                         (long long)(int64_t)(uint64_t)st->st_ino, (long long)(int64_t)(uint64_t)st->st_dev};
+    for (int i = 0; i < 4; i++) {
+        PyObject *item = PyTuple_GET_ITEM(known, i + 1);
+        if (!PyLong_Check(item)) return 0;
+        int overflow = 0;
+        long long have = PyLong_AsLongLongAndOverflow(item, &overflow);
+        if (have == -1 && PyErr_Occurred()) return -1;
+        if (overflow || have != want[i]) return 0;
+    }
+    return 1;
+}
+
+/* Pops prefix + name from `unseen`. 1: unchanged, 0: changed or unknown, -1: error. */
+static int compare_and_pop(PyObject *unseen, PyObject *prefix, const char *name, size_t len,
+                           const struct stat *st) {
+    Py_ssize_t plen = PyBytes_GET_SIZE(prefix);
+    PyObject *relpath = PyBytes_FromStringAndSize(NULL, plen + (Py_ssize_t)len);
+    if (!relpath) return -1;
+    memcpy(PyBytes_AS_STRING(relpath), PyBytes_AS_STRING(prefix), (size_t)plen);
+    memcpy(PyBytes_AS_STRING(relpath) + plen, name, len);
+    PyObject *known = PyDict_GetItemWithError(unseen, relpath); /* borrowed */
+    int rc = 0;
+    if (known) {
+        Py_INCREF(known);
+        rc = same_signature(known, st);
+        Py_DECREF(known);
+        if (rc >= 0 && PyDict_DelItem(unseen, relpath) < 0) rc = -1;
+    } else if (PyErr_Occurred()) {
+        rc = -1;
+    }
+    Py_DECREF(relpath);
+    return rc;
+}
+
+static PyObject *build(const listing_t *l, PyObject *prefix, PyObject *unseen) {
     PyObject *files = PyList_New(0), *dirs = PyList_New(0), *links = PyList_New(0), *errors = PyList_New(0);
+    long long unchanged = 0;
     if (!files || !dirs || !links || !errors) goto fail;
     for (size_t i = 0; i < l->count; i++) {
         const entry_t *e = &l->entries[i];
         if (e->kind == K_SKIP) continue;
+        if (e->kind == K_FILE && unseen) {
+            int same = compare_and_pop(unseen, prefix, l->names + e->name_off, e->name_len, &e->st);
+            if (same < 0) goto fail;
+            if (same) {
+                unchanged++;
+                continue;
+            }
+        }
         PyObject *name = PyBytes_FromStringAndSize(l->names + e->name_off, (Py_ssize_t)e->name_len);
         if (!name) goto fail;
         PyObject *item = NULL;
@@ -181,7 +235,7 @@ static PyObject *build(const listing_t *l) {
         Py_DECREF(name);
         if (!item) goto fail;
     }
-    return Py_BuildValue("(NNNN)", files, dirs, links, errors);
+    return Py_BuildValue("(NNNNL)", files, dirs, links, errors, unchanged);
 fail:
     Py_XDECREF(files);
     Py_XDECREF(dirs);
@@ -190,14 +244,25 @@ fail:
     return NULL;
 }
 
-static PyObject *scan_dir(PyObject *self, PyObject *arg) {
+static PyObject *scan_dir(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
-    if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "scan_dir: path must be bytes");
+    static char *keywords[] = {"path", "prefix", "unseen", NULL};
+    PyObject *path_obj, *prefix = NULL, *unseen = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!|O!O:scan_dir", keywords, &PyBytes_Type, &path_obj,
+                                     &PyBytes_Type, &prefix, &unseen))
+        return NULL;
+    if (unseen == Py_None) {
+        unseen = NULL;
+    } else if (!PyDict_CheckExact(unseen)) {
+        PyErr_SetString(PyExc_TypeError, "scan_dir: unseen must be a dict or None");
         return NULL;
     }
-    const char *path = PyBytes_AS_STRING(arg);
-    if ((size_t)PyBytes_GET_SIZE(arg) != strlen(path)) {
+    if (unseen && !prefix) {
+        PyErr_SetString(PyExc_TypeError, "scan_dir: unseen needs the prefix");
+        return NULL;
+    }
+    const char *path = PyBytes_AS_STRING(path_obj);
+    if ((size_t)PyBytes_GET_SIZE(path_obj) != strlen(path)) {
         PyErr_SetString(PyExc_ValueError, "scan_dir: embedded null byte");
         return NULL;
     }
@@ -209,16 +274,16 @@ static PyObject *scan_dir(PyObject *self, PyObject *arg) {
     if (err) {
         listing_free(&listing);
         errno = err;
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, arg);
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_obj);
     }
-    PyObject *out = build(&listing);
+    PyObject *out = build(&listing, prefix, unseen);
     listing_free(&listing);
     return out;
 }
 
 static PyMethodDef methods[] = {
-    {"scan_dir", scan_dir, METH_O,
-     "scan_dir(path: bytes) -> (files, dirs, links, errors): one directory, lstat of every entry."},
+    {"scan_dir", (PyCFunction)(void (*)(void))scan_dir, METH_VARARGS | METH_KEYWORDS,
+     "scan_dir(path, prefix=b'', unseen=None) -> (files, dirs, links, errors, unchanged)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -306,11 +306,13 @@ class MediaStage:
             names.remove("faces")
         return names
 
-    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+    async def start(self, tg: anyio.abc.TaskGroup, after: Sequence[anyio.Event] = ()) -> None:
+        """`after`: the start-up reconciles. The catch-up is background work; run during them it
+        would slow the walk the operator is waiting for."""
         if self.config.enabled:
             self._tg = tg
             tg.start_soon(self._intake)
-            tg.start_soon(self._catch_up)
+            tg.start_soon(self._catch_up, after)
 
     async def ensure_loaded(self) -> None:
         """Load the media libraries, compile the near-duplicate search, build the indexes from
@@ -388,9 +390,11 @@ class MediaStage:
                 rerun = key.extractor in done.get(digest, {})
                 await self._send.send(Job(key, path, Priority.BACKGROUND if rerun else priority))
 
-    async def _catch_up(self) -> None:
+    async def _catch_up(self, after: Sequence[anyio.Event]) -> None:
         """At start-up: contents registered before (or before a version bump) get their work,
         at background priority, behind anything new."""
+        for event in after:
+            await event.wait()
         async with self.engine.connect() as conn:
             rows = await conn.run_sync(outdated_contents, 10_000_000)
         batch = [FileChange(0, root_id, relpath, "updated", digest) for digest, root_id, relpath in rows]

@@ -21,6 +21,9 @@ from importd.pipeline.items import FileStat, s64, u64
 
 # (size, mtime_ns, inode, dev) as the catalog stores them: inode and dev as signed 64-bit.
 Signature = tuple[int, int, int, int]
+# A catalog row as the snapshot reads it: (relpath, *signature). Kept whole: building a dict of
+# 100,000 rows is then a loop in C, not one tuple per row in Python.
+KnownRow = tuple[bytes, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,20 +81,30 @@ class DirListing:
     files: list[tuple[bytes, Signature, int]]
     links: list[WalkedLink] = field(default_factory=list)
     errors: list[WalkError] = field(default_factory=list)
+    # Files the reader already found unchanged against the comparer's `unseen` (and left out).
+    unchanged: int = 0
 
 
 _ScanResult = tuple[
-    list[tuple[bytes, Signature, int]], list[tuple[bytes, int, int]], list[bytes], list[tuple[bytes, int]]
+    list[tuple[bytes, Signature, int]],
+    list[tuple[bytes, int, int]],
+    list[bytes],
+    list[tuple[bytes, int]],
+    int,
 ]
+_ScanDir = Callable[[bytes, bytes, "dict[bytes, KnownRow] | None"], _ScanResult]
 
 
-def _scan_dir_python(path: bytes) -> _ScanResult:
+def _scan_dir_python(
+    path: bytes, prefix: bytes = b"", unseen: dict[bytes, KnownRow] | None = None
+) -> _ScanResult:
     """What `_scandir.scan_dir` returns, with os.scandir: the fallback when the extension is not
     built, and the reference it is tested against."""
     files: list[tuple[bytes, Signature, int]] = []
     dirs: list[tuple[bytes, int, int]] = []
     links: list[bytes] = []
     errors: list[tuple[bytes, int]] = []
+    unchanged = 0
     with os.scandir(path) as it:
         entries = list(it)
     for entry in entries:
@@ -107,15 +120,20 @@ def _scan_dir_python(path: bytes) -> _ScanResult:
             continue
         if stat_mod.S_ISREG(st.st_mode):
             signature = (st.st_size, st.st_mtime_ns, s64(st.st_ino), s64(st.st_dev))
+            if unseen is not None:
+                known = unseen.pop(prefix + entry.name, None)
+                if known is not None and known[1:] == signature:
+                    unchanged += 1
+                    continue
             files.append((entry.name, signature, st.st_ctime_ns))
         elif stat_mod.S_ISDIR(st.st_mode):
             dirs.append((entry.name, st.st_dev, st.st_ino))
         elif stat_mod.S_ISLNK(st.st_mode):
             links.append(entry.name)
-    return files, dirs, links, errors
+    return files, dirs, links, errors, unchanged
 
 
-def _native_scan_dir() -> Callable[[bytes], _ScanResult] | None:
+def _native_scan_dir() -> _ScanDir | None:
     try:
         from importd.pipeline._scandir import scan_dir as native
     except ImportError:  # not compiled (a source checkout without a build): same results, slower
@@ -123,14 +141,20 @@ def _native_scan_dir() -> Callable[[bytes], _ScanResult] | None:
     return native
 
 
-scan_dir: Callable[[bytes], _ScanResult] = _native_scan_dir() or _scan_dir_python
+scan_dir: _ScanDir = _native_scan_dir() or _scan_dir_python
 
 
 def walk_listings(
-    root: bytes, start: bytes, ignore: IgnoreRules, scan: Callable[[bytes], _ScanResult] | None = None
+    root: bytes,
+    start: bytes,
+    ignore: IgnoreRules,
+    scan: _ScanDir | None = None,
+    unseen: Callable[[], dict[bytes, KnownRow] | None] | None = None,
 ) -> Iterator[DirListing]:
     """Depth-first walk below `root/start` (start may be b"" for the whole root), one listing
-    per directory."""
+    per directory. `unseen`, asked before each directory, may give the comparer's dict of
+    catalog signatures: the reader then compares (and pops) as it reads, and lists only what
+    differs; the comparer still works when it gets every file instead."""
     scan = scan or scan_dir
     top = root + b"/" + start if start else root
     try:
@@ -159,8 +183,9 @@ def walk_listings(
         rel = stack.pop()
         path = root + b"/" + rel if rel else root
         prefix = rel + b"/" if rel else b""
+        against = unseen() if unseen is not None else None
         try:
-            files, dirs, links, errors = scan(path)
+            files, dirs, links, errors, unchanged = scan(path, prefix, against)
         except OSError as exc:
             yield DirListing(prefix, [], errors=[WalkError(rel, describe_os_error(exc))])
             continue
@@ -168,7 +193,7 @@ def walk_listings(
             files = [f for f in files if not ignored(f[0])]
         if check_paths:
             files = [f for f in files if not ignore.path_ignored(os.fsdecode(prefix + f[0]))]
-        listing = DirListing(prefix, files)
+        listing = DirListing(prefix, files, unchanged=unchanged)
         for name, errno_value in errors:
             if not _skipped(ignore, prefix + name):
                 listing.errors.append(WalkError(prefix + name, describe_os_error(OSError(errno_value, ""))))
@@ -210,7 +235,7 @@ class CatalogSnapshot:
     `signatures` holds the present rows only, so a row in error never compares equal and is
     retried; `in_error` the rows in error. Row ids are looked up only for what vanished."""
 
-    signatures: dict[bytes, Signature]
+    signatures: dict[bytes, KnownRow]
     in_error: dict[bytes, int]
 
     def status(self, relpath: bytes) -> str | None:
@@ -233,6 +258,9 @@ class ReconcileDiff:
     changed_count: int = 0
 
 
+_NOT_KNOWN: KnownRow = (b"", -1, -1, -1, -1)
+
+
 class ReconcileComparer:
     """Compares walk listings against a catalog snapshot, a directory at a time (so the walk can
     stream changed files onward while it is still going), then lists the vanished rows at the end."""
@@ -246,16 +274,22 @@ class ReconcileComparer:
         self.keep_changed = keep_changed
         self.diff = ReconcileDiff()
 
+    @property
+    def unseen(self) -> dict[bytes, KnownRow]:
+        """Catalog signatures not met yet, for a reader that compares as it reads."""
+        return self._unseen
+
     def feed(self, listing: DirListing) -> list[WalkedFile]:
-        """Returns the files that must go on to settle/hash."""
+        """Returns the files that must go on to settle/hash. A file the reader already popped
+        from `unseen` is not found there again, so it counts as changed, as it should."""
         self.diff.errors.extend(listing.errors)
         self.diff.links.extend(listing.links)
-        self.diff.seen += len(listing.files)
+        self.diff.seen += len(listing.files) + listing.unchanged
         prefix, pop = listing.prefix, self._unseen.pop
         changed = [
             WalkedFile(relpath, signature, ctime_ns)
             for name, signature, ctime_ns in listing.files
-            if pop(relpath := prefix + name, None) != signature
+            if (pop(relpath := prefix + name, None) or _NOT_KNOWN)[1:] != signature
         ]
         if changed:
             for item in changed:

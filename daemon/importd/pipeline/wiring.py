@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from importctl.protocol import TERMINAL_STATES
 from importd.api.events import EventBus
 from importd.catalog import queries
+from importd.catalog.engine import sqlite_file
 from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.config import Config, RootConfig
 from importd.entities import GapChange
@@ -56,6 +57,7 @@ from importd.pipeline.mapper import EntityMapper, MappingOutcome
 from importd.pipeline.reconcile import (
     CatalogSnapshot,
     DirListing,
+    KnownRow,
     ReconcileComparer,
     WalkedFile,
     WalkError,
@@ -98,6 +100,9 @@ class RootState:
     walk_errors: list[WalkError] = field(default_factory=list)
     stop_watch: threading.Event | None = None
     scanning: int = 0
+    # Set once the watcher is up or has failed: a start-up walk waits for it (bounded), so no
+    # folder is walked before its watch exists.
+    watch_settled: anyio.Event = field(default_factory=anyio.Event)
 
     @property
     def polling(self) -> bool:
@@ -181,6 +186,8 @@ class Counters:
 
 
 RELEASE_MEMORY_AFTER = 20_000
+# How long a start-up walk waits for the root's watcher to be in place (it walks the tree too).
+WATCH_SETTLE_WAIT_S = 30.0
 # Files a walk may list ahead of the catalog snapshot (about 200 bytes each).
 SNAPSHOT_WAIT_FILES = 200_000
 
@@ -286,8 +293,9 @@ class Pipeline:
         await self.writer.call(lambda c: queries.abandon_running(c, self.clock()))
         await self.mapper.load()
         tg.start_soon(self.mapper.run)
-        await self.media.start(tg)
         await self.apply_roots(self.config.roots)
+        startup = [scan.done for scan in self.scans.values()]
+        await self.media.start(tg, after=startup)
         tg.start_soon(self._settle_driver)
         for _ in range(self.config.hash_workers):
             tg.start_soon(self._identify_and_hash)
@@ -367,6 +375,9 @@ class Pipeline:
             scan.state, scan.message = "skipped", f"root offline: {why}"
             scan.done.set()
             return
+        if not scan.prefix and state.config.watch == "inotify" and not state.watch_settled.is_set():
+            with anyio.move_on_after(WATCH_SETTLE_WAIT_S):
+                await state.watch_settled.wait()
         if scan.cancelled:
             scan.state = "cancelled"
             scan.done.set()
@@ -492,9 +503,16 @@ class Pipeline:
             )
 
     async def _load_snapshot(self, scan: Scan, known: Future[CatalogSnapshot]) -> None:
+        prefix = scan.prefix or None
         try:
-            async with self.engine.connect() as conn:
-                known.set_result(await conn.run_sync(queries.snapshot, scan.root_id, scan.prefix or None))
+            if (db_file := sqlite_file(self.engine)) is not None:
+                snap = await anyio.to_thread.run_sync(
+                    queries.snapshot_from_file, db_file, scan.root_id, prefix
+                )
+            else:
+                async with self.engine.connect() as conn:
+                    snap = await conn.run_sync(queries.snapshot, scan.root_id, prefix)
+            known.set_result(snap)
         except BaseException as exc:
             known.set_exception(exc)
             raise
@@ -506,7 +524,11 @@ class Pipeline:
         early: list[DirListing] = []
         early_files = 0
         comparer: ReconcileComparer | None = None
-        for listing in walk_listings(state.raw_path, scan.prefix, state.config.ignore):
+
+        def unseen() -> dict[bytes, KnownRow] | None:
+            return comparer.unseen if comparer is not None else None
+
+        for listing in walk_listings(state.raw_path, scan.prefix, state.config.ignore, unseen=unseen):
             if self.stopping.is_set() or scan.cancelled:
                 break
             if comparer is None:
@@ -774,6 +796,8 @@ class Pipeline:
             tg.start_soon(run_thread)
             async with recv:
                 async for event in recv:
+                    if isinstance(event, WatcherDown | WatcherUp):
+                        state.watch_settled.set()
                     if isinstance(event, WatcherDown):
                         await self._watcher_down(state, event)
                     elif isinstance(event, WatcherUp):

@@ -792,8 +792,8 @@ class CoreBench:
             Check("restart, nothing changed: reconcile (last_scan)", reconcile_s, "s",
                   Target("ratio_at_most", 2), baseline, base),
             Check("  same, process start -> scan completed", from_start, "s",
-                  Target("ratio_at_most", 2), baseline, base,
-                  note=f"includes interpreter start-up, imports and migrations "
+                  INFO, baseline, base,
+                  note=f"includes interpreter start-up, imports, migrations and the watcher's own walk "
                        f"({ready.at - daemon.started_at:.2f}s to socket bound)"),
             Check("  files re-hashed on restart (counters.hashed_files)", rehashed, "files",
                   Target("value_at_most", 1)),

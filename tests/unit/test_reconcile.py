@@ -1,5 +1,6 @@
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,7 +86,8 @@ def rows(known: dict[bytes, Signature]) -> dict[bytes, KnownRow]:
 
 
 def listing(prefix: bytes, *files: tuple[bytes, FileStat], errors: tuple[WalkError, ...] = ()) -> DirListing:
-    return DirListing(prefix, [(name, sig(st), st.ctime_ns) for name, st in files], errors=list(errors))
+    pending = reconcile._PyDirFiles([(name, sig(st), st.ctime_ns) for name, st in files])
+    return DirListing(prefix, pending, IGNORE, errors=list(errors))
 
 
 def test_comparer_sends_only_changes_and_lists_vanished() -> None:
@@ -140,51 +142,76 @@ def odd_tree(root: Path) -> None:
     (root / "@eaDir" / "thumb").write_bytes(b"1")
 
 
-@pytest.mark.skipif(reconcile.scan_dir is reconcile._scan_dir_python, reason="C extension not built")
+def taken(read: reconcile.DirRead | OSError) -> list[list[Any]]:
+    assert not isinstance(read, OSError)
+    files, dirs, links, errors = read
+    return [sorted(files.take(b"")[0]), sorted(dirs), sorted(links), sorted(errors)]
+
+
+@pytest.mark.skipif(reconcile.read_dirs is reconcile._read_dirs_python, reason="C extension not built")
 def test_native_directory_reader_matches_os_scandir(tmp_path: Path) -> None:
     odd_tree(tmp_path)
     raw = os.fsencode(str(tmp_path))
-    for path in (raw, raw + b"/d\xe9j\xe0", raw + b"/d\xe9j\xe0/sub"):
-        native, python = reconcile.scan_dir(path), reconcile._scan_dir_python(path)
-        assert [sorted(part) for part in native[:4]] == [sorted(part) for part in python[:4]]
-        assert native[4] == python[4] == 0
-    # Comparing as it reads: unchanged files are popped and left out; changed and unknown ones
-    # are listed (and popped); entries for other paths stay.
-    files = reconcile._scan_dir_python(raw)[0]
+    paths = [raw, raw + b"/d\xe9j\xe0", raw + b"/d\xe9j\xe0/sub", raw + b"/missing", raw + b"/empty"]
+    native, python = reconcile.read_dirs(paths), reconcile._read_dirs_python(paths)
+    for a, b in zip(native[:3], python[:3], strict=True):
+        assert taken(a) == taken(b)
+    for a, b in zip(native[3:], python[3:], strict=True):
+        assert isinstance(a, OSError) and isinstance(b, OSError)
+        assert (type(a), a.errno, a.filename) == (type(b), b.errno, b.filename)
+    assert isinstance(native[3], FileNotFoundError) and isinstance(native[4], NotADirectoryError)
+    with pytest.raises(ValueError):
+        reconcile.read_dirs([raw + b"\0x"])
+    with pytest.raises(TypeError):
+        reconcile.read_dirs([str(tmp_path)])  # type: ignore[list-item]
+
+
+def test_readers_compare_with_the_catalog_as_they_take(tmp_path: Path) -> None:
+    """Unchanged files are popped and counted; changed and unknown ones are listed (and
+    popped); rows for other paths stay."""
+    odd_tree(tmp_path)
+    raw = os.fsencode(str(tmp_path))
+    files = reconcile._read_dir_python(raw)[0].take(b"")[0]
+    readers = {
+        "native": lambda: reconcile.read_dirs([raw])[0],
+        "python": lambda: reconcile._read_dir_python(raw),
+    }
     catalog = {name: signature for name, signature, _ in files}
     changed = next(name for name in catalog if name != b"empty")
     catalog[changed] = (99, 0, 0, 0)
     catalog.pop(b"empty")
-    for reader in (reconcile.scan_dir, reconcile._scan_dir_python):
+    for read in readers.values():
         unseen = rows({b"x/" + k: v for k, v in catalog.items()} | {b"x/elsewhere": (1, 1, 1, 1)})
-        listed, _dirs, _links, _errors, unchanged = reader(raw, b"x/", unseen)
+        got = read()
+        assert not isinstance(got, OSError)
+        pending = got[0]
+        assert len(pending) == len(files)
+        listed, unchanged = pending.take(b"x/", unseen)
         assert sorted(f[0] for f in listed) == sorted([changed, b"empty"])
         assert unchanged == len(files) - 2
         assert unseen == {b"x/elsewhere": (b"x/elsewhere", 1, 1, 1, 1)}
-    with pytest.raises(FileNotFoundError):
-        reconcile.scan_dir(raw + b"/missing")
-    with pytest.raises(NotADirectoryError):
-        reconcile.scan_dir(raw + b"/empty")
+        with pytest.raises(TypeError):
+            pending.take(b"", [])  # type: ignore[arg-type]
 
 
 def test_walks_with_either_reader_agree(tmp_path: Path) -> None:
     odd_tree(tmp_path)
     raw = os.fsencode(str(tmp_path))
 
-    def flat(scan: reconcile._ScanDir) -> list[object]:
-        out: list[object] = []
-        for lst in walk_listings(raw, b"", IGNORE, scan):
-            out += [lst.prefix + f[0] for f in lst.files] + [x.relpath for x in lst.links + lst.errors]
-        return sorted(out)  # type: ignore[type-var]
+    def flat(reader: reconcile.ReadDirs) -> list[bytes]:
+        out: list[bytes] = []
+        for lst in walk_listings(raw, b"", IGNORE, reader):
+            out += [lst.prefix + f[0] for f in lst.take()[0]] + [x.relpath for x in lst.links + lst.errors]
+        return sorted(out)
 
-    got = flat(reconcile.scan_dir)
-    assert got == flat(reconcile._scan_dir_python)
+    got = flat(reconcile.read_dirs)
+    assert got == flat(reconcile._read_dirs_python)
     assert got == sorted(
         [b"caf\xe9", b"new\nline", b"d\xe9j\xe0/sub/x.mkv", b"empty", b"link", b"d\xe9j\xe0/broken"]
     )
 
 
-def test_comparer_with_a_reader_that_compares_gives_the_same_diff(tmp_path: Path) -> None:
+def test_comparer_gives_the_same_diff_with_either_reader(tmp_path: Path) -> None:
     odd_tree(tmp_path)
     raw = os.fsencode(str(tmp_path))
     first = ReconcileComparer(CatalogSnapshot({}, {}))
@@ -195,17 +222,14 @@ def test_comparer_with_a_reader_that_compares_gives_the_same_diff(tmp_path: Path
     known[b"gone"] = (1, 1, 1, 1)  # deleted since
     del known[b"new\nline"]  # in error: retried even though it did not change
     diffs = []
-    for reader in (reconcile.scan_dir, reconcile._scan_dir_python):
-        for compare_as_read in (True, False):
-            c = ReconcileComparer(CatalogSnapshot(rows(known), {b"new\nline": 9}))
-            for lst in walk_listings(
-                raw, b"", IGNORE, reader, (lambda c=c: c.unseen) if compare_as_read else None
-            ):
-                c.feed(lst)
-            d = c.finish(IGNORE)
-            diffs.append((sorted(f.relpath for f in d.changed), d.vanished, d.seen))
+    for reader in (reconcile.read_dirs, reconcile._read_dirs_python):
+        c = ReconcileComparer(CatalogSnapshot(rows(known), {b"new\nline": 9}))
+        for lst in walk_listings(raw, b"", IGNORE, reader):
+            c.feed(lst)
+        d = c.finish(IGNORE)
+        diffs.append((sorted(f.relpath for f in d.changed), d.vanished, d.seen))
     assert diffs[0] == ([b"caf\xe9", b"new\nline"], [b"gone"], 4)
-    assert all(d == diffs[0] for d in diffs)
+    assert diffs[1] == diffs[0]
 
 
 def test_name_rules_on_raw_bytes_agree_with_decoded_names() -> None:

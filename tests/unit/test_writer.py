@@ -104,7 +104,9 @@ def test_vanished_subtree_and_rows(conn: Connection) -> None:
     r = apply_ops(conn, [Vanished(ref(b"d"), subtree=True)], now=2.0)
     assert r.vanished == 2, "only d/..., never d.txt or d0"
     assert sorted(c.relpath for c in r.changes if c.kind == "vanished") == [b"d/a", b"d/sub/b"]
-    r = apply_ops(conn, [VanishedRows((5,))], now=3.0)
+    r = apply_ops(conn, [VanishedRows(1, (b"e", b"d.txt"), walk_started=1.0)], now=3.0)
+    assert r.vanished == 0, "rows written since the walk began are not what it missed"
+    r = apply_ops(conn, [VanishedRows(1, (b"e", b"nothing"), walk_started=1.5)], now=3.0)
     assert r.vanished == 1
     assert [x[1] for x in rows(conn) if x[2] == "present"] == [b"d.txt", b"d0"]
 

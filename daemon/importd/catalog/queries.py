@@ -7,15 +7,17 @@ so a query is one hop to the driver's thread, not one per row.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 from sqlalchemy import and_, func, select, text, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from importd.catalog.engine import sqlite_file
 from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, STATUS_PRESENT, FileRow, RootRow, RunRow
 from importd.catalog.writer import chunks
 from importd.paths import subtree_bounds
@@ -109,15 +111,12 @@ def snapshot_from_file(db_file: str, root_id: int, prefix: bytes | None) -> Cata
         conn.close()
 
 
-def row_ids(conn: Connection, root_id: int, relpaths: Sequence[bytes]) -> list[int]:
-    """Ids of the live rows at these relpaths (what a reconcile found vanished)."""
-    out: list[int] = []
-    for part in chunks(list(relpaths)):
-        stmt = select(files.c.id).where(
-            files.c.root_id == root_id, files.c.status != STATUS_MISSING, files.c.relpath.in_(part)
-        )
-        out.extend(conn.execute(stmt).scalars())
-    return out
+async def read_snapshot(engine: AsyncEngine, root_id: int, prefix: bytes | None) -> CatalogSnapshot:
+    """`snapshot`, on a connection of its own in a worker thread when the catalog is a SQLite file."""
+    if (db_file := sqlite_file(engine)) is not None:
+        return await anyio.to_thread.run_sync(snapshot_from_file, db_file, root_id, prefix)
+    async with engine.connect() as conn:
+        return await conn.run_sync(snapshot, root_id, prefix)
 
 
 def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:

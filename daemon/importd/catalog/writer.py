@@ -310,6 +310,24 @@ def _mark_missing_ids(conn: Connection, row_ids: Sequence[int], now: float) -> l
     return changes
 
 
+def _mark_vanished_rows(conn: Connection, op: VanishedRows, now: float) -> list[FileChange]:
+    changes: list[FileChange] = []
+    for part in chunks(list(op.relpaths)):
+        res = conn.execute(
+            update(files)
+            .where(
+                files.c.root_id == op.root_id,
+                files.c.relpath.in_(part),
+                files.c.status != STATUS_MISSING,
+                files.c.last_seen < op.walk_started,
+            )
+            .values(status=STATUS_MISSING, missing_since=now)
+            .returning(files.c.id, files.c.root_id, files.c.relpath, files.c.blake3)
+        )
+        changes.extend(FileChange(i, r, bytes(p), "vanished", h) for i, r, p, h in res)
+    return changes
+
+
 def apply_ops(conn: Connection, ops: Sequence[CatalogOp], now: float) -> BatchResult:
     """Apply a batch in order; consecutive registrations are handled together, set-based."""
     result = BatchResult()
@@ -330,7 +348,7 @@ def apply_ops(conn: Connection, ops: Sequence[CatalogOp], now: float) -> BatchRe
 def _apply_vanished(conn: Connection, op: Vanished | VanishedRows, now: float) -> BatchResult:
     result = BatchResult()
     if isinstance(op, VanishedRows):
-        result.changes = _mark_missing_ids(conn, op.row_ids, now)
+        result.changes = _mark_vanished_rows(conn, op, now)
         result.vanished = len(result.changes)
         return result
     cond = files.c.relpath == op.ref.relpath

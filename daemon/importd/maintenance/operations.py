@@ -492,17 +492,14 @@ class Maintenance:
                         Finding("unreadable", state.raw_path, f"root offline: {state.watch_error}")
                     )
                     continue
-                async with self.engine.connect() as conn:
-                    known = await conn.run_sync(queries.snapshot, rid, prefix or None)
+                known = await queries.read_snapshot(self.engine, rid, prefix or None)
                 comparer = ReconcileComparer(known)
 
                 def walk_root(
                     st: Any = state, pre: bytes = prefix, cmp: ReconcileComparer = comparer
                 ) -> None:
                     lower_thread_priority()
-                    for listing in walk_listings(
-                        st.raw_path, pre, st.config.ignore, unseen=lambda: cmp.unseen
-                    ):
+                    for listing in walk_listings(st.raw_path, pre, st.config.ignore):
                         if sweep.stop.is_set():
                             break
                         cmp.feed(listing)

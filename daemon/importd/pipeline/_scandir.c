@@ -2,25 +2,23 @@
  *
  * Why this exists: a restart or a sweep must compare 100,000 files with the catalog in about the
  * time `find -printf` takes to list them. os.scandir builds a DirEntry and an os.stat_result per
- * file and holds the GIL for most of it; here the syscalls run with the GIL released and only the
- * few objects the comparison needs are built (the name as raw bytes, and the catalog's signature
- * tuple). No library on PyPI walks with lstat and returns undecoded names with (size, mtime_ns,
- * inode, dev); the pure-Python walk in reconcile.py stays as the fallback and the reference in tests.
+ * file and holds the GIL for most of it; here the syscalls run with the GIL released and the files
+ * stay in a C buffer until they are compared with the catalog, which builds objects only for what
+ * changed. No library on PyPI walks with lstat and returns undecoded names with (size, mtime_ns,
+ * inode, dev); the pure-Python reader in reconcile.py stays as the fallback and the reference in
+ * tests.
  *
- * scan_dir(path: bytes, prefix: bytes = b"", unseen: dict | None = None)
- *     -> (files, dirs, links, errors, unchanged)
- *   files:  [(name, (size, mtime_ns, inode, dev), ctime_ns)]  inode and dev as signed 64-bit,
- *           as the catalog stores them. With `unseen` ({relpath: (relpath, size, mtime_ns,
- *           inode, dev)}, the catalog's rows),
- *           every file's prefix + name is popped from it, and only the files whose signature
- *           differs (or that it did not hold) are listed; `unchanged` counts the others. On a
- *           restart that is nearly every file, and no object is built for them.
- *   dirs:   [(name, dev, inode)]                              unsigned, for loop detection
+ * read_dirs(paths: list[bytes]) -> [(files: DirFiles, dirs, links, errors) | OSError], one per path
+ *   dirs:   [(name, dev, inode)]   unsigned, for loop detection
  *   links:  [name]
- *   errors: [(name, errno)]                                   lstat failed (ENOENT is dropped:
- *                                                             the entry vanished after readdir)
- * Other kinds (fifos, sockets, devices) are skipped. Opening or reading the directory itself
- * raises OSError with the path.
+ *   errors: [(name, errno)]        lstat failed (ENOENT is dropped: the entry vanished after readdir)
+ *   Other kinds (fifos, sockets, devices) are skipped. Opening or reading the directory itself
+ *   raises OSError with the path.
+ * DirFiles.take(prefix: bytes, unseen: dict | None) -> (files, unchanged)
+ *   files: [(name, (size, mtime_ns, inode, dev), ctime_ns)], inode and dev as signed 64-bit, as
+ *   the catalog stores them. With `unseen` ({relpath: (relpath, size, mtime_ns, inode, dev)},
+ *   the catalog's rows), every file's prefix + name is popped from it, and only the files whose
+ *   signature differs (or that it did not hold) are listed; `unchanged` counts the others.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -41,7 +39,8 @@ typedef struct {
     size_t name_len;
     enum kind kind;
     int err;
-    struct stat st;
+    long long size, mtime_ns, ctime_ns;
+    unsigned long long ino, dev;
 } entry_t;
 
 typedef struct {
@@ -116,16 +115,22 @@ static int read_listing(const char *path, listing_t *l) {
             e->kind = K_SKIP;
             continue;
         }
-        if (fstatat(fd, name, &e->st, AT_SYMLINK_NOFOLLOW) < 0) {
+        struct stat st;
+        if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
             e->err = errno;
             e->kind = e->err == ENOENT ? K_SKIP : K_ERROR;
             continue;
         }
-        if (S_ISREG(e->st.st_mode))
+        e->size = (long long)st.st_size;
+        e->mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + (long long)st.st_mtim.tv_nsec;
+        e->ctime_ns = (long long)st.st_ctim.tv_sec * 1000000000LL + (long long)st.st_ctim.tv_nsec;
+        e->ino = (unsigned long long)st.st_ino;
+        e->dev = (unsigned long long)st.st_dev;
+        if (S_ISREG(st.st_mode))
             e->kind = K_FILE;
-        else if (S_ISDIR(e->st.st_mode))
+        else if (S_ISDIR(st.st_mode))
             e->kind = K_DIR;
-        else if (S_ISLNK(e->st.st_mode))
+        else if (S_ISLNK(st.st_mode))
             e->kind = K_LINK;
         else
             e->kind = K_SKIP;
@@ -136,10 +141,6 @@ static PyObject *signed64(unsigned long long value) {
     return PyLong_FromLongLong((long long)(int64_t)(uint64_t)value);
 }
 
-static PyObject *ns(const struct timespec *ts) {
-    return PyLong_FromLongLong((long long)ts->tv_sec * 1000000000LL + (long long)ts->tv_nsec);
-}
-
 static int append_new(PyObject *list, PyObject *item) {
     if (!item) return -1;
     int rc = PyList_Append(list, item);
@@ -147,13 +148,12 @@ static int append_new(PyObject *list, PyObject *item) {
     return rc;
 }
 
-/* 1 when `known` (the catalog's row: relpath, size, mtime_ns, inode, dev) matches the entry's
- * stat, 0 when it differs, -1 on error. */
-static int same_signature(PyObject *known, const struct stat *st) {
+/* 1 when `known` (the catalog's row: relpath, size, mtime_ns, inode, dev) matches the entry,
+ * 0 when it differs, -1 on error. */
+static int same_signature(PyObject *known, const entry_t *e) {
     if (!PyTuple_Check(known) || PyTuple_GET_SIZE(known) != 5) return 0;
-    long long want[4] = {(long long)st->st_size,
-                         (long long)st->st_mtim.tv_sec * 1000000000LL + (long long)st->st_mtim.tv_nsec,
-                         (long long)(int64_t)(uint64_t)st->st_ino, (long long)(int64_t)(uint64_t)st->st_dev};
+    long long want[4] = {e->size, e->mtime_ns, (long long)(int64_t)(uint64_t)e->ino,
+                         (long long)(int64_t)(uint64_t)e->dev};
     for (int i = 0; i < 4; i++) {
         PyObject *item = PyTuple_GET_ITEM(known, i + 1);
         if (!PyLong_Check(item)) return 0;
@@ -166,18 +166,17 @@ static int same_signature(PyObject *known, const struct stat *st) {
 }
 
 /* Pops prefix + name from `unseen`. 1: unchanged, 0: changed or unknown, -1: error. */
-static int compare_and_pop(PyObject *unseen, PyObject *prefix, const char *name, size_t len,
-                           const struct stat *st) {
+static int compare_and_pop(PyObject *unseen, PyObject *prefix, const char *name, const entry_t *e) {
     Py_ssize_t plen = PyBytes_GET_SIZE(prefix);
-    PyObject *relpath = PyBytes_FromStringAndSize(NULL, plen + (Py_ssize_t)len);
+    PyObject *relpath = PyBytes_FromStringAndSize(NULL, plen + (Py_ssize_t)e->name_len);
     if (!relpath) return -1;
     memcpy(PyBytes_AS_STRING(relpath), PyBytes_AS_STRING(prefix), (size_t)plen);
-    memcpy(PyBytes_AS_STRING(relpath) + plen, name, len);
+    memcpy(PyBytes_AS_STRING(relpath) + plen, name, e->name_len);
     PyObject *known = PyDict_GetItemWithError(unseen, relpath); /* borrowed */
     int rc = 0;
     if (known) {
         Py_INCREF(known);
-        rc = same_signature(known, st);
+        rc = same_signature(known, e);
         Py_DECREF(known);
         if (rc >= 0 && PyDict_DelItem(unseen, relpath) < 0) rc = -1;
     } else if (PyErr_Occurred()) {
@@ -187,103 +186,167 @@ static int compare_and_pop(PyObject *unseen, PyObject *prefix, const char *name,
     return rc;
 }
 
-static PyObject *build(const listing_t *l, PyObject *prefix, PyObject *unseen) {
-    PyObject *files = PyList_New(0), *dirs = PyList_New(0), *links = PyList_New(0), *errors = PyList_New(0);
+/* ----- DirFiles: the regular files of one read, kept in C until taken ----- */
+
+typedef struct {
+    PyObject_HEAD
+    listing_t listing;
+} DirFiles;
+
+static void DirFiles_dealloc(DirFiles *self) {
+    listing_free(&self->listing);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *DirFiles_take(DirFiles *self, PyObject *args) {
+    PyObject *prefix, *unseen = Py_None;
+    if (!PyArg_ParseTuple(args, "O!|O:take", &PyBytes_Type, &prefix, &unseen)) return NULL;
+    if (unseen == Py_None) {
+        unseen = NULL;
+    } else if (!PyDict_CheckExact(unseen)) {
+        PyErr_SetString(PyExc_TypeError, "take: unseen must be a dict or None");
+        return NULL;
+    }
+    const listing_t *l = &self->listing;
+    PyObject *files = PyList_New(0);
+    if (!files) return NULL;
     long long unchanged = 0;
-    if (!files || !dirs || !links || !errors) goto fail;
     for (size_t i = 0; i < l->count; i++) {
         const entry_t *e = &l->entries[i];
-        if (e->kind == K_SKIP) continue;
-        if (e->kind == K_FILE && unseen) {
-            int same = compare_and_pop(unseen, prefix, l->names + e->name_off, e->name_len, &e->st);
+        if (e->kind != K_FILE) continue;
+        const char *name = l->names + e->name_off;
+        if (unseen) {
+            int same = compare_and_pop(unseen, prefix, name, e);
             if (same < 0) goto fail;
             if (same) {
                 unchanged++;
                 continue;
             }
         }
-        PyObject *name = PyBytes_FromStringAndSize(l->names + e->name_off, (Py_ssize_t)e->name_len);
-        if (!name) goto fail;
-        PyObject *item = NULL;
-        switch (e->kind) {
-            case K_FILE: {
-                PyObject *sig = Py_BuildValue("(NNNN)", PyLong_FromLongLong((long long)e->st.st_size),
-                                              ns(&e->st.st_mtim), signed64(e->st.st_ino),
-                                              signed64(e->st.st_dev));
-                if (!sig) break;
-                item = Py_BuildValue("(ONN)", name, sig, ns(&e->st.st_ctim));
-                if (append_new(files, item) < 0) item = NULL;
-                break;
-            }
-            case K_DIR:
-                item = Py_BuildValue("(OKK)", name, (unsigned long long)e->st.st_dev,
-                                     (unsigned long long)e->st.st_ino);
-                if (append_new(dirs, item) < 0) item = NULL;
-                break;
-            case K_LINK:
-                item = name;
-                Py_INCREF(item);
-                if (append_new(links, item) < 0) item = NULL;
-                break;
-            case K_ERROR:
-                item = Py_BuildValue("(Oi)", name, e->err);
-                if (append_new(errors, item) < 0) item = NULL;
-                break;
-            default:
-                item = Py_None;
-        }
-        Py_DECREF(name);
-        if (!item) goto fail;
+        PyObject *item = Py_BuildValue("(y#(LLNN)L)", name, (Py_ssize_t)e->name_len, e->size, e->mtime_ns,
+                                       signed64(e->ino), signed64(e->dev), e->ctime_ns);
+        if (append_new(files, item) < 0) goto fail;
     }
-    return Py_BuildValue("(NNNNL)", files, dirs, links, errors, unchanged);
+    return Py_BuildValue("(NL)", files, unchanged);
 fail:
-    Py_XDECREF(files);
+    Py_DECREF(files);
+    return NULL;
+}
+
+static Py_ssize_t DirFiles_len(DirFiles *self) {
+    Py_ssize_t n = 0;
+    for (size_t i = 0; i < self->listing.count; i++) n += self->listing.entries[i].kind == K_FILE;
+    return n;
+}
+
+static PyMethodDef DirFiles_methods[] = {
+    {"take", (PyCFunction)DirFiles_take, METH_VARARGS,
+     "take(prefix, unseen=None) -> (files, unchanged): the files, compared with `unseen` if given."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods DirFiles_as_sequence = {.sq_length = (lenfunc)DirFiles_len};
+
+static PyTypeObject DirFilesType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "importd.pipeline._scandir.DirFiles",
+    .tp_basicsize = sizeof(DirFiles),
+    .tp_dealloc = (destructor)DirFiles_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The regular files of one directory read, held in C until taken.",
+    .tp_methods = DirFiles_methods,
+    .tp_as_sequence = &DirFiles_as_sequence,
+};
+
+/* ----- read_dirs ----- */
+
+static PyObject *build_read(DirFiles *files) {
+    PyObject *dirs = PyList_New(0), *links = PyList_New(0), *errors = PyList_New(0);
+    if (!dirs || !links || !errors) goto fail;
+    const listing_t *l = &files->listing;
+    for (size_t i = 0; i < l->count; i++) {
+        const entry_t *e = &l->entries[i];
+        const char *name = l->names + e->name_off;
+        Py_ssize_t len = (Py_ssize_t)e->name_len;
+        if (e->kind == K_DIR) {
+            if (append_new(dirs, Py_BuildValue("(y#KK)", name, len, e->dev, e->ino)) < 0) goto fail;
+        } else if (e->kind == K_LINK) {
+            if (append_new(links, PyBytes_FromStringAndSize(name, len)) < 0) goto fail;
+        } else if (e->kind == K_ERROR) {
+            if (append_new(errors, Py_BuildValue("(y#i)", name, len, e->err)) < 0) goto fail;
+        }
+    }
+    Py_INCREF(files);
+    return Py_BuildValue("(NNNN)", (PyObject *)files, dirs, links, errors);
+fail:
     Py_XDECREF(dirs);
     Py_XDECREF(links);
     Py_XDECREF(errors);
     return NULL;
 }
 
-static PyObject *scan_dir(PyObject *self, PyObject *args, PyObject *kwargs) {
+/* Reads several directories with one release of the GIL: a walk calls it with the directories
+ * it has queued, so the thread beside it (the catalog snapshot) is not slowed by a GIL hand-off
+ * per directory. Each result is (DirFiles, dirs, links, errors) or the OSError for that path. */
+static PyObject *read_dirs(PyObject *self, PyObject *arg) {
     (void)self;
-    static char *keywords[] = {"path", "prefix", "unseen", NULL};
-    PyObject *path_obj, *prefix = NULL, *unseen = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!|O!O:scan_dir", keywords, &PyBytes_Type, &path_obj,
-                                     &PyBytes_Type, &prefix, &unseen))
-        return NULL;
-    if (unseen == Py_None) {
-        unseen = NULL;
-    } else if (!PyDict_CheckExact(unseen)) {
-        PyErr_SetString(PyExc_TypeError, "scan_dir: unseen must be a dict or None");
-        return NULL;
+    PyObject *paths = PySequence_Fast(arg, "read_dirs: paths must be a sequence of bytes");
+    if (!paths) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(paths);
+    const char **cpaths = calloc((size_t)n + 1, sizeof(char *));
+    DirFiles **reads = calloc((size_t)n + 1, sizeof(DirFiles *));
+    int *errs = calloc((size_t)n + 1, sizeof(int));
+    PyObject *out = NULL;
+    if (!cpaths || !reads || !errs) {
+        PyErr_NoMemory();
+        goto done;
     }
-    if (unseen && !prefix) {
-        PyErr_SetString(PyExc_TypeError, "scan_dir: unseen needs the prefix");
-        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *p = PySequence_Fast_GET_ITEM(paths, i);
+        if (!PyBytes_Check(p)) {
+            PyErr_SetString(PyExc_TypeError, "read_dirs: paths must be bytes");
+            goto done;
+        }
+        cpaths[i] = PyBytes_AS_STRING(p);
+        if ((size_t)PyBytes_GET_SIZE(p) != strlen(cpaths[i])) {
+            PyErr_SetString(PyExc_ValueError, "read_dirs: embedded null byte");
+            goto done;
+        }
+        reads[i] = PyObject_New(DirFiles, &DirFilesType);
+        if (!reads[i]) goto done;
+        memset(&reads[i]->listing, 0, sizeof(reads[i]->listing));
     }
-    const char *path = PyBytes_AS_STRING(path_obj);
-    if ((size_t)PyBytes_GET_SIZE(path_obj) != strlen(path)) {
-        PyErr_SetString(PyExc_ValueError, "scan_dir: embedded null byte");
-        return NULL;
-    }
-    listing_t listing = {0};
-    int err;
     Py_BEGIN_ALLOW_THREADS
-    err = read_listing(path, &listing);
+    for (Py_ssize_t i = 0; i < n; i++) errs[i] = read_listing(cpaths[i], &reads[i]->listing);
     Py_END_ALLOW_THREADS
-    if (err) {
-        listing_free(&listing);
-        errno = err;
-        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path_obj);
+    out = PyList_New(n);
+    if (!out) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item;
+        if (errs[i]) {
+            item = PyObject_CallFunction(PyExc_OSError, "isO", errs[i], strerror(errs[i]),
+                                         PySequence_Fast_GET_ITEM(paths, i));
+        } else {
+            item = build_read(reads[i]);
+        }
+        if (!item) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, item);
     }
-    PyObject *out = build(&listing, prefix, unseen);
-    listing_free(&listing);
+done:
+    if (reads)
+        for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(reads[i]);
+    free(cpaths);
+    free(reads);
+    free(errs);
+    Py_DECREF(paths);
     return out;
 }
 
 static PyMethodDef methods[] = {
-    {"scan_dir", (PyCFunction)(void (*)(void))scan_dir, METH_VARARGS | METH_KEYWORDS,
-     "scan_dir(path, prefix=b'', unseen=None) -> (files, dirs, links, errors, unchanged)."},
+    {"read_dirs", read_dirs, METH_O,
+     "read_dirs(paths) -> [(DirFiles, dirs, links, errors) | OSError]: lstat of every entry."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -291,4 +354,15 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "importd.pipeline._scandir", NULL, -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__scandir(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__scandir(void) {
+    if (PyType_Ready(&DirFilesType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&DirFilesType);
+    if (PyModule_AddObject(m, "DirFiles", (PyObject *)&DirFilesType) < 0) {
+        Py_DECREF(&DirFilesType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

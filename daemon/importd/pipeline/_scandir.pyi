@@ -1,10 +1,10 @@
 # Types of the C extension built from _scandir.c.
-def scan_dir(
-    path: bytes, prefix: bytes = ..., unseen: dict[bytes, tuple[bytes, int, int, int, int]] | None = None
-) -> tuple[
-    list[tuple[bytes, tuple[int, int, int, int], int]],
-    list[tuple[bytes, int, int]],
-    list[bytes],
-    list[tuple[bytes, int]],
-    int,
-]: ...
+class DirFiles:
+    def take(
+        self, prefix: bytes, unseen: dict[bytes, tuple[bytes, int, int, int, int]] | None = None, /
+    ) -> tuple[list[tuple[bytes, tuple[int, int, int, int], int]], int]: ...
+    def __len__(self) -> int: ...
+
+def read_dirs(
+    paths: list[bytes], /
+) -> list[tuple[DirFiles, list[tuple[bytes, int, int]], list[bytes], list[tuple[bytes, int]]] | OSError]: ...

@@ -109,9 +109,13 @@ class Vanished:
 
 @dataclass(frozen=True, slots=True)
 class VanishedRows:
-    """Rows the reconcile walk no longer found."""
+    """Paths of a root the reconcile walk no longer found. Only rows not written since the walk
+    began (`last_seen < walk_started`) are marked: a row that moved to another path, or a new
+    file registered at the same path meanwhile, is not what the walk missed."""
 
-    row_ids: tuple[int, ...]
+    root_id: int
+    relpaths: tuple[bytes, ...]
+    walk_started: float
 
 
 HashOutcome = HashedFile | FileFailure | Unsettled | Vanished

@@ -15,6 +15,7 @@ import os
 import stat as stat_mod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol, cast
 
 from importd.config import IgnoreRules
 from importd.pipeline.items import FileStat, s64, u64
@@ -72,39 +73,65 @@ def describe_os_error(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-@dataclass(frozen=True, slots=True)
-class DirListing:
-    """One directory as the walk read it: the files that pass the ignore rules as
-    (name, signature, ctime_ns), relpath = prefix + name; links and errors with whole relpaths."""
-
-    prefix: bytes
-    files: list[tuple[bytes, Signature, int]]
-    links: list[WalkedLink] = field(default_factory=list)
-    errors: list[WalkError] = field(default_factory=list)
-    # Files the reader already found unchanged against the comparer's `unseen` (and left out).
-    unchanged: int = 0
+FileEntry = tuple[bytes, Signature, int]  # (name, signature, ctime_ns)
 
 
-_ScanResult = tuple[
-    list[tuple[bytes, Signature, int]],
-    list[tuple[bytes, int, int]],
-    list[bytes],
-    list[tuple[bytes, int]],
-    int,
-]
-_ScanDir = Callable[[bytes, bytes, "dict[bytes, KnownRow] | None"], _ScanResult]
+class DirFiles(Protocol):
+    """The regular files of one directory read (`_scandir.DirFiles`, or `_PyDirFiles`)."""
+
+    def take(
+        self, prefix: bytes, unseen: dict[bytes, KnownRow] | None = None, /
+    ) -> tuple[list[FileEntry], int]:
+        """(files, unchanged): all files; or, with the catalog's `unseen` rows, each file's
+        relpath popped from it and only those that differ listed, the rest counted."""
+        ...
+
+    def __len__(self) -> int: ...
 
 
-def _scan_dir_python(
-    path: bytes, prefix: bytes = b"", unseen: dict[bytes, KnownRow] | None = None
-) -> _ScanResult:
-    """What `_scandir.scan_dir` returns, with os.scandir: the fallback when the extension is not
-    built, and the reference it is tested against."""
-    files: list[tuple[bytes, Signature, int]] = []
+DirRead = tuple[DirFiles, list[tuple[bytes, int, int]], list[bytes], list[tuple[bytes, int]]]
+ReadDirs = Callable[[list[bytes]], list["DirRead | OSError"]]
+# Directories read per call: one GIL release for all of them.
+READ_BATCH = 64
+
+
+class _PyDirFiles:
+    def __init__(self, files: list[FileEntry]) -> None:
+        self._files = files
+
+    def take(
+        self, prefix: bytes, unseen: dict[bytes, KnownRow] | None = None, /
+    ) -> tuple[list[FileEntry], int]:
+        if unseen is None:
+            return list(self._files), 0
+        out: list[FileEntry] = []
+        for entry in self._files:
+            known = unseen.pop(prefix + entry[0], None)
+            if known is None or known[1:] != entry[1]:
+                out.append(entry)
+        return out, len(self._files) - len(out)
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+
+def _read_dirs_python(paths: list[bytes]) -> list[DirRead | OSError]:
+    """What `_scandir.read_dirs` returns, with os.scandir: the fallback when the extension is
+    not built, and the reference it is tested against."""
+    out: list[DirRead | OSError] = []
+    for path in paths:
+        try:
+            out.append(_read_dir_python(path))
+        except OSError as exc:
+            out.append(exc)
+    return out
+
+
+def _read_dir_python(path: bytes) -> DirRead:
+    files: list[FileEntry] = []
     dirs: list[tuple[bytes, int, int]] = []
     links: list[bytes] = []
     errors: list[tuple[bytes, int]] = []
-    unchanged = 0
     with os.scandir(path) as it:
         entries = list(it)
     for entry in entries:
@@ -120,97 +147,130 @@ def _scan_dir_python(
             continue
         if stat_mod.S_ISREG(st.st_mode):
             signature = (st.st_size, st.st_mtime_ns, s64(st.st_ino), s64(st.st_dev))
-            if unseen is not None:
-                known = unseen.pop(prefix + entry.name, None)
-                if known is not None and known[1:] == signature:
-                    unchanged += 1
-                    continue
             files.append((entry.name, signature, st.st_ctime_ns))
         elif stat_mod.S_ISDIR(st.st_mode):
             dirs.append((entry.name, st.st_dev, st.st_ino))
         elif stat_mod.S_ISLNK(st.st_mode):
             links.append(entry.name)
-    return files, dirs, links, errors, unchanged
+    return _PyDirFiles(files), dirs, links, errors
 
 
-def _native_scan_dir() -> _ScanDir | None:
+def _native_read_dirs() -> ReadDirs | None:
     try:
-        from importd.pipeline._scandir import scan_dir as native
+        from importd.pipeline._scandir import read_dirs as native
     except ImportError:  # not compiled (a source checkout without a build): same results, slower
         return None
-    return native
+    return cast(ReadDirs, native)  # its DirFiles satisfies the protocol; lists are invariant
 
 
-scan_dir: _ScanDir = _native_scan_dir() or _scan_dir_python
+read_dirs: ReadDirs = _native_read_dirs() or _read_dirs_python
+
+
+@dataclass(frozen=True, slots=True)
+class DirListing:
+    """One directory as the walk read it. Its files stay with the reader until `take`: before
+    the catalog snapshot is there, a walk can run ahead without building an object per file.
+    Links and errors carry whole relpaths."""
+
+    prefix: bytes
+    pending: DirFiles | None
+    ignore: IgnoreRules
+    links: list[WalkedLink] = field(default_factory=list)
+    errors: list[WalkError] = field(default_factory=list)
+
+    def take(self, unseen: dict[bytes, KnownRow] | None = None) -> tuple[list[FileEntry], int]:
+        """(files that pass the ignore rules, files found unchanged in `unseen`)."""
+        if self.pending is None:
+            return [], 0
+        files, unchanged = self.pending.take(self.prefix, unseen)
+        if files and (ignored := self.ignore.name_ignored_bytes) is not None:
+            files = [f for f in files if not ignored(f[0])]
+        if files and self.ignore.has_path_globs:
+            files = [f for f in files if not self.ignore.path_ignored(os.fsdecode(self.prefix + f[0]))]
+        return files, unchanged
+
+    def __len__(self) -> int:
+        return len(self.pending) if self.pending is not None else 0
+
+
+class _OneFile:
+    def __init__(self, entry: FileEntry) -> None:
+        self.entry = entry
+
+    def take(
+        self, prefix: bytes, unseen: dict[bytes, KnownRow] | None = None, /
+    ) -> tuple[list[FileEntry], int]:
+        return _PyDirFiles([self.entry]).take(prefix, unseen)
+
+    def __len__(self) -> int:
+        return 1
 
 
 def walk_listings(
-    root: bytes,
-    start: bytes,
-    ignore: IgnoreRules,
-    scan: _ScanDir | None = None,
-    unseen: Callable[[], dict[bytes, KnownRow] | None] | None = None,
+    root: bytes, start: bytes, ignore: IgnoreRules, reader: ReadDirs | None = None
 ) -> Iterator[DirListing]:
     """Depth-first walk below `root/start` (start may be b"" for the whole root), one listing
-    per directory. `unseen`, asked before each directory, may give the comparer's dict of
-    catalog signatures: the reader then compares (and pops) as it reads, and lists only what
-    differs; the comparer still works when it gets every file instead."""
-    scan = scan or scan_dir
+    per directory."""
+    reader = reader or read_dirs
     top = root + b"/" + start if start else root
     try:
         st = os.lstat(top)
     except FileNotFoundError:
         return
     except OSError as exc:
-        yield DirListing(b"", [], errors=[WalkError(start, describe_os_error(exc))])
+        yield DirListing(b"", None, ignore, errors=[WalkError(start, describe_os_error(exc))])
         return
     if stat_mod.S_ISREG(st.st_mode):
         if start and not ignore.path_ignored(os.fsdecode(start)):
             head, _, name = start.rpartition(b"/")
             walked = WalkedFile.of(start, st)
-            yield DirListing(head + b"/" if head else b"", [(name, walked.signature, walked.ctime_ns)])
+            one = _OneFile((name, walked.signature, walked.ctime_ns))
+            yield DirListing(head + b"/" if head else b"", one, IgnoreRules(()))
         return
     if stat_mod.S_ISLNK(st.st_mode):
-        yield DirListing(b"", [], links=[WalkedLink(start)])
+        yield DirListing(b"", None, ignore, links=[WalkedLink(start)])
         return
     if not stat_mod.S_ISDIR(st.st_mode):
         return
     visited: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
-    check_paths = ignore.has_path_globs
-    ignored = ignore.name_ignored_bytes
     stack: list[bytes] = [start]
     while stack:
-        rel = stack.pop()
-        path = root + b"/" + rel if rel else root
-        prefix = rel + b"/" if rel else b""
-        against = unseen() if unseen is not None else None
-        try:
-            files, dirs, links, errors, unchanged = scan(path, prefix, against)
-        except OSError as exc:
-            yield DirListing(prefix, [], errors=[WalkError(rel, describe_os_error(exc))])
+        batch = [stack.pop() for _ in range(min(len(stack), READ_BATCH))]
+        reads = reader([root + b"/" + rel if rel else root for rel in batch])
+        for rel, read in zip(batch, reads, strict=True):
+            yield _listing(rel, read, ignore, visited, stack)
+
+
+def _listing(
+    rel: bytes,
+    read: DirRead | OSError,
+    ignore: IgnoreRules,
+    visited: set[tuple[int, int]],
+    stack: list[bytes],
+) -> DirListing:
+    """One read as a listing; its subdirectories go on the stack (each (dev, inode) once)."""
+    prefix = rel + b"/" if rel else b""
+    if isinstance(read, OSError):
+        return DirListing(prefix, None, ignore, errors=[WalkError(rel, describe_os_error(read))])
+    files, dirs, links, errors = read
+    listing = DirListing(prefix, files, ignore)
+    for name, errno_value in errors:
+        if not _skipped(ignore, prefix + name):
+            listing.errors.append(WalkError(prefix + name, describe_os_error(OSError(errno_value, ""))))
+    for name in links:
+        if not _skipped(ignore, prefix + name):
+            listing.links.append(WalkedLink(prefix + name))
+    for name, dev, ino in reversed(dirs):  # reversed: the stack pops them in readdir order
+        relpath = prefix + name
+        if _skipped(ignore, relpath):
             continue
-        if ignored is not None:
-            files = [f for f in files if not ignored(f[0])]
-        if check_paths:
-            files = [f for f in files if not ignore.path_ignored(os.fsdecode(prefix + f[0]))]
-        listing = DirListing(prefix, files, unchanged=unchanged)
-        for name, errno_value in errors:
-            if not _skipped(ignore, prefix + name):
-                listing.errors.append(WalkError(prefix + name, describe_os_error(OSError(errno_value, ""))))
-        for name in links:
-            if not _skipped(ignore, prefix + name):
-                listing.links.append(WalkedLink(prefix + name))
-        for name, dev, ino in reversed(dirs):  # reversed: the stack pops them in readdir order
-            relpath = prefix + name
-            if _skipped(ignore, relpath):
-                continue
-            if (dev, ino) in visited:
-                loop = WalkError(relpath, "directory loop (a bind mount of a parent?): not entered")
-                listing.errors.append(loop)
-                continue
-            visited.add((dev, ino))
-            stack.append(relpath)
-        yield listing
+        if (dev, ino) in visited:
+            loop = WalkError(relpath, "directory loop (a bind mount of a parent?): not entered")
+            listing.errors.append(loop)
+            continue
+        visited.add((dev, ino))
+        stack.append(relpath)
+    return listing
 
 
 def _skipped(ignore: IgnoreRules, relpath: bytes) -> bool:
@@ -225,7 +285,7 @@ def walk(root: bytes, start: bytes, ignore: IgnoreRules) -> Iterator[WalkItem]:
     for listing in walk_listings(root, start, ignore):
         yield from listing.errors
         yield from listing.links
-        for name, signature, ctime_ns in listing.files:
+        for name, signature, ctime_ns in listing.take()[0]:
             yield WalkedFile(listing.prefix + name, signature, ctime_ns)
 
 
@@ -258,9 +318,6 @@ class ReconcileDiff:
     changed_count: int = 0
 
 
-_NOT_KNOWN: KnownRow = (b"", -1, -1, -1, -1)
-
-
 class ReconcileComparer:
     """Compares walk listings against a catalog snapshot, a directory at a time (so the walk can
     stream changed files onward while it is still going), then lists the vanished rows at the end."""
@@ -274,23 +331,15 @@ class ReconcileComparer:
         self.keep_changed = keep_changed
         self.diff = ReconcileDiff()
 
-    @property
-    def unseen(self) -> dict[bytes, KnownRow]:
-        """Catalog signatures not met yet, for a reader that compares as it reads."""
-        return self._unseen
-
     def feed(self, listing: DirListing) -> list[WalkedFile]:
-        """Returns the files that must go on to settle/hash. A file the reader already popped
-        from `unseen` is not found there again, so it counts as changed, as it should."""
+        """Returns the files that must go on to settle/hash: the reader pops each file from
+        `unseen` and lists only those whose signature differs or that the catalog lacks."""
         self.diff.errors.extend(listing.errors)
         self.diff.links.extend(listing.links)
-        self.diff.seen += len(listing.files) + listing.unchanged
-        prefix, pop = listing.prefix, self._unseen.pop
-        changed = [
-            WalkedFile(relpath, signature, ctime_ns)
-            for name, signature, ctime_ns in listing.files
-            if (pop(relpath := prefix + name, None) or _NOT_KNOWN)[1:] != signature
-        ]
+        files, unchanged = listing.take(self._unseen)
+        self.diff.seen += len(files) + unchanged
+        prefix = listing.prefix
+        changed = [WalkedFile(prefix + name, signature, ctime_ns) for name, signature, ctime_ns in files]
         if changed:
             for item in changed:
                 self._unseen_errors.pop(item.relpath, None)

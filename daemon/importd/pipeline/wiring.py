@@ -33,7 +33,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from importctl.protocol import TERMINAL_STATES
 from importd.api.events import EventBus
 from importd.catalog import queries
-from importd.catalog.engine import sqlite_file
 from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.config import Config, RootConfig
 from importd.entities import GapChange
@@ -57,7 +56,6 @@ from importd.pipeline.mapper import EntityMapper, MappingOutcome
 from importd.pipeline.reconcile import (
     CatalogSnapshot,
     DirListing,
-    KnownRow,
     ReconcileComparer,
     WalkedFile,
     WalkError,
@@ -423,9 +421,7 @@ class Pipeline:
                 scan.state, scan.message = "failed", f"root went offline during the walk: {why}"
                 return
             if diff.vanished:
-                vanished = diff.vanished
-                ids = await self.writer.call(lambda c: queries.row_ids(c, scan.root_id, vanished))
-                await self.writer.put(VanishedRows(tuple(ids)))
+                await self.writer.put(VanishedRows(scan.root_id, tuple(diff.vanished), scan.started))
             scan.vanished = len(diff.vanished)
             scan.errors += len(diff.errors)
             if self.on_links is not None:
@@ -503,15 +499,8 @@ class Pipeline:
             )
 
     async def _load_snapshot(self, scan: Scan, known: Future[CatalogSnapshot]) -> None:
-        prefix = scan.prefix or None
         try:
-            if (db_file := sqlite_file(self.engine)) is not None:
-                snap = await anyio.to_thread.run_sync(
-                    queries.snapshot_from_file, db_file, scan.root_id, prefix
-                )
-            else:
-                async with self.engine.connect() as conn:
-                    snap = await conn.run_sync(queries.snapshot, scan.root_id, prefix)
+            snap = await queries.read_snapshot(self.engine, scan.root_id, scan.prefix or None)
             known.set_result(snap)
         except BaseException as exc:
             known.set_exception(exc)
@@ -519,22 +508,19 @@ class Pipeline:
 
     def _walk_thread(self, state: RootState, scan: Scan, known: Future[CatalogSnapshot]) -> ReconcileComparer:
         """Runs in a worker thread; hands changed files to the loop in batches. Until the catalog
-        snapshot arrives, listings wait in memory (a bounded number of files, then it waits)."""
+        snapshot arrives, listings wait in memory, their files still in the reader's C buffers
+        (a bounded number of files, then the walk waits)."""
         batch: list[WalkedFile] = []
         early: list[DirListing] = []
         early_files = 0
         comparer: ReconcileComparer | None = None
-
-        def unseen() -> dict[bytes, KnownRow] | None:
-            return comparer.unseen if comparer is not None else None
-
-        for listing in walk_listings(state.raw_path, scan.prefix, state.config.ignore, unseen=unseen):
+        for listing in walk_listings(state.raw_path, scan.prefix, state.config.ignore):
             if self.stopping.is_set() or scan.cancelled:
                 break
             if comparer is None:
                 if not known.done() and early_files < SNAPSHOT_WAIT_FILES:
                     early.append(listing)
-                    early_files += len(listing.files)
+                    early_files += len(listing)
                     continue
                 comparer = ReconcileComparer(known.result(), keep_changed=False)
                 for waited in early:

@@ -1,12 +1,15 @@
+import ctypes
+import errno
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import blake3
 import pytest
 
 from importd.pipeline import hasher
-from importd.pipeline.hasher import BatchHasher, hash_file
+from importd.pipeline.hasher import PAGE, BatchHasher, hash_file, new_buffer, page_aligned
 from importd.pipeline.items import (
     FileFailure,
     FileRef,
@@ -18,22 +21,75 @@ from importd.pipeline.items import (
 )
 
 REF = FileRef(1, "r", b"f")
-REAL_BLAKE3 = blake3.blake3
+REAL_READ = hasher._read
 
 
 def settled(path: Path) -> SettledFile:
     return SettledFile(REF, FileStat.of(os.lstat(path)))
 
 
-def test_small_and_big_files_match_blake3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hasher, "PIPELINE_FROM", 1 << 20)  # exercise the pipelined path cheaply
-    for size in (0, 1, 4096, (1 << 20) - 1, 5 * (1 << 20) + 3):
+@pytest.fixture
+def small_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipelined path for files of 1 MiB and more, in 256 KiB chunks: cheap to exercise."""
+    monkeypatch.setattr(hasher, "PIPELINE_FROM", 1 << 20)
+    monkeypatch.setattr(hasher, "PIPELINE_CHUNK", 256 << 10)
+
+
+def after_first_read(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> list[int]:
+    """Run `action` once, right after the first read of the file being hashed."""
+    reads: list[int] = []
+
+    def read(fd: int, view: memoryview) -> int:
+        n = REAL_READ(fd, view)
+        if not reads:
+            action()
+        reads.append(n)
+        return n
+
+    monkeypatch.setattr(hasher, "_read", read)
+    return reads
+
+
+def address(view: memoryview) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+@pytest.mark.usefixtures("small_pipeline")
+def test_small_and_big_files_match_blake3(tmp_path: Path) -> None:
+    for size in (0, 1, 4096, (1 << 20) - 1, 1 << 20, 5 * (1 << 20) + 3):
         data = os.urandom(size)
         p = tmp_path / f"f{size}"
         p.write_bytes(data)
-        out = hash_file(os.fsencode(str(p)), settled(p), bytearray(1 << 16))
-        assert isinstance(out, HashedFile)
-        assert out.blake3 == blake3.blake3(data).hexdigest()
+        for buffer in (new_buffer(1 << 16), bytearray(1 << 16), bytearray(100)):
+            out = hash_file(os.fsencode(str(p)), settled(p), buffer)
+            assert isinstance(out, HashedFile)
+            assert out.blake3 == blake3.blake3(data).hexdigest()
+
+
+def test_reads_land_on_page_boundaries_in_whole_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for buffer in (new_buffer(), bytearray(1 << 20), bytearray(3 * PAGE + 5)):
+        view = page_aligned(buffer)
+        assert address(view) % PAGE == 0
+        assert len(view) % PAGE == 0
+        assert len(view) >= len(buffer) - 2 * PAGE + 1
+    assert len(page_aligned(new_buffer(1 << 20))) == 1 << 20
+    assert len(page_aligned(bytearray(PAGE + 1))) == PAGE + 1  # too small to bother
+
+    p = tmp_path / "f"
+    p.write_bytes(os.urandom(3 << 20))
+    seen: list[tuple[int, int]] = []
+
+    def read(fd: int, view: memoryview) -> int:
+        seen.append((address(view) % PAGE, len(view) % PAGE))
+        return REAL_READ(fd, view)
+
+    monkeypatch.setattr(hasher, "_read", read)
+    assert isinstance(hash_file(os.fsencode(str(p)), settled(p), new_buffer()), HashedFile)
+    monkeypatch.setattr(hasher, "PIPELINE_FROM", 1 << 20)
+    assert isinstance(hash_file(os.fsencode(str(p)), settled(p), new_buffer()), HashedFile)
+    assert len(seen) > 6 and set(seen) == {(0, 0)}
 
 
 def test_changed_since_settle_goes_back(tmp_path: Path) -> None:
@@ -57,53 +113,98 @@ def test_vanished_replaced_by_symlink_or_fifo(tmp_path: Path) -> None:
     assert isinstance(hash_file(os.fsencode(str(p)), s, bytearray(1024)), Vanished)
 
 
-def test_replaced_by_rename_while_hashing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("size", [3 << 20, 20 << 20])
+def test_replaced_by_rename_while_hashing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
     p = tmp_path / "f"
-    p.write_bytes(os.urandom(3 << 20))
+    p.write_bytes(os.urandom(size))
     s = settled(p)
     other = tmp_path / "g"
     other.write_bytes(b"replacement")
-    calls = []
-
-    class Spy:
-        def __init__(self, **kw: object) -> None:
-            self.h = REAL_BLAKE3()
-
-        def update(self, data: object) -> None:
-            if not calls:
-                os.rename(other, p)  # swapped under us after the first chunk
-            calls.append(1)
-            self.h.update(data)
-
-        def hexdigest(self) -> str:
-            return self.h.hexdigest()
-
-    monkeypatch.setattr(hasher.blake3, "blake3", Spy)
-    out = hash_file(os.fsencode(str(p)), s, bytearray(1 << 20))
+    reads = after_first_read(monkeypatch, lambda: os.rename(other, p))
+    out = hash_file(os.fsencode(str(p)), s, new_buffer())
     assert isinstance(out, Unsettled)
+    assert len(reads) > 1  # the rest of the old inode was read through the open descriptor
 
 
-def test_truncated_while_hashing_is_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("size", [4 << 20, 20 << 20])
+def test_truncated_while_hashing_is_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(os.urandom(size))
+    s = settled(p)
+    after_first_read(monkeypatch, lambda: os.truncate(p, 10))  # with mmap this would be SIGBUS
+    assert isinstance(hash_file(os.fsencode(str(p)), s, new_buffer()), Unsettled)
+
+
+@pytest.mark.usefixtures("small_pipeline")
+def test_read_error_in_the_reader_thread_is_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(os.urandom(3 << 20))
+
+    def fail() -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    after_first_read(monkeypatch, fail)
+    out = hash_file(os.fsencode(str(p)), settled(p), new_buffer())
+    assert isinstance(out, FileFailure) and "input/output error" in out.reason
+    assert not any(t.name == "importd-read" for t in threading.enumerate())
+
+
+@pytest.mark.usefixtures("small_pipeline")
+def test_stop_mid_file_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "f"
     p.write_bytes(os.urandom(4 << 20))
-    s = settled(p)
+    stop = threading.Event()
+    reads = after_first_read(monkeypatch, stop.set)
+    assert isinstance(hash_file(os.fsencode(str(p)), settled(p), new_buffer(), stop), Unsettled)
+    assert len(reads) < 16  # did not read the whole file
+    assert not any(t.name == "importd-read" for t in threading.enumerate())
 
-    class Truncating:
-        def __init__(self, **kw: object) -> None:
-            self.h = REAL_BLAKE3()
-            self.n = 0
 
-        def update(self, data: object) -> None:
-            self.n += 1
-            if self.n == 1:
-                os.truncate(p, 10)  # with mmap this would be SIGBUS
-            self.h.update(data)
+def _nice_of_tasks() -> dict[int, int]:
+    out: dict[int, int] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # a thread that just ended
+        out[int(tid)] = int(fields[16])  # field 19 of stat, counting from the pid
+    return out
 
-        def hexdigest(self) -> str:
-            return self.h.hexdigest()
 
-    monkeypatch.setattr(hasher.blake3, "blake3", Truncating)
-    assert isinstance(hash_file(os.fsencode(str(p)), s, bytearray(1 << 20)), Unsettled)
+@pytest.mark.usefixtures("small_pipeline")
+@pytest.mark.skipif(hasher._THREADS < 2 or not os.path.isdir("/proc/self/task"), reason="needs 2 CPUs, Linux")
+def test_hashing_threads_take_the_priority_of_the_thread_that_asks(tmp_path: Path) -> None:
+    """A lowered scrub must not feed full-priority hashing threads (nor the other way round):
+    its reader and blake3's threads take the nice value of the worker thread that hashes."""
+    p = tmp_path / "f"
+    data = os.urandom(3 << 20)
+    p.write_bytes(data)
+    seen: dict[str, object] = {}
+
+    def worker() -> None:
+        tid = threading.get_native_id()
+        first = hash_file(os.fsencode(str(p)), settled(p), new_buffer())
+        pool_before = hasher._KIT.hasher
+        again = hash_file(os.fsencode(str(p)), settled(p), new_buffer())
+        seen["reused"] = hasher._KIT.hasher is pool_before
+        os.setpriority(os.PRIO_PROCESS, tid, 7)
+        lowered = hash_file(os.fsencode(str(p)), settled(p), new_buffer())
+        seen["new_pool"] = hasher._KIT.hasher is not pool_before
+        seen["lowered_tasks"] = {t for t, nice in _nice_of_tasks().items() if nice == 7} - {tid}
+        seen["digests"] = {o.blake3 for o in (first, again, lowered) if isinstance(o, HashedFile)}
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen["digests"] == {blake3.blake3(data).hexdigest()}
+    assert seen["reused"] and seen["new_pool"]
+    lowered = seen["lowered_tasks"]
+    assert isinstance(lowered, set) and len(lowered) >= hasher._THREADS  # the new pool's threads
 
 
 def test_permission_denied_is_a_failure(tmp_path: Path) -> None:

@@ -11,7 +11,13 @@ from pathlib import Path
 import blake3
 import pytest
 
-from importd.maintenance.priority import IOPRIO_CLASS_IDLE, lower_thread_priority, thread_io_class
+from importd.maintenance.priority import (
+    IOPRIO_CLASS_IDLE,
+    SWEEP_NICE,
+    lower_thread_priority,
+    run_lowered,
+    thread_io_class,
+)
 from importd.maintenance.scrub import (
     Budget,
     BudgetError,
@@ -128,7 +134,7 @@ def test_unreadable_is_reported(tmp_path: Path) -> None:
     path.write_bytes(b"x" * 10)
 
     def failing(
-        path: bytes, settled: SettledFile, buffer: bytearray, stop: threading.Event | None = None
+        path: bytes, settled: SettledFile, buffer: bytearray | memoryview, stop: threading.Event | None = None
     ) -> HashOutcome:
         return FileFailure(
             settled.ref, settled.stat, "read failed: input/output error (failing disk or network mount?)"
@@ -294,7 +300,55 @@ def test_lower_thread_priority_touches_only_the_calling_thread() -> None:
     worker.start()
     worker.join()
     assert seen["problems"] == []
-    assert seen["nice"] == 19
+    assert seen["nice"] == SWEEP_NICE
     assert seen["io"] in (IOPRIO_CLASS_IDLE, None)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
     assert thread_io_class() != IOPRIO_CLASS_IDLE
+
+
+def test_run_lowered_leaves_the_calling_thread_alone() -> None:
+    """anyio reuses its worker threads and a nice value cannot be raised back without privilege:
+    the sweep runs on a thread of its own, and threads it starts (the hasher's) inherit."""
+    me = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, me)
+
+    def work() -> tuple[int, int, int | None, int | None]:
+        tid = threading.get_native_id()
+        child: list[tuple[int, int | None]] = []
+
+        def started_by_the_sweep() -> None:
+            own = threading.get_native_id()
+            child.append((os.getpriority(os.PRIO_PROCESS, own), thread_io_class(own)))
+
+        helper = threading.Thread(target=started_by_the_sweep)
+        helper.start()
+        helper.join()
+        return tid, os.getpriority(os.PRIO_PROCESS, tid), thread_io_class(tid), child[0][1]
+
+    problems: list[list[str]] = []
+    tid, nice, io, child_io = run_lowered(work, on_problems=problems.append)
+    assert tid != me and problems == []
+    assert nice == SWEEP_NICE and io in (IOPRIO_CLASS_IDLE, None) and child_io == io
+    assert os.getpriority(os.PRIO_PROCESS, me) == before
+    assert thread_io_class() != IOPRIO_CLASS_IDLE
+
+    def fails() -> None:
+        raise ValueError("disk on fire")
+
+    with pytest.raises(ValueError, match="disk on fire"):
+        run_lowered(fails)
+
+
+def test_lowering_twice_never_raises_the_priority() -> None:
+    seen: list[int] = []
+
+    def twice() -> None:
+        tid = threading.get_native_id()
+        assert lower_thread_priority(15) == []
+        assert lower_thread_priority() == []  # 10 would be a raise: refused quietly, not tried
+        seen.append(os.getpriority(os.PRIO_PROCESS, tid))
+
+    worker = threading.Thread(target=twice)
+    worker.start()
+    worker.join()
+    assert seen == [15]

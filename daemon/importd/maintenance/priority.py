@@ -2,10 +2,19 @@
 
 Linux applies both per thread: `setpriority(PRIO_PROCESS, tid)` renices only that thread, and
 `ioprio_set(IOPRIO_WHO_PROCESS, tid)` puts only its reads in the idle class, so the control socket
-and new registrations keep their share. The idle class is honoured by the BFQ scheduler and
-ignored by mq-deadline and none, where the nice value is what remains. blake3's own worker threads
-(used for files of 16 MiB and more) belong to whichever thread started them first and keep that
-thread's priority.
+and new registrations keep their share. The idle class is honoured by the BFQ scheduler (and
+by mq-deadline, which serves it last); with `none` the nice value is what remains. Threads
+started by a lowered thread inherit both: the hasher's reader thread and blake3 thread pool,
+which it makes per thread and per nice value for exactly that reason.
+
+Nice 10 rather than 19: the sweep still gets about a tenth of a busy CPU instead of a
+seventieth, and a lowered thread that holds the GIL when it is preempted gets it back in tens
+of milliseconds, not hundreds, so it cannot hold up the event loop for long. When nothing else
+runs, the value makes no difference (measured: `make bench`, the scrub).
+
+An unprivileged process cannot raise a thread's priority back (RLIMIT_NICE is 0 by default), so
+lowering a thread that is reused for other work (anyio's worker threads) lowers that work too:
+`run_lowered` runs a function in a thread of its own that ends with it.
 """
 
 from __future__ import annotations
@@ -14,7 +23,12 @@ import ctypes
 import os
 import platform
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
+T = TypeVar("T")
+
+SWEEP_NICE = 10
 IOPRIO_WHO_PROCESS = 1
 IOPRIO_CLASS_IDLE = 3
 IOPRIO_CLASS_SHIFT = 13
@@ -26,13 +40,15 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def lower_thread_priority(nice: int = 19) -> list[str]:
+def lower_thread_priority(nice: int = SWEEP_NICE) -> list[str]:
     """Renice the calling thread and put its I/O in the idle class; returns what could not be
-    done (empty when both worked), so the caller can log it and carry on."""
+    done (empty when both worked), so the caller can log it and carry on. For good: see
+    `run_lowered` for work on a thread that is used for something else afterwards."""
     problems: list[str] = []
     tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
+        if os.getpriority(os.PRIO_PROCESS, tid) < nice:  # never raise it (nor fail trying)
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError as exc:
         problems.append(f"cannot renice: {exc.strerror}")
     numbers = _SYSCALLS.get(platform.machine())
@@ -44,6 +60,32 @@ def lower_thread_priority(nice: int = 19) -> list[str]:
     if libc.syscall(numbers[0], IOPRIO_WHO_PROCESS, tid, value) != 0:
         problems.append(f"cannot set the idle I/O class: {os.strerror(ctypes.get_errno())}")
     return problems
+
+
+def run_lowered(
+    work: Callable[[], T], nice: int = SWEEP_NICE, on_problems: Callable[[list[str]], None] | None = None
+) -> T:
+    """`work()` in a new thread at lowered priority, which ends with it; its result, or its
+    exception raised here. The calling thread only waits, so its own priority is untouched.
+    `on_problems` hears what `lower_thread_priority` could not do."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def lowered() -> None:
+        problems = lower_thread_priority(nice)
+        if problems and on_problems is not None:
+            on_problems(problems)
+        try:
+            outcome.append(work())
+        except BaseException as exc:  # re-raised in the waiting thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=lowered, name="importd-lowered", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def thread_io_class(tid: int | None = None) -> int | None:

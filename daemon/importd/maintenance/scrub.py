@@ -19,7 +19,9 @@ ORDER BY last_verified IS NOT NULL, last_verified, id` (see `ScrubPlan.order_key
 
 Hashing is `importd.pipeline.hasher.hash_file` (streamed, never mmap, O_NOATIME), given a
 `SettledFile` made from the lstat taken just before, so a file written during the read comes back
-`Unsettled` and is reported as `changed`.
+`Unsettled` and is reported as `changed`. It runs at the priority of the calling thread, and so
+do the reader and blake3 threads it starts for big files: lower it with
+`importd.maintenance.priority.run_lowered` around the sweep.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from importd.catalog.models import FileRow
-from importd.pipeline.hasher import CHUNK, hash_file
+from importd.pipeline.hasher import CHUNK, hash_file, new_buffer, page_aligned
 from importd.pipeline.items import (
     FileFailure,
     FileRef,
@@ -228,7 +230,11 @@ class ScrubPlan:
 
 class FileHasher(Protocol):
     def __call__(
-        self, path: bytes, settled: SettledFile, buffer: bytearray, stop: threading.Event | None = None
+        self,
+        path: bytes,
+        settled: SettledFile,
+        buffer: bytearray | memoryview,
+        stop: threading.Event | None = None,
     ) -> HashOutcome: ...
 
 
@@ -256,7 +262,7 @@ class Scrubber:
         self._seen: set[int] = set()
 
     def sweep(self, targets: Iterable[ScrubTarget]) -> Iterator[ScrubResult]:
-        buffer = bytearray(self.chunk)
+        buffer = page_aligned(new_buffer(self.chunk))
         progress = self.progress
         begin = self.clock()
         for target in targets:
@@ -281,7 +287,7 @@ class Scrubber:
         progress.elapsed = self.clock() - begin
         progress.stopped = "done"
 
-    def check(self, target: ScrubTarget, buffer: bytearray) -> ScrubResult | None:
+    def check(self, target: ScrubTarget, buffer: bytearray | memoryview) -> ScrubResult | None:
         """One file; None only when `stop` interrupted the read."""
         checked_at = self.now()
 

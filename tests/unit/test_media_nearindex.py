@@ -1,12 +1,22 @@
-"""HashIndex against a brute-force scan, and EmbeddingIndex on known vectors."""
+"""HashIndex against a brute-force scan and a model, and EmbeddingIndex on known vectors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from importd.media.hashes import hamming, to_signed64
-from importd.media.nearindex import NEAR_DUPLICATE_MAX_DISTANCE, EmbeddingIndex, HashIndex, compile_search
+from importd.media import nearindex
+from importd.media.hashes import hamming, to_signed64, to_unsigned64
+from importd.media.nearindex import (
+    NEAR_DUPLICATE_MAX_DISTANCE,
+    EmbeddingIndex,
+    HashIndex,
+    _layout,
+    _probing,
+    compile_search,
+)
 
 
 def near(value: int, bits: list[int]) -> int:
@@ -152,3 +162,163 @@ def test_embedding_index_grows() -> None:
         index.add(key, vector)
     unit = np.eye(8, dtype=np.float32)[3]
     assert len(index.query(unit, 0.99)) == 125
+
+
+# -- the search structure against a model, through every path: tables, tail, removals, rebuilds ------
+
+
+class Model:
+    """What a HashIndex should answer: a dict in insertion order (a replaced key moves to the end)."""
+
+    def __init__(self) -> None:
+        self.items: dict[int, int] = {}
+
+    def add(self, key: int, value: int) -> None:
+        self.items.pop(key, None)
+        self.items[key] = to_unsigned64(value)
+
+    def query(self, value: int, radius: int) -> list[tuple[int, int]]:
+        value = to_unsigned64(value)
+        radius = max(0, min(64, radius))
+        order = {key: i for i, key in enumerate(self.items)}
+        hits = [
+            (hamming(v, value), order[k], k) for k, v in self.items.items() if hamming(v, value) <= radius
+        ]
+        return [(k, d) for d, _, k in sorted(hits)]
+
+    def group_sets(self, radius: int) -> set[frozenset[int]]:
+        keys = list(self.items)
+        parent = {k: k for k in keys}
+
+        def root(k: int) -> int:
+            while parent[k] != k:
+                k = parent[k]
+            return k
+
+        for i, a in enumerate(keys):
+            for b in keys[i + 1 :]:
+                if hamming(self.items[a], self.items[b]) <= radius:
+                    parent[root(a)] = root(b)
+        groups: dict[int, set[int]] = {}
+        for k in keys:
+            groups.setdefault(root(k), set()).add(k)
+        return {frozenset(g) for g in groups.values() if len(g) > 1}
+
+
+Session = tuple[int | None, int, bool, list[tuple[str, int, int]]]
+
+
+@st.composite
+def sessions(draw: st.DrawFn) -> Session:
+    """A random index configuration and a sequence of adds (often near copies of earlier hashes),
+    removals and queries, with hashes given signed or unsigned."""
+    chunks = draw(st.sampled_from([None, 4, 5, 6, 8, 16]))
+    # So few hashes are cheaper to scan than to probe; the test makes probing free half the time.
+    probe: bool = draw(st.booleans())
+    min_rebuild = draw(st.sampled_from([1, 3, 40]))
+    values: list[int] = []
+    steps: list[tuple[str, int, int]] = []
+    for _ in range(draw(st.integers(1, 60))):
+        kind = draw(st.sampled_from(["add", "add", "add", "remove", "query"]))
+        if kind == "add" or not values:
+            copy: bool = draw(st.booleans())
+            if values and copy:
+                bits = draw(st.lists(st.integers(0, 63), max_size=14))
+                value = near(draw(st.sampled_from(values)), bits)
+            else:
+                value = draw(st.integers(0, 2**64 - 1))
+            values.append(value)
+            signed = draw(st.booleans())
+            steps.append(("add", draw(st.integers(0, 30)), to_signed64(value) if signed else value))
+        elif kind == "remove":
+            steps.append(("remove", draw(st.integers(0, 30)), 0))
+        else:
+            bits = draw(st.lists(st.integers(0, 63), max_size=12))
+            steps.append(("query", near(draw(st.sampled_from(values)), bits), draw(st.integers(-1, 70))))
+    return chunks, min_rebuild, probe, steps
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sessions())
+def test_answers_equal_a_brute_force_model(session: Session) -> None:
+    chunks, min_rebuild, probe, steps = session
+    with pytest.MonkeyPatch.context() as patch:
+        if probe:
+            patch.setattr(nearindex, "_PROBE_COST", 0.0)
+        check_session(chunks, min_rebuild, steps)
+
+
+def check_session(chunks: int | None, min_rebuild: int, steps: list[tuple[str, int, int]]) -> None:
+    index: HashIndex[int] = HashIndex(chunks=chunks, min_rebuild=min_rebuild)
+    model = Model()
+    for kind, a, b in steps:
+        if kind == "add":
+            index.add(a, b)
+            model.add(a, b)
+        elif kind == "remove":
+            assert index.remove(a) == (model.items.pop(a, None) is not None)
+        else:
+            for value in (a, to_signed64(a)):
+                assert index.query(value, b) == model.query(value, b)
+        assert len(index) == len(model.items)
+    for radius in (0, 6, 10, 30):
+        groups = index.groups(radius)
+        assert {frozenset(k for k, _ in g.members) for g in groups} == model.group_sets(radius)
+        for group in groups:
+            anchor = model.items[group.anchor]
+            assert group.members[0] == (group.anchor, 0.0)
+            assert all(d == hamming(model.items[k], anchor) for k, d in group.members)
+
+
+def test_tail_and_removals_answer_like_built_tables() -> None:
+    """The same hashes searched three ways: all in built tables; all in the unsorted tail (never
+    rebuilt); and through removals, replacements and tombstones."""
+    rng = np.random.default_rng(21)
+    values = [int(v) for v in rng.integers(0, 2**64 - 1, 3000, dtype=np.uint64)]
+    for i in range(0, 3000, 3):
+        values[i + 1] = near(values[i], rng.choice(64, int(rng.integers(0, 12)), replace=False).tolist())
+    built: HashIndex[int] = HashIndex()
+    built.add_many(enumerate(values))
+    tail: HashIndex[int] = HashIndex(min_rebuild=1 << 20)
+    for key, value in enumerate(values):
+        tail.add(key, value)
+    churned: HashIndex[int] = HashIndex(min_rebuild=700)
+    for key, value in enumerate(values):
+        churned.add(key, value)
+        if key % 5 == 0:
+            churned.add(key + 10_000, ~value & ((1 << 64) - 1))  # far from everything, then removed
+            churned.remove(key + 10_000)
+    assert len(built) == len(tail) == len(churned) == 3000
+    for key in rng.choice(3000, 60, replace=False).tolist():
+        expected = built.query(values[key], NEAR_DUPLICATE_MAX_DISTANCE)
+        assert any(k == key for k, _ in expected)
+        assert tail.query(values[key], NEAR_DUPLICATE_MAX_DISTANCE) == expected
+        assert churned.query(values[key], NEAR_DUPLICATE_MAX_DISTANCE) == expected
+    grouped = [[(k, d) for k, d in g.members] for g in built.groups(NEAR_DUPLICATE_MAX_DISTANCE)]
+    assert [[(k, d) for k, d in g.members] for g in tail.groups(NEAR_DUPLICATE_MAX_DISTANCE)] == grouped
+    assert [[(k, d) for k, d in g.members] for g in churned.groups(NEAR_DUPLICATE_MAX_DISTANCE)] == grouped
+
+
+def test_results_longer_than_the_result_area() -> None:
+    index: HashIndex[int] = HashIndex()
+    base = 0x0123_4567_89AB_CDEF
+    index.add_many((i, near(base, [i % 64, (i * 7) % 64])) for i in range(1000))
+    hits = index.query(base, 2)
+    assert len(hits) == 1000
+    assert [d for _, d in hits] == sorted(d for _, d in hits)
+    # Both flips cancel when i % 64 == 7i % 64, i.e. every 32nd key; ties in insertion order.
+    assert [k for k, d in hits if d == 0] == list(range(0, 1000, 32))
+    assert index.query(base, 64) == hits  # the full-scan plan gives the same
+
+
+def test_plans_cover_the_radius() -> None:
+    """Per-chunk radii satisfy the pigeonhole bound for every radius, and wide radii scan."""
+    for n in (0, 50, 5_000, 100_000, 2_000_000):
+        layout = _layout(n, None)
+        assert sum(layout) == 64 and max(layout) <= 16
+        for radius in range(65):
+            _, radii = _probing(layout, n, radius)
+            assert sum(r + 1 for r in radii) == radius + 1
+            assert all(-1 <= r <= w for r, w in zip(radii, layout, strict=True))
+    assert _layout(100_000, None) == (11, 11, 11, 11, 11, 9)  # 61 probes, ~3,100 hashes compared
+    assert _layout(0, 8) == (8,) * 8 and _layout(0, 5) == (13, 13, 13, 13, 12)

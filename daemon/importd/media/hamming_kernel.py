@@ -1,94 +1,460 @@
-"""The compiled inner loop of `nearindex.HashIndex`: probe multi-index tables, check full distances.
+"""The compiled search of `nearindex.HashIndex`: probe multi-index tables, check full distances.
 
-numpy alone cannot do this: one query is a few hundred tiny table runs, and at about a microsecond
-per numpy call a vectorised query is no faster than scanning every hash. numba compiles the loop on
-first use (about a second, once per process) and releases the GIL while it runs.
+numpy alone cannot do this: one query is a few dozen short table runs, and at about a microsecond per
+numpy call a vectorised query is no faster than scanning every hash. numba compiles the loops on first
+use (about two seconds, once per process) and releases the GIL while they run.
+
+Everything a search reads lives in one uint64 array, the arena (layout below, built by
+`nearindex._Arena`). A single query gets the arena as its address and length, plain ints: numba turns
+an array argument into a native one by allocating a reference record per call, which costs more than
+the rest of the call when the caches are cold (0.5 µs of about 1.5 µs). The caller keeps the array
+alive for the duration of the call.
+
+Where the time goes in a query over 100,000 hashes is memory, not arithmetic: the tables are
+megabytes and a query reads a few hundred cache lines at scattered places. So the search runs in
+three passes: compute every probed table slot and prefetch it; read the run bounds; then count
+matches run by run while prefetching the runs a few probes ahead, so that many cache misses are in
+flight at once instead of one after another.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import numba
 import numpy as np
 import numpy.typing as npt
+from llvmlite import ir  # type: ignore[import-untyped]
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+def _jit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """numba.njit, releasing the GIL, with the compiled code cached on disk (next to this file, or
+    in the user's cache directory) when there is somewhere writable: compiling takes seconds."""
+
+    def decorate(function: Callable[..., Any]) -> Any:
+        try:
+            return numba.njit(nogil=True, cache=True, **options)(function)
+        except RuntimeError:  # numba found no writable cache location
+            return numba.njit(nogil=True, **options)(function)
+
+    return decorate
+
+
+def _intrinsic(function: Callable[..., Any]) -> Any:
+    return intrinsic(function)
+
+
+# Arena header: word offsets.
+H_CHUNKS = 0  # number of chunks m
+H_BUILT = 1  # hashes in the tables (slots 0 .. built-1)
+H_SLOT_DELTA = 2  # slot of the hash at arena[p] is arena[p + delta] (table values only)
+H_TAIL = 3  # first word of the unsorted tail: slots built, built+1, ...
+H_TAIL_COUNT = 4  # hashes in the tail
+H_DEAD = 5  # first word of the removal bitmap (bit set: slot removed)
+H_DEAD_COUNT = 6  # removed slots (0: the bitmap need not be read)
+H_PLAN = 7  # first word of the installed plan
+H_SCRATCH = 8  # first word of 2 × (plan capacity) scratch words
+H_OUT = 9  # first word of the result area of `search`
+H_OUT_CAP = 10  # its size
+H_SCAN_FROM = 11  # first value word of a full scan (chunk 0's table)
+H_FIRST_FOUND = 12  # scratch: the hit count when the current probing began
+H_CHUNK = 16  # per chunk c, 4 words at H_CHUNK + 4c: shift, width, first word of its offsets, unused
+
+# Plan: word offsets from arena[H_PLAN].
+P_RADIUS = 0
+P_PROBES = 1  # masks probed in all (0 with P_SCAN set: compare against every hash instead)
+P_SCAN = 2
+P_RADII = 3  # m words: per-chunk radius (as int64; -1: the chunk is not probed)
+# then m + 1 words: chunk c's masks are masks[starts[c]:starts[c + 1]]; then the masks
+
+# How many probes ahead a run is prefetched. Enough to cover a miss to memory (~100 ns) with the
+# ~15 ns each run takes to scan; more would evict lines of the runs about to be scanned.
+PREFETCH_AHEAD = 8
+RUN_LINES = 8  # a run of 49 hashes (n = 100,000, 11-bit chunks) spans 7 to 8 lines
+
+# Values of hits kept during a query to skip runs whose matches were all reported (scratch words).
+REPORTED = 16
+
+# A packed hit: distance << 56 | slot, so sorting packed hits orders by (distance, slot).
+DISTANCE_SHIFT = 56
+SLOT_MASK = (1 << DISTANCE_SHIFT) - 1
 
 _ONE = np.uint64(1)
 
 
-@numba.njit(inline="always")  # type: ignore[misc]
-def _popcount(x: np.uint64) -> np.uint64:
-    # LLVM turns this SWAR form into the CPU's popcnt instruction.
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)  # type: ignore[no-any-return]
+@_intrinsic
+def _popcount(typingctx: Any, x: Any) -> Any:
+    """The CPU's popcnt (LLVM ctpop); in vectorised loops LLVM uses a byte-table form."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.ctpop(args[0])
+
+    return sig, codegen
 
 
-@numba.njit(nogil=True)  # type: ignore[misc]
-def search(
-    queries: npt.NDArray[np.uint64],
-    radius: np.uint64,
-    shifts: npt.NDArray[np.int64],
-    widths: npt.NDArray[np.int64],
-    bases: npt.NDArray[np.int64],
-    radii: npt.NDArray[np.int64],
-    masks: npt.NDArray[np.uint64],
-    starts: npt.NDArray[np.int64],
-    offsets: npt.NDArray[np.int64],
-    sorted_values: npt.NDArray[np.uint64],
-    sorted_slots: npt.NDArray[np.int64],
-    tail_values: npt.NDArray[np.uint64],
-    tail_first: np.int64,
-    alive: npt.NDArray[np.bool_],
-    out_owner: npt.NDArray[np.int64],
-    out_slot: npt.NDArray[np.int64],
-    out_distance: npt.NDArray[np.int64],
-) -> int:
-    """Write (query index, slot, distance) of every live hit; return how many there are.
+@_intrinsic
+def _prefetch(typingctx: Any, array: Any, index: Any) -> Any:
+    """Hint the CPU to start loading `array[index]`'s cache line (llvm.prefetch); never faults."""
+    sig = types.void(array, index)
 
-    Chunk c of each query is probed with `masks[starts[c]:starts[c + 1]]` (radius `radii[c]`; -1 skips
-    the chunk). A hash within range on several chunks is reported from the first only. Then the
-    unsorted tail (slots from `tail_first`) is scanned. At most len(out_slot) hits are written; the
-    caller retries with more room when the returned count is larger.
-    """
-    found = 0
-    room = out_slot.shape[0]
-    for q in range(queries.shape[0]):
-        query = queries[q]
-        for c in range(shifts.shape[0]):
-            if radii[c] < 0:
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        array_type = signature.args[0]
+        native = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
+            context, builder, array_type, native, [args[1]], wraparound=False
+        )
+        i32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]), "llvm.prefetch.p0"
+        )
+        builder.call(function, [pointer, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@_intrinsic
+def _words_at(typingctx: Any, address: Any, length: Any) -> Any:
+    """A uint64 array of `length` words at `address`, without an owner: the caller keeps it alive."""
+    array_type = types.Array(types.uint64, 1, "C")
+    sig = array_type(types.int64, types.int64)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        address_, length_ = args
+        native = context.make_array(array_type)(context, builder)
+        pointer_type = context.get_value_type(types.CPointer(types.uint64))  # type: ignore[no-untyped-call]
+        data = builder.inttoptr(address_, pointer_type)
+        context.populate_array(
+            native,
+            data=data,
+            shape=cgutils.pack_array(builder, [length_]),  # type: ignore[no-untyped-call]
+            strides=cgutils.pack_array(builder, [context.get_constant(types.intp, 8)]),  # type: ignore[no-untyped-call]
+            itemsize=context.get_constant(types.intp, 8),
+            meminfo=None,
+        )
+        return native._getvalue()
+
+    return sig, codegen
+
+
+@_jit(inline="always")
+def _at(arena: Any, index: Any) -> Any:
+    """arena[index] as a signed int64 (a word index or count)."""
+    return np.int64(arena[index])
+
+
+@_jit(inline="always")
+def _prefetch_run(arena: Any, start: Any) -> None:
+    """Prefetch the first RUN_LINES cache lines from arena[start], however long the run: a fixed count
+    keeps the loop free of mispredicted exits, and the hardware prefetcher follows longer runs."""
+    for i in range(RUN_LINES):
+        _prefetch(arena, start + 8 * i)
+
+
+@_jit(inline="always")
+def _count(arena: Any, lo: Any, hi: Any, query: Any, radius: Any) -> Any:
+    """How many of arena[lo:hi] are within `radius` of `query`. Over a slice, so that the index is
+    known not to be negative and LLVM vectorises the loop (twice as fast as indexing arena[p])."""
+    run = arena[lo:hi]
+    count = 0
+    for p in range(run.shape[0]):
+        count += _popcount(run[p] ^ query) <= radius
+    return count
+
+
+@_jit(inline="always")
+def _removed(arena: Any, slot: Any) -> Any:
+    if arena[H_DEAD_COUNT] == 0:
+        return False
+    word = arena[_at(arena, H_DEAD) + np.int64(slot >> np.uint64(6))]
+    return bool((word >> (slot & np.uint64(63))) & _ONE)
+
+
+@_jit(inline="always")
+def _seen_earlier(arena: Any, plan: Any, difference: Any, chunk: Any) -> Any:
+    """Whether an earlier probed chunk also holds this hash within its radius (so it was reported)."""
+    for earlier in range(chunk):
+        radius = _at(arena, plan + P_RADII + earlier)
+        if radius >= 0:
+            head = H_CHUNK + 4 * earlier
+            part = (difference >> arena[head]) & ((_ONE << arena[head + 1]) - _ONE)
+            if _popcount(part) <= np.uint64(radius):
+                return True
+    return False
+
+
+@_jit()
+def _report(arena: Any, slot: Any, distance: Any, hits: Any, found: Any) -> Any:
+    if _removed(arena, slot):
+        return found
+    if found < hits.shape[0]:
+        hits[found] = (distance << np.uint64(DISTANCE_SHIFT)) | slot
+    return found + 1
+
+
+@_jit()
+def _scan_table(query: Any, arena: Any, hits: Any, found: Any) -> Any:
+    """Every table hash compared (the plan for radii too wide to probe)."""
+    radius = arena[_at(arena, H_PLAN) + P_RADIUS]
+    delta = _at(arena, H_SLOT_DELTA)
+    first = _at(arena, H_SCAN_FROM)
+    end = first + _at(arena, H_BUILT)
+    for lo in range(first, end, 512):
+        hi = min(lo + 512, end)
+        if _count(arena, lo, hi, query, radius) > 0:
+            for p in range(lo, hi):
+                distance = _popcount(arena[p] ^ query)
+                if distance <= radius:
+                    found = _report(arena, arena[p + delta], distance, hits, found)
+    return found
+
+
+@_jit()
+def _scan_tail(query: Any, arena: Any, hits: Any, found: Any) -> Any:
+    """The hashes added since the tables were built: unsorted, compared one by one."""
+    radius = arena[_at(arena, H_PLAN) + P_RADIUS]
+    built = _at(arena, H_BUILT)
+    tail = _at(arena, H_TAIL)
+    count = _at(arena, H_TAIL_COUNT)
+    if _count(arena, tail, tail + count, query, radius) > 0:
+        for j in range(count):
+            distance = _popcount(arena[tail + j] ^ query)
+            if distance <= radius:
+                found = _report(arena, np.uint64(built + j), distance, hits, found)
+    return found
+
+
+@_jit()
+def _walk_run(
+    arena: Any, lo: Any, hi: Any, query: Any, chunk: Any, matches: Any, hits: Any, found: Any
+) -> Any:
+    """Report the `matches` hashes within range in table run arena[lo:hi] (chunk `chunk`), except
+    those an earlier chunk's probes reach: a hash is reported from the first chunk that finds it.
+    Reported values are kept in scratch words (up to REPORTED) for the caller's skipping."""
+    plan = _at(arena, H_PLAN)
+    radius = arena[plan + P_RADIUS]
+    delta = _at(arena, H_SLOT_DELTA)
+    reported = _at(arena, H_SCRATCH) + 2 * _at(arena, plan + P_PROBES)
+    first = _at(arena, H_FIRST_FOUND)
+    for p in range(lo, hi):
+        difference = arena[p] ^ query
+        distance = _popcount(difference)
+        if distance > radius:
+            continue
+        if not _seen_earlier(arena, plan, difference, chunk):
+            before = found
+            found = _report(arena, arena[p + delta], distance, hits, found)
+            if found > before and found - 1 - first < REPORTED:
+                arena[reported + found - 1 - first] = arena[p]
+        matches -= 1
+        if matches == 0:
+            break
+    return found
+
+
+@_jit()
+def _probe(query: Any, arena: Any, hits: Any, found: Any) -> Any:
+    """The multi-index search proper; see the module docstring for the three passes."""
+    chunks = _at(arena, H_CHUNKS)
+    plan = _at(arena, H_PLAN)
+    radius = arena[plan + P_RADIUS]
+    probes = _at(arena, plan + P_PROBES)
+    starts = plan + P_RADII + chunks
+    masks = starts + chunks + 1
+    scratch = _at(arena, H_SCRATCH)
+    reported = scratch + 2 * probes
+    arena[H_FIRST_FOUND] = found
+    first = found
+    # Pass 1: the offsets entry of every probed chunk value, and a prefetch of its line.
+    for c in range(chunks):
+        head = H_CHUNK + 4 * c
+        own = np.int64((query >> arena[head]) & ((_ONE << arena[head + 1]) - _ONE))
+        table = _at(arena, head + 2)
+        for k in range(_at(arena, starts + c), _at(arena, starts + c + 1)):
+            entry = table + (own ^ _at(arena, masks + k))
+            _prefetch(arena, entry)
+            arena[scratch + k] = entry
+    # Pass 2: run bounds, and the first runs' lines.
+    for k in range(probes):
+        entry = _at(arena, scratch + k)
+        arena[scratch + k] = arena[entry]
+        arena[scratch + probes + k] = arena[entry + 1]
+    for k in range(min(PREFETCH_AHEAD, probes)):
+        _prefetch_run(arena, _at(arena, scratch + k))
+    # Pass 3: count the matches in each run, prefetching runs ahead.
+    for c in range(chunks):
+        head = H_CHUNK + 4 * c
+        shift = arena[head]
+        width_mask = (_ONE << arena[head + 1]) - _ONE
+        own = (query >> shift) & width_mask
+        for k in range(_at(arena, starts + c), _at(arena, starts + c + 1)):
+            ahead = k + PREFETCH_AHEAD
+            if ahead < probes:
+                _prefetch_run(arena, _at(arena, scratch + ahead))
+            lo = _at(arena, scratch + k)
+            hi = _at(arena, scratch + probes + k)
+            matches = _count(arena, lo, hi, query, radius)
+            if matches == 0:  # the usual case
                 continue
-            own = np.int64((query >> np.uint64(shifts[c])) & ((_ONE << np.uint64(widths[c])) - _ONE))
-            for k in range(starts[c], starts[c + 1]):
-                key = bases[c] + (own ^ np.int64(masks[k]))
-                for p in range(offsets[key], offsets[key + 1]):
-                    difference = sorted_values[p] ^ query
-                    distance = _popcount(difference)
-                    if distance > radius:
-                        continue
-                    seen = False
-                    for earlier in range(c):
-                        if radii[earlier] >= 0:
-                            part = (difference >> np.uint64(shifts[earlier])) & (
-                                (_ONE << np.uint64(widths[earlier])) - _ONE
-                            )
-                            if _popcount(part) <= np.uint64(radii[earlier]):
-                                seen = True
-                                break
-                    slot = sorted_slots[p]
-                    if seen or not alive[slot]:
-                        continue
-                    if found < room:
-                        out_owner[found] = q
-                        out_slot[found] = slot
-                        out_distance[found] = np.int64(distance)
-                    found += 1
-        for j in range(tail_values.shape[0]):
-            distance = _popcount(tail_values[j] ^ query)
-            slot = tail_first + j
-            if distance <= radius and alive[slot]:
-                if found < room:
-                    out_owner[found] = q
-                    out_slot[found] = slot
-                    out_distance[found] = np.int64(distance)
+            # A hash within range is in the run of every chunk it is close on (a copy of the query:
+            # in all of them). When the hits already reported account for every match here, the
+            # run need not be walked again.
+            if found - first <= REPORTED:
+                key = own ^ arena[masks + k]
+                known = 0
+                for i in range(found - first):
+                    if (arena[reported + i] >> shift) & width_mask == key:
+                        known += 1
+                if known == matches:
+                    continue
+            found = _walk_run(arena, lo, hi, query, c, matches, hits, found)
+    return found
+
+
+@_jit()
+def _collect(query: Any, arena: Any, hits: Any, found: Any) -> Any:
+    """Write every live hash within the plan's radius of `query` to hits[found:] as a packed hit
+    (distance << 56 | slot); return the new end. Only hits up to len(hits) are written; a caller
+    whose result is longer retries with room for all."""
+    plan = _at(arena, H_PLAN)
+    if arena[plan + P_SCAN] != 0:
+        found = _scan_table(query, arena, hits, found)
+    elif arena[plan + P_PROBES] > 0:
+        found = _probe(query, arena, hits, found)
+    if arena[H_TAIL_COUNT] > 0:
+        found = _scan_tail(query, arena, hits, found)
+    return found
+
+
+@_jit()
+def search(query: Any, address: Any, length: Any) -> Any:
+    """One query against the arena at `address` (`length` words), with its installed plan.
+
+    Returns the single packed hit when there is exactly one (the common case: no array is read back);
+    otherwise -1 - n for n hits, written sorted to the arena's result area when n fits there.
+    """
+    arena = _words_at(address, length)
+    out = _at(arena, H_OUT)
+    hits = arena[out : out + _at(arena, H_OUT_CAP)]
+    found = _collect(np.uint64(query), arena, hits, 0)
+    if found == 1:
+        return np.int64(hits[0])
+    if 1 < found <= hits.shape[0]:
+        hits[:found].sort()
+    return -1 - found
+
+
+@_jit()
+def collect(query: Any, arena: Any, hits: Any) -> Any:
+    """`_collect` into a caller's array (for results too large for the arena's result area)."""
+    return _collect(np.uint64(query), arena, hits, 0)  # type: ignore[no-any-return]
+
+
+@_jit()
+def _join_runs(
+    arena: Any, lo: Any, hi: Any, other_lo: Any, other_hi: Any, chunk: Any, hits: Any, owners: Any, found: Any
+) -> Any:
+    """Pairs within range between table runs arena[lo:hi] and arena[other_lo:other_hi] (the same run
+    when other_lo == lo: then each pair once), left out when an earlier chunk's join has them."""
+    plan = _at(arena, H_PLAN)
+    radius = arena[plan + P_RADIUS]
+    delta = _at(arena, H_SLOT_DELTA)
+    for i in range(lo, hi):
+        value = arena[i]
+        start = i + 1 if other_lo == lo else other_lo
+        if _count(arena, start, other_hi, value, radius) == 0:  # the usual case
+            continue
+        slot = arena[i + delta]
+        if _removed(arena, slot):
+            continue
+        for j in range(start, other_hi):
+            difference = arena[j] ^ value
+            distance = _popcount(difference)
+            if distance > radius or _seen_earlier(arena, plan, difference, chunk):
+                continue
+            other = arena[j + delta]
+            if not _removed(arena, other):
+                if found < hits.shape[0]:
+                    hits[found] = (distance << np.uint64(DISTANCE_SHIFT)) | other
+                    owners[found] = slot
                 found += 1
     return found
+
+
+@_jit()
+def collect_pairs(
+    values: npt.NDArray[np.uint64],
+    arena: npt.NDArray[np.uint64],
+    hits: npt.NDArray[np.uint64],
+    owners: npt.NDArray[np.uint64],
+) -> Any:
+    """Every pair of live hashes within the plan's radius, once: one slot in `owners`, the other and
+    their distance packed in `hits`. Returns the count; only as many as fit are written.
+
+    A self-join of the tables rather than a query per hash: two hashes within range are close on
+    some chunk c, so they sit in runs of chunk c whose chunk values differ by one of its probe
+    masks. Joining those runs pairwise compares each such pair once, run against run, in cache,
+    instead of fetching a query's scattered runs from memory 100,000 times. Hashes in the tail are
+    then queried one by one (`values` holds every slot's hash)."""
+    found = 0
+    chunks = _at(arena, H_CHUNKS)
+    built = _at(arena, H_BUILT)
+    plan = _at(arena, H_PLAN)
+    if arena[plan + P_SCAN] != 0:
+        first = _at(arena, H_SCAN_FROM)
+        found = _join_runs(arena, first, first + built, first, first + built, 0, hits, owners, found)
+    else:
+        starts = plan + P_RADII + chunks
+        masks = starts + chunks + 1
+        for c in range(chunks):
+            head = H_CHUNK + 4 * c
+            table = _at(arena, head + 2)
+            for key in range(1 << _at(arena, head + 1)):
+                lo = _at(arena, table + key)
+                hi = _at(arena, table + key + 1)
+                if lo == hi:
+                    continue
+                for k in range(_at(arena, starts + c), _at(arena, starts + c + 1)):
+                    other = key ^ _at(arena, masks + k)
+                    if other >= key:  # each pair of runs once
+                        other_lo = _at(arena, table + other)
+                        other_hi = _at(arena, table + other + 1)
+                        found = _join_runs(arena, lo, hi, other_lo, other_hi, c, hits, owners, found)
+    # A tail hash pairs with the tables' hashes and with later tail hashes.
+    tail_count = _at(arena, H_TAIL_COUNT)
+    for j in range(tail_count):
+        own = built + j
+        if _removed(arena, np.uint64(own)):
+            continue
+        start = found
+        end = _collect(values[own], arena, hits, found)
+        # Keep the pairs with a later slot; the hits already written are compacted in place.
+        for i in range(start, end):
+            if i >= hits.shape[0]:
+                found += end - i  # overflowed: an upper bound is enough for the retry
+                break
+            slot = np.int64(hits[i] & np.uint64(SLOT_MASK))
+            if slot < built or slot > own:
+                if found < hits.shape[0]:
+                    hits[found] = hits[i]
+                    owners[found] = own
+                found += 1
+    return found
+
+
+def compiled_search() -> Callable[[int, int, int], int]:
+    """Compile every entry point (or load it from numba's cache) and return `search` as its compiled
+    overload: calling that directly skips the dispatcher's typing of the arguments, 0.4 µs of the
+    1 µs a call costs when the caches are cold."""
+    search.compile("int64(int64, int64, int64)")
+    collect.compile("int64(int64, uint64[::1], uint64[::1])")
+    collect_pairs.compile("int64(uint64[::1], uint64[::1], uint64[::1], uint64[::1])")
+    try:
+        return cast(Callable[[int, int, int], int], search.overloads[(types.int64,) * 3].entry_point)
+    except (AttributeError, KeyError):  # a numba without the attribute: the dispatcher works too
+        return cast(Callable[[int, int, int], int], search)

@@ -19,9 +19,10 @@ exact; an approximate index (HNSW) would only pay off well beyond a million face
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from math import comb
 from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy.typing as npt
 from scipy.sparse import coo_array  # type: ignore[import-untyped]
 from scipy.sparse.csgraph import connected_components  # type: ignore[import-untyped]
 
+from importd.media import hamming_kernel
 from importd.media.video import (
     VIDEO_NEAR_MAX_DISTANCE,
     VideoFingerprint,
@@ -58,8 +60,15 @@ from importd.media.video import (
 NEAR_DUPLICATE_MAX_DISTANCE = 10
 
 _MASK64 = (1 << 64) - 1
+_SIGN = 1 << 63
+_SLOT_MASK = hamming_kernel.SLOT_MASK
+_DISTANCE_SHIFT = hamming_kernel.DISTANCE_SHIFT
 
 K = TypeVar("K", bound=Hashable)
+
+# What `HashIndex.query` needs, in one tuple: the arena's words (held so that they outlive the call),
+# their address and length, the radius of the installed plan (None: none yet), the compiled search.
+_Handle = tuple[npt.NDArray[np.uint64], int, int, int | None, Callable[[int, int, int], int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +87,7 @@ class NearGroup(Generic[K]):
 class HashIndex(Generic[K]):
     """Exact Hamming-radius search over 64-bit hashes (signed or unsigned ints), keyed by `K`.
 
-    Not thread-safe; searches release the GIL, so `groups` can run in a worker thread.
+    Not thread-safe: one thread at a time, though a search releases the GIL while it runs.
     """
 
     def __init__(self, *, chunks: int | None = None, min_rebuild: int = 4096) -> None:
@@ -93,8 +102,8 @@ class HashIndex(Generic[K]):
         self._alive = np.zeros(1024, dtype=np.bool_)
         self._count = 0  # slots in use, dead ones included
         self._dead = 0
-        self._tables = _Tables.build(self._values[:0], 4)
-        self._out = _Hits.allocate(1024)
+        self._arena = _Arena.build(self._values[:0], _layout(0, chunks), min_rebuild)
+        self._handle: _Handle = self._arena.handle(None)
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -104,6 +113,91 @@ class HashIndex(Generic[K]):
 
     def add(self, key: K, value: int) -> None:
         """Index `value` under `key`, replacing the key's previous hash."""
+        slot = self._store(key, value)
+        if not self._arena.append(slot, self._values[slot]):
+            self._rebuild()
+
+    def add_many(self, items: Iterable[tuple[K, int]]) -> None:
+        """Bulk load, with one rebuild at the end."""
+        try:
+            for key, value in items:
+                self._store(key, value)
+        finally:
+            self._rebuild()
+
+    def remove(self, key: K) -> bool:
+        slot = self._slot_of.pop(key, None)
+        if slot is None:
+            return False
+        self._alive[slot] = False
+        self._keys[slot] = None
+        self._dead += 1
+        self._arena.mark_removed(slot)
+        if self._dead > max(self._min_rebuild, self._count // 4):
+            self._rebuild()
+        return True
+
+    def query(self, value: int, max_distance: int) -> list[tuple[K, int]]:
+        """Every key whose hash is within `max_distance` bits of `value`, nearest first (then by
+        insertion order)."""
+        # Kept short: at 100,000 hashes the search itself takes about as long as this wrapper.
+        words, address, length, radius, search = self._handle
+        if max_distance != radius:
+            words, address, length, radius, search = self._handle = self._arena.handle(max_distance)
+        query = ((value + _SIGN) & _MASK64) - _SIGN  # the kernel takes the hash as a signed int64
+        packed = search(query, address, length)
+        keys: list[Any] = self._keys  # live slots always hold a key
+        if packed >= 0:  # exactly one hit
+            return [(keys[packed & _SLOT_MASK], packed >> _DISTANCE_SHIFT)]
+        if packed == -1:
+            return []
+        found = -1 - packed
+        if found <= self._arena.out_capacity:
+            hits = words[self._arena.out : self._arena.out + found].tolist()
+        else:
+            room = np.empty(found, np.uint64)
+            hamming_kernel.collect(query, words, room)
+            hits = np.sort(room).tolist()
+        return [(keys[p & _SLOT_MASK], p >> _DISTANCE_SHIFT) for p in hits]
+
+    def groups(self, max_distance: int) -> list[NearGroup[K]]:
+        """All groups of two or more keys linked by distances ≤ `max_distance`, largest first."""
+        live = np.flatnonzero(self._alive[: self._count])
+        if len(live) < 2:
+            return []
+        self._handle = self._arena.handle(max_distance)
+        words = self._handle[0]
+        size = 2 * len(live) + 1024
+        while True:
+            hits = np.empty(size, np.uint64)
+            owners = np.empty(size, np.uint64)
+            found = hamming_kernel.collect_pairs(self._values, words, hits, owners)
+            if found <= size:
+                break
+            size = found
+        if found == 0:
+            return []
+        source = owners[:found].astype(np.int64)
+        target = (hits[:found] & np.uint64(_SLOT_MASK)).astype(np.int64)
+        degree_array, members_by_label = _components(source, target, self._count)
+        # Plain lists: indexing numpy arrays one element at a time is what made this loop slow.
+        degree = degree_array.tolist()
+        values = self._values[: self._count].tolist()
+        keys: list[Any] = self._keys  # live slots always hold a key
+        result = []
+        for slots_in_group in members_by_label:
+            anchor = max(slots_in_group, key=lambda s: (degree[s], -s))
+            anchor_value = values[anchor]
+            members = sorted((s != anchor, (values[s] ^ anchor_value).bit_count(), s) for s in slots_in_group)
+            result.append(
+                NearGroup(anchor=keys[anchor], members=tuple((keys[s], float(d)) for _, d, s in members))
+            )
+        result.sort(key=lambda g: -len(g.members))
+        return result
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _store(self, key: K, value: int) -> int:
         if key in self._slot_of:
             self.remove(key)
         if self._count == len(self._values):
@@ -115,80 +209,7 @@ class HashIndex(Generic[K]):
         self._keys.append(key)
         self._slot_of[key] = slot
         self._count += 1
-        self._maybe_rebuild()
-
-    def add_many(self, items: Iterable[tuple[K, int]]) -> None:
-        """Bulk load, with one rebuild at the end."""
-        saved, self._min_rebuild = self._min_rebuild, 1 << 62
-        try:
-            for key, value in items:
-                self.add(key, value)
-        finally:
-            self._min_rebuild = saved
-        self._rebuild()
-
-    def remove(self, key: K) -> bool:
-        slot = self._slot_of.pop(key, None)
-        if slot is None:
-            return False
-        self._alive[slot] = False
-        self._keys[slot] = None
-        self._dead += 1
-        self._maybe_rebuild()
-        return True
-
-    def query(self, value: int, max_distance: int) -> list[tuple[K, int]]:
-        """Every key whose hash is within `max_distance` bits of `value`, nearest first."""
-        found = self._run(np.array([value & _MASK64], dtype=np.uint64), max_distance)
-        if found == 0:
-            return []
-        hits = zip(self._out.distance[:found].tolist(), self._out.slot[:found].tolist(), strict=True)
-        return [(self._key(s), d) for d, s in sorted(hits)]
-
-    def groups(self, max_distance: int) -> list[NearGroup[K]]:
-        """All groups of two or more keys linked by distances ≤ `max_distance`, largest first."""
-        live = np.flatnonzero(self._alive[: self._count])
-        if len(live) < 2:
-            return []
-        sources, targets = [], []
-        for start in range(0, len(live), 8192):
-            queries = live[start : start + 8192]
-            found = self._run(self._values[queries], max_distance)
-            origin, slots = queries[self._out.owner[:found]], self._out.slot[:found].copy()
-            keep = slots > origin  # each pair once, no self-pairs
-            sources.append(origin[keep])
-            targets.append(slots[keep])
-        source, target = np.concatenate(sources), np.concatenate(targets)
-        if len(source) == 0:
-            return []
-        degree, members_by_label = _components(source, target, self._count)
-        result = []
-        for slots_in_group in members_by_label:
-            anchor = max(slots_in_group, key=lambda s: (degree[s], -s))
-            anchor_value = int(self._values[anchor])
-            members = sorted(
-                (s != anchor, (int(self._values[s]) ^ anchor_value).bit_count(), s) for s in slots_in_group
-            )
-            result.append(
-                NearGroup(
-                    anchor=self._key(anchor),
-                    members=tuple((self._key(s), float(d)) for _, d, s in members),
-                )
-            )
-        result.sort(key=lambda g: -len(g.members))
-        return result
-
-    # -- internals -------------------------------------------------------------------------------
-
-    def _key(self, slot: int) -> K:
-        return cast(K, self._keys[slot])  # live slots always hold a key; dead ones are None
-
-    def _maybe_rebuild(self) -> None:
-        tail = self._count - self._tables.built
-        if tail > max(self._min_rebuild, self._tables.built // 8) or (
-            self._dead > max(self._min_rebuild, self._count // 4)
-        ):
-            self._rebuild()
+        return slot
 
     def _rebuild(self) -> None:
         if self._dead:
@@ -204,150 +225,193 @@ class HashIndex(Generic[K]):
             self._slot_of = {cast(K, k): i for i, k in enumerate(keys)}
             self._count = len(live)
             self._dead = 0
-        chunks = self._fixed_chunks or _chunk_count(self._count)
-        self._tables = _Tables.build(self._values[: self._count], chunks)
-
-    def _run(self, queries: npt.NDArray[np.uint64], radius: int) -> int:
-        """Search; the hits (query index, slot, distance) are the first N rows of `self._out`."""
-        tables = self._tables
-        plan = tables.plan(max(0, min(64, radius)))
-        # No probing plan: the radius is so wide that scanning everything is cheaper.
-        tail_start = tables.built if plan.probes else 0
-        search = _kernel()
-        while True:
-            out = self._out
-            found: int = search(
-                queries,
-                plan.radius,
-                tables.shifts,
-                tables.widths,
-                tables.bases,
-                plan.radii,
-                plan.masks,
-                plan.starts,
-                tables.offsets,
-                tables.sorted_values,
-                tables.sorted_slots,
-                self._values[tail_start : self._count],
-                np.int64(tail_start),
-                self._alive,
-                out.owner,
-                out.slot,
-                out.distance,
-            )
-            if found <= len(out.slot):
-                return found
-            self._out = _Hits.allocate(2 * found)
+        values = self._values[: self._count]
+        tail = max(self._min_rebuild, self._count // 8)
+        self._arena = _Arena.build(values, _layout(self._count, self._fixed_chunks), tail)
+        self._handle = self._arena.handle(self._handle[3])
 
 
-@dataclass(frozen=True, slots=True)
-class _Hits:
-    owner: npt.NDArray[np.int64]
-    slot: npt.NDArray[np.int64]
-    distance: npt.NDArray[np.int64]
+class _Arena:
+    """The search structure in one uint64 array (layout in hamming_kernel.py), 64-byte aligned:
 
-    @classmethod
-    def allocate(cls, size: int) -> _Hits:
-        return cls(np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64))
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """Per-chunk search radii (-1: skip the chunk) and the chunk-value masks to probe for each.
-
-    A plan without probes scans every hash instead.
+    header | per chunk: offsets (absolute word index of each chunk value's run, CSR) | per chunk:
+    the hashes sorted by chunk value | their slots, in the same order | the tail: hashes added since
+    the build, unsorted | removal bitmap | plan | scratch | result area | padding.
     """
 
-    radius: np.uint64
-    radii: npt.NDArray[np.int64]
-    masks: npt.NDArray[np.uint64]
-    starts: npt.NDArray[np.int64]
-
-    @property
-    def probes(self) -> int:
-        return len(self.masks)
-
-    @classmethod
-    def scan_only(cls, radius: int, chunks: int) -> _Plan:
-        skip = np.full(chunks, -1, np.int64)
-        return cls(np.uint64(radius), skip, np.zeros(0, np.uint64), np.zeros(chunks + 1, np.int64))
-
-
-@dataclass(frozen=True, slots=True)
-class _Tables:
-    """Per chunk: slots sorted by chunk value, their hashes, and where each value's run starts (CSR)."""
-
-    built: int
-    widths: npt.NDArray[np.int64]
-    shifts: npt.NDArray[np.int64]
-    bases: npt.NDArray[np.int64]
-    offsets: npt.NDArray[np.int64]
-    sorted_slots: npt.NDArray[np.int64]
-    sorted_values: npt.NDArray[np.uint64]
-    plans: dict[int, _Plan]
+    def __init__(
+        self,
+        words: npt.NDArray[np.uint64],
+        layout: tuple[int, ...],
+        built: int,
+        tail_capacity: int,
+        probe_capacity: int,
+    ) -> None:
+        self.words = words
+        self.layout = layout
+        self.built = built
+        self.tail_capacity = tail_capacity
+        self.probe_capacity = probe_capacity
+        self.out = int(words[hamming_kernel.H_OUT])
+        self.out_capacity = int(words[hamming_kernel.H_OUT_CAP])
+        self._installed: int | None = None
 
     @classmethod
-    def build(cls, values: npt.NDArray[np.uint64], chunks: int) -> _Tables:
-        n = len(values)
-        widths = np.array([64 // chunks + (1 if c < 64 % chunks else 0) for c in range(chunks)], np.int64)
-        shifts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
-        bases = np.concatenate([[0], np.cumsum(np.left_shift(1, widths))[:-1]]).astype(np.int64)
-        keys = np.concatenate(
-            [
-                ((values >> np.uint64(s)) & np.uint64((1 << int(w)) - 1)).astype(np.int64) + b
-                for s, w, b in zip(shifts, widths, bases, strict=True)
-            ]
-        )
-        order = np.argsort(keys, kind="stable")
-        total = int(bases[-1]) + (1 << int(widths[-1]))
-        offsets = np.searchsorted(keys[order], np.arange(total + 1)).astype(np.int64)
-        sorted_slots = np.tile(np.arange(n, dtype=np.int64), chunks)[order]
-        return cls(n, widths, shifts, bases, offsets, sorted_slots, values[sorted_slots], {})
+    def build(cls, values: npt.NDArray[np.uint64], layout: tuple[int, ...], tail_capacity: int) -> _Arena:
+        hk = hamming_kernel
+        n, m = len(values), len(layout)
+        shifts = np.concatenate([[0], np.cumsum(layout)[:-1]]).astype(np.int64)
+        probe_capacity = max(256, n // 8)
+        offsets_at = _align(hk.H_CHUNK + 4 * m)
+        values_at = _align(offsets_at + sum((1 << w) + 1 for w in layout))
+        slots_at = values_at + m * n
+        tail_at = _align(slots_at + m * n)
+        dead_at = _align(tail_at + tail_capacity + 8)
+        plan_at = _align(dead_at + (n + tail_capacity + 63) // 64)
+        scratch_at = _align(plan_at + hk.P_RADII + 2 * m + 1 + probe_capacity)
+        out_at = _align(scratch_at + 2 * probe_capacity + hk.REPORTED)
+        total = out_at + _OUT_CAPACITY + 8  # padding: `_count` reads up to 7 words past a run
+        raw = np.zeros(total + 8, np.uint64)
+        start = (-raw.ctypes.data % 64) // 8
+        words = raw[start : start + total]
+        words[: hk.H_PLAN + 1] = [m, n, slots_at - values_at, tail_at, 0, dead_at, 0, plan_at]
+        words[hk.H_SCRATCH] = scratch_at
+        words[hk.H_OUT] = out_at
+        words[hk.H_OUT_CAP] = _OUT_CAPACITY
+        words[hk.H_SCAN_FROM] = values_at
+        at = offsets_at
+        for c, (shift, width) in enumerate(zip(shifts.tolist(), layout, strict=True)):
+            chunk_values = ((values >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+            order = np.argsort(chunk_values, kind="stable")
+            run_starts = np.searchsorted(chunk_values[order], np.arange((1 << width) + 1))
+            first = values_at + c * n
+            words[hk.H_CHUNK + 4 * c : hk.H_CHUNK + 4 * c + 3] = [shift, width, at]
+            words[at : at + (1 << width) + 1] = run_starts + first
+            words[first : first + n] = values[order]
+            words[first + slots_at - values_at : first + slots_at - values_at + n] = order
+            at += (1 << width) + 1
+        return cls(words, layout, n, tail_capacity, probe_capacity)
 
-    def plan(self, radius: int) -> _Plan:
-        """How to search for `radius` (cached per radius)."""
-        if radius not in self.plans:
-            radii = _radii(len(self.widths), radius)
-            masks = [_masks(int(w), r) for w, r in zip(self.widths, radii, strict=True)]
-            probes = sum(len(m) for m in masks)
-            expected = probes * self.built / float(1 << int(self.widths.min()))
-            # Probing touches a random run per mask; a scan streams. Past ~1/8 of the data, scan.
-            if self.built == 0 or probes + expected > self.built / 8:
-                self.plans[radius] = _Plan.scan_only(radius, len(self.widths))
-            else:
-                starts = np.concatenate([[0], np.cumsum([len(m) for m in masks])]).astype(np.int64)
-                self.plans[radius] = _Plan(
-                    np.uint64(radius),
-                    np.array(radii, np.int64),
-                    np.concatenate(masks).astype(np.uint64),
-                    starts,
-                )
-        return self.plans[radius]
+    def handle(self, radius: int | None) -> _Handle:
+        """The tuple `HashIndex.query` uses, with the plan for `radius` installed."""
+        if radius is not None and radius != self._installed:
+            self._install(radius)
+        # Compiling waits for the first search, so that building an index never does.
+        search = _no_plan if radius is None else _search()
+        return self.words, int(self.words.ctypes.data), len(self.words), radius, search
+
+    def append(self, slot: int, value: np.uint64) -> bool:
+        """Put a new hash in the tail; False when it is full (time to rebuild)."""
+        hk = hamming_kernel
+        count = int(self.words[hk.H_TAIL_COUNT])
+        if count == self.tail_capacity or slot != self.built + count:
+            return False
+        self.words[int(self.words[hk.H_TAIL]) + count] = value
+        self.words[hk.H_TAIL_COUNT] = count + 1
+        return True
+
+    def mark_removed(self, slot: int) -> None:
+        hk = hamming_kernel
+        if slot < self.built + int(self.words[hk.H_TAIL_COUNT]):
+            at = int(self.words[hk.H_DEAD]) + slot // 64
+            self.words[at] |= np.uint64(1 << (slot % 64))
+            self.words[hk.H_DEAD_COUNT] += np.uint64(1)
+
+    def _install(self, radius: int) -> None:
+        hk = hamming_kernel
+        plan = _plan(self.layout, self.built, max(0, min(64, radius)), self.probe_capacity)
+        at = int(self.words[hk.H_PLAN])
+        self.words[at : at + len(plan)] = plan
+        self._installed = radius
 
 
-def _chunk_count(n: int) -> int:
-    # Norouzi et al. suggest about 64 / log2(n) chunks (one item per chunk value). Two more measured
-    # faster at 100,000 hashes and radius 10 (6 chunks: 14 µs a query, 4 chunks: 18 µs): probing a
-    # table is a cache miss, while scanning the longer runs it leads to is sequential.
-    return int(min(8, max(4, round(64 / np.log2(max(n, 4))) + 2)))
+_OUT_CAPACITY = 256
 
 
-def _radii(chunks: int, radius: int) -> list[int]:
-    """Per-chunk radii r_c with sum(r_c + 1) = radius + 1: two hashes within `radius` must agree to
-    within r_c bits on some chunk c (pigeonhole), so probing those balls finds every match."""
-    base, extra = divmod(radius, chunks)
-    return [base if c <= extra else base - 1 for c in range(chunks)]
+@lru_cache(maxsize=1)
+def _search() -> Callable[[int, int, int], int]:
+    return hamming_kernel.compiled_search()
+
+
+def _no_plan(query: int, address: int, length: int) -> int:
+    raise AssertionError("searched before a plan was installed")
+
+
+def _align(word: int) -> int:
+    return -(-word // 8) * 8  # next multiple of 8 words: a cache line
+
+
+# Cost model for choosing chunk widths and per-chunk radii, in units of one hash compared inside a
+# table run (vectorised: about 0.25 ns). A probe costs a table lookup, a cache miss or two and a
+# mispredicted loop exit.
+_PROBE_COST = 40.0
+
+
+def _layout(n: int, chunks: int | None) -> tuple[int, ...]:
+    """Chunk widths (summing to 64) for `n` hashes: the cheapest for the default radius."""
+    if chunks is not None:
+        return tuple(64 // chunks + (1 if c < 64 % chunks else 0) for c in range(chunks))
+    candidates = []
+    for m in range(4, 9):
+        candidates.append(tuple(64 // m + (1 if c < 64 % m else 0) for c in range(m)))
+        for width in range(-(-64 // m), 17):
+            narrow = 64 - width * (m - 1)
+            if 1 <= narrow <= width:
+                candidates.append((width,) * (m - 1) + (narrow,))
+    return min(candidates, key=lambda layout: _probing(layout, n, NEAR_DUPLICATE_MAX_DISTANCE)[0])
+
+
+def _probing(layout: tuple[int, ...], n: int, radius: int) -> tuple[float, list[int]]:
+    """The cheapest per-chunk radii r_c for `radius` and their cost. Pigeonhole: two hashes within
+    `radius` bits agree to within r_c bits on some chunk c when sum(r_c + 1) = radius + 1, so probing
+    every chunk value within r_c of the query's finds every match. r_c = -1 leaves a chunk out."""
+    # best[b]: (cost, radii) for the chunks so far using b of the radius + 1 budget
+    best: dict[int, tuple[float, list[int]]] = {0: (0.0, [])}
+    for width in layout:
+        step: dict[int, tuple[float, list[int]]] = {}
+        for used, (cost, radii) in best.items():
+            for r in range(-1, min(width, radius - used) + 1):
+                probes = _ball(width, r)
+                total = cost + probes * (_PROBE_COST + n / (1 << width))
+                if used + r + 1 not in step or total < step[used + r + 1][0]:
+                    step[used + r + 1] = (total, [*radii, r])
+        best = step
+    return best.get(radius + 1, (float("inf"), []))
+
+
+def _plan(layout: tuple[int, ...], n: int, radius: int, probe_capacity: int) -> npt.NDArray[np.uint64]:
+    """Plan words (hamming_kernel.P_*) for `radius`: the chunk values to probe, or a full scan when
+    that is cheaper (a scan compares n hashes, streaming)."""
+    cost, radii = _probing(layout, n, radius)
+    probes = sum(_ball(w, r) for w, r in zip(layout, radii, strict=True)) if radii else 0
+    m = len(layout)
+    if not radii or cost >= n or probes > probe_capacity:
+        plan = np.zeros(hamming_kernel.P_RADII + 2 * m + 1, np.int64)
+        plan[hamming_kernel.P_SCAN] = 1
+        plan[hamming_kernel.P_RADII : hamming_kernel.P_RADII + m] = -1
+    else:
+        masks = [_masks(w, r) for w, r in zip(layout, radii, strict=True)]
+        starts = np.concatenate([[0], np.cumsum([len(x) for x in masks])])
+        plan = np.concatenate([[0, probes, 0], radii, starts, np.concatenate(masks)]).astype(np.int64)
+    plan[hamming_kernel.P_RADIUS] = radius
+    return plan.view(np.uint64)
+
+
+@lru_cache(maxsize=256)
+def _ball(width: int, radius: int) -> int:
+    """How many `width`-bit values are within `radius` bits of a given one."""
+    return sum(comb(width, i) for i in range(radius + 1))
 
 
 @lru_cache(maxsize=64)
-def _masks(width: int, radius: int) -> npt.NDArray[np.uint64]:
+def _masks(width: int, radius: int) -> npt.NDArray[np.int64]:
     """Every `width`-bit mask with at most `radius` bits set (none when radius < 0)."""
     if radius < 0:
-        return np.zeros(0, dtype=np.uint64)
+        return np.zeros(0, dtype=np.int64)
     masks = [0]
     for r in range(1, min(radius, width) + 1):
         masks += [sum(1 << b for b in bits) for bits in itertools.combinations(range(width), r)]
-    return np.array(masks, dtype=np.uint64)
+    return np.array(masks, dtype=np.int64)
 
 
 def _components(
@@ -362,22 +426,14 @@ def _components(
     return degree, list(groups.values())
 
 
-_compiled: list[Any] = []
-
-
 def compile_search() -> None:
-    """Compile the search loop now (about a second of CPU) rather than on the first query; the
+    """Compile the search loops now (a few seconds of CPU) rather than on the first query; the
     daemon calls this in a worker thread at start-up so the event loop never waits for numba."""
-    HashIndex[int]().query(0, 0)
-
-
-def _kernel() -> Any:
-    # Imported on first search, when numba compiles the loop (about a second, once per process).
-    if not _compiled:
-        from importd.media.hamming_kernel import search
-
-        _compiled.append(search)
-    return _compiled[0]
+    index: HashIndex[int] = HashIndex()
+    index.add_many([(0, 0), (1, 1)])
+    index.query(0, 0)
+    index.query(0, 64)
+    index.groups(1)
 
 
 def video_groups(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -322,3 +324,27 @@ def test_plans_cover_the_radius() -> None:
             assert all(-1 <= r <= w for r, w in zip(radii, layout, strict=True))
     assert _layout(100_000, None) == (11, 11, 11, 11, 11, 9)  # 61 probes, ~3,100 hashes compared
     assert _layout(0, 8) == (8,) * 8 and _layout(0, 5) == (13, 13, 13, 13, 12)
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numba refuses cache=True when it finds nowhere to write; the kernels then compile uncached."""
+    import numba
+
+    from importd.media import hamming_kernel
+
+    real: Any = numba.njit
+    calls: list[bool] = []
+
+    def njit(*args: Any, **options: Any) -> Any:
+        calls.append(bool(options.get("cache")))
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")
+        return real(*args, **options)
+
+    monkeypatch.setattr(numba, "njit", njit)
+
+    @hamming_kernel._jit()
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert double(21) == 42 and calls == [True, False]

@@ -1,20 +1,21 @@
 """The compiled search of `nearindex.HashIndex`: probe multi-index tables, check full distances.
 
 numpy alone cannot do this: one query is a few dozen short table runs, and at about a microsecond per
-numpy call a vectorised query is no faster than scanning every hash. numba compiles the loops on first
-use (about two seconds, once per process) and releases the GIL while they run.
+numpy call a vectorised query is no faster than scanning every hash. numba compiles the loops once
+(seconds; the result is cached on disk when there is somewhere to write it) and releases the GIL
+while they run.
 
-Everything a search reads lives in one uint64 array, the arena (layout below, built by
-`nearindex._Arena`). A single query gets the arena as its address and length, plain ints: numba turns
-an array argument into a native one by allocating a reference record per call, which costs more than
-the rest of the call when the caches are cold (0.5 µs of about 1.5 µs). The caller keeps the array
-alive for the duration of the call.
+Everything a search reads lives in one uint64 array, the arena (word offsets below; built by
+`nearindex._Arena`). A single query passes the arena as its address and length, plain ints, and calls
+the compiled overload directly: an array argument makes numba allocate a reference record per call,
+and the dispatcher types every argument, together about 1 µs of a 2 µs call when the caches are
+cold. The caller holds the array for the duration of the call.
 
-Where the time goes in a query over 100,000 hashes is memory, not arithmetic: the tables are
-megabytes and a query reads a few hundred cache lines at scattered places. So the search runs in
-three passes: compute every probed table slot and prefetch it; read the run bounds; then count
-matches run by run while prefetching the runs a few probes ahead, so that many cache misses are in
-flight at once instead of one after another.
+At 100,000 hashes a query compares about 3,100 of them in 61 table runs, some 450 cache lines at
+scattered places, and when it follows other work (in the benchmark, a scan of all the hashes) those
+lines come from memory, not cache. That is most of its time. So the search runs in three passes:
+compute every probed table entry and prefetch it; read the run bounds; then count the matches run by
+run while prefetching the runs ahead, so that many misses are in flight at once.
 """
 
 from __future__ import annotations
@@ -71,10 +72,11 @@ P_SCAN = 2
 P_RADII = 3  # m words: per-chunk radius (as int64; -1: the chunk is not probed)
 # then m + 1 words: chunk c's masks are masks[starts[c]:starts[c + 1]]; then the masks
 
-# How many probes ahead a run is prefetched. Enough to cover a miss to memory (~100 ns) with the
-# ~15 ns each run takes to scan; more would evict lines of the runs about to be scanned.
+# Runs are prefetched this many probes ahead, RUN_LINES lines each: about 60 lines in flight, which
+# keeps the core's miss buffers full (2 to 16 probes ahead measured the same). A run of 49 hashes
+# (100,000 hashes, 11-bit chunks) spans 7 to 8 lines.
 PREFETCH_AHEAD = 8
-RUN_LINES = 8  # a run of 49 hashes (n = 100,000, 11-bit chunks) spans 7 to 8 lines
+RUN_LINES = 8
 
 # Values of hits kept during a query to skip runs whose matches were all reported (scratch words).
 REPORTED = 16
@@ -84,6 +86,7 @@ DISTANCE_SHIFT = 56
 SLOT_MASK = (1 << DISTANCE_SHIFT) - 1
 
 _ONE = np.uint64(1)
+_NONE = np.int64(0)  # a hit count typed int64: a literal 0 would compile every callee twice
 
 
 @_intrinsic
@@ -142,13 +145,13 @@ def _words_at(typingctx: Any, address: Any, length: Any) -> Any:
     return sig, codegen
 
 
-@_jit(inline="always")
+@_jit()
 def _at(arena: Any, index: Any) -> Any:
     """arena[index] as a signed int64 (a word index or count)."""
     return np.int64(arena[index])
 
 
-@_jit(inline="always")
+@_jit()
 def _prefetch_run(arena: Any, start: Any) -> None:
     """Prefetch the first RUN_LINES cache lines from arena[start], however long the run: a fixed count
     keeps the loop free of mispredicted exits, and the hardware prefetcher follows longer runs."""
@@ -156,7 +159,7 @@ def _prefetch_run(arena: Any, start: Any) -> None:
         _prefetch(arena, start + 8 * i)
 
 
-@_jit(inline="always")
+@_jit()
 def _count(arena: Any, lo: Any, hi: Any, query: Any, radius: Any) -> Any:
     """How many of arena[lo:hi] are within `radius` of `query`. Over a slice, so that the index is
     known not to be negative and LLVM vectorises the loop (twice as fast as indexing arena[p])."""
@@ -167,7 +170,7 @@ def _count(arena: Any, lo: Any, hi: Any, query: Any, radius: Any) -> Any:
     return count
 
 
-@_jit(inline="always")
+@_jit()
 def _removed(arena: Any, slot: Any) -> Any:
     if arena[H_DEAD_COUNT] == 0:
         return False
@@ -175,7 +178,7 @@ def _removed(arena: Any, slot: Any) -> Any:
     return bool((word >> (slot & np.uint64(63))) & _ONE)
 
 
-@_jit(inline="always")
+@_jit()
 def _seen_earlier(arena: Any, plan: Any, difference: Any, chunk: Any) -> Any:
     """Whether an earlier probed chunk also holds this hash within its radius (so it was reported)."""
     for earlier in range(chunk):
@@ -332,6 +335,18 @@ def _collect(query: Any, arena: Any, hits: Any, found: Any) -> Any:
 
 
 @_jit()
+def _insertion_sort(hits: Any, count: Any) -> None:
+    """Sort hits[:count] in place: a handful of hits, and numba's own sort takes seconds to compile."""
+    for i in range(1, count):
+        hit = hits[i]
+        j = i - 1
+        while j >= 0 and hits[j] > hit:
+            hits[j + 1] = hits[j]
+            j -= 1
+        hits[j + 1] = hit
+
+
+@_jit()
 def search(query: Any, address: Any, length: Any) -> Any:
     """One query against the arena at `address` (`length` words), with its installed plan.
 
@@ -340,19 +355,21 @@ def search(query: Any, address: Any, length: Any) -> Any:
     """
     arena = _words_at(address, length)
     out = _at(arena, H_OUT)
-    hits = arena[out : out + _at(arena, H_OUT_CAP)]
-    found = _collect(np.uint64(query), arena, hits, 0)
+    # A second view rather than a slice: a slice's type differs, and numba would compile every
+    # function below twice.
+    hits = _words_at(address + 8 * out, _at(arena, H_OUT_CAP))
+    found = _collect(np.uint64(query), arena, hits, _NONE)
     if found == 1:
         return np.int64(hits[0])
     if 1 < found <= hits.shape[0]:
-        hits[:found].sort()
+        _insertion_sort(hits, found)
     return -1 - found
 
 
 @_jit()
 def collect(query: Any, arena: Any, hits: Any) -> Any:
     """`_collect` into a caller's array (for results too large for the arena's result area)."""
-    return _collect(np.uint64(query), arena, hits, 0)  # type: ignore[no-any-return]
+    return _collect(np.uint64(query), arena, hits, _NONE)  # type: ignore[no-any-return]
 
 
 @_jit()
@@ -401,7 +418,7 @@ def collect_pairs(
     masks. Joining those runs pairwise compares each such pair once, run against run, in cache,
     instead of fetching a query's scattered runs from memory 100,000 times. Hashes in the tail are
     then queried one by one (`values` holds every slot's hash)."""
-    found = 0
+    found = _NONE
     chunks = _at(arena, H_CHUNKS)
     built = _at(arena, H_BUILT)
     plan = _at(arena, H_PLAN)
@@ -449,8 +466,8 @@ def collect_pairs(
 
 def compiled_search() -> Callable[[int, int, int], int]:
     """Compile every entry point (or load it from numba's cache) and return `search` as its compiled
-    overload: calling that directly skips the dispatcher's typing of the arguments, 0.4 µs of the
-    1 µs a call costs when the caches are cold."""
+    overload: calling that directly skips the dispatcher's typing of the arguments (0.4 µs of a cold
+    call's 1.1 µs)."""
     search.compile("int64(int64, int64, int64)")
     collect.compile("int64(int64, uint64[::1], uint64[::1])")
     collect_pairs.compile("int64(uint64[::1], uint64[::1], uint64[::1], uint64[::1])")

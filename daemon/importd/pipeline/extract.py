@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -186,11 +186,21 @@ def done_versions(conn: Connection, hashes: Sequence[str]) -> dict[str, dict[str
     return out
 
 
-def outdated_contents(conn: Connection, limit: int) -> list[tuple[str, int, bytes]]:
-    """(blake3, root_id, relpath) of one present path per content, for the start-up catch-up."""
+def last_file_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.max(files_t.c.id))).scalar() or 0)
+
+
+def outdated_contents(
+    conn: Connection, limit: int, up_to_id: int | None = None
+) -> list[tuple[str, int, bytes]]:
+    """(blake3, root_id, relpath) of one present path per content, for the start-up catch-up;
+    with `up_to_id`, only rows that existed then (later ones were planned as they committed)."""
+    cond = [files_t.c.status == STATUS_PRESENT, files_t.c.blake3.is_not(None)]
+    if up_to_id is not None:
+        cond.append(files_t.c.id <= up_to_id)
     rows = conn.execute(
         select(files_t.c.blake3, files_t.c.root_id, files_t.c.relpath)
-        .where(files_t.c.status == STATUS_PRESENT, files_t.c.blake3.is_not(None))
+        .where(*cond)
         .group_by(files_t.c.blake3)
         .limit(limit)
     )
@@ -393,10 +403,15 @@ class MediaStage:
     async def _catch_up(self, after: Sequence[anyio.Event]) -> None:
         """At start-up: contents registered before (or before a version bump) get their work,
         at background priority, behind anything new."""
+        async with self.engine.connect() as conn:
+            up_to_id = await conn.run_sync(last_file_id)
         for event in after:
             await event.wait()
+        if up_to_id == 0:
+            self.ready.set()
+            return  # an empty catalog at start-up: everything since was planned as it committed
         async with self.engine.connect() as conn:
-            rows = await conn.run_sync(outdated_contents, 10_000_000)
+            rows = await conn.run_sync(outdated_contents, 10_000_000, up_to_id)
         batch = [FileChange(0, root_id, relpath, "updated", digest) for digest, root_id, relpath in rows]
         for part in chunks(batch, 1000):
             await self._plan(list(part), Priority.BACKGROUND)

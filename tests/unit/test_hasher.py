@@ -177,7 +177,7 @@ def _nice_of_tasks() -> dict[int, int]:
 
 
 @pytest.mark.usefixtures("small_pipeline")
-@pytest.mark.skipif(hasher._THREADS < 2 or not os.path.isdir("/proc/self/task"), reason="needs 2 CPUs, Linux")
+@pytest.mark.skipif(hasher.CPUS < 2 or not os.path.isdir("/proc/self/task"), reason="needs 2 CPUs, Linux")
 def test_hashing_threads_take_the_priority_of_the_thread_that_asks(tmp_path: Path) -> None:
     """A lowered scrub must not feed full-priority hashing threads (nor the other way round):
     its reader and blake3's threads take the nice value of the worker thread that hashes."""
@@ -204,7 +204,7 @@ def test_hashing_threads_take_the_priority_of_the_thread_that_asks(tmp_path: Pat
     assert seen["digests"] == {blake3.blake3(data).hexdigest()}
     assert seen["reused"] and seen["new_pool"]
     lowered = seen["lowered_tasks"]
-    assert isinstance(lowered, set) and len(lowered) >= hasher._THREADS  # the new pool's threads
+    assert isinstance(lowered, set) and len(lowered) >= hasher.CPUS  # the new pool's threads
 
 
 def test_permission_denied_is_a_failure(tmp_path: Path) -> None:

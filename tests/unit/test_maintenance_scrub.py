@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from importd.maintenance.priority import (
     thread_io_class,
 )
 from importd.maintenance.scrub import (
+    LANE_FROM,
+    LANES,
     Budget,
     BudgetError,
     Scrubber,
@@ -27,8 +30,8 @@ from importd.maintenance.scrub import (
     ScrubTarget,
     parse_budget,
 )
-from importd.pipeline.hasher import PIPELINE_FROM
-from importd.pipeline.items import FileFailure, HashOutcome, SettledFile, s64
+from importd.pipeline.hasher import CHUNK, PIPELINE_FROM
+from importd.pipeline.items import FileFailure, HashedFile, HashOutcome, SettledFile, Unsettled, s64
 
 KiB = 1 << 10
 UNLIMITED = Budget()
@@ -90,7 +93,7 @@ def test_bit_rot_is_found_and_told_apart_from_changes(tmp_path: Path) -> None:
         path.write_bytes(os.urandom(PIPELINE_FROM + KiB if name == "big_rot" else 64 * KiB))
     targets = [target(path, i) for i, path in enumerate(files.values(), start=1)]
     flip_keeping_mtime(files["rot"], 1000)
-    flip_keeping_mtime(files["big_rot"], PIPELINE_FROM - 7)  # the pipelined reader's path
+    flip_keeping_mtime(files["big_rot"], PIPELINE_FROM - 7)  # checked in a lane, chunk after chunk
     with open(files["grown"], "ab") as fh:
         fh.write(b"more")
     os.utime(files["touched"], ns=(0, 1_000_000_000))
@@ -352,3 +355,130 @@ def test_lowering_twice_never_raises_the_priority() -> None:
     worker.start()
     worker.join()
     assert seen == [15]
+
+
+def test_time_adds_up_over_pages_of_rows(tmp_path: Path) -> None:
+    """The service feeds a sweep page by page: the budget covers them all, not each one."""
+    rows = []
+    for i in range(1, 7):
+        (tmp_path / f"f{i}").write_bytes(b"x" * i)
+        rows.append(target(tmp_path / f"f{i}", i))
+    clock = Ticks(step=100.0)
+    scrubber = Scrubber(ScrubPlan(Budget(max_seconds=1000.0), 5000.0), clock=clock, now=Ticks(5000.0))
+    first = list(scrubber.sweep(rows[:3]))
+    after_first = (scrubber.progress.stopped, scrubber.progress.elapsed)
+    clock.t += 10_000.0  # time between pages (catalog writes) is not the sweep's
+    second = list(scrubber.sweep(rows[3:]))
+    assert len(first) == 3 and after_first[0] == "done"
+    assert scrubber.progress.elapsed > after_first[1]
+    assert scrubber.progress.stopped == "budget" and len(second) < 3
+
+
+class SlowHasher:
+    """Stands in for the real hasher: takes `delay[name]` seconds and notes how many ran at once
+    and at which nice value."""
+
+    def __init__(self, delay: dict[bytes, float]) -> None:
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.nice: set[int] = set()
+        self.release = threading.Event()
+
+    def __call__(
+        self,
+        path: bytes,
+        settled: SettledFile,
+        buffer: bytearray | memoryview,
+        stop: threading.Event | None = None,
+    ) -> HashOutcome:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.nice.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        try:
+            waited = 0.0
+            while waited < self.delay.get(os.path.basename(path), 0.0):
+                if stop is not None and stop.is_set():
+                    return Unsettled(settled.ref)
+                time.sleep(0.005)
+                waited += 0.005
+            with open(path, "rb") as fh:
+                return HashedFile(settled.ref, settled.stat, blake3.blake3(fh.read()).hexdigest())
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def big_targets(tmp_path: Path, names: Iterable[str], size: int = LANE_FROM) -> list[ScrubTarget]:
+    out = []
+    for i, name in enumerate(names, start=1):
+        (tmp_path / name).write_bytes(os.urandom(size))
+        out.append(target(tmp_path / name, i))
+    return out
+
+
+def test_lanes_check_big_files_side_by_side_and_report_in_order(tmp_path: Path) -> None:
+    rows = big_targets(tmp_path, ["a", "b", "c", "d"])
+    (tmp_path / "small").write_bytes(b"s" * 100)
+    rows.insert(2, target(tmp_path / "small", 9))  # checked in the sweep's own thread meanwhile
+    slow = SlowHasher({b"a": 0.2, b"b": 0.02, b"c": 0.02, b"d": 0.02})  # the first one finishes last
+    scrubber = Scrubber(ScrubPlan(Budget(), 5000.0), clock=Ticks(), now=Ticks(5000.0), hasher=slow, lanes=2)
+    results = list(scrubber.sweep(rows))
+    assert [r.target.row_id for r in results] == [1, 2, 9, 3, 4]
+    assert [r.kind for r in results] == ["ok"] * 5
+    assert slow.most >= 2  # two lanes, and the small file maybe beside them
+    assert scrubber.progress.files == 5 and scrubber.progress.stopped == "done"
+
+
+def test_lanes_keep_the_byte_budget(tmp_path: Path) -> None:
+    """Bytes still being read count against the budget: with two lanes, a budget of two files
+    checks two files, as one lane would."""
+    rows = big_targets(tmp_path, ["a", "b", "c", "d"])
+    plan = ScrubPlan(Budget(max_bytes=2 * LANE_FROM), 5000.0)
+    scrubber = Scrubber(plan, clock=Ticks(), now=Ticks(5000.0), hasher=SlowHasher({}), lanes=2)
+    results = list(scrubber.sweep(rows))
+    assert [r.target.row_id for r in results] == [1, 2]
+    assert scrubber.progress.stopped == "budget"
+    assert scrubber.progress.stopped_before is not None and scrubber.progress.stopped_before.row_id == 3
+
+
+def test_stop_during_lanes_reports_what_finished_before_it(tmp_path: Path) -> None:
+    rows = big_targets(tmp_path, ["a", "b", "c"])
+    slow = SlowHasher({b"a": 0.01, b"b": 5.0, b"c": 5.0})
+    stop = threading.Event()
+    scrubber = Scrubber(
+        ScrubPlan(Budget(), 5000.0), clock=Ticks(), now=Ticks(5000.0), hasher=slow, lanes=2, stop=stop
+    )
+    out = scrubber.sweep(rows)
+    first = next(out)
+    assert first.target.row_id == 1
+    stop.set()
+    assert list(out) == []  # b was interrupted; c, started after it, is not reported either
+    assert scrubber.progress.stopped == "stopped"
+    assert scrubber.progress.stopped_before is not None and scrubber.progress.stopped_before.row_id == 2
+    assert scrubber.progress.files == 1
+    # The next sweep over the same rows picks up the interrupted ones.
+    stop.clear()
+    slow.delay.clear()
+    again = list(scrubber.sweep(rows))
+    assert [r.target.row_id for r in again] == [2, 3]
+
+
+@pytest.mark.skipif(LANES < 2, reason="one CPU: no lanes")
+def test_lanes_run_at_the_priority_of_the_sweep(tmp_path: Path) -> None:
+    rows = big_targets(tmp_path, ["a", "b", "c"])
+    slow = SlowHasher({b"a": 0.02, b"b": 0.02, b"c": 0.02})
+    scrubber = Scrubber(ScrubPlan(Budget(), 5000.0), hasher=slow, lanes=2)
+    results = run_lowered(lambda: list(scrubber.sweep(rows)))
+    assert len(results) == 3 and slow.most == 2
+    assert slow.nice == {SWEEP_NICE}
+
+
+def test_lanes_hash_for_real(tmp_path: Path) -> None:
+    """The default hasher in lanes: big files read chunk by chunk in each lane's own buffer."""
+    rows = big_targets(tmp_path, ["a", "b", "c"], size=3 * CHUNK + 5)
+    flip_keeping_mtime(tmp_path / "b", 2 * CHUNK + 1)
+    scrubber = Scrubber(ScrubPlan(Budget(), 5000.0), clock=Ticks(), now=Ticks(5000.0), lanes=2)
+    assert [r.kind for r in scrubber.sweep(rows)] == ["ok", "hash_mismatch", "ok"]

@@ -14,12 +14,14 @@ import pytest
 
 from importd.maintenance.priority import (
     IOPRIO_CLASS_IDLE,
-    SWEEP_NICE,
+    LOWER_BY,
     lower_thread_priority,
     run_lowered,
+    sweep_nice,
     thread_io_class,
 )
 from importd.maintenance.scrub import (
+    LANE_CHUNK,
     LANE_FROM,
     LANES,
     Budget,
@@ -30,7 +32,7 @@ from importd.maintenance.scrub import (
     ScrubTarget,
     parse_budget,
 )
-from importd.pipeline.hasher import CHUNK, PIPELINE_FROM
+from importd.pipeline.hasher import PIPELINE_FROM
 from importd.pipeline.items import FileFailure, HashedFile, HashOutcome, SettledFile, Unsettled, s64
 
 KiB = 1 << 10
@@ -303,7 +305,7 @@ def test_lower_thread_priority_touches_only_the_calling_thread() -> None:
     worker.start()
     worker.join()
     assert seen["problems"] == []
-    assert seen["nice"] == SWEEP_NICE
+    assert seen["nice"] == sweep_nice() == min(19, before + LOWER_BY)
     assert seen["io"] in (IOPRIO_CLASS_IDLE, None)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
     assert thread_io_class() != IOPRIO_CLASS_IDLE
@@ -331,7 +333,7 @@ def test_run_lowered_leaves_the_calling_thread_alone() -> None:
     problems: list[list[str]] = []
     tid, nice, io, child_io = run_lowered(work, on_problems=problems.append)
     assert tid != me and problems == []
-    assert nice == SWEEP_NICE and io in (IOPRIO_CLASS_IDLE, None) and child_io == io
+    assert nice == sweep_nice() and io in (IOPRIO_CLASS_IDLE, None) and child_io == io
     assert os.getpriority(os.PRIO_PROCESS, me) == before
     assert thread_io_class() != IOPRIO_CLASS_IDLE
 
@@ -342,19 +344,22 @@ def test_run_lowered_leaves_the_calling_thread_alone() -> None:
         run_lowered(fails)
 
 
-def test_lowering_twice_never_raises_the_priority() -> None:
+def test_lowering_again_changes_nothing_and_never_raises_the_priority() -> None:
     seen: list[int] = []
 
-    def twice() -> None:
+    def lowered() -> None:
         tid = threading.get_native_id()
-        assert lower_thread_priority(15) == []
-        assert lower_thread_priority() == []  # 10 would be a raise: refused quietly, not tried
+        assert lower_thread_priority() == []
+        assert lower_thread_priority() == []  # relative to the daemon, not to this thread
+        seen.append(os.getpriority(os.PRIO_PROCESS, tid))
+        assert lower_thread_priority(LOWER_BY + 5) == []
+        assert lower_thread_priority() == []  # back up would be a raise: refused quietly, not tried
         seen.append(os.getpriority(os.PRIO_PROCESS, tid))
 
-    worker = threading.Thread(target=twice)
+    worker = threading.Thread(target=lowered)
     worker.start()
     worker.join()
-    assert seen == [15]
+    assert seen == [sweep_nice(), sweep_nice(LOWER_BY + 5)]
 
 
 def test_time_adds_up_over_pages_of_rows(tmp_path: Path) -> None:
@@ -473,12 +478,12 @@ def test_lanes_run_at_the_priority_of_the_sweep(tmp_path: Path) -> None:
     scrubber = Scrubber(ScrubPlan(Budget(), 5000.0), hasher=slow, lanes=2)
     results = run_lowered(lambda: list(scrubber.sweep(rows)))
     assert len(results) == 3 and slow.most == 2
-    assert slow.nice == {SWEEP_NICE}
+    assert slow.nice == {sweep_nice()}
 
 
 def test_lanes_hash_for_real(tmp_path: Path) -> None:
     """The default hasher in lanes: big files read chunk by chunk in each lane's own buffer."""
-    rows = big_targets(tmp_path, ["a", "b", "c"], size=3 * CHUNK + 5)
-    flip_keeping_mtime(tmp_path / "b", 2 * CHUNK + 1)
+    rows = big_targets(tmp_path, ["a", "b", "c"], size=2 * LANE_CHUNK + 5)
+    flip_keeping_mtime(tmp_path / "b", LANE_CHUNK + 1)  # in the second read
     scrubber = Scrubber(ScrubPlan(Budget(), 5000.0), clock=Ticks(), now=Ticks(5000.0), lanes=2)
     assert [r.kind for r in scrubber.sweep(rows)] == ["ok", "hash_mismatch", "ok"]

@@ -7,10 +7,11 @@ by mq-deadline, which serves it last); with `none` the nice value is what remain
 started by a lowered thread inherit both: the hasher's reader thread and blake3 thread pool,
 which it makes per thread and per nice value for exactly that reason.
 
-Nice 10 rather than 19: the sweep still gets about a tenth of a busy CPU instead of a
-seventieth, and a lowered thread that holds the GIL when it is preempted gets it back in tens
-of milliseconds, not hundreds, so it cannot hold up the event loop for long. When nothing else
-runs, the value makes no difference (measured: `make bench`, the scrub).
+The nice value is the daemon's plus 10 (so 10 for a daemon at 0, 15 under systemd's Nice=5),
+not 19: the sweep still gets about a tenth of a busy CPU instead of a seventieth, and a
+lowered thread that holds the GIL when it is preempted gets it back in tens of milliseconds,
+not hundreds, so it cannot hold up the event loop for long. When nothing else runs, the value
+makes no difference.
 
 An unprivileged process cannot raise a thread's priority back (RLIMIT_NICE is 0 by default), so
 lowering a thread that is reused for other work (anyio's worker threads) lowers that work too:
@@ -28,7 +29,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-SWEEP_NICE = 10
+LOWER_BY = 10
 IOPRIO_WHO_PROCESS = 1
 IOPRIO_CLASS_IDLE = 3
 IOPRIO_CLASS_SHIFT = 13
@@ -40,13 +41,20 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def lower_thread_priority(nice: int = SWEEP_NICE) -> list[str]:
-    """Renice the calling thread and put its I/O in the idle class; returns what could not be
-    done (empty when both worked), so the caller can log it and carry on. For good: see
-    `run_lowered` for work on a thread that is used for something else afterwards."""
+def sweep_nice(by: int = LOWER_BY) -> int:
+    """The nice value for sweeps: `by` more than the daemon's main thread, at most 19."""
+    return min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + by)
+
+
+def lower_thread_priority(by: int = LOWER_BY) -> list[str]:
+    """Renice the calling thread to `sweep_nice(by)` and put its I/O in the idle class; returns
+    what could not be done (empty when both worked), so the caller can log it and carry on.
+    Calling it again changes nothing. For good: see `run_lowered` for work on a thread that is
+    used for something else afterwards."""
     problems: list[str] = []
     tid = threading.get_native_id()
     try:
+        nice = sweep_nice(by)
         if os.getpriority(os.PRIO_PROCESS, tid) < nice:  # never raise it (nor fail trying)
             os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError as exc:
@@ -63,7 +71,7 @@ def lower_thread_priority(nice: int = SWEEP_NICE) -> list[str]:
 
 
 def run_lowered(
-    work: Callable[[], T], nice: int = SWEEP_NICE, on_problems: Callable[[list[str]], None] | None = None
+    work: Callable[[], T], by: int = LOWER_BY, on_problems: Callable[[list[str]], None] | None = None
 ) -> T:
     """`work()` in a new thread at lowered priority, which ends with it; its result, or its
     exception raised here. The calling thread only waits, so its own priority is untouched.
@@ -72,7 +80,7 @@ def run_lowered(
     failure: list[BaseException] = []
 
     def lowered() -> None:
-        problems = lower_thread_priority(nice)
+        problems = lower_thread_priority(by)
         if problems and on_problems is not None:
             on_problems(problems)
         try:

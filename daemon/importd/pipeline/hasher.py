@@ -211,8 +211,6 @@ def _hash_pipelined(fd: int, cancel: threading.Event | None) -> tuple[str, int]:
     hasher = _KIT.take_hasher()
     stop = threading.Event()
     empty = memoryview(b"")
-    with contextlib.suppress(OSError):  # advice only
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)  # a cold read gets a longer read-ahead
 
     def read() -> None:
         try:

@@ -132,3 +132,23 @@ def test_unsigned_inode_fits(conn: Connection) -> None:
     big = FileStat(1, 1, 1, (1 << 64) - 1, (1 << 63) + 5)
     apply_ops(conn, [HashedFile(ref(b"a"), big, H1)], now=1.0)
     assert conn.execute(text("SELECT inode FROM files")).scalar() == -1
+
+
+def test_new_rows_get_their_own_ids_in_big_batches(conn: Connection) -> None:
+    """More rows than one INSERT statement holds; each change names the row of its own path."""
+    ops = [HashedFile(ref(b"f%05d" % i), st(100 + i), "%064x" % (i % 700)) for i in range(1000)]
+    r = apply_ops(conn, ops, now=1.0)
+    assert r.inserted == 1000 and r.duplicates == 300
+    by_id = {row_id: relpath for row_id, relpath, _, _ in rows(conn)}
+    assert {c.file_id: c.relpath for c in r.changes} == by_id
+    assert conn.execute(text("SELECT count(*) FROM contents")).scalar() == 700
+
+
+def test_ids_come_from_the_catalog_when_sqlite_picks_them_at_random(conn: Connection) -> None:
+    """Once the largest id is 2**63 - 1, SQLite picks free ids at random: the writer must not
+    assume they follow each other."""
+    apply_ops(conn, [HashedFile(ref(b"top"), st(1), H1)], now=1.0)
+    conn.execute(text("UPDATE files SET id = 9223372036854775807"))
+    r = apply_ops(conn, [HashedFile(ref(b"n%d" % i), st(10 + i), H2) for i in range(5)], now=2.0)
+    by_path = {relpath: row_id for row_id, relpath, _, _ in rows(conn)}
+    assert {c.relpath: c.file_id for c in r.changes} == {p: by_path[p] for p in by_path if p != b"top"}

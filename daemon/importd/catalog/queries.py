@@ -158,6 +158,36 @@ def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMa
     return out
 
 
+def identities_sqlite(conn: sqlite3.Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:
+    """`identities` on a plain sqlite3 connection (`open_reader`), for a walk's own thread."""
+    by_dev: dict[int, set[int]] = {}
+    for dev, ino in keys:
+        by_dev.setdefault(s64(dev), set()).add(s64(ino))
+    out: list[IdentityMatch] = []
+    for dev, inodes in by_dev.items():
+        for part in chunks(sorted(inodes)):
+            marks = ",".join("?" * len(part))
+            rows = conn.execute(
+                "SELECT id, root_id, relpath, size, mtime_ns, inode, dev, blake3, status FROM files"
+                f" WHERE dev = ? AND inode IN ({marks})",
+                (dev, *part),
+            )
+            out.extend(IdentityMatch(i, r, bytes(p), *rest) for i, r, p, *rest in rows)
+    return out
+
+
+def open_reader(db_file: str) -> sqlite3.Connection:
+    """A read-only connection to the catalog file, for a worker thread of its own: reads there
+    wait neither for the event loop nor for the async engine's connection thread."""
+    return sqlite3.connect(
+        f"file:{quote(db_file)}?mode=ro",
+        uri=True,
+        timeout=10.0,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+
+
 def status_counts(conn: Connection) -> dict[int, dict[str, tuple[int, int]]]:
     """{root_id: {status: (files, bytes)}}."""
     rows = conn.execute(

@@ -9,10 +9,12 @@ the partial unique index on live paths makes a replay unable to duplicate a row.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, TypeVar
 
 import anyio
@@ -22,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from importd.catalog.engine import writer_engine
 from importd.catalog.models import (
     STATUS_ERROR,
     STATUS_MISSING,
@@ -106,11 +109,34 @@ class BatchResult:
 def _insert_contents(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
+    if _raw_sqlite(conn):
+        values = [(row["blake3"], row["size"], row["first_seen"]) for row in rows]
+        _insert_rows(
+            conn, "contents", ("blake3", "size", "first_seen"), values, " ON CONFLICT (blake3) DO NOTHING"
+        )
+        return
     if conn.dialect.name == "postgresql":
         stmt: Any = postgresql.insert(contents).on_conflict_do_nothing(index_elements=["blake3"])
     else:
         stmt = sqlite.insert(contents).on_conflict_do_nothing(index_elements=["blake3"])
     conn.execute(stmt, rows)
+
+
+# Rows per INSERT statement: SQLite allows 32,766 bound values per statement.
+ROWS_PER_INSERT = 256
+
+
+def _insert_rows(
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], tail: str = ""
+) -> None:
+    """Many rows per INSERT ... VALUES (...), (...) statement rather than executemany: the
+    driver releases the GIL for each statement it steps, and a release per row made the writer
+    and the hashing thread hand the GIL to each other 100,000 times in a cold import, at tens of
+    microseconds a hand-off on two cores."""
+    one = "(" + ",".join("?" * len(columns)) + ")"
+    head = f"INSERT INTO {table} ({','.join(columns)}) VALUES "
+    for part in chunks(rows, ROWS_PER_INSERT):
+        conn.exec_driver_sql(head + ",".join([one] * len(part)) + tail, tuple(chain.from_iterable(part)))
 
 
 def _file_values(op: HashedFile | MovedFile | FileFailure, now: float) -> dict[str, Any]:
@@ -174,6 +200,13 @@ def _live_rows(conn: Connection, keys: Sequence[tuple[int, bytes]]) -> dict[tupl
             for row_id, relpath in rows:
                 found[(root_id, bytes(relpath))] = row_id
     return found
+
+
+def _any_missing(conn: Connection) -> bool:
+    """Does any row wait to be found again? One probe of the status index."""
+    return bool(
+        conn.execute(select(select(files.c.id).where(files.c.status == STATUS_MISSING).exists())).scalar()
+    )
 
 
 def _missing_by_hash(conn: Connection, hashes: Sequence[str]) -> dict[str, list[int]]:
@@ -256,12 +289,16 @@ def _insert_files(
     if not _raw_sqlite(conn):
         stmt = files.insert().returning(files.c.id, files.c.root_id, files.c.relpath, files.c.blake3)
         return [tuple(r) for r in conn.execute(stmt, inserts)]  # type: ignore[misc]
-    marks = ",".join("?" * len(_INSERT_COLUMNS))
-    conn.exec_driver_sql(
-        f"INSERT INTO files ({','.join(_INSERT_COLUMNS)}) VALUES ({marks})",
-        [tuple(row[c] for c in _INSERT_COLUMNS) for row in inserts],
-    )
-    # executemany cannot return rows: the new ids come from the live-path index.
+    (before,) = conn.exec_driver_sql("SELECT max(id) FROM files").one()
+    _insert_rows(conn, "files", _INSERT_COLUMNS, [tuple(row[c] for c in _INSERT_COLUMNS) for row in inserts])
+    # executemany cannot return rows. This connection is the only writer and holds the write
+    # lock: SQLite gives each new row max(id) + 1 (unless max(id) is 2**63 - 1, when it picks
+    # free ids at random), so a last id of before + n means the ids are before+1 .. before+n in
+    # order. Otherwise they come from the live-path index.
+    (last,) = conn.exec_driver_sql("SELECT last_insert_rowid()").one()
+    first = (before or 0) + 1
+    if last == first + len(inserts) - 1:
+        return [(first + i, row["root_id"], row["relpath"], row["blake3"]) for i, row in enumerate(inserts)]
     ids = _live_rows(conn, [(row["root_id"], row["relpath"]) for row in inserts])
     return [
         (ids[(row["root_id"], row["relpath"])], row["root_id"], row["relpath"], row["blake3"])
@@ -414,8 +451,11 @@ def _apply_registrations(
 
     # New paths: a missing row with the same content moved here; else a missing row at this very
     # path came back; else a new row.
-    by_hash = _missing_by_hash(conn, [op.blake3 for _, op in pending if isinstance(op, HashedFile)])
-    by_path = _missing_by_path(conn, [key for key, _ in pending])
+    by_hash: dict[str, list[int]] = {}
+    by_path: dict[tuple[int, bytes], int] = {}
+    if pending and _any_missing(conn):  # none in a cold import: skip two lookups per path
+        by_hash = _missing_by_hash(conn, [op.blake3 for _, op in pending if isinstance(op, HashedFile)])
+        by_path = _missing_by_path(conn, [key for key, _ in pending])
     for key, op in pending:
         target: int | None = None
         if isinstance(op, HashedFile):
@@ -502,6 +542,10 @@ class CatalogWriter:
         self.engine = engine
         self.on_commit = on_commit
         self.clock = clock
+        # SQLite file: transactions run in a worker thread on a synchronous connection of their
+        # own (one at a time: this is the only writer). Otherwise through the async engine.
+        self._sync = writer_engine(engine)
+        self._thread = anyio.CapacityLimiter(1)
         self._send: MemoryObjectSendStream[CatalogOp | _Call]
         self._recv: MemoryObjectReceiveStream[CatalogOp | _Call]
         self._send, self._recv = anyio.create_memory_object_stream[CatalogOp | _Call](queue_size)
@@ -532,6 +576,13 @@ class CatalogWriter:
         self._send.close()
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._sync is not None:
+                self._sync.dispose()
+
+    async def _run(self) -> None:
         async with self._recv:
             while True:
                 try:
@@ -574,8 +625,7 @@ class CatalogWriter:
         while True:
             now = self.clock()
             try:
-                async with self.engine.begin() as conn:
-                    result = await conn.run_sync(apply_ops, ops, now)
+                result = await self._transaction(functools.partial(apply_ops, ops=ops, now=now))
             except Exception as exc:
                 # Never drop work: the pipeline waits (back-pressure) while the catalog is
                 # unwritable (disk full, locked by a stray process), and status says why.
@@ -586,17 +636,32 @@ class CatalogWriter:
                 continue
             break
         self.last_error = None
-        self.pending -= len(ops)
         self.totals.add(dataclasses.replace(result, changes=[]))  # counts only: changes are per batch
-        if self.on_commit is not None:
-            maybe = self.on_commit(result)
-            if maybe is not None:
-                await maybe
+        try:
+            if self.on_commit is not None:
+                maybe = self.on_commit(result)
+                if maybe is not None:
+                    await maybe
+        finally:
+            # Only now: status shows nothing "writing" once the stages after it have the changes.
+            self.pending -= len(ops)
+
+    async def _transaction(self, fn: Callable[[Connection], T]) -> T:
+        """`fn` in one transaction, committed when it returns."""
+        sync = self._sync
+        if sync is None:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn)
+
+        def run() -> T:
+            with sync.begin() as conn:
+                return fn(conn)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._thread)
 
     async def _run_call(self, item: _Call) -> None:
         try:
-            async with self.engine.begin() as conn:
-                item.value = await conn.run_sync(item.fn)
+            item.value = await self._transaction(item.fn)
         except Exception as exc:
             item.error = exc
         finally:

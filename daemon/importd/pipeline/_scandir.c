@@ -344,9 +344,181 @@ done:
     return out;
 }
 
+/* ---- read_small: the files of a cold import, read without the GIL ------------------------- */
+
+enum small_status { S_DATA, S_VANISHED, S_UNSETTLED, S_FAILED_OPEN, S_FAILED_READ };
+
+typedef struct {
+    const char *rel;
+    Py_ssize_t rel_len;
+    long long size, mtime_ns, ctime_ns;
+    unsigned long long ino, dev;
+    char *data;
+    long long got;
+    enum small_status status;
+    int err;
+} small_t;
+
+static int same_stat(const struct stat *st, const small_t *f) {
+    return (long long)st->st_size == f->size &&
+           (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec == f->mtime_ns &&
+           (long long)st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec == f->ctime_ns &&
+           (unsigned long long)st->st_ino == f->ino && (unsigned long long)st->st_dev == f->dev;
+}
+
+#ifndef O_NOATIME
+#define O_NOATIME 0
+#endif
+
+/* One file, as hasher._hash_file does it: open without following a link (nor blocking on a
+ * fifo), the same inode and stat as settled, every byte up to EOF, the same stat after, and the
+ * path still naming that inode. */
+static void read_one(const char *root, size_t root_len, small_t *f, int *noatime) {
+    size_t plen = root_len + 1 + (size_t)f->rel_len;
+    char *path = malloc(plen + 1);
+    if (!path) {
+        f->status = S_FAILED_OPEN, f->err = ENOMEM;
+        return;
+    }
+    memcpy(path, root, root_len);
+    path[root_len] = '/';
+    memcpy(path + root_len + 1, f->rel, (size_t)f->rel_len);
+    path[plen] = 0;
+    int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+    int fd = -1;
+    if (*noatime) {
+        fd = open(path, flags | O_NOATIME);
+        if (fd < 0 && (errno == EPERM || errno == EACCES)) *noatime = 0;  /* needs ownership */
+    }
+    if (fd < 0) fd = open(path, flags);
+    if (fd < 0) {
+        f->err = errno;
+        f->status = (errno == ENOENT || errno == ELOOP) ? S_VANISHED : S_FAILED_OPEN;
+        free(path);
+        return;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        f->status = S_FAILED_READ, f->err = errno;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        f->status = S_VANISHED;
+        goto out;
+    }
+    if (!same_stat(&st, f)) {
+        f->status = S_UNSETTLED;
+        goto out;
+    }
+    /* One byte more than expected: a file that grew is seen without a second pass. */
+    f->data = malloc((size_t)f->size + 1);
+    if (!f->data) {
+        f->status = S_FAILED_READ, f->err = ENOMEM;
+        goto out;
+    }
+    f->got = 0;
+    while (f->got <= f->size) {
+        ssize_t n = read(fd, f->data + f->got, (size_t)(f->size + 1 - f->got));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            f->status = S_FAILED_READ, f->err = errno;
+            goto out;
+        }
+        if (n == 0) break;
+        f->got += n;
+    }
+    if (fstat(fd, &st) < 0) {
+        f->status = S_FAILED_READ, f->err = errno;
+        goto out;
+    }
+    if (f->got != f->size || !same_stat(&st, f)) {
+        f->status = S_UNSETTLED;
+        goto out;
+    }
+    if (lstat(path, &st) < 0) {
+        f->status = errno == ENOENT ? S_VANISHED : S_UNSETTLED;
+        goto out;
+    }
+    /* Replaced by another file (a rename over it) while we read: settle the new one. */
+    f->status = ((unsigned long long)st.st_ino == f->ino && (unsigned long long)st.st_dev == f->dev)
+                    ? S_DATA
+                    : S_UNSETTLED;
+out:
+    close(fd);
+    free(path);
+}
+
+/* read_small(root, files) -> [bytes | 1 | 2 | ("open" | "read", errno)]
+ *   files: [(relpath, size, mtime_ns, ctime_ns, inode, dev)], as settled (inode, dev unsigned)
+ *   bytes: the whole content, read while the file kept that stat; 1: vanished (or became a link or
+ *   not a regular file); 2: changed, settle it again; a tuple: the stage that failed and errno.
+ * Small files only (the caller's limit): each is held in memory whole. */
+static PyObject *read_small(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *root_obj, *items_obj;
+    if (!PyArg_ParseTuple(args, "SO:read_small", &root_obj, &items_obj)) return NULL;
+    PyObject *items = PySequence_Fast(items_obj, "read_small: files must be a sequence");
+    if (!items) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    small_t *files = calloc((size_t)n + 1, sizeof(small_t));
+    PyObject *out = NULL;
+    if (!files) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(items, i);
+        PyObject *rel;
+        if (!PyArg_ParseTuple(t, "SLLLKK:read_small", &rel, &files[i].size, &files[i].mtime_ns,
+                              &files[i].ctime_ns, &files[i].ino, &files[i].dev))
+            goto done;
+        files[i].rel = PyBytes_AS_STRING(rel);
+        files[i].rel_len = PyBytes_GET_SIZE(rel);
+        if ((size_t)files[i].rel_len != strlen(files[i].rel) || files[i].size < 0) {
+            PyErr_SetString(PyExc_ValueError, "read_small: embedded null byte or negative size");
+            goto done;
+        }
+    }
+    const char *root = PyBytes_AS_STRING(root_obj);
+    size_t root_len = (size_t)PyBytes_GET_SIZE(root_obj);
+    if (root_len != strlen(root)) {
+        PyErr_SetString(PyExc_ValueError, "read_small: embedded null byte");
+        goto done;
+    }
+    int noatime = O_NOATIME != 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) read_one(root, root_len, &files[i], &noatime);
+    Py_END_ALLOW_THREADS
+    out = PyList_New(n);
+    if (!out) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        small_t *f = &files[i];
+        PyObject *item;
+        switch (f->status) {
+        case S_DATA: item = PyBytes_FromStringAndSize(f->data, (Py_ssize_t)f->got); break;
+        case S_VANISHED: item = PyLong_FromLong(1); break;
+        case S_UNSETTLED: item = PyLong_FromLong(2); break;
+        default: item = Py_BuildValue("(si)", f->status == S_FAILED_OPEN ? "open" : "read", f->err);
+        }
+        if (!item) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+done:
+    if (files)
+        for (Py_ssize_t i = 0; i < n; i++) free(files[i].data);
+    free(files);
+    Py_DECREF(items);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"read_dirs", read_dirs, METH_O,
      "read_dirs(paths) -> [(DirFiles, dirs, links, errors) | OSError]: lstat of every entry."},
+    {"read_small", read_small, METH_VARARGS,
+     "read_small(root, files) -> [bytes | 1 | 2 | (stage, errno)]: small files read whole."},
     {NULL, NULL, 0, NULL},
 };
 

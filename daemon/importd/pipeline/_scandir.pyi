@@ -8,3 +8,6 @@ class DirFiles:
 def read_dirs(
     paths: list[bytes], /
 ) -> list[tuple[DirFiles, list[tuple[bytes, int, int]], list[bytes], list[tuple[bytes, int]]] | OSError]: ...
+def read_small(
+    root: bytes, files: list[tuple[bytes, int, int, int, int, int]], /
+) -> list[bytes | int | tuple[str, int]]: ...

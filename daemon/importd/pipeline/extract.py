@@ -284,6 +284,7 @@ class MediaStage:
         self._send, self._recv = anyio.create_memory_object_stream[Job](float("inf"))
         self._in_flight: set[WorkKey] = set()
         self._face_counts: dict[str, int] = {}
+        self._planning = 0
         self._intake_send: MemoryObjectSendStream[tuple[list[FileChange], Priority]]
         self._intake_recv: MemoryObjectReceiveStream[tuple[list[FileChange], Priority]]
         self._intake_send, self._intake_recv = anyio.create_memory_object_stream[
@@ -369,10 +370,13 @@ class MediaStage:
 
     async def _intake(self) -> None:
         async for changes, priority in self._intake_recv:
+            self._planning += 1  # still "intake" in status until its jobs are queued
             try:
                 await self._plan(changes, priority)
             except Exception:
                 log.exception("planning media extraction failed")
+            finally:
+                self._planning -= 1
 
     async def _plan(self, changes: Sequence[FileChange], priority: Priority) -> None:
         roots = self.root_paths()
@@ -492,7 +496,7 @@ class MediaStage:
             "enabled": self.config.enabled,
             # Until ready (numba compiled, indexes loaded), work waits in the intake queue.
             "ready": self.ready.is_set(),
-            "intake": self._intake_send.statistics().current_buffer_used,
+            "intake": self._intake_send.statistics().current_buffer_used + self._planning,
             "queued": self.counters.queued,
             "running": self.counters.running,
             "done": self.counters.done,

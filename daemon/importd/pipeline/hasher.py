@@ -25,7 +25,7 @@ import os
 import queue
 import stat as stat_mod
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import blake3
 
@@ -247,21 +247,86 @@ def _hash_pipelined(fd: int, cancel: threading.Event | None) -> tuple[str, int]:
     return hasher.hexdigest(), total
 
 
+_read_small: (
+    Callable[[bytes, list[tuple[bytes, int, int, int, int, int]]], list[bytes | int | tuple[str, int]]] | None
+)
+try:  # the C extension; without it every file takes `hash_file`
+    from importd.pipeline._scandir import read_small as _read_small
+except ImportError:  # pragma: no cover - built by `pip install`, optional
+    _read_small = None
+
+# Files up to this size are read whole by `_scandir.read_small`, a batch at a time, with one
+# release of the GIL for all their syscalls (open, fstat, read, fstat, lstat): a cold import of
+# 4 KiB files spent more time handing the GIL back and forth per syscall than reading. The
+# checks are `_hash_file`'s, made in C; the hash is still the blake3 package's.
+SMALL_MAX = 256 << 10
+SMALL_BATCH_BYTES = 8 << 20
+
+
+def _small_outcome(settled: SettledFile, result: bytes | int | tuple[str, int]) -> HashOutcome:
+    if type(result) is bytes:
+        return HashedFile(settled.ref, settled.stat, blake3.blake3(result).hexdigest())
+    if result == 1:
+        return Vanished(settled.ref)
+    if result == 2:
+        return Unsettled(settled.ref)
+    stage, err = result  # type: ignore[misc]
+    why = describe_os_error(OSError(err, os.strerror(err)))
+    return FileFailure(
+        settled.ref, settled.stat, f"cannot open: {why}" if stage == "open" else f"read failed: {why}"
+    )
+
+
+def hash_small_files(root: bytes, batch: Sequence[SettledFile]) -> list[HashOutcome]:
+    """`hash_file` for files of at most SMALL_MAX bytes under one root, read by the C reader
+    (falls back to `hash_file` one by one without it)."""
+    if _read_small is None:
+        buffer = page_aligned(new_buffer(SMALL_MAX))
+        return [hash_file(root + b"/" + s.ref.relpath, s, buffer) for s in batch]
+    results = _read_small(
+        root,
+        [
+            (s.ref.relpath, s.stat.size, s.stat.mtime_ns, s.stat.ctime_ns, s.stat.inode, s.stat.dev)
+            for s in batch
+        ],
+    )
+    return [_small_outcome(s, r) for s, r in zip(batch, results, strict=True)]
+
+
 class BatchHasher:
-    """Hashes batches of files in one worker thread, reusing one read buffer per batch."""
+    """Hashes batches of files in one worker thread: small files a run at a time through the C
+    reader, the others one by one into one reused read buffer."""
 
     def __init__(self, chunk: int = CHUNK, stop: threading.Event | None = None) -> None:
         self.chunk = chunk
         self.stop = stop or threading.Event()
 
     def hash_batch(self, root_paths: dict[int, bytes], batch: Sequence[SettledFile]) -> list[HashOutcome]:
-        buffer = page_aligned(new_buffer(self.chunk))
+        buffer: memoryview | None = None
         out: list[HashOutcome] = []
+        run: list[SettledFile] = []  # consecutive small files of one root
+        run_bytes = 0
         for settled in batch:
             if self.stop.is_set():
+                run = []
                 break  # shutting down: what is left is found again by the next reconcile
             root = root_paths.get(settled.ref.root_id)
             if root is None:
                 continue  # root removed by a reload while queued
+            size = settled.stat.size
+            if run and (settled.ref.root_id != run[0].ref.root_id or run_bytes + size > SMALL_BATCH_BYTES):
+                out += hash_small_files(root_paths[run[0].ref.root_id], run)
+                run, run_bytes = [], 0
+            if size <= SMALL_MAX and _read_small is not None:
+                run.append(settled)
+                run_bytes += size
+                continue
+            if run:
+                out += hash_small_files(root_paths[run[0].ref.root_id], run)
+                run, run_bytes = [], 0
+            if buffer is None:
+                buffer = page_aligned(new_buffer(self.chunk))
             out.append(hash_file(root + b"/" + settled.ref.relpath, settled, buffer, self.stop))
+        if run:
+            out += hash_small_files(root_paths[run[0].ref.root_id], run)
         return out

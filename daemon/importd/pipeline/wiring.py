@@ -16,6 +16,7 @@ import gc
 import json
 import logging
 import os
+import sqlite3
 import stat as stat_mod
 import threading
 import time
@@ -33,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from importctl.protocol import TERMINAL_STATES
 from importd.api.events import EventBus
 from importd.catalog import queries
+from importd.catalog.engine import sqlite_file
 from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.config import Config, RootConfig
 from importd.entities import GapChange
@@ -40,10 +42,12 @@ from importd.paths import display
 from importd.pipeline.extract import MediaStage
 from importd.pipeline.hasher import PIPELINE_FROM, BatchHasher
 from importd.pipeline.items import (
+    CatalogOp,
     FileFailure,
     FileRef,
     FileStat,
     HashedFile,
+    HashOutcome,
     MovedFile,
     SettledFile,
     Unsettled,
@@ -78,6 +82,8 @@ log = logging.getLogger("importd.pipeline")
 Key = tuple[int, bytes]
 HASH_BATCH_FILES = 256
 HASH_BATCH_BYTES = 64 << 20
+# Changed files a walk hands on at a time.
+WALK_BATCH_FILES = 1024
 RATE_WINDOW_S = 10.0
 WATCH_BACKOFF_MAX_S = 300.0
 
@@ -448,6 +454,9 @@ class Pipeline:
             scan.state = "mapping"
             self._publish_scan(scan)
             await self.mapper.drain()
+            if scan.cancelled:  # asked while its files were being mapped: honour it
+                scan.state = "cancelled"
+                return
             if not scan.prefix and not diff.errors:
                 started = scan.started or 0.0
                 await self.writer.call(lambda c: queries.mark_reconciled(c, scan.root_id, started))
@@ -456,6 +465,8 @@ class Pipeline:
             scan.state, scan.message = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("reconcile of %s failed", rc.name, extra={"root": rc.name})
         finally:
+            if scan.cancelled and scan.state in ("completed", "partial"):
+                scan.state = "cancelled"  # the operator was told it would be
             scan.finished = self.clock()
             scan.walk_done = True
             scan.done.set()
@@ -507,9 +518,20 @@ class Pipeline:
             raise
 
     def _walk_thread(self, state: RootState, scan: Scan, known: Future[CatalogSnapshot]) -> ReconcileComparer:
-        """Runs in a worker thread; hands changed files to the loop in batches. Until the catalog
+        """Runs in a worker thread; hands changed files on in batches. Until the catalog
         snapshot arrives, listings wait in memory, their files still in the reader's C buffers
         (a bounded number of files, then the walk waits)."""
+        db_file = sqlite_file(self.engine)
+        reader = queries.open_reader(db_file) if db_file is not None else None
+        try:
+            return self._walk_with(state, scan, known, reader)
+        finally:
+            if reader is not None:
+                reader.close()
+
+    def _walk_with(
+        self, state: RootState, scan: Scan, known: Future[CatalogSnapshot], reader: sqlite3.Connection | None
+    ) -> ReconcileComparer:
         batch: list[WalkedFile] = []
         early: list[DirListing] = []
         early_files = 0
@@ -527,8 +549,8 @@ class Pipeline:
                     batch += comparer.feed(waited)
                 early = []
             batch += comparer.feed(listing)
-            if len(batch) >= 512:
-                anyio.from_thread.run(self._accept_walked, state, scan, batch)
+            if len(batch) >= WALK_BATCH_FILES:
+                self._hand_on_walked(state, scan, batch, reader)
                 batch = []
             scan.files_seen = comparer.diff.seen
         if comparer is None:
@@ -537,8 +559,41 @@ class Pipeline:
                 batch += comparer.feed(waited)
             scan.files_seen = comparer.diff.seen
         if batch and not (self.stopping.is_set() or scan.cancelled):
-            anyio.from_thread.run(self._accept_walked, state, scan, batch)
+            self._hand_on_walked(state, scan, batch, reader)
         return comparer
+
+    def _hand_on_walked(
+        self, state: RootState, scan: Scan, batch: list[WalkedFile], reader: sqlite3.Connection | None
+    ) -> None:
+        """In the walk's thread. Files untouched for settle_seconds already (their ctime says so:
+        every write and every metadata change sets it, and nothing sets it back) are settled:
+        they are identified, hashed and queued for the catalog right here, a batch at a time.
+        That is nearly every file of a cold import, which so skips the per-file trip through
+        the settle tracker and the event loop. The others settle as the watcher's files do."""
+        still_since = int((self.clock() - self.config.settle_seconds) * 1e9)
+        young = [item for item in batch if item.ctime_ns > still_since]
+        if young:
+            anyio.from_thread.run(self._accept_walked, state, scan, young)
+        if len(young) == len(batch):
+            return
+        ref = state.root_id, state.config.name
+        settled = [
+            SettledFile(FileRef(*ref, item.relpath), item.stat)
+            for item in batch
+            if item.ctime_ns <= still_since
+        ]
+        scan.changed += len(settled)
+        self._hashing += len(settled)
+        try:
+            if reader is not None:
+                to_hash = self._identify_in_thread(reader, settled)
+            else:
+                to_hash = anyio.from_thread.run(self._identify, settled)
+            if to_hash and not self.stopping.is_set():
+                outcomes = self.hasher.hash_batch({state.root_id: state.raw_path}, to_hash)
+                anyio.from_thread.run(self._record_outcomes, outcomes, scan)
+        finally:
+            self._hashing -= len(settled)
 
     async def _accept_walked(self, state: RootState, scan: Scan, batch: list[WalkedFile]) -> None:
         now = self.clock()
@@ -622,6 +677,11 @@ class Pipeline:
             outcomes = await anyio.to_thread.run_sync(
                 self.hasher.hash_batch, root_paths, to_hash, abandon_on_cancel=True
             )
+        await self._record_outcomes(outcomes)
+
+    async def _record_outcomes(self, outcomes: list[HashOutcome], scan: Scan | None = None) -> None:
+        """Hash outcomes to the catalog writer; files that changed meanwhile settle again (for
+        `scan`, when given, which then waits for them)."""
         now = self.clock()
         debug = log.isEnabledFor(logging.DEBUG)
         files = sum(1 for o in outcomes if isinstance(o, HashedFile))
@@ -634,6 +694,10 @@ class Pipeline:
                 self._done(key)
                 continue
             if isinstance(outcome, Unsettled):
+                if scan is not None and not scan.done.is_set():
+                    if not scan.pending and scan not in self._waiting_scans:
+                        self._waiting_scans.append(scan)
+                    scan.pending.add(key)
                 await self._recheck(state, key)
                 continue
             if isinstance(outcome, Vanished):
@@ -662,10 +726,38 @@ class Pipeline:
         needs no hashing. Returns the files that still need hashing."""
         async with self.engine.connect() as conn:
             matches = await conn.run_sync(queries.identities, [(s.stat.dev, s.stat.inode) for s in batch])
+        to_hash, ops, done = self._match_identities(batch, matches)
+        await self._put_and_done(ops, done)
+        return to_hash
+
+    def _identify_in_thread(self, reader: sqlite3.Connection, batch: list[SettledFile]) -> list[SettledFile]:
+        """`_identify` from a walk's thread, on its own read-only connection to the SQLite
+        catalog; the event loop is only asked to queue what was found (nothing, on a cold import)."""
+        matches = queries.identities_sqlite(reader, [(s.stat.dev, s.stat.inode) for s in batch])
+        to_hash, ops, done = self._match_identities(batch, matches)
+        if ops or done:
+            anyio.from_thread.run(self._put_and_done, ops, done)
+        return to_hash
+
+    async def _put_and_done(self, ops: list[CatalogOp], done: list[Key]) -> None:
+        for op in ops:
+            await self.writer.put(op)
+        for key in done:
+            self._done(key)
+
+    def _match_identities(
+        self, batch: list[SettledFile], matches: list[queries.IdentityMatch]
+    ) -> tuple[list[SettledFile], list[CatalogOp], list[Key]]:
+        """What the catalog's rows with these inodes make of each file: unchanged (done), moved
+        here or a hard link (an op, no hashing), or to be hashed."""
         by_identity: dict[tuple[int, int], list[queries.IdentityMatch]] = {}
         for m in matches:
             by_identity.setdefault((m.dev, m.inode), []).append(m)
         to_hash: list[SettledFile] = []
+        ops: list[CatalogOp] = []
+        done: list[Key] = []
+        if not by_identity:
+            return list(batch), ops, done
         for settled in batch:
             st = settled.stat
             key = (settled.ref.root_id, settled.ref.relpath)
@@ -678,26 +770,26 @@ class Pipeline:
                 (m for m in candidates if (m.root_id, m.relpath) == key and m.status == "present"), None
             )
             if here is not None:
-                self._done(key)  # unchanged: a touch that changed nothing we compare
+                done.append(key)  # unchanged: a touch that changed nothing we compare
                 continue
             elsewhere = [m for m in candidates if (m.root_id, m.relpath) != key]
             moved_from = next((m for m in elsewhere if not self._path_exists_as(m)), None)
             if moved_from is not None and moved_from.blake3:
-                await self.writer.put(MovedFile(settled.ref, st, moved_from.row_id, moved_from.blake3))
+                ops.append(MovedFile(settled.ref, st, moved_from.row_id, moved_from.blake3))
                 log.info(
                     "moved %s -> %s",
                     display(moved_from.relpath),
                     display(settled.ref.relpath),
                     extra={"root": settled.ref.root_name, "path": display(settled.ref.relpath)},
                 )
-                self._done(key)
+                done.append(key)
             elif elsewhere and elsewhere[0].blake3:
                 # A hard link of a file we hashed: same inode, same size and mtime, same bytes.
-                await self.writer.put(HashedFile(settled.ref, st, elsewhere[0].blake3, hashed=False))
-                self._done(key)
+                ops.append(HashedFile(settled.ref, st, elsewhere[0].blake3, hashed=False))
+                done.append(key)
             else:
                 to_hash.append(settled)
-        return to_hash
+        return to_hash, ops, done
 
     def _path_exists_as(self, m: queries.IdentityMatch) -> bool:
         """Is the matched row's own path still that inode on disk? If not, the file moved."""

@@ -121,7 +121,7 @@ def test_batch_hasher_mixes_small_and_big_files_in_order(tmp_path: Path) -> None
     other.mkdir()
     (other / "g").write_bytes(b"g")
     g = SettledFile(FileRef(2, "o", b"g"), FileStat.of(os.lstat(other / "g")))
-    batch = files[:3] + [g] + files[3:]
+    batch = [*files[:3], g, *files[3:]]
     out = BatchHasher().hash_batch({1: os.fsencode(tmp_path), 2: os.fsencode(other)}, batch)
     assert [o.ref for o in out] == [s.ref for s in batch]
     for outcome, s in zip(out, batch, strict=True):

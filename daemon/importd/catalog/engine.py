@@ -38,9 +38,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
-    # Up to 32 MiB of pages per connection (the default is 2 MiB): the digest indexes of a big
-    # catalog are read at random. Memory only grows as pages are actually read.
-    cur.execute("PRAGMA cache_size=-32768")
     # Checkpoint every 5,000 pages (40 MiB of WAL) rather than 1,000: a bulk import copies each
     # hot index page back to the database file fewer times.
     cur.execute("PRAGMA wal_autocheckpoint=5000")
@@ -59,6 +56,13 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
+def _writer_cache(dbapi_connection: Any, _record: Any) -> None:
+    # The writer's connection keeps up to 32 MiB of pages (the default is 2 MiB): it updates the
+    # digest indexes at random places, and re-reading their pages cost more than the inserts.
+    # Readers keep the default; memory only grows as pages are actually read.
+    dbapi_connection.execute("PRAGMA cache_size=-32768")
+
+
 def writer_engine(engine: AsyncEngine) -> Engine | None:
     """For a SQLite file catalog: a synchronous engine on one connection, for the catalog writer
     to use from a worker thread. Through the async driver, every statement of a batch hops from
@@ -72,6 +76,7 @@ def writer_engine(engine: AsyncEngine) -> Engine | None:
         f"sqlite:///{db_file}", poolclass=StaticPool, connect_args={"check_same_thread": False}
     )
     event.listen(sync, "connect", _sqlite_pragmas)
+    event.listen(sync, "connect", _writer_cache)
     return sync
 
 

@@ -43,6 +43,7 @@ from importd.pipeline.items import (
     VanishedRows,
     s64,
 )
+from importd.threads import thread_named
 
 log = logging.getLogger("importd.catalog")
 
@@ -106,15 +107,17 @@ class BatchResult:
         self.changes.extend(other.changes)
 
 
-def _insert_contents(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if not rows:
+_CONTENT_COLUMNS = ("blake3", "size", "first_seen")
+
+
+def _insert_contents(conn: Connection, values: list[tuple[str, int, float]]) -> None:
+    """New content rows, (blake3, size, first_seen) each; known ones are left as they are."""
+    if not values:
         return
     if _raw_sqlite(conn):
-        values = [(row["blake3"], row["size"], row["first_seen"]) for row in rows]
-        _insert_rows(
-            conn, "contents", ("blake3", "size", "first_seen"), values, " ON CONFLICT (blake3) DO NOTHING"
-        )
+        _insert_rows(conn, "contents", _CONTENT_COLUMNS, values, " ON CONFLICT (blake3) DO NOTHING")
         return
+    rows = [dict(zip(_CONTENT_COLUMNS, v, strict=True)) for v in values]
     if conn.dialect.name == "postgresql":
         stmt: Any = postgresql.insert(contents).on_conflict_do_nothing(index_elements=["blake3"])
     else:
@@ -282,15 +285,36 @@ _INSERT_COLUMNS = (
 )
 
 
+def _new_row(op: HashedFile | FileFailure, now: float) -> tuple[Any, ...]:
+    """A new file row, in _INSERT_COLUMNS order (a cold import makes 100,000 of them: tuples,
+    not dicts)."""
+    st = op.stat
+    if isinstance(op, FileFailure):
+        digest, status, error, hashed_at = None, STATUS_ERROR, op.reason[:2000], None
+    else:
+        digest, status, error = op.blake3, STATUS_PRESENT, None
+        hashed_at = now if op.hashed else None
+    if st is None:
+        size = mtime_ns = inode = dev = 0
+    else:
+        size, mtime_ns, inode, dev = st.size, st.mtime_ns, s64(st.inode), s64(st.dev)
+    relpath = op.ref.relpath
+    return (
+        op.ref.root_id, relpath, display(relpath), size, mtime_ns, inode, dev,
+        digest, status, now, now, None, error, hashed_at, None,
+    )  # fmt: skip
+
+
 def _insert_files(
-    conn: Connection, inserts: list[dict[str, Any]]
+    conn: Connection, inserts: list[tuple[Any, ...]]
 ) -> list[tuple[int, int, bytes, str | None]]:
-    """Insert new rows; returns (id, root_id, relpath, blake3) for each."""
+    """Insert new rows (`_new_row`); returns (id, root_id, relpath, blake3) for each."""
     if not _raw_sqlite(conn):
         stmt = files.insert().returning(files.c.id, files.c.root_id, files.c.relpath, files.c.blake3)
-        return [tuple(r) for r in conn.execute(stmt, inserts)]  # type: ignore[misc]
+        rows = [dict(zip(_INSERT_COLUMNS, row, strict=True)) for row in inserts]
+        return [tuple(r) for r in conn.execute(stmt, rows)]  # type: ignore[misc]
     (before,) = conn.exec_driver_sql("SELECT max(id) FROM files").one()
-    _insert_rows(conn, "files", _INSERT_COLUMNS, [tuple(row[c] for c in _INSERT_COLUMNS) for row in inserts])
+    _insert_rows(conn, "files", _INSERT_COLUMNS, inserts)
     # executemany cannot return rows. This connection is the only writer and holds the write
     # lock: SQLite gives each new row max(id) + 1 (unless max(id) is 2**63 - 1, when it picks
     # free ids at random), so a last id of before + n means the ids are before+1 .. before+n in
@@ -298,12 +322,9 @@ def _insert_files(
     (last,) = conn.exec_driver_sql("SELECT last_insert_rowid()").one()
     first = (before or 0) + 1
     if last == first + len(inserts) - 1:
-        return [(first + i, row["root_id"], row["relpath"], row["blake3"]) for i, row in enumerate(inserts)]
-    ids = _live_rows(conn, [(row["root_id"], row["relpath"]) for row in inserts])
-    return [
-        (ids[(row["root_id"], row["relpath"])], row["root_id"], row["relpath"], row["blake3"])
-        for row in inserts
-    ]
+        return [(first + i, row[0], row[1], row[7]) for i, row in enumerate(inserts)]
+    ids = _live_rows(conn, [(row[0], row[1]) for row in inserts])
+    return [(ids[(row[0], row[1])], row[0], row[1], row[7]) for row in inserts]
 
 
 def _update_rows(conn: Connection, updates: list[dict[str, Any]]) -> None:
@@ -416,17 +437,18 @@ def _apply_registrations(
     keys = list(latest)
     live = _live_rows(conn, keys)
 
-    new_contents: dict[str, dict[str, Any]] = {}
+    new_contents: dict[str, tuple[str, int, float]] = {}
     kinds: dict[int, str] = {}  # row id -> change kind, for rows that already exist
     updates: list[dict[str, Any]] = []
-    inserts: list[dict[str, Any]] = []
+    inserts: list[tuple[Any, ...]] = []
     replaced: list[int] = []  # live rows whose path another row moves onto
     moved_ids: set[int] = set()
     pending: list[tuple[tuple[int, bytes], HashedFile | FileFailure]] = []
 
     for key, op in latest.items():
         if isinstance(op, HashedFile | MovedFile):
-            new_contents.setdefault(op.blake3, {"blake3": op.blake3, "size": op.stat.size, "first_seen": now})
+            if op.blake3 not in new_contents:
+                new_contents[op.blake3] = (op.blake3, op.stat.size, now)
             if isinstance(op, HashedFile) and op.hashed:
                 result.hashed_files += 1
                 result.hashed_bytes += op.stat.size
@@ -471,18 +493,14 @@ def _apply_registrations(
                 target = revived
                 kinds[target] = "error" if isinstance(op, FileFailure) else "revived"
                 result.revived += 1
-        values = _file_values(op, now)
         if isinstance(op, FileFailure):
             result.errors += 1
         if target is None:
-            values.setdefault("blake3", None)
-            values.setdefault("hashed_at", None)
-            values.setdefault("error", None)
-            inserts.append({**values, "first_seen": now, "missing_since": None, "last_verified": None})
+            inserts.append(_new_row(op, now))
             result.inserted += 1
         else:
             moved_ids.add(target)
-            updates.append({"row_id": target, **values, "missing_since": None})
+            updates.append({"row_id": target, **_file_values(op, now), "missing_since": None})
 
     # Content that was already known before this batch: a new path for it is a duplicate.
     known_before: set[str] = set()
@@ -654,7 +672,7 @@ class CatalogWriter:
                 return await conn.run_sync(fn)
 
         def run() -> T:
-            with sync.begin() as conn:
+            with thread_named("importd-writer"), sync.begin() as conn:
                 return fn(conn)
 
         return await anyio.to_thread.run_sync(run, limiter=self._thread)

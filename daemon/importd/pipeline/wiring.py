@@ -76,6 +76,7 @@ from importd.pipeline.watch import (
     WatchEvent,
     rust_notify,
 )
+from importd.threads import thread_named
 
 log = logging.getLogger("importd.pipeline")
 
@@ -524,7 +525,8 @@ class Pipeline:
         db_file = sqlite_file(self.engine)
         reader = queries.open_reader(db_file) if db_file is not None else None
         try:
-            return self._walk_with(state, scan, known, reader)
+            with thread_named("importd-walk"):
+                return self._walk_with(state, scan, known, reader)
         finally:
             if reader is not None:
                 reader.close()

@@ -1,0 +1,29 @@
+"""Kernel names for the daemon's busy threads, so `top -H`, `ps -L` and /proc/PID/task tell the
+walk from the catalog writer (Python leaves every thread named after the process)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+from collections.abc import Iterator
+
+_PR_SET_NAME = 15
+_DEFAULT = b"importd"
+
+
+def _set(name: bytes) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: names are a convenience only
+        pass
+
+
+@contextlib.contextmanager
+def thread_named(name: str) -> Iterator[None]:
+    """Name the calling (worker) thread for the duration; pool threads get the default back."""
+    _set(name.encode()[:15])
+    try:
+        yield
+    finally:
+        _set(_DEFAULT)

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from importd.media.versions import EXTRACTOR_VERSIONS, WorkKey, is_rerun, media_kind, pending_work
+import os
+
+import pytest
+
+from importd.media.versions import (
+    EXTRACTOR_VERSIONS,
+    WorkKey,
+    is_rerun,
+    media_kind,
+    media_kind_of_path,
+    pending_work,
+)
 
 
 def test_every_extractor_has_a_version() -> None:
@@ -36,3 +47,14 @@ def test_media_kind_from_suffix() -> None:
     assert media_kind(".MOV") == "video" and media_kind(".mxf") == "video"
     assert media_kind(".flac") == "audio"
     assert media_kind(".txt") is None and media_kind("") is None
+
+
+@pytest.mark.parametrize(
+    "relpath",
+    [b"a/b.jpg", b"a/.jpg", b"a/..jpg", b"a/x.JPG", b"x.tar.mp4", b"a.b/c", b"noext", b".hidden.png",
+     b"a/b.\xff", b"a/...", b"a/b.", b"d.mkv/clip", b"caf\xe9.MOV", b"a/b.wav"],
+)  # fmt: skip
+def test_media_kind_of_a_raw_path_is_splitexts(relpath: bytes) -> None:
+    expected = media_kind(os.path.splitext(relpath)[1].decode("utf-8", "replace"))
+    assert media_kind_of_path(relpath) == expected
+    assert media_kind_of_path(relpath) == expected  # remembered

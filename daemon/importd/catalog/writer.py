@@ -538,6 +538,13 @@ def _apply_registrations(
     return result
 
 
+@dataclass(slots=True)
+class _Many:
+    """Several ops queued as one item (a walk's batch): one hand-over, not one per file."""
+
+    ops: list[CatalogOp]
+
+
 @dataclass
 class _Call:
     fn: Callable[[Connection], Any]
@@ -564,9 +571,11 @@ class CatalogWriter:
         # own (one at a time: this is the only writer). Otherwise through the async engine.
         self._sync = writer_engine(engine)
         self._thread = anyio.CapacityLimiter(1)
-        self._send: MemoryObjectSendStream[CatalogOp | _Call]
-        self._recv: MemoryObjectReceiveStream[CatalogOp | _Call]
-        self._send, self._recv = anyio.create_memory_object_stream[CatalogOp | _Call](queue_size)
+        self._send: MemoryObjectSendStream[CatalogOp | _Many | _Call]
+        self._recv: MemoryObjectReceiveStream[CatalogOp | _Many | _Call]
+        self._send, self._recv = anyio.create_memory_object_stream[CatalogOp | _Many | _Call](queue_size)
+        self.queue_size = queue_size
+        self._room = anyio.Event()  # set when pending ops drop below queue_size
         self.pending = 0
         self.last_error: str | None = None
         self.totals = BatchResult()
@@ -578,6 +587,18 @@ class CatalogWriter:
             self._send.send_nowait(op)
         except anyio.WouldBlock:
             await self._send.send(op)
+
+    async def put_many(self, ops: list[CatalogOp]) -> None:
+        """Queue `ops` as one item, in order. Waits while queue_size ops or more are pending, so
+        the bound on memory holds in ops, not items."""
+        if not ops:
+            return
+        while self.pending >= self.queue_size:
+            if self._room.is_set():
+                self._room = anyio.Event()
+            await self._room.wait()
+        self.pending += len(ops)
+        await self._send.send(_Many(ops))
 
     async def call(self, fn: Callable[[Connection], T]) -> T:
         item = _Call(fn)
@@ -607,25 +628,28 @@ class CatalogWriter:
                     first = await self._recv.receive()
                 except anyio.EndOfStream:
                     return
-                batch: list[CatalogOp | _Call] = [first]
+                batch: list[CatalogOp | _Many | _Call] = [first]
+                size = len(first.ops) if isinstance(first, _Many) else 1
                 # Linger briefly for more: commits cost far more than rows, and a few ms of
                 # latency are nothing next to settle_seconds.
                 with anyio.move_on_after(LINGER_S):
-                    while len(batch) < BATCH_MAX:
+                    while size < BATCH_MAX:
                         try:
-                            batch.append(self._recv.receive_nowait())
+                            item = self._recv.receive_nowait()
                         except anyio.WouldBlock:
                             if isinstance(batch[-1], _Call):
                                 break  # someone awaits this call: do not hold it back
                             try:
-                                batch.append(await self._recv.receive())
+                                item = await self._recv.receive()
                             except anyio.EndOfStream:
                                 break
                         except anyio.EndOfStream:
                             break
+                        batch.append(item)
+                        size += len(item.ops) if isinstance(item, _Many) else 1
                 await self._apply(batch)
 
-    async def _apply(self, batch: list[CatalogOp | _Call]) -> None:
+    async def _apply(self, batch: list[CatalogOp | _Many | _Call]) -> None:
         ops: list[CatalogOp] = []
         for item in batch:
             if isinstance(item, _Call):
@@ -633,6 +657,8 @@ class CatalogWriter:
                     await self._commit_ops(ops)
                     ops = []
                 await self._run_call(item)
+            elif isinstance(item, _Many):
+                ops += item.ops
             else:
                 ops.append(item)
         if ops:
@@ -663,6 +689,8 @@ class CatalogWriter:
         finally:
             # Only now: status shows nothing "writing" once the stages after it have the changes.
             self.pending -= len(ops)
+            if self.pending < self.queue_size:
+                self._room.set()
 
     async def _transaction(self, fn: Callable[[Connection], T]) -> T:
         """`fn` in one transaction, committed when it returns."""

@@ -58,6 +58,26 @@ class WorkKey:
     version: int
 
 
+_KIND_BY_NAME_SUFFIX: dict[bytes, MediaKind | None] = {}
+
+
+def media_kind_of_path(relpath: bytes) -> MediaKind | None:
+    """`media_kind` of a raw path's suffix, as `os.path.splitext` finds it (none for ".profile"
+    or "..x"), remembered per suffix: a cold import asks for every file it registers."""
+    name = relpath[relpath.rfind(b"/") + 1 :]
+    dot = name.rfind(b".")
+    if dot <= 0 or not name[:dot].strip(b"."):
+        return None
+    suffix = name[dot:]
+    try:
+        return _KIND_BY_NAME_SUFFIX[suffix]
+    except KeyError:
+        kind = media_kind(suffix.decode("utf-8", "replace"))
+        if len(_KIND_BY_NAME_SUFFIX) < 10_000:  # bounded: suffixes are names anyone can make up
+            _KIND_BY_NAME_SUFFIX[suffix] = kind
+        return kind
+
+
 def media_kind(suffix: str) -> MediaKind | None:
     """Guess the kind of media from a file suffix (".JPG" and "jpg" both work); None if not media.
 

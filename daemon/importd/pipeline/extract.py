@@ -43,7 +43,7 @@ from importd.config import MediaConfig
 from importd.media.failure import ExtractionFailure
 from importd.media.pack import check_pack_files
 from importd.media.pool import ExtractionPool, Priority
-from importd.media.versions import EXTRACTOR_VERSIONS, MediaKind, WorkKey, media_kind, pending_work
+from importd.media.versions import EXTRACTOR_VERSIONS, MediaKind, WorkKey, media_kind_of_path, pending_work
 
 if TYPE_CHECKING:
     from importd.media.faces import Face, FaceSettings
@@ -384,7 +384,7 @@ class MediaStage:
         for change in changes:
             if change.blake3 is None or change.kind in ("vanished", "error"):
                 continue
-            found = media_kind(os.path.splitext(change.relpath)[1].decode("utf-8", "replace"))
+            found = media_kind_of_path(change.relpath)
             root = roots.get(change.root_id)
             if found is None or root is None:
                 continue

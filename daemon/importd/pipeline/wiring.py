@@ -686,9 +686,14 @@ class Pipeline:
         `scan`, when given, which then waits for them)."""
         now = self.clock()
         debug = log.isEnabledFor(logging.DEBUG)
-        files = sum(1 for o in outcomes if isinstance(o, HashedFile))
-        nbytes = sum(o.stat.size for o in outcomes if isinstance(o, HashedFile))
-        self.counters.record_hashes(now, files, nbytes)
+        hashed = [o for o in outcomes if type(o) is HashedFile]
+        self.counters.record_hashes(now, len(hashed), sum(o.stat.size for o in hashed))
+        if len(hashed) == len(outcomes) and not debug and all(o.ref.root_id in self.roots for o in hashed):
+            await self.writer.put_many(list(hashed))  # the usual batch: one hand-over
+            if self._waiting_scans:
+                for o in hashed:
+                    self._done((o.ref.root_id, o.ref.relpath))
+            return
         for outcome in outcomes:
             key = (outcome.ref.root_id, outcome.ref.relpath)
             state = self.roots.get(key[0])

@@ -7,10 +7,14 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-from importd.catalog import models  # noqa: F401
+from importd.catalog import (
+    models,  # noqa: F401
+    writer,
+)
 from importd.catalog.queries import ensure_roots, snapshot
 from importd.catalog.writer import apply_ops
 from importd.pipeline.items import (
+    CatalogOp,
     FileFailure,
     FileRef,
     FileStat,
@@ -152,3 +156,21 @@ def test_ids_come_from_the_catalog_when_sqlite_picks_them_at_random(conn: Connec
     r = apply_ops(conn, [HashedFile(ref(b"n%d" % i), st(10 + i), H2) for i in range(5)], now=2.0)
     by_path = {relpath: row_id for row_id, relpath, _, _ in rows(conn)}
     assert {c.relpath: c.file_id for c in r.changes} == {p: by_path[p] for p in by_path if p != b"top"}
+
+
+def test_the_portable_path_registers_the_same(conn: Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What PostgreSQL runs (SQLAlchemy statements, RETURNING) gives the rows and changes that
+    the SQLite fast path gives."""
+    ops: list[CatalogOp] = [HashedFile(ref(b"f%03d" % i), st(100 + i), "%064x" % (i % 7)) for i in range(300)]
+    ops.insert(150, FileFailure(ref(b"broken"), st(99), "read failed: input/output error"))
+    fast = apply_ops(conn, ops, now=1.0)
+    fast_rows = rows(conn)
+    conn.execute(text("DELETE FROM files"))
+    conn.execute(text("DELETE FROM contents"))
+    monkeypatch.setattr(writer, "_raw_sqlite", lambda _conn: False)
+    portable = apply_ops(conn, ops, now=1.0)
+    assert rows(conn) == fast_rows  # ids start again at 1 in the emptied table
+    assert [(c.file_id, c.relpath, c.kind, c.duplicate) for c in portable.changes] == [
+        (c.file_id, c.relpath, c.kind, c.duplicate) for c in fast.changes
+    ]
+    assert portable.errors == fast.errors == 1

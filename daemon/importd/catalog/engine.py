@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +58,49 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _writer_cache(dbapi_connection: Any, _record: Any) -> None:
+# The catalog writer checkpoints in the background (`Checkpointer`) once the WAL holds this
+# many pages; its own connection only as a backstop, at ten times that.
+CHECKPOINT_PAGES = 2000
+WRITER_AUTOCHECKPOINT_PAGES = 10 * CHECKPOINT_PAGES
+
+
+def _writer_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # The writer's connection keeps up to 32 MiB of pages (the default is 2 MiB): it updates the
     # digest indexes at random places, and re-reading their pages cost more than the inserts.
     # Readers keep the default; memory only grows as pages are actually read.
     dbapi_connection.execute("PRAGMA cache_size=-32768")
+    dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+
+
+class Checkpointer:
+    """Copies the WAL back into a SQLite catalog from a thread of its own (PRAGMA
+    wal_checkpoint(PASSIVE), on a connection of its own), so the writer's commits never wait
+    for it: as an automatic checkpoint inside COMMIT, a cold import of 100,000 files spent a
+    second of its writer's time there. PASSIVE never blocks the writer or readers; what it
+    cannot copy yet is copied next time."""
+
+    def __init__(self, db_file: str) -> None:
+        self.db_file = db_file
+        self._conn: sqlite3.Connection | None = None
+
+    def due(self) -> bool:
+        try:
+            wal = os.stat(self.db_file + "-wal").st_size
+        except OSError:
+            return False
+        return wal >= CHECKPOINT_PAGES * 8192
+
+    def run(self) -> None:
+        if self._conn is None:
+            self._conn = sqlite3.connect(
+                self.db_file, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def writer_engine(engine: AsyncEngine) -> Engine | None:
@@ -76,7 +116,7 @@ def writer_engine(engine: AsyncEngine) -> Engine | None:
         f"sqlite:///{db_file}", poolclass=StaticPool, connect_args={"check_same_thread": False}
     )
     event.listen(sync, "connect", _sqlite_pragmas)
-    event.listen(sync, "connect", _writer_cache)
+    event.listen(sync, "connect", _writer_pragmas)
     return sync
 
 

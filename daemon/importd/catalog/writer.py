@@ -18,13 +18,14 @@ from itertools import chain
 from typing import Any, TypeVar
 
 import anyio
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from importd.catalog.engine import writer_engine
+from importd.catalog.engine import Checkpointer, sqlite_file, writer_engine
 from importd.catalog.models import (
     STATUS_ERROR,
     STATUS_MISSING,
@@ -41,6 +42,7 @@ from importd.pipeline.items import (
     MovedFile,
     Vanished,
     VanishedRows,
+    record,
     s64,
 )
 from importd.threads import thread_named
@@ -63,7 +65,7 @@ def chunks(seq: Sequence[T], size: int = IN_CHUNK) -> Iterable[Sequence[T]]:
         yield seq[i : i + size]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FileChange:
     """One committed change to a file row, for the stages after registration (entities, gaps,
     events). kind: new | updated | moved | revived | vanished | error."""
@@ -266,55 +268,69 @@ def _missing_by_path(conn: Connection, keys: Sequence[tuple[int, bytes]]) -> dic
     return found
 
 
-_INSERT_COLUMNS = (
-    "root_id",
-    "relpath",
-    "display_path",
-    "size",
-    "mtime_ns",
-    "inode",
-    "dev",
-    "blake3",
-    "status",
-    "first_seen",
-    "last_seen",
-    "missing_since",
-    "error",
-    "hashed_at",
-    "last_verified",
-)
+# New rows come in two shapes, and name only the columns they set: the driver binds None and
+# bytes through its adapter lookup, which made binding a new row cost twice as much.
+_HASHED_COLUMNS = (
+    "root_id", "relpath", "display_path", "size", "mtime_ns", "inode", "dev",
+    "blake3", "status", "first_seen", "last_seen", "hashed_at",
+)  # fmt: skip
+_FAILED_COLUMNS = (
+    "root_id", "relpath", "display_path", "size", "mtime_ns", "inode", "dev",
+    "status", "first_seen", "last_seen", "error",
+)  # fmt: skip
+_SHAPES = {len(_HASHED_COLUMNS): _HASHED_COLUMNS, len(_FAILED_COLUMNS): _FAILED_COLUMNS}
 
 
 def _new_row(op: HashedFile | FileFailure, now: float) -> tuple[Any, ...]:
-    """A new file row, in _INSERT_COLUMNS order (a cold import makes 100,000 of them: tuples,
-    not dicts)."""
+    """A new file row: values for _HASHED_COLUMNS or _FAILED_COLUMNS, told apart by length (a
+    cold import makes 100,000 of them: tuples, not dicts)."""
     st = op.stat
-    if isinstance(op, FileFailure):
-        digest, status, error, hashed_at = None, STATUS_ERROR, op.reason[:2000], None
-    else:
-        digest, status, error = op.blake3, STATUS_PRESENT, None
-        hashed_at = now if op.hashed else None
     if st is None:
         size = mtime_ns = inode = dev = 0
     else:
         size, mtime_ns, inode, dev = st.size, st.mtime_ns, s64(st.inode), s64(st.dev)
     relpath = op.ref.relpath
+    if isinstance(op, FileFailure):
+        return (
+            op.ref.root_id, relpath, display(relpath), size, mtime_ns, inode, dev,
+            STATUS_ERROR, now, now, op.reason[:2000],
+        )  # fmt: skip
     return (
         op.ref.root_id, relpath, display(relpath), size, mtime_ns, inode, dev,
-        digest, status, now, now, None, error, hashed_at, None,
+        op.blake3, STATUS_PRESENT, now, now, now if op.hashed else None,
     )  # fmt: skip
+
+
+def _digest_of(row: tuple[Any, ...]) -> str | None:
+    return row[7] if len(row) == len(_HASHED_COLUMNS) else None
 
 
 def _insert_files(
     conn: Connection, inserts: list[tuple[Any, ...]]
 ) -> list[tuple[int, int, bytes, str | None]]:
-    """Insert new rows (`_new_row`); returns (id, root_id, relpath, blake3) for each."""
-    if not _raw_sqlite(conn):
-        stmt = files.insert().returning(files.c.id, files.c.root_id, files.c.relpath, files.c.blake3)
-        rows = [dict(zip(_INSERT_COLUMNS, row, strict=True)) for row in inserts]
-        return [tuple(r) for r in conn.execute(stmt, rows)]  # type: ignore[misc]
-    (before,) = conn.exec_driver_sql("SELECT max(id) FROM files").one()
-    _insert_rows(conn, "files", _INSERT_COLUMNS, inserts)
+    """Insert new rows (`_new_row`), in order; returns (id, root_id, relpath, blake3) for each."""
+    raw = _raw_sqlite(conn)
+    if raw:
+        (before,) = conn.exec_driver_sql("SELECT max(id) FROM files").one()
+    out: list[tuple[int, int, bytes, str | None]] = []
+    start = 0
+    for end in range(1, len(inserts) + 1):  # runs of one shape, in order
+        if end < len(inserts) and len(inserts[end]) == len(inserts[start]):
+            continue
+        columns = _SHAPES[len(inserts[start])]
+        if raw:
+            # bytearray: bound as a blob without the adapter lookup that bytes goes through.
+            run = [(r[0], bytearray(r[1]), *r[2:]) for r in inserts[start:end]]
+            _insert_rows(conn, "files", columns, run)
+        else:
+            stmt = files.insert().returning(
+                files.c.id, files.c.root_id, files.c.relpath, files.c.blake3, sort_by_parameter_order=True
+            )
+            rows = [dict(zip(columns, r, strict=True)) for r in inserts[start:end]]
+            out += [(i, r, bytes(p), d) for i, r, p, d in conn.execute(stmt, rows)]
+        start = end
+    if not raw:
+        return out
     # executemany cannot return rows. This connection is the only writer and holds the write
     # lock: SQLite gives each new row max(id) + 1 (unless max(id) is 2**63 - 1, when it picks
     # free ids at random), so a last id of before + n means the ids are before+1 .. before+n in
@@ -322,9 +338,9 @@ def _insert_files(
     (last,) = conn.exec_driver_sql("SELECT last_insert_rowid()").one()
     first = (before or 0) + 1
     if last == first + len(inserts) - 1:
-        return [(first + i, row[0], row[1], row[7]) for i, row in enumerate(inserts)]
+        return [(first + i, row[0], row[1], _digest_of(row)) for i, row in enumerate(inserts)]
     ids = _live_rows(conn, [(row[0], row[1]) for row in inserts])
-    return [(ids[(row[0], row[1])], row[0], row[1], row[7]) for row in inserts]
+    return [(ids[(row[0], row[1])], row[0], row[1], _digest_of(row)) for row in inserts]
 
 
 def _update_rows(conn: Connection, updates: list[dict[str, Any]]) -> None:
@@ -571,6 +587,10 @@ class CatalogWriter:
         # own (one at a time: this is the only writer). Otherwise through the async engine.
         self._sync = writer_engine(engine)
         self._thread = anyio.CapacityLimiter(1)
+        db_file = sqlite_file(engine) if self._sync is not None else None
+        self._checkpointer = Checkpointer(db_file) if db_file is not None else None
+        self._checkpointing = False
+        self._tg: TaskGroup | None = None
         self._send: MemoryObjectSendStream[CatalogOp | _Many | _Call]
         self._recv: MemoryObjectReceiveStream[CatalogOp | _Many | _Call]
         self._send, self._recv = anyio.create_memory_object_stream[CatalogOp | _Many | _Call](queue_size)
@@ -616,10 +636,31 @@ class CatalogWriter:
 
     async def run(self) -> None:
         try:
-            await self._run()
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await self._run()
         finally:
+            self._tg = None
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             if self._sync is not None:
                 self._sync.dispose()
+
+    def _maybe_checkpoint(self) -> None:
+        cp = self._checkpointer
+        if cp is None or self._tg is None or self._checkpointing or not cp.due():
+            return
+        self._checkpointing = True
+
+        async def checkpoint() -> None:
+            try:
+                await anyio.to_thread.run_sync(cp.run)
+            except Exception as exc:  # the writer's own automatic checkpoint is the backstop
+                log.warning("background checkpoint failed: %s", exc)
+            finally:
+                self._checkpointing = False
+
+        self._tg.start_soon(checkpoint)
 
     async def _run(self) -> None:
         async with self._recv:
@@ -680,6 +721,7 @@ class CatalogWriter:
                 continue
             break
         self.last_error = None
+        self._maybe_checkpoint()
         self.totals.add(dataclasses.replace(result, changes=[]))  # counts only: changes are per batch
         try:
             if self.on_commit is not None:

@@ -448,7 +448,38 @@ out:
     free(path);
 }
 
+/* A reconcile.WalkedFile: relpath, signature (size, mtime_ns, inode, dev; inode and dev signed, as
+ * the catalog stores them) and ctime_ns. `rel` is borrowed from the object, which the caller's
+ * list keeps alive. */
+static int parse_walked(PyObject *obj, PyObject **rel, small_t *f) {
+    static PyObject *s_relpath, *s_signature, *s_ctime;
+    if (!s_relpath && !(s_relpath = PyUnicode_InternFromString("relpath"))) return 0;
+    if (!s_signature && !(s_signature = PyUnicode_InternFromString("signature"))) return 0;
+    if (!s_ctime && !(s_ctime = PyUnicode_InternFromString("ctime_ns"))) return 0;
+    PyObject *r = PyObject_GetAttr(obj, s_relpath);
+    if (!r) return 0;
+    Py_DECREF(r); /* still referenced by obj */
+    if (!PyBytes_Check(r)) {
+        PyErr_SetString(PyExc_TypeError, "read_small: relpath must be bytes");
+        return 0;
+    }
+    *rel = r;
+    PyObject *sig = PyObject_GetAttr(obj, s_signature);
+    if (!sig) return 0;
+    long long ino, dev;
+    int ok = PyArg_ParseTuple(sig, "LLLL:read_small", &f->size, &f->mtime_ns, &ino, &dev);
+    Py_DECREF(sig);
+    if (!ok) return 0;
+    f->ino = (unsigned long long)ino, f->dev = (unsigned long long)dev;
+    PyObject *c = PyObject_GetAttr(obj, s_ctime);
+    if (!c) return 0;
+    f->ctime_ns = PyLong_AsLongLong(c);
+    Py_DECREF(c);
+    return !(f->ctime_ns == -1 && PyErr_Occurred());
+}
+
 /* read_small(root, files) -> [bytes | 1 | 2 | ("open" | "read", errno)]
+ *   files may also be reconcile.WalkedFile objects (see parse_walked).
  *   files: [(relpath, size, mtime_ns, ctime_ns, inode, dev)], as settled (inode, dev unsigned)
  *   bytes: the whole content, read while the file kept that stat; 1: vanished (or became a link or
  *   not a regular file); 2: changed, settle it again; a tuple: the stage that failed and errno.
@@ -469,9 +500,13 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *t = PySequence_Fast_GET_ITEM(items, i);
         PyObject *rel;
-        if (!PyArg_ParseTuple(t, "SLLLKK:read_small", &rel, &files[i].size, &files[i].mtime_ns,
-                              &files[i].ctime_ns, &files[i].ino, &files[i].dev))
+        if (PyTuple_Check(t)) {
+            if (!PyArg_ParseTuple(t, "SLLLKK:read_small", &rel, &files[i].size, &files[i].mtime_ns,
+                                  &files[i].ctime_ns, &files[i].ino, &files[i].dev))
+                goto done;
+        } else if (!parse_walked(t, &rel, &files[i])) {
             goto done;
+        }
         files[i].rel = PyBytes_AS_STRING(rel);
         files[i].rel_len = PyBytes_GET_SIZE(rel);
         if ((size_t)files[i].rel_len != strlen(files[i].rel) || files[i].size < 0) {

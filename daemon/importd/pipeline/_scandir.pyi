@@ -1,4 +1,7 @@
 # Types of the C extension built from _scandir.c.
+from collections.abc import Sequence
+from typing import Any
+
 class DirFiles:
     def take(
         self, prefix: bytes, unseen: dict[bytes, tuple[bytes, int, int, int, int]] | None = None, /
@@ -9,5 +12,5 @@ def read_dirs(
     paths: list[bytes], /
 ) -> list[tuple[DirFiles, list[tuple[bytes, int, int]], list[bytes], list[tuple[bytes, int]]] | OSError]: ...
 def read_small(
-    root: bytes, files: list[tuple[bytes, int, int, int, int, int]], /
+    root: bytes, files: Sequence[tuple[bytes, int, int, int, int, int] | Any], /
 ) -> list[bytes | int | tuple[str, int]]: ...

@@ -26,11 +26,13 @@ import queue
 import stat as stat_mod
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import blake3
 
 from importd.pipeline.items import (
     FileFailure,
+    FileRef,
     FileStat,
     HashedFile,
     HashOutcome,
@@ -38,7 +40,7 @@ from importd.pipeline.items import (
     Unsettled,
     Vanished,
 )
-from importd.pipeline.reconcile import describe_os_error
+from importd.pipeline.reconcile import WalkedFile, describe_os_error
 
 PAGE = mmap.PAGESIZE
 CHUNK = 1 << 20
@@ -247,9 +249,8 @@ def _hash_pipelined(fd: int, cancel: threading.Event | None) -> tuple[str, int]:
     return hasher.hexdigest(), total
 
 
-_read_small: (
-    Callable[[bytes, list[tuple[bytes, int, int, int, int, int]]], list[bytes | int | tuple[str, int]]] | None
-)
+# (root, [(relpath, size, mtime_ns, ctime_ns, inode, dev) | WalkedFile]) -> [content | status]
+_read_small: Callable[[bytes, Sequence[Any]], list[bytes | int | tuple[str, int]]] | None
 try:  # the C extension; without it every file takes `hash_file`
     from importd.pipeline._scandir import read_small as _read_small
 except ImportError:  # pragma: no cover - built by `pip install`, optional
@@ -291,6 +292,56 @@ def hash_small_files(root: bytes, batch: Sequence[SettledFile]) -> list[HashOutc
         ],
     )
     return [_small_outcome(s, r) for s, r in zip(batch, results, strict=True)]
+
+
+def hash_walked(
+    root_id: int,
+    root_name: str,
+    root: bytes,
+    walked: Sequence[WalkedFile],
+    stop: threading.Event | None = None,
+) -> list[HashOutcome]:
+    """`BatchHasher.hash_batch` for files straight from a walk (settled already, see
+    `Pipeline._hand_on_walked`): the C reader takes the walk's records as they are, and only
+    what it read gets a FileRef and a FileStat."""
+    small: list[WalkedFile] = []
+    outcomes: list[HashOutcome] = []
+    for item in walked:
+        if _read_small is None or item.signature[0] > SMALL_MAX:
+            settled = SettledFile(FileRef(root_id, root_name, item.relpath), item.stat)
+            outcomes.append(hash_file(root + b"/" + item.relpath, settled, _small_buffer(), stop))
+        else:
+            small.append(item)
+    if not small or _read_small is None:
+        return outcomes
+    start = total = 0
+    for end, item in enumerate(small, 1):
+        total += item.signature[0]
+        if total >= SMALL_BATCH_BYTES or end == len(small):
+            if stop is not None and stop.is_set():
+                break
+            part = small[start:end]
+            for w, result in zip(part, _read_small(root, part), strict=True):
+                ref = FileRef(root_id, root_name, w.relpath)
+                if type(result) is bytes:
+                    outcomes.append(HashedFile(ref, w.stat, blake3.blake3(result).hexdigest()))
+                else:
+                    outcomes.append(_small_outcome(SettledFile(ref, w.stat), result))
+            start, total = end, 0
+    return outcomes
+
+
+class _SmallBuffer(threading.local):
+    buffer: memoryview | None = None
+
+
+_SMALL = _SmallBuffer()
+
+
+def _small_buffer() -> memoryview:
+    if _SMALL.buffer is None:
+        _SMALL.buffer = page_aligned(new_buffer(CHUNK))
+    return _SMALL.buffer
 
 
 class BatchHasher:

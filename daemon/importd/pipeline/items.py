@@ -5,6 +5,20 @@ from __future__ import annotations
 import os
 import stat as stat_mod
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from typing_extensions import dataclass_transform
+
+_C = TypeVar("_C", bound=type[Any])
+
+
+@dataclass_transform(frozen_default=True, eq_default=True)
+def record(cls: _C) -> _C:
+    """A value that flows between stages: a dataclass with slots, hashable and compared by value,
+    and immutable as far as the type checker is concerned. Not frozen at run time: a frozen
+    dataclass's __init__ sets each field through object.__setattr__, five times slower (1.3 µs
+    for five fields instead of 0.25 µs), and a cold import makes five of these per file."""
+    return dataclass(cls, slots=True, unsafe_hash=True)  # type: ignore[return-value]
 
 
 def s64(value: int) -> int:
@@ -17,7 +31,7 @@ def u64(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FileStat:
     size: int
     mtime_ns: int
@@ -43,14 +57,14 @@ def is_regular(st: os.stat_result) -> bool:
     return stat_mod.S_ISREG(st.st_mode)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FileRef:
     root_id: int
     root_name: str
     relpath: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Candidate:
     """A path that may have changed (seen by reconcile or hinted by the watcher)."""
 
@@ -58,7 +72,7 @@ class Candidate:
     stat: FileStat
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SettledFile:
     """Size, mtime and ctime unchanged for settle_seconds: safe to hash."""
 
@@ -66,7 +80,7 @@ class SettledFile:
     stat: FileStat
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HashedFile:
     ref: FileRef
     stat: FileStat
@@ -75,7 +89,7 @@ class HashedFile:
     hashed: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MovedFile:
     """A known row (by inode identity) now lives at `ref`: update it, never re-hash."""
 
@@ -85,21 +99,21 @@ class MovedFile:
     blake3: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FileFailure:
     ref: FileRef
     stat: FileStat | None
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Unsettled:
     """Changed while being hashed: goes back to settling."""
 
     ref: FileRef
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Vanished:
     """`ref` is gone; with subtree, everything below it is gone too."""
 
@@ -107,7 +121,7 @@ class Vanished:
     subtree: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VanishedRows:
     """Paths of a root the reconcile walk no longer found. Only rows not written since the walk
     began (`last_seen < walk_started`) are marked: a row that moved to another path, or a new

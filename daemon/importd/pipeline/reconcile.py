@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from importd.config import IgnoreRules
-from importd.pipeline.items import FileStat, s64
+from importd.pipeline.items import FileStat, record, s64
 
 # (size, mtime_ns, inode, dev) as the catalog stores them: inode and dev as signed 64-bit.
 Signature = tuple[int, int, int, int]
@@ -30,7 +30,7 @@ KnownRow = tuple[bytes, int, int, int, int]
 _U64 = 1 << 64
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WalkedFile:
     relpath: bytes
     signature: Signature
@@ -47,12 +47,12 @@ class WalkedFile:
         return cls(relpath, (st.st_size, st.st_mtime_ns, s64(st.st_ino), s64(st.st_dev)), st.st_ctime_ns)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WalkedLink:
     relpath: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WalkError:
     """A directory or entry the walk could not read; nothing under it may be called missing."""
 

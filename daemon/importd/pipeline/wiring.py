@@ -40,7 +40,7 @@ from importd.config import Config, RootConfig
 from importd.entities import GapChange
 from importd.paths import display
 from importd.pipeline.extract import MediaStage
-from importd.pipeline.hasher import PIPELINE_FROM, BatchHasher
+from importd.pipeline.hasher import PIPELINE_FROM, BatchHasher, hash_walked
 from importd.pipeline.items import (
     CatalogOp,
     FileFailure,
@@ -578,24 +578,32 @@ class Pipeline:
             anyio.from_thread.run(self._accept_walked, state, scan, young)
         if len(young) == len(batch):
             return
-        ref = state.root_id, state.config.name
-        settled = [
-            SettledFile(FileRef(*ref, item.relpath), item.stat)
-            for item in batch
-            if item.ctime_ns <= still_since
-        ]
-        scan.changed += len(settled)
-        self._hashing += len(settled)
+        old = [item for item in batch if item.ctime_ns <= still_since]
+        scan.changed += len(old)
+        self._hashing += len(old)
         try:
+            matches: list[queries.IdentityMatch] | None = None
             if reader is not None:
-                to_hash = self._identify_in_thread(reader, settled)
+                # Signatures hold inode and dev as the catalog does (signed).
+                matches = queries.identities_sqlite(reader, [(w.signature[3], w.signature[2]) for w in old])
+            if matches == []:  # no row knows these inodes (a cold import): hash them all
+                outcomes = hash_walked(state.root_id, state.config.name, state.raw_path, old, self.stopping)
             else:
-                to_hash = anyio.from_thread.run(self._identify, settled)
-            if to_hash and not self.stopping.is_set():
-                outcomes = self.hasher.hash_batch({state.root_id: state.raw_path}, to_hash)
+                ref = state.root_id, state.config.name
+                settled = [SettledFile(FileRef(*ref, item.relpath), item.stat) for item in old]
+                if matches is None:
+                    to_hash = anyio.from_thread.run(self._identify, settled)
+                else:
+                    to_hash, ops, done = self._match_identities(settled, matches)
+                    if ops or done:
+                        anyio.from_thread.run(self._put_and_done, ops, done)
+                outcomes = []
+                if to_hash and not self.stopping.is_set():
+                    outcomes = self.hasher.hash_batch({state.root_id: state.raw_path}, to_hash)
+            if outcomes:
                 anyio.from_thread.run(self._record_outcomes, outcomes, scan)
         finally:
-            self._hashing -= len(settled)
+            self._hashing -= len(old)
 
     async def _accept_walked(self, state: RootState, scan: Scan, batch: list[WalkedFile]) -> None:
         now = self.clock()
@@ -735,15 +743,6 @@ class Pipeline:
             matches = await conn.run_sync(queries.identities, [(s.stat.dev, s.stat.inode) for s in batch])
         to_hash, ops, done = self._match_identities(batch, matches)
         await self._put_and_done(ops, done)
-        return to_hash
-
-    def _identify_in_thread(self, reader: sqlite3.Connection, batch: list[SettledFile]) -> list[SettledFile]:
-        """`_identify` from a walk's thread, on its own read-only connection to the SQLite
-        catalog; the event loop is only asked to queue what was found (nothing, on a cold import)."""
-        matches = queries.identities_sqlite(reader, [(s.stat.dev, s.stat.inode) for s in batch])
-        to_hash, ops, done = self._match_identities(batch, matches)
-        if ops or done:
-            anyio.from_thread.run(self._put_and_done, ops, done)
         return to_hash
 
     async def _put_and_done(self, ops: list[CatalogOp], done: list[Key]) -> None:

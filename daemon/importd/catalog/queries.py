@@ -176,6 +176,13 @@ def identities_sqlite(conn: sqlite3.Connection, keys: list[tuple[int, int]]) -> 
     return out
 
 
+def shrink_cache(conn: Connection) -> None:
+    """Let a SQLite connection give back the pages it caches (the writer keeps up to 32 MiB
+    after a big import); nothing to do elsewhere."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA shrink_memory")
+
+
 def open_reader(db_file: str) -> sqlite3.Connection:
     """A read-only connection to the catalog file, for a worker thread of its own: reads there
     wait neither for the event loop nor for the async engine's connection thread."""

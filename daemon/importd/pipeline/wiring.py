@@ -478,6 +478,9 @@ class Pipeline:
             if not scan.prefix:
                 state.last_full_scan = scan.finished
             if scan.files_seen >= RELEASE_MEMORY_AFTER:
+                if scan.changed >= RELEASE_MEMORY_AFTER:
+                    with anyio.CancelScope(shield=True):
+                        await self.writer.call(queries.shrink_cache)  # its pages, to malloc
                 release_memory()
             values = {
                 "status": scan.state,

@@ -7,6 +7,7 @@ so a query is one hop to the driver's thread, not one per row.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -119,60 +120,61 @@ async def read_snapshot(engine: AsyncEngine, root_id: int, prefix: bytes | None)
         return await conn.run_sync(snapshot, root_id, prefix)
 
 
-def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:
-    """Rows (any status) with one of the given (dev, inode) identities. Grouped by device so
-    each query seeks the (dev, inode) index instead of scanning it."""
+def _inodes_by_device(keys: list[tuple[int, int]]) -> list[tuple[int, Sequence[int]]]:
+    """(dev, inodes) for each device, inodes sorted and in chunks that fit one IN list; both as
+    the catalog stores them (signed)."""
     by_dev: dict[int, set[int]] = {}
     for dev, ino in keys:
         by_dev.setdefault(s64(dev), set()).add(s64(ino))
+    return [(dev, part) for dev, inodes in by_dev.items() for part in chunks(sorted(inodes))]
+
+
+def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:
+    """Rows (any status) with one of the given (dev, inode) identities. Grouped by device so
+    each query seeks the (dev, inode) index instead of scanning it."""
     out: list[IdentityMatch] = []
-    for dev, inodes in by_dev.items():
-        for part in chunks(sorted(inodes)):
-            rows = conn.execute(
-                select(
-                    files.c.id,
-                    files.c.root_id,
-                    files.c.relpath,
-                    files.c.size,
-                    files.c.mtime_ns,
-                    files.c.inode,
-                    files.c.dev,
-                    files.c.blake3,
-                    files.c.status,
-                ).where(files.c.dev == dev, files.c.inode.in_(part))
-            )
-            for r in rows:
-                out.append(
-                    IdentityMatch(
-                        r.id,
-                        r.root_id,
-                        bytes(r.relpath),
-                        r.size,
-                        r.mtime_ns,
-                        r.inode,
-                        r.dev,
-                        r.blake3,
-                        r.status,
-                    )
+    for dev, part in _inodes_by_device(keys):
+        rows = conn.execute(
+            select(
+                files.c.id,
+                files.c.root_id,
+                files.c.relpath,
+                files.c.size,
+                files.c.mtime_ns,
+                files.c.inode,
+                files.c.dev,
+                files.c.blake3,
+                files.c.status,
+            ).where(files.c.dev == dev, files.c.inode.in_(part))
+        )
+        for r in rows:
+            out.append(
+                IdentityMatch(
+                    r.id,
+                    r.root_id,
+                    bytes(r.relpath),
+                    r.size,
+                    r.mtime_ns,
+                    r.inode,
+                    r.dev,
+                    r.blake3,
+                    r.status,
                 )
+            )
     return out
 
 
 def identities_sqlite(conn: sqlite3.Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:
     """`identities` on a plain sqlite3 connection (`open_reader`), for a walk's own thread."""
-    by_dev: dict[int, set[int]] = {}
-    for dev, ino in keys:
-        by_dev.setdefault(s64(dev), set()).add(s64(ino))
     out: list[IdentityMatch] = []
-    for dev, inodes in by_dev.items():
-        for part in chunks(sorted(inodes)):
-            marks = ",".join("?" * len(part))
-            rows = conn.execute(
-                "SELECT id, root_id, relpath, size, mtime_ns, inode, dev, blake3, status FROM files"
-                f" WHERE dev = ? AND inode IN ({marks})",
-                (dev, *part),
-            )
-            out.extend(IdentityMatch(i, r, bytes(p), *rest) for i, r, p, *rest in rows)
+    for dev, part in _inodes_by_device(keys):
+        marks = ",".join("?" * len(part))
+        rows = conn.execute(
+            "SELECT id, root_id, relpath, size, mtime_ns, inode, dev, blake3, status FROM files"
+            f" WHERE dev = ? AND inode IN ({marks})",
+            (dev, *part),
+        )
+        out.extend(IdentityMatch(i, r, bytes(p), *rest) for i, r, p, *rest in rows)
     return out
 
 

@@ -5,17 +5,28 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 from collections.abc import Iterator
 
 _PR_SET_NAME = 15
 _DEFAULT = b"importd"
 
 
-def _set(name: bytes) -> None:
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: names are a convenience only
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _set(name: bytes) -> None:
+    """Called twice per catalog transaction: the library handle is looked up once."""
+    try:
+        libc = _libc()
+        if libc is not None:
+            libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+    except AttributeError:  # no prctl (not Linux): names are a convenience only
         pass
 
 

@@ -16,7 +16,7 @@ def test_due_when_the_wal_is_big_then_copied_back(tmp_path: Path, monkeypatch: p
     writer.execute("PRAGMA wal_autocheckpoint=0")  # only the checkpointer copies
     writer.execute("CREATE TABLE t (x BLOB)")
     cp = Checkpointer(str(db))
-    monkeypatch.setattr(engine, "CHECKPOINT_PAGES", 64)
+    monkeypatch.setattr(engine, "CHECKPOINT_WAL_BYTES", 64 * 8192)
     assert not cp.due()
     writer.execute("BEGIN")
     writer.executemany("INSERT INTO t VALUES (?)", [(b"x" * 4000,) for _ in range(400)])

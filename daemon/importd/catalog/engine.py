@@ -30,9 +30,9 @@ def async_url(url: str) -> str:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur = dbapi_connection.cursor()
     # Before WAL, which fixes the page size: a new catalog gets 8 KiB pages. Its indexes on
-    # random keys (BLAKE3 digests) then split half as often; with the bigger cache and rarer
-    # checkpoints below, registering 100,000 new files took 1.7 s of SQLite instead of 4.1 s
-    # (bench machine). An existing catalog keeps the page size it has.
+    # random keys (BLAKE3 digests) then split half as often; with the writer's bigger cache and
+    # rarer checkpoints (below), registering 100,000 new files took 1.7 s of SQLite instead of
+    # 4.1 s (bench machine). An existing catalog keeps the page size it has.
     cur.execute("PRAGMA page_size=8192")
     # WAL lets status/find read while the writer commits; NORMAL is durable across a process
     # kill (the WAL is in the page cache) and only risks the last commits on power loss.
@@ -40,9 +40,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
-    # Checkpoint every 5,000 pages (40 MiB of WAL) rather than 1,000: a bulk import copies each
-    # hot index page back to the database file fewer times.
-    cur.execute("PRAGMA wal_autocheckpoint=5000")
     cur.close()
 
 
@@ -59,9 +56,10 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 # The catalog writer checkpoints in the background (`Checkpointer`) once the WAL holds this
-# many pages; its own connection only as a backstop, at ten times that.
-CHECKPOINT_PAGES = 2000
-WRITER_AUTOCHECKPOINT_PAGES = 10 * CHECKPOINT_PAGES
+# much; its own connection only as a backstop, at 20,000 pages (160 MiB of 8 KiB pages). Only
+# the writer writes, so the other connections' automatic checkpoints never run.
+CHECKPOINT_WAL_BYTES = 16 << 20
+WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
 
 def _writer_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -88,7 +86,7 @@ class Checkpointer:
             wal = os.stat(self.db_file + "-wal").st_size
         except OSError:
             return False
-        return wal >= CHECKPOINT_PAGES * 8192
+        return wal >= CHECKPOINT_WAL_BYTES
 
     def run(self) -> None:
         if self._conn is None:

@@ -101,7 +101,7 @@ def snapshot_from_file(db_file: str, root_id: int, prefix: bytes | None) -> Cata
     thread. Every start-up reads 100,000 rows; through the async engine's single connection
     thread (and its result processing) that took three times as long as the walk beside it."""
     present, errors, params = _snapshot_sql(root_id, prefix)
-    conn = sqlite3.connect(f"file:{quote(db_file)}?mode=ro", uri=True, timeout=10.0, isolation_level=None)
+    conn = open_reader(db_file)
     try:
         conn.execute("BEGIN")  # one read transaction: both statements see the same catalog
         present_rows = conn.execute(present, params).fetchall()

@@ -25,8 +25,8 @@ import os
 import queue
 import stat as stat_mod
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import blake3
 
@@ -42,6 +42,7 @@ from importd.pipeline.items import (
 )
 from importd.pipeline.reconcile import WalkedFile, describe_os_error
 
+_T = TypeVar("_T")
 PAGE = mmap.PAGESIZE
 CHUNK = 1 << 20
 # From this size a reader thread and blake3's own threads pay for themselves.
@@ -264,18 +265,30 @@ SMALL_MAX = 256 << 10
 SMALL_BATCH_BYTES = 8 << 20
 
 
-def _small_outcome(settled: SettledFile, result: bytes | int | tuple[str, int]) -> HashOutcome:
+def _small_outcome(ref: FileRef, stat: FileStat, result: bytes | int | tuple[str, int]) -> HashOutcome:
+    """What `_read_small` said of one file, as `hash_file` would have said it."""
     if type(result) is bytes:
-        return HashedFile(settled.ref, settled.stat, blake3.blake3(result).hexdigest())
+        return HashedFile(ref, stat, blake3.blake3(result).hexdigest())
     if result == 1:
-        return Vanished(settled.ref)
+        return Vanished(ref)
     if result == 2:
-        return Unsettled(settled.ref)
+        return Unsettled(ref)
     stage, err = result  # type: ignore[misc]
     why = describe_os_error(OSError(err, os.strerror(err)))
-    return FileFailure(
-        settled.ref, settled.stat, f"cannot open: {why}" if stage == "open" else f"read failed: {why}"
-    )
+    return FileFailure(ref, stat, f"cannot open: {why}" if stage == "open" else f"read failed: {why}")
+
+
+def _by_bytes(items: Sequence[_T], sizes: Sequence[int]) -> Iterator[Sequence[_T]]:
+    """Consecutive runs of `items` of at most SMALL_BATCH_BYTES together (at least one item
+    each): what `_read_small` holds in memory at once."""
+    start = total = 0
+    for end, size in enumerate(sizes):
+        if end > start and total + size > SMALL_BATCH_BYTES:
+            yield items[start:end]
+            start, total = end, 0
+        total += size
+    if start < len(items):
+        yield items[start:]
 
 
 def hash_small_files(root: bytes, batch: Sequence[SettledFile]) -> list[HashOutcome]:
@@ -284,14 +297,14 @@ def hash_small_files(root: bytes, batch: Sequence[SettledFile]) -> list[HashOutc
     if _read_small is None:
         buffer = page_aligned(new_buffer(SMALL_MAX))
         return [hash_file(root + b"/" + s.ref.relpath, s, buffer) for s in batch]
-    results = _read_small(
-        root,
-        [
+    out: list[HashOutcome] = []
+    for part in _by_bytes(batch, [s.stat.size for s in batch]):
+        st = [
             (s.ref.relpath, s.stat.size, s.stat.mtime_ns, s.stat.ctime_ns, s.stat.inode, s.stat.dev)
-            for s in batch
-        ],
-    )
-    return [_small_outcome(s, r) for s, r in zip(batch, results, strict=True)]
+            for s in part
+        ]
+        out += [_small_outcome(s.ref, s.stat, r) for s, r in zip(part, _read_small(root, st), strict=True)]
+    return out
 
 
 def hash_walked(
@@ -306,42 +319,23 @@ def hash_walked(
     what it read gets a FileRef and a FileStat."""
     small: list[WalkedFile] = []
     outcomes: list[HashOutcome] = []
+    buffer: memoryview | None = None
     for item in walked:
         if _read_small is None or item.signature[0] > SMALL_MAX:
+            if buffer is None:
+                buffer = page_aligned(new_buffer(CHUNK))
             settled = SettledFile(FileRef(root_id, root_name, item.relpath), item.stat)
-            outcomes.append(hash_file(root + b"/" + item.relpath, settled, _small_buffer(), stop))
+            outcomes.append(hash_file(root + b"/" + item.relpath, settled, buffer, stop))
         else:
             small.append(item)
-    if not small or _read_small is None:
+    if _read_small is None:
         return outcomes
-    start = total = 0
-    for end, item in enumerate(small, 1):
-        total += item.signature[0]
-        if total >= SMALL_BATCH_BYTES or end == len(small):
-            if stop is not None and stop.is_set():
-                break
-            part = small[start:end]
-            for w, result in zip(part, _read_small(root, part), strict=True):
-                ref = FileRef(root_id, root_name, w.relpath)
-                if type(result) is bytes:
-                    outcomes.append(HashedFile(ref, w.stat, blake3.blake3(result).hexdigest()))
-                else:
-                    outcomes.append(_small_outcome(SettledFile(ref, w.stat), result))
-            start, total = end, 0
+    for part in _by_bytes(small, [w.signature[0] for w in small]):
+        if stop is not None and stop.is_set():
+            break
+        for w, result in zip(part, _read_small(root, part), strict=True):
+            outcomes.append(_small_outcome(FileRef(root_id, root_name, w.relpath), w.stat, result))
     return outcomes
-
-
-class _SmallBuffer(threading.local):
-    buffer: memoryview | None = None
-
-
-_SMALL = _SmallBuffer()
-
-
-def _small_buffer() -> memoryview:
-    if _SMALL.buffer is None:
-        _SMALL.buffer = page_aligned(new_buffer(CHUNK))
-    return _SMALL.buffer
 
 
 class BatchHasher:
@@ -356,7 +350,6 @@ class BatchHasher:
         buffer: memoryview | None = None
         out: list[HashOutcome] = []
         run: list[SettledFile] = []  # consecutive small files of one root
-        run_bytes = 0
         for settled in batch:
             if self.stop.is_set():
                 run = []
@@ -364,17 +357,15 @@ class BatchHasher:
             root = root_paths.get(settled.ref.root_id)
             if root is None:
                 continue  # root removed by a reload while queued
-            size = settled.stat.size
-            if run and (settled.ref.root_id != run[0].ref.root_id or run_bytes + size > SMALL_BATCH_BYTES):
+            if run and settled.ref.root_id != run[0].ref.root_id:
                 out += hash_small_files(root_paths[run[0].ref.root_id], run)
-                run, run_bytes = [], 0
-            if size <= SMALL_MAX and _read_small is not None:
+                run = []
+            if settled.stat.size <= SMALL_MAX and _read_small is not None:
                 run.append(settled)
-                run_bytes += size
                 continue
             if run:
                 out += hash_small_files(root_paths[run[0].ref.root_id], run)
-                run, run_bytes = [], 0
+                run = []
             if buffer is None:
                 buffer = page_aligned(new_buffer(self.chunk))
             out.append(hash_file(root + b"/" + settled.ref.relpath, settled, buffer, self.stop))

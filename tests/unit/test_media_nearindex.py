@@ -348,3 +348,71 @@ def test_kernels_compile_without_a_writable_cache(monkeypatch: pytest.MonkeyPatc
         return 2 * x
 
     assert double(21) == 42 and calls == [True, False]
+
+
+# -- neighbour blocks and the result encoding ---------------------------------------------------------
+
+
+def blocked_chunks(index: HashIndex[int]) -> list[int]:
+    """The chunks that have neighbour blocks (hamming_kernel.H_CHUNK: word 3 of each chunk's head)."""
+    from importd.media import hamming_kernel as hk
+
+    words = index._arena.words
+    return [c for c in range(int(words[hk.H_CHUNKS])) if words[hk.H_CHUNK + 4 * c + 3]]
+
+
+def test_neighbour_blocks_answer_like_the_offsets_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same hashes with and without neighbour blocks, at distances either side of the radius,
+    through removals and the tail."""
+    rng = np.random.default_rng(33)
+    values = [int(v) for v in rng.integers(0, 2**64 - 1, 3000, dtype=np.uint64)]
+    for i in range(0, 3000, 3):  # copies at every distance up to 14: 10 is in range, 11 is not
+        values[i + 1] = near(values[i], rng.choice(64, i // 3 % 15, replace=False).tolist())
+    blocked: HashIndex[int] = HashIndex(min_rebuild=600)
+    blocked.add_many(enumerate(values[:2500]))
+    monkeypatch.setattr(nearindex, "_NEIGHBOUR_BYTES", 0)
+    monkeypatch.setattr(nearindex, "_NEIGHBOUR_SMALL", 0)
+    plain: HashIndex[int] = HashIndex(min_rebuild=600)
+    plain.add_many(enumerate(values[:2500]))
+    # 3,000 hashes: eight 8-bit chunks, three of them probed at radius 1 at the default radius.
+    assert blocked_chunks(blocked) == [5, 6, 7] and blocked_chunks(plain) == []
+    for index in (blocked, plain):
+        for key in range(2500, 3000):  # into the tail
+            index.add(key, values[key])
+        for key in range(0, 3000, 7):
+            index.remove(key)
+    items = {k: v for k, v in enumerate(values) if k % 7}
+    for key in rng.choice(3000, 80, replace=False).tolist():
+        for radius in (NEAR_DUPLICATE_MAX_DISTANCE, 1, 3):
+            expected = brute(items, values[key], radius)
+            assert as_pairs(blocked.query(values[key], radius)) == expected
+            assert as_pairs(plain.query(values[key], radius)) == expected
+    for i in range(0, 3000, 3):
+        if i % 7 and (i + 1) % 7:
+            distance = hamming(values[i], values[i + 1])
+            found = {k for k, _ in blocked.query(values[i], NEAR_DUPLICATE_MAX_DISTANCE)}
+            assert (i + 1 in found) == (distance <= NEAR_DUPLICATE_MAX_DISTANCE)
+    assert [g.members for g in blocked.groups(NEAR_DUPLICATE_MAX_DISTANCE)] == [
+        g.members for g in plain.groups(NEAR_DUPLICATE_MAX_DISTANCE)
+    ]
+
+
+def test_one_two_and_more_hits_in_order() -> None:
+    """Up to two hits come back from the kernel as a pair of small ints, more through the result
+    area: each nearest first, ties in insertion order, for hashes given signed, unsigned or wider."""
+    from importd.media import hamming_kernel
+
+    assert hamming_kernel.RESULT_DISTANCE_BITS == 7  # HashIndex.query spells out 7 and 127
+    base = 0xFEDC_BA98_7654_3210
+    index: HashIndex[str] = HashIndex()
+    index.add_many([("far", near(base, [1, 2, 3])), ("near", near(base, [5])), ("same", base)])
+    index.add_many([("tie", near(base, [9]))])
+    assert index.query(base, 0) == [("same", 0)]
+    assert index.query(near(base, [5]), 0) == [("near", 0)]
+    assert index.query(base, 1) == [("same", 0), ("near", 1), ("tie", 1)]
+    assert index.query(near(base, [9]), 1) == [("tie", 0), ("same", 1)]
+    assert index.query(near(base, [5, 9]), 1) == [("near", 1), ("tie", 1)]
+    assert index.query(base, 3) == [("same", 0), ("near", 1), ("tie", 1), ("far", 3)]
+    assert index.query(to_signed64(base), 1) == index.query(base, 1)
+    assert index.query(base + (5 << 64), 1) == index.query(base, 1)  # wider: its low 64 bits
+    assert index.query(~base & ((1 << 64) - 1), 10) == []

@@ -11,11 +11,19 @@ the compiled overload directly: an array argument makes numba allocate a referen
 and the dispatcher types every argument, together about 1 µs of a 2 µs call when the caches are
 cold. The caller holds the array for the duration of the call.
 
-At 100,000 hashes a query compares about 3,100 of them in 61 table runs, some 450 cache lines at
-scattered places, and when it follows other work (in the benchmark, a scan of all the hashes) those
-lines come from memory, not cache. That is most of its time. So the search runs in three passes:
-compute every probed table entry and prefetch it; read the run bounds; then count the matches run by
-run while prefetching the runs ahead, so that many misses are in flight at once.
+At 100,000 hashes a query compares about 3,100 of them in 61 table runs, some 430 cache lines at
+scattered places, and when it follows other work (in the benchmark, a numpy scan of all the hashes,
+which streams 2 MB through the caches) those lines come from memory, not cache: on the 2-core VM
+measured, 150 ns for a line alone, and a cold query spends about 80 % of its time in the runs. So
+the search runs in three passes: prefetch where every probe's run bounds are; read the bounds; then
+count the matches run by run while prefetching the runs ahead, so that many misses are in flight at
+once. A radius-1 probe of an 11-bit chunk reads the bounds of 12 chunk values; in the offsets table
+they are 9 lines apart, in the chunk's neighbour block (built where it is small) 2 lines, which
+takes some 40 scattered misses off a query. The offsets table serves the other radii.
+
+Results go back to Python as slot << 7 | distance, one-digit Python ints, one or two of them as a
+tuple: 95 % of queries have at most two hits, and arithmetic on large ints, an array read back or a
+list built by a comprehension each cost a few hundred ns when the interpreter's caches are cold.
 """
 
 from __future__ import annotations
@@ -63,7 +71,11 @@ H_OUT = 9  # first word of the result area of `search`
 H_OUT_CAP = 10  # its size
 H_SCAN_FROM = 11  # first value word of a full scan (chunk 0's table)
 H_FIRST_FOUND = 12  # scratch: the hit count when the current probing began
-H_CHUNK = 16  # per chunk c, 4 words at H_CHUNK + 4c: shift, width, first word of its offsets, unused
+H_CHUNK = 16  # per chunk c, 4 words at H_CHUNK + 4c: shift, width, first word of its offsets, and
+# the first half (32-bit index) of its neighbour blocks, 0 when it has none: for each chunk value v,
+# the bounds of the runs of v and of its width neighbours v ^ 1, v ^ 2, v ^ 4, ... (the chunk values
+# a radius-1 probe reads), as (start, end) pairs relative to the chunk's first value word, padded
+# to whole cache lines (`neighbour_stride` halves).
 
 # Plan: word offsets from arena[H_PLAN].
 P_RADIUS = 0
@@ -71,6 +83,10 @@ P_PROBES = 1  # masks probed in all (0 with P_SCAN set: compare against every ha
 P_SCAN = 2
 P_RADII = 3  # m words: per-chunk radius (as int64; -1: the chunk is not probed)
 # then m + 1 words: chunk c's masks are masks[starts[c]:starts[c + 1]]; then the masks
+
+# Lines from the start of the arena prefetched as a search begins: the header and a plan of up to 100
+# probes, which the first steps read one after the other.
+HEAD_LINES = 24
 
 # Runs are prefetched this many probes ahead, RUN_LINES lines each: about 60 lines in flight, which
 # keeps the core's miss buffers full (2 to 16 probes ahead measured the same). A run of 49 hashes
@@ -81,11 +97,16 @@ RUN_LINES = 8
 # Values of hits kept during a query to skip runs whose matches were all reported (scratch words).
 REPORTED = 16
 
-# A packed hit: distance << 56 | slot, so sorting packed hits orders by (distance, slot).
+# A packed hit: distance << 56 | slot, so sorting packed hits orders by (distance, slot). Returned to
+# Python as slot << 7 | distance instead, which stays a one-digit Python int for slots below 2^23:
+# arithmetic on larger ints takes CPython's slower paths, each some 0.3 µs with cold caches.
 DISTANCE_SHIFT = 56
 SLOT_MASK = (1 << DISTANCE_SHIFT) - 1
+RESULT_DISTANCE_BITS = 7
 
 _ONE = np.uint64(1)
+_NO_HIT = np.int64(-1)
+_MORE_HITS = np.int64(-2)
 _NONE = np.int64(0)  # a hit count typed int64: a literal 0 would compile every callee twice
 
 
@@ -111,38 +132,47 @@ def _prefetch(typingctx: Any, array: Any, index: Any) -> Any:
         pointer = cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
             context, builder, array_type, native, [args[1]], wraparound=False
         )
-        i32 = ir.IntType(32)
+        i32, byte_pointer = ir.IntType(32), ir.IntType(8).as_pointer()
         function = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
-            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32]), "llvm.prefetch.p0"
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]), "llvm.prefetch.p0"
         )
-        builder.call(function, [pointer, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        address = builder.bitcast(pointer, byte_pointer)  # one declaration for every element type
+        builder.call(function, [address, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-@_intrinsic
-def _words_at(typingctx: Any, address: Any, length: Any) -> Any:
-    """A uint64 array of `length` words at `address`, without an owner: the caller keeps it alive."""
-    array_type = types.Array(types.uint64, 1, "C")
-    sig = array_type(types.int64, types.int64)
+def _view_at(element: Any) -> Any:
+    """An intrinsic making a 1-d array of `length` `element`s at `address`, without an owner: the
+    caller keeps the memory alive."""
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        address_, length_ = args
-        native = context.make_array(array_type)(context, builder)
-        pointer_type = context.get_value_type(types.CPointer(types.uint64))  # type: ignore[no-untyped-call]
-        data = builder.inttoptr(address_, pointer_type)
-        context.populate_array(
-            native,
-            data=data,
-            shape=cgutils.pack_array(builder, [length_]),  # type: ignore[no-untyped-call]
-            strides=cgutils.pack_array(builder, [context.get_constant(types.intp, 8)]),  # type: ignore[no-untyped-call]
-            itemsize=context.get_constant(types.intp, 8),
-            meminfo=None,
-        )
-        return native._getvalue()
+    def view(typingctx: Any, address: Any, length: Any) -> Any:
+        array_type = types.Array(element, 1, "C")
+        sig = array_type(types.int64, types.int64)
 
-    return sig, codegen
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            address_, length_ = args
+            native = context.make_array(array_type)(context, builder)
+            pointer_type = context.get_value_type(types.CPointer(element))  # type: ignore[no-untyped-call]
+            size = context.get_constant(types.intp, element.bitwidth // 8)
+            context.populate_array(
+                native,
+                data=builder.inttoptr(address_, pointer_type),
+                shape=cgutils.pack_array(builder, [length_]),  # type: ignore[no-untyped-call]
+                strides=cgutils.pack_array(builder, [size]),  # type: ignore[no-untyped-call]
+                itemsize=size,
+                meminfo=None,
+            )
+            return native._getvalue()
+
+        return sig, codegen
+
+    return view
+
+
+_words_at = _intrinsic(_view_at(types.uint64))  # the arena
+_halves_at = _intrinsic(_view_at(types.uint32))  # the arena as 32-bit halves (neighbour bounds)
 
 
 @_jit()
@@ -260,8 +290,31 @@ def _walk_run(
     return found
 
 
+def neighbour_stride(width: int) -> int:
+    """Halves per neighbour block: a (start, end) pair for the value and each of its `width`
+    neighbours, rounded up to whole cache lines (16 halves)."""
+    return (2 * (width + 1) + 15) // 16 * 16
+
+
+_neighbour_stride = _jit()(neighbour_stride)
+
+
 @_jit()
-def _probe(query: Any, arena: Any, hits: Any, found: Any) -> Any:
+def _neighbour_block(arena: Any, head: Any, own: Any) -> Any:
+    """First half of the neighbour block of chunk value `own` of the chunk at arena[head:], or -1 when
+    the chunk has none or the plan does not probe it at radius 1 (at radius 0 its offsets entry is
+    one line already)."""
+    blocks = _at(arena, head + 3)
+    if blocks == 0:
+        return np.int64(-1)
+    chunk = (head - H_CHUNK) // 4
+    if _at(arena, _at(arena, H_PLAN) + P_RADII + chunk) != 1:
+        return np.int64(-1)
+    return blocks + own * _neighbour_stride(_at(arena, head + 1))
+
+
+@_jit()
+def _probe(query: Any, arena: Any, halves: Any, hits: Any, found: Any) -> Any:
     """The multi-index search proper; see the module docstring for the three passes."""
     chunks = _at(arena, H_CHUNKS)
     plan = _at(arena, H_PLAN)
@@ -273,20 +326,38 @@ def _probe(query: Any, arena: Any, hits: Any, found: Any) -> Any:
     reported = scratch + 2 * probes
     arena[H_FIRST_FOUND] = found
     first = found
-    # Pass 1: the offsets entry of every probed chunk value, and a prefetch of its line.
+    # Pass 1: where each probe's run bounds are, and a prefetch of their lines: the chunk value's
+    # neighbour block, a line or two for all its probes, or the offsets entry of each probe.
     for c in range(chunks):
         head = H_CHUNK + 4 * c
         own = np.int64((query >> arena[head]) & ((_ONE << arena[head + 1]) - _ONE))
+        block = _neighbour_block(arena, head, own)
+        if block >= 0:
+            for line in range(block, block + _neighbour_stride(_at(arena, head + 1)), 16):
+                _prefetch(halves, line)
+            continue
         table = _at(arena, head + 2)
         for k in range(_at(arena, starts + c), _at(arena, starts + c + 1)):
-            entry = table + (own ^ _at(arena, masks + k))
-            _prefetch(arena, entry)
-            arena[scratch + k] = entry
-    # Pass 2: run bounds, and the first runs' lines.
-    for k in range(probes):
-        entry = _at(arena, scratch + k)
-        arena[scratch + k] = arena[entry]
-        arena[scratch + probes + k] = arena[entry + 1]
+            _prefetch(arena, table + (own ^ _at(arena, masks + k)))
+    # Pass 2: run bounds, and the first runs' lines. Probes of a radius-1 chunk come in the order of
+    # its neighbour block (masks 0, 1, 2, 4, ...).
+    built = _at(arena, H_BUILT)
+    for c in range(chunks):
+        head = H_CHUNK + 4 * c
+        own = np.int64((query >> arena[head]) & ((_ONE << arena[head + 1]) - _ONE))
+        block = _neighbour_block(arena, head, own)
+        values = _at(arena, H_SCAN_FROM) + c * built
+        table = _at(arena, head + 2)
+        first_probe = _at(arena, starts + c)
+        for k in range(first_probe, _at(arena, starts + c + 1)):
+            if block >= 0:
+                pair = block + 2 * (k - first_probe)
+                arena[scratch + k] = values + np.int64(halves[pair])
+                arena[scratch + probes + k] = values + np.int64(halves[pair + 1])
+            else:
+                entry = table + (own ^ _at(arena, masks + k))
+                arena[scratch + k] = arena[entry]
+                arena[scratch + probes + k] = arena[entry + 1]
     for k in range(min(PREFETCH_AHEAD, probes)):
         _prefetch_run(arena, _at(arena, scratch + k))
     # Pass 3: count the matches in each run, prefetching runs ahead.
@@ -320,7 +391,7 @@ def _probe(query: Any, arena: Any, hits: Any, found: Any) -> Any:
 
 
 @_jit()
-def _collect(query: Any, arena: Any, hits: Any, found: Any) -> Any:
+def _collect(query: Any, arena: Any, halves: Any, hits: Any, found: Any) -> Any:
     """Write every live hash within the plan's radius of `query` to hits[found:] as a packed hit
     (distance << 56 | slot); return the new end. Only hits up to len(hits) are written; a caller
     whose result is longer retries with room for all."""
@@ -328,7 +399,7 @@ def _collect(query: Any, arena: Any, hits: Any, found: Any) -> Any:
     if arena[plan + P_SCAN] != 0:
         found = _scan_table(query, arena, hits, found)
     elif arena[plan + P_PROBES] > 0:
-        found = _probe(query, arena, hits, found)
+        found = _probe(query, arena, halves, hits, found)
     if arena[H_TAIL_COUNT] > 0:
         found = _scan_tail(query, arena, hits, found)
     return found
@@ -347,29 +418,46 @@ def _insertion_sort(hits: Any, count: Any) -> None:
 
 
 @_jit()
-def search(query: Any, address: Any, length: Any) -> Any:
-    """One query against the arena at `address` (`length` words), with its installed plan.
+def _result(hit: Any) -> Any:
+    """A packed hit as returned to Python: slot << 7 | distance."""
+    slot = (hit & np.uint64(SLOT_MASK)) << np.uint64(RESULT_DISTANCE_BITS)
+    return np.int64(slot | (hit >> np.uint64(DISTANCE_SHIFT)))
 
-    Returns the single packed hit when there is exactly one (the common case: no array is read back);
-    otherwise -1 - n for n hits, written sorted to the arena's result area when n fits there.
+
+@_jit()
+def search(query: Any, address: Any, length: Any) -> Any:
+    """One query (the hash as an unsigned int) against the arena at `address` (`length` words), with
+    its installed plan.
+
+    Returns two hits as slot << 7 | distance, nearest first, -1 for none: one or two hits (nearly
+    every query) need no array read back. For n > 2 hits returns (n, -2), the hits written to the
+    arena's result area in that form, nearest first, when they fit there.
     """
     arena = _words_at(address, length)
+    for line in range(HEAD_LINES):
+        _prefetch(arena, 8 * line)
     out = _at(arena, H_OUT)
     # A second view rather than a slice: a slice's type differs, and numba would compile every
     # function below twice.
     hits = _words_at(address + 8 * out, _at(arena, H_OUT_CAP))
-    found = _collect(np.uint64(query), arena, hits, _NONE)
-    if found == 1:
-        return np.int64(hits[0])
-    if 1 < found <= hits.shape[0]:
+    found = _collect(np.uint64(query), arena, _halves_at(address, 2 * length), hits, _NONE)
+    if found < 2:
+        return (_result(hits[0]) if found == 1 else _NO_HIT, _NO_HIT)
+    if found == 2:
+        nearer, further = min(hits[0], hits[1]), max(hits[0], hits[1])
+        return (_result(nearer), _result(further))
+    if found <= hits.shape[0]:
         _insertion_sort(hits, found)
-    return -1 - found
+        for i in range(found):
+            hits[i] = _result(hits[i])
+    return (found, _MORE_HITS)
 
 
 @_jit()
-def collect(query: Any, arena: Any, hits: Any) -> Any:
+def collect(query: Any, address: Any, length: Any, hits: Any) -> Any:
     """`_collect` into a caller's array (for results too large for the arena's result area)."""
-    return _collect(np.uint64(query), arena, hits, _NONE)  # type: ignore[no-any-return]
+    arena = _words_at(address, length)
+    return _collect(np.uint64(query), arena, _halves_at(address, 2 * length), hits, _NONE)  # type: ignore[no-any-return]
 
 
 @_jit()
@@ -406,7 +494,8 @@ def _join_runs(
 @_jit()
 def collect_pairs(
     values: npt.NDArray[np.uint64],
-    arena: npt.NDArray[np.uint64],
+    address: int,
+    length: int,
     hits: npt.NDArray[np.uint64],
     owners: npt.NDArray[np.uint64],
 ) -> Any:
@@ -418,6 +507,7 @@ def collect_pairs(
     masks. Joining those runs pairwise compares each such pair once, run against run, in cache,
     instead of fetching a query's scattered runs from memory 100,000 times. Hashes in the tail are
     then queried one by one (`values` holds every slot's hash)."""
+    arena = _words_at(address, length)
     found = _NONE
     chunks = _at(arena, H_CHUNKS)
     built = _at(arena, H_BUILT)
@@ -449,7 +539,7 @@ def collect_pairs(
         if _removed(arena, np.uint64(own)):
             continue
         start = found
-        end = _collect(values[own], arena, hits, found)
+        end = _collect(values[own], arena, _halves_at(address, 2 * length), hits, found)
         # Keep the pairs with a later slot; the hits already written are compacted in place.
         for i in range(start, end):
             if i >= hits.shape[0]:
@@ -464,14 +554,15 @@ def collect_pairs(
     return found
 
 
-def compiled_search() -> Callable[[int, int, int], int]:
+def compiled_search() -> Callable[[int, int, int], tuple[int, int]]:
     """Compile every entry point (or load it from numba's cache) and return `search` as its compiled
     overload: calling that directly skips the dispatcher's typing of the arguments (0.4 µs of a cold
     call's 1.1 µs)."""
-    search.compile("int64(int64, int64, int64)")
-    collect.compile("int64(int64, uint64[::1], uint64[::1])")
-    collect_pairs.compile("int64(uint64[::1], uint64[::1], uint64[::1], uint64[::1])")
+    search.compile("UniTuple(int64, 2)(uint64, int64, int64)")
+    collect.compile("int64(uint64, int64, int64, uint64[::1])")
+    collect_pairs.compile("int64(uint64[::1], int64, int64, uint64[::1], uint64[::1])")
     try:
-        return cast(Callable[[int, int, int], int], search.overloads[(types.int64,) * 3].entry_point)
+        signature = (types.uint64, types.int64, types.int64)
+        return cast(Callable[[int, int, int], tuple[int, int]], search.overloads[signature].entry_point)
     except (AttributeError, KeyError):  # a numba without the attribute: the dispatcher works too
-        return cast(Callable[[int, int, int], int], search)
+        return cast(Callable[[int, int, int], tuple[int, int]], search)

@@ -10,7 +10,9 @@ compared): at 100,000 hashes and r = 10, five 11-bit chunks probed at radius 1 a
 at radius 0, 61 probes and about 3,100 hashes compared; wide radii compare every hash instead.
 
 The tables are flat (CSR: hashes sorted by chunk value, plus offsets), in one uint64 array with
-everything else a search reads, searched by numba-compiled code (hamming_kernel.py). Recent
+everything else a search reads, searched by numba-compiled code (hamming_kernel.py). A chunk probed
+at radius 1 also has neighbour blocks: for each chunk value, the run bounds of it and of its
+neighbours side by side, so that a query finds all its runs on that chunk in two cache lines. Recent
 additions sit in an unsorted tail, compared one by one until the next rebuild; removals are marked
 in a bitmap until then. `groups` joins the tables with themselves instead of querying every hash.
 
@@ -65,15 +67,16 @@ from importd.media.video import (
 NEAR_DUPLICATE_MAX_DISTANCE = 10
 
 _MASK64 = (1 << 64) - 1
-_SIGN = 1 << 63
 _SLOT_MASK = hamming_kernel.SLOT_MASK
 _DISTANCE_SHIFT = hamming_kernel.DISTANCE_SHIFT
+_RESULT_DISTANCE_BITS = hamming_kernel.RESULT_DISTANCE_BITS
+_RESULT_DISTANCE_MASK = (1 << _RESULT_DISTANCE_BITS) - 1
 
 K = TypeVar("K", bound=Hashable)
 
 # What `HashIndex.query` needs, in one tuple: the arena's words (held so that they outlive the call),
 # their address and length, the radius of the installed plan (None: none yet), the compiled search.
-_Handle = tuple[npt.NDArray[np.uint64], int, int, int | None, Callable[[int, int, int], int]]
+_Handle = tuple[npt.NDArray[np.uint64], int, int, int | None, Callable[[int, int, int], tuple[int, int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,25 +148,24 @@ class HashIndex(Generic[K]):
     def query(self, value: int, max_distance: int) -> list[tuple[K, int]]:
         """Every key whose hash is within `max_distance` bits of `value`, nearest first (then by
         insertion order)."""
-        # Kept short: with cold caches this wrapper and the call take about 1.3 µs of each query.
+        # Kept short, and on small ints: with cold caches each line of Python here costs 0.1 to 0.5 µs.
         words, address, length, radius, search = self._handle
         if max_distance != radius:
             words, address, length, radius, search = self._handle = self._arena.handle(max_distance)
-        query = ((value + _SIGN) & _MASK64) - _SIGN  # the kernel takes the hash as a signed int64
-        packed = search(query, address, length)
+        if value < 0:
+            value = int(value) & _MASK64  # the signed form; the kernel takes the unsigned one
+        try:
+            first, second = search(value, address, length)
+        except OverflowError:  # wider than 64 bits
+            value = int(value) & _MASK64
+            first, second = search(value, address, length)
         keys: list[Any] = self._keys  # live slots always hold a key
-        if packed >= 0:  # exactly one hit
-            return [(keys[packed & _SLOT_MASK], packed >> _DISTANCE_SHIFT)]
-        if packed == -1:
-            return []
-        found = -1 - packed
-        if found <= self._arena.out_capacity:
-            hits = words[self._arena.out : self._arena.out + found].tolist()
-        else:
-            room = np.empty(found, np.uint64)
-            hamming_kernel.collect(query, words, room)
-            hits = np.sort(room).tolist()
-        return [(keys[p & _SLOT_MASK], p >> _DISTANCE_SHIFT) for p in hits]
+        # Hits as slot << 7 | distance (hamming_kernel.RESULT_DISTANCE_BITS), -1 for none.
+        if second == -1:
+            return [(keys[first >> 7], first & 127)] if first >= 0 else []
+        if second >= 0:
+            return [(keys[first >> 7], first & 127), (keys[second >> 7], second & 127)]
+        return self._hits(value, first, words)
 
     def groups(self, max_distance: int) -> list[NearGroup[K]]:
         """All groups of two or more keys linked by distances ≤ `max_distance`, largest first."""
@@ -171,12 +173,12 @@ class HashIndex(Generic[K]):
         if len(live) < 2:
             return []
         self._handle = self._arena.handle(max_distance)
-        words = self._handle[0]
+        _, address, length, _, _ = self._handle
         size = 2 * len(live) + 1024
         while True:
             hits = np.empty(size, np.uint64)
             owners = np.empty(size, np.uint64)
-            found = hamming_kernel.collect_pairs(self._values, words, hits, owners)
+            found = hamming_kernel.collect_pairs(self._values, address, length, hits, owners)
             if found <= size:
                 break
             size = found
@@ -201,6 +203,20 @@ class HashIndex(Generic[K]):
         return result
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _hits(self, value: int, found: int, words: npt.NDArray[np.uint64]) -> list[tuple[K, int]]:
+        """The `found` hits of a query that had more than one, from the result area when they fit."""
+        arena = self._arena
+        if found <= arena.out_capacity:
+            results = words[arena.out : arena.out + found].tolist()
+        else:
+            room = np.empty(found, np.uint64)
+            hamming_kernel.collect(np.uint64(value), int(words.ctypes.data), len(words), room)
+            room.sort()
+            slots, distances = room & np.uint64(_SLOT_MASK), room >> np.uint64(_DISTANCE_SHIFT)
+            results = ((slots << np.uint64(_RESULT_DISTANCE_BITS)) | distances).tolist()
+        keys: list[Any] = self._keys
+        return [(keys[r >> _RESULT_DISTANCE_BITS], r & _RESULT_DISTANCE_MASK) for r in results]
 
     def _store(self, key: K, value: int) -> int:
         if key in self._slot_of:
@@ -241,7 +257,13 @@ class _Arena:
 
     header | plan | scratch | result area | per chunk: offsets (absolute word index of each chunk
     value's run, CSR) | per chunk: the hashes sorted by chunk value | their slots, in the same order
-    | the tail: hashes added since the build, unsorted | removal bitmap.
+    | the tail: hashes added since the build, unsorted | removal bitmap | neighbour blocks
+    (hamming_kernel.H_CHUNK) of the chunks the default radius probes at radius 1, where they take
+    at most _NEIGHBOUR_BYTES a hash: 1.3 MB, 13 bytes a hash, at 100,000 hashes.
+
+    A radius-1 probe of an 11-bit chunk reads the offsets of 12 chunk values, 9 cache lines apart:
+    with cold caches each is a miss, most of them TLB misses too. Its neighbour block holds the
+    same 12 run bounds in 2 lines.
     """
 
     def __init__(
@@ -276,7 +298,10 @@ class _Arena:
         slots_at = values_at + m * n
         tail_at = _align(slots_at + m * n)
         dead_at = _align(tail_at + tail_capacity)
-        total = _align(dead_at + (n + tail_capacity + 63) // 64)
+        blocks_at = _align(dead_at + (n + tail_capacity + 63) // 64)
+        default_radii = _probing(layout, n, NEAR_DUPLICATE_MAX_DISTANCE)[1] or [-1] * m
+        block_words = [_neighbour_words(w, n, r) for w, r in zip(layout, default_radii, strict=True)]
+        total = blocks_at + sum(block_words)
         words = _line_aligned_zeros(total)
         words[: hk.H_PLAN + 1] = [m, n, slots_at - values_at, tail_at, 0, dead_at, 0, plan_at]
         words[hk.H_SCRATCH] = scratch_at
@@ -294,6 +319,11 @@ class _Arena:
             words[first : first + n] = values[order]
             words[first + slots_at - values_at : first + slots_at - values_at + n] = order
             at += (1 << width) + 1
+            if block_words[c]:
+                blocks = words[blocks_at : blocks_at + block_words[c]].view(np.uint32)
+                blocks.reshape(1 << width, -1)[:, : 2 * (width + 1)] = _neighbour_bounds(run_starts, width)
+                words[hk.H_CHUNK + 4 * c + 3] = 2 * blocks_at
+                blocks_at += block_words[c]
         return cls(words, layout, n, tail_capacity, probe_capacity)
 
     def handle(self, radius: int | None) -> _Handle:
@@ -333,12 +363,34 @@ _OUT_CAPACITY = 256
 
 
 @lru_cache(maxsize=1)
-def _search() -> Callable[[int, int, int], int]:
+def _search() -> Callable[[int, int, int], tuple[int, int]]:
     return hamming_kernel.compiled_search()
 
 
-def _no_plan(query: int, address: int, length: int) -> int:
+def _no_plan(query: int, address: int, length: int) -> tuple[int, int]:
     raise AssertionError("searched before a plan was installed")
+
+
+# Neighbour blocks are built for a chunk that the default radius probes at radius 1, when they take
+# at most this many bytes a hash (2.6 a hash for each 11-bit chunk at 100,000 hashes, 12.6 for the
+# one 16-bit chunk at a million), or at most _NEIGHBOUR_SMALL bytes in all.
+_NEIGHBOUR_BYTES = 16
+_NEIGHBOUR_SMALL = 1 << 16
+
+
+def _neighbour_words(width: int, n: int, default_radius: int) -> int:
+    """Arena words for a chunk's neighbour blocks, 0 when it gets none."""
+    size = (1 << width) * hamming_kernel.neighbour_stride(width) * 4
+    fits = size <= max(_NEIGHBOUR_BYTES * n, _NEIGHBOUR_SMALL)
+    return size // 8 if default_radius == 1 and fits else 0
+
+
+def _neighbour_bounds(run_starts: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint32]:
+    """Per chunk value v (rows), the (start, end) of the runs of v, v ^ 1, v ^ 2, v ^ 4, ...: the
+    order of `_masks(width, 1)`, which the plan probes in."""
+    values = np.arange(1 << width)[:, None] ^ _masks(width, 1)[None, :]
+    bounds = np.stack([run_starts[values], run_starts[values + 1]], axis=-1)
+    return bounds.reshape(1 << width, -1).astype(np.uint32)
 
 
 def _line_aligned_zeros(words: int) -> npt.NDArray[np.uint64]:

@@ -24,6 +24,7 @@ from importd.journal import Notifier, run_watchdog
 from importd.maintenance.operations import Maintenance
 from importd.pipeline.watch import NotifyFactory, rust_notify
 from importd.pipeline.wiring import Pipeline
+from importd.runtime import tune_runtime
 
 log = logging.getLogger("importd")
 STATUS_EVERY_S = 5.0
@@ -53,6 +54,7 @@ class Service:
 
     async def run(self) -> None:
         await migrate(self.engine)
+        tune_runtime()
         self.control.bind()  # raises AlreadyRunning before anything else starts
         assert self.control.sock is not None
         self.pipeline.events.bind(events_path_for(self.config.socket_path))

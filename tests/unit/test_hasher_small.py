@@ -128,3 +128,33 @@ def test_batch_hasher_mixes_small_and_big_files_in_order(tmp_path: Path) -> None
         root = other if s.ref.root_id == 2 else tmp_path
         assert isinstance(outcome, HashedFile)
         assert outcome.blake3 == blake3.blake3((root / os.fsdecode(s.ref.relpath)).read_bytes()).hexdigest()
+
+
+def test_files_of_several_folders_in_any_order(tmp_path: Path) -> None:
+    """Each run of one folder's files is read through that folder; runs may interleave."""
+    names = [b"top", b"a/x", b"a/y", b"b/x", b"a/z", b"a/deeper/x", b"b/y", b"top2", b"caf\xe9/\nx"]
+    for name in names:
+        path = tmp_path / os.fsdecode(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(100) + name)
+    files = [settle(tmp_path, n) for n in names]
+    by_c, by_python = both(tmp_path, files)
+    assert by_c == by_python
+    assert all(isinstance(o, HashedFile) for o in by_c)
+
+
+def test_a_folder_that_is_a_link_or_gone_is_read_as_hash_file_reads_it(tmp_path: Path) -> None:
+    """A folder that cannot be opened as one, without following a link, has its files opened by
+    their whole path, as hash_file opens them: through the link, or not at all."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "f").write_bytes(b"f")
+    (tmp_path / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "f").write_bytes(b"g")
+    files = [settle(tmp_path, b"linked/f"), settle(tmp_path, b"gone/f")]
+    (tmp_path / "gone" / "f").unlink()
+    (tmp_path / "gone").rmdir()
+    by_c, by_python = both(tmp_path, files)
+    assert by_c == by_python
+    assert isinstance(by_c[0], HashedFile)
+    assert by_c[1] == Vanished(files[1].ref)

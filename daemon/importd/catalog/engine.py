@@ -68,6 +68,7 @@ def _writer_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Readers keep the default; memory only grows as pages are actually read.
     dbapi_connection.execute("PRAGMA cache_size=-32768")
     dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+    dbapi_connection.execute("PRAGMA temp_store=MEMORY")
 
 
 class Checkpointer:

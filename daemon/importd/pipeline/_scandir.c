@@ -372,29 +372,19 @@ static int same_stat(const struct stat *st, const small_t *f) {
 
 /* One file, as hasher._hash_file does it: open without following a link (nor blocking on a
  * fifo), the same inode and stat as settled, every byte up to EOF, the same stat after, and the
- * path still naming that inode. */
-static void read_one(const char *root, size_t root_len, small_t *f, int *noatime) {
-    size_t plen = root_len + 1 + (size_t)f->rel_len;
-    char *path = malloc(plen + 1);
-    if (!path) {
-        f->status = S_FAILED_OPEN, f->err = ENOMEM;
-        return;
-    }
-    memcpy(path, root, root_len);
-    path[root_len] = '/';
-    memcpy(path + root_len + 1, f->rel, (size_t)f->rel_len);
-    path[plen] = 0;
+ * name still naming that inode. `dfd` and `name`: the file's folder and its name in it (see
+ * read_group), or AT_FDCWD and its whole path. */
+static void read_one(int dfd, const char *name, small_t *f, int *noatime) {
     int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
     int fd = -1;
     if (*noatime) {
-        fd = open(path, flags | O_NOATIME);
+        fd = openat(dfd, name, flags | O_NOATIME);
         if (fd < 0 && (errno == EPERM || errno == EACCES)) *noatime = 0;  /* needs ownership */
     }
-    if (fd < 0) fd = open(path, flags);
+    if (fd < 0) fd = openat(dfd, name, flags);
     if (fd < 0) {
         f->err = errno;
         f->status = (errno == ENOENT || errno == ELOOP) ? S_VANISHED : S_FAILED_OPEN;
-        free(path);
         return;
     }
     struct stat st;
@@ -435,7 +425,7 @@ static void read_one(const char *root, size_t root_len, small_t *f, int *noatime
         f->status = S_UNSETTLED;
         goto out;
     }
-    if (lstat(path, &st) < 0) {
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
         f->status = errno == ENOENT ? S_VANISHED : S_UNSETTLED;
         goto out;
     }
@@ -445,6 +435,62 @@ static void read_one(const char *root, size_t root_len, small_t *f, int *noatime
                     : S_UNSETTLED;
 out:
     close(fd);
+}
+
+/* Length of the folder part of a relative path ("a/b/c" -> 3; "c" -> 0). */
+static size_t dir_len_of(const small_t *f) {
+    const char *slash = memrchr(f->rel, '/', (size_t)f->rel_len);
+    return slash ? (size_t)(slash - f->rel) : 0;
+}
+
+static void mark_unsettled(small_t *files, Py_ssize_t from, Py_ssize_t to) {
+    for (Py_ssize_t i = from; i < to; i++) {
+        if (files[i].status == S_DATA) free(files[i].data), files[i].data = NULL;
+        if (files[i].status == S_DATA || files[i].status == S_VANISHED) files[i].status = S_UNSETTLED;
+    }
+}
+
+/* files[from:to], which share one folder (dlen bytes of their relpath): the folder is opened
+ * once and each file by its name in it, so an open or a stat looks up one name rather than every
+ * component of the path again (the walk hands a folder's files on together). The folder's path
+ * must name the same directory after the reads as before, which keeps hash_file's guarantee that
+ * the path as a whole still named the file read; if it does not (a folder renamed or replaced
+ * meanwhile), those files settle again. A folder that cannot be opened as one (gone, a link or a
+ * file in its place, no permission) has its files opened by their whole path, as hash_file does,
+ * so they fail or vanish for the same reasons. */
+static void read_group(const char *root, size_t root_len, small_t *files, Py_ssize_t from, Py_ssize_t to,
+                       size_t dlen, int *noatime) {
+    size_t rel_max = 0;
+    for (Py_ssize_t i = from; i < to; i++)
+        if ((size_t)files[i].rel_len > rel_max) rel_max = (size_t)files[i].rel_len;
+    size_t dir_plen = root_len + (dlen ? 1 + dlen : 0);
+    char *path = malloc(root_len + 1 + rel_max + 1);  /* root/dir, or root/relpath */
+    if (!path) {
+        for (Py_ssize_t i = from; i < to; i++) files[i].status = S_FAILED_OPEN, files[i].err = ENOMEM;
+        return;
+    }
+    memcpy(path, root, root_len);
+    path[root_len] = '/';
+    if (dlen) memcpy(path + root_len + 1, files[from].rel, dlen);
+    path[dir_plen] = 0;
+    struct stat before, after;
+    int dfd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd >= 0 && fstat(dfd, &before) < 0) close(dfd), dfd = -1;
+    if (dfd < 0) {
+        for (Py_ssize_t i = from; i < to; i++) {
+            memcpy(path + root_len + 1, files[i].rel, (size_t)files[i].rel_len);
+            path[root_len + 1 + (size_t)files[i].rel_len] = 0;
+            read_one(AT_FDCWD, path, &files[i], noatime);
+        }
+        free(path);
+        return;
+    }
+    size_t skip = dlen ? dlen + 1 : 0;
+    for (Py_ssize_t i = from; i < to; i++) read_one(dfd, files[i].rel + skip, &files[i], noatime);
+    close(dfd);
+    if (lstat(path, &after) < 0 || !S_ISDIR(after.st_mode) || after.st_ino != before.st_ino ||
+        after.st_dev != before.st_dev)
+        mark_unsettled(files, from, to);
     free(path);
 }
 
@@ -522,7 +568,13 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
     }
     int noatime = O_NOATIME != 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) read_one(root, root_len, &files[i], &noatime);
+    for (Py_ssize_t i = 0; i < n;) {
+        size_t dlen = dir_len_of(&files[i]);
+        Py_ssize_t j = i + 1;
+        while (j < n && dir_len_of(&files[j]) == dlen && memcmp(files[j].rel, files[i].rel, dlen) == 0) j++;
+        read_group(root, root_len, files, i, j, dlen, &noatime);
+        i = j;
+    }
     Py_END_ALLOW_THREADS
     out = PyList_New(n);
     if (!out) goto done;

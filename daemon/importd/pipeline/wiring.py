@@ -108,6 +108,12 @@ class RootState:
     # Set once the watcher is up or has failed: a start-up walk waits for it (bounded), so no
     # folder is walked before its watch exists.
     watch_settled: anyio.Event = field(default_factory=anyio.Event)
+    # A root never reconciled before (its first import) is read before it is watched: watchfiles
+    # watches IN_OPEN, so every file the import opens in a watched folder would queue an event
+    # for the watcher's thread (~1 s of CPU per 100,000 files), and placing the watches walks the
+    # whole tree once more. Once that first walk ends, the watch is placed and a second
+    # reconcile, which only stats, picks up whatever changed in between.
+    import_before_watch: bool = False
 
     @property
     def polling(self) -> bool:
@@ -311,6 +317,7 @@ class Pipeline:
         """(Re)configure roots: used at start-up and on SIGHUP."""
         pairs = [(r.name, str(r.path)) for r in wanted]
         ids = await self.writer.call(lambda c: queries.ensure_roots(c, pairs))
+        known = await self.writer.call(queries.root_paths)
         wanted_ids = {ids[r.name]: r for r in wanted}
         for root_id in list(self.roots):
             state = self.roots[root_id]
@@ -327,6 +334,7 @@ class Pipeline:
             if root_id in self.roots:
                 continue
             state = RootState(rc, root_id, os.fsencode(str(rc.path)))
+            state.import_before_watch = rc.watch == "inotify" and known[root_id][2] is None
             self.roots[root_id] = state
             log.info("root %s at %s (%s)", rc.name, rc.path, rc.watch, extra={"root": rc.name})
             await self.request_scan(root_id, b"", "startup")
@@ -380,7 +388,13 @@ class Pipeline:
             scan.state, scan.message = "skipped", f"root offline: {why}"
             scan.done.set()
             return
-        if not scan.prefix and state.config.watch == "inotify" and not state.watch_settled.is_set():
+        first_import = not scan.prefix and state.import_before_watch
+        if (
+            not scan.prefix
+            and not first_import
+            and state.config.watch == "inotify"
+            and not state.watch_settled.is_set()
+        ):
             with anyio.move_on_after(WATCH_SETTLE_WAIT_S):
                 await state.watch_settled.wait()
         if scan.cancelled:
@@ -512,6 +526,8 @@ class Pipeline:
                 (scan.finished or 0) - (scan.started or 0),
                 extra={"root": rc.name},
             )
+            if first_import:
+                self._watch_after_import(state)
 
     async def _load_snapshot(self, scan: Scan, known: Future[CatalogSnapshot]) -> None:
         try:
@@ -700,7 +716,8 @@ class Pipeline:
         hashed = [o for o in outcomes if type(o) is HashedFile]
         self.counters.record_hashes(now, len(hashed), sum(o.stat.size for o in hashed))
         if len(hashed) == len(outcomes) and not debug and all(o.ref.root_id in self.roots for o in hashed):
-            await self.writer.put_many(list(hashed))  # the usual batch: one hand-over
+            # The usual batch: one hand-over. A walk's batches are a stream (bulk).
+            await self.writer.put_many(list(hashed), bulk=scan is not None)
             if self._waiting_scans:
                 for o in hashed:
                     self._done((o.ref.root_id, o.ref.relpath))
@@ -849,6 +866,17 @@ class Pipeline:
 
     # ----- watch -----------------------------------------------------------------------------
 
+    def _watch_after_import(self, state: RootState) -> None:
+        """A root's first import has ended (however it ended): watch it from now on, and walk it
+        once more behind the watch (that walk waits for it) for what changed meanwhile."""
+        state.import_before_watch = False
+        if self._tg is None or self.stopping.is_set() or self.roots.get(state.root_id) is not state:
+            return
+        if state.state == "offline":
+            return  # the scheduler watches and reconciles it when it is back
+        self._start_watch(state)
+        self._tg.start_soon(self.request_scan, state.root_id, b"", "after-import")
+
     def _start_watch(self, state: RootState) -> None:
         if self._tg is None or state.stop_watch is not None:
             return
@@ -959,7 +987,12 @@ class Pipeline:
                     state.watch_limit = False
                     await self.request_scan(state.root_id, b"", "online")
                 want_inotify = state.config.watch == "inotify"
-                if want_inotify and state.stop_watch is None and now >= state.next_watch_try:
+                if (
+                    want_inotify
+                    and state.stop_watch is None
+                    and now >= state.next_watch_try
+                    and not state.import_before_watch
+                ):
                     self._start_watch(state)
                 if state.state == "starting" and not want_inotify:
                     state.state = "polling"

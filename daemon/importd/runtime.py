@@ -1,0 +1,37 @@
+"""Process-wide settings for a long-running daemon that makes millions of short-lived objects.
+
+Both were measured on a cold import of 100,000 files (`make bench`), where they saved about 1.5 s
+of CPU together (of ~11 s)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+# Freed heap kept before glibc gives it back. Its default (128 KiB) made a cold import hand memory
+# back and fault it in again thousands of times a second (madvise, page faults: ~0.6 s of system
+# time): each batch of small files read is a few MB of 4 KiB buffers. The memory is returned
+# after every big walk instead (`release_memory`: malloc_trim).
+TRIM_THRESHOLD = 64 << 20
+TOP_PAD = 16 << 20
+# The cyclic collector's first generation is collected every this many container allocations
+# (Python's default: 700). A cold import allocates a few per file, nearly all freed by reference
+# counting; collecting every 700 spent ~9 % of the CPU walking them.
+GC_GEN0_THRESHOLD = 20_000
+
+
+def tune_runtime() -> None:
+    """Call once, after start-up: the objects that live as long as the process (modules, config,
+    compiled patterns) are frozen out of the collector's reach, so full collections skip them."""
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+    # Not glibc (no mallopt): the allocator's own defaults stand.
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        libc.mallopt(_M_TOP_PAD, TOP_PAD)

@@ -278,6 +278,39 @@ def test_restart_with_no_changes_hashes_nothing(make_daemon) -> None:  # type: i
     assert s["last_scan"]["files_seen"] == 200 and s["last_scan"]["changed"] == 0
 
 
+def test_first_import_is_read_before_the_watch_and_reconciled_behind_it(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """A root never reconciled is imported unwatched (watchfiles would queue an event for every
+    file the import opens); then it is watched, and walked once more for what changed meanwhile.
+    A root reconciled before is watched first, as always."""
+    d = make_daemon()
+    root = d.roots["legacy"]
+    for i in range(50):
+        (root / f"f{i}.bin").write_bytes(os.urandom(100))
+    d.start()
+
+    def legacy_runs() -> list[dict[str, object]]:
+        return [r for r in reversed(d.ctl_json("runs")) if r["root"] == "legacy"]
+
+    def both_done() -> list[dict[str, object]] | None:
+        runs = legacy_runs()
+        return runs if len(runs) == 2 and all(r["status"] == "completed" for r in runs) else None
+
+    runs = wait_for(both_done, what="start-up import and the reconcile behind the watch")
+    assert [r["trigger"] for r in runs] == ["startup", "after-import"]
+    assert runs[0]["counts"]["changed"] == 50  # type: ignore[index]
+    assert runs[1]["counts"]["changed"] == 0 and runs[1]["counts"]["files_seen"] == 50  # type: ignore[index]
+    wait_for(lambda: d.status()["roots"][0]["state"] == "watching", what="watching")
+    (root / "late.bin").write_bytes(b"late")  # found by the watcher, not by a walk
+    wait_present(d, b"late.bin", blake3_of(b"late"))
+    assert [r["trigger"] for r in legacy_runs()] == ["startup", "after-import"]
+    assert d.stop() == 0
+
+    d.start()
+    wait_for(lambda: len(legacy_runs()) == 3 and legacy_runs()[2]["status"] == "completed", what="restart")
+    d.wait_idle()
+    assert [r["trigger"] for r in legacy_runs()] == ["startup", "after-import", "startup"]
+
+
 def test_changes_while_stopped_are_reconciled(make_daemon) -> None:  # type: ignore[no-untyped-def]
     d = make_daemon()
     root = d.roots["legacy"]

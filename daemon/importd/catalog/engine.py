@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+from sqlmodel import SQLModel
+
+from importd.catalog import models  # noqa: F401  (the tables, registered on SQLModel.metadata)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -120,16 +123,74 @@ def writer_engine(engine: AsyncEngine) -> Engine | None:
 
 
 def _upgrade(connection: Connection) -> None:
+    # Imported here: a catalog already at head (every start but the first) never needs Alembic,
+    # and importing it costs 0.2 s of start-up.
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
 
 
+_REVISION = re.compile(r"^revision\b[^=]*=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision\b[^=]*=\s*(?:None|['\"]([^'\"]+)['\"])", re.MULTILINE)
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration: the one revision no other names as its down_revision. Read from the
+    scripts' text, so that a start need not import Alembic to know the catalog is current."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        text = script.read_text(encoding="utf-8")
+        revision, down = _REVISION.search(text), _DOWN_REVISION.search(text)
+        if revision is None or down is None:
+            continue
+        revisions.add(revision.group(1))
+        if down.group(1):
+            parents.add(down.group(1))
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"migrations in {MIGRATIONS} have {len(heads)} heads: {sorted(heads)}")
+    return heads.pop()
+
+
+_ALEMBIC_VERSION_DDL = (
+    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+)
+
+
+def _bring_to_head(connection: Connection) -> None:
+    """A new SQLite catalog gets the models' schema in one go, stamped at head; running the
+    migrations one by one takes 0.3 s more for the same tables (a test keeps the two equal). A
+    catalog at head is left alone. Anything else (and PostgreSQL) goes through Alembic."""
+    if connection.dialect.name == "sqlite":
+        tables = {
+            name
+            for (name,) in connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if not tables:
+            SQLModel.metadata.create_all(connection)
+            connection.exec_driver_sql(_ALEMBIC_VERSION_DDL)
+            connection.exec_driver_sql(
+                "INSERT INTO alembic_version (version_num) VALUES (?)", (head_revision(),)
+            )
+            return
+        if "alembic_version" in tables:
+            current = [v for (v,) in connection.exec_driver_sql("SELECT version_num FROM alembic_version")]
+            if current == [head_revision()]:
+                return
+    _upgrade(connection)
+
+
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to head in one transaction (SQLite DDL is transactional too)."""
     async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+        await conn.run_sync(_bring_to_head)
 
 
 def sqlite_file(engine: AsyncEngine) -> str | None:

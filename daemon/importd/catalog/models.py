@@ -91,10 +91,11 @@ class RunRow(SQLModel, table=True):
     vanished: int = 0
     errors: int = 0
     detail: str | None = None
-    entities_created: int = 0
-    entities_updated: int = 0
-    files_registered: int = 0
-    duplicates: int = 0
+    # Added by a migration to a table with rows: the default is the database's too.
+    entities_created: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    entities_updated: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    files_registered: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    duplicates: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # The gap report (JSON) when the run finished, to compare progress over time.
     gap_report: str | None = None
 

@@ -1,0 +1,110 @@
+"""A new SQLite catalog is created from the models and stamped at head, not migrated step by step:
+its schema must be exactly the migrations' schema, and older catalogs still migrate."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from importd.catalog import engine as catalog_engine
+from importd.catalog.engine import create_engine, head_revision, migrate
+
+
+def schema(db: Path) -> dict[str, Any]:
+    """Tables with their columns (type, not null, default, pk), indexes (unique, columns, and the
+    SQL of partial ones) and foreign keys: what the catalog's behaviour depends on."""
+    conn = sqlite3.connect(db)
+    out: dict[str, Any] = {}
+    tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    for (table,) in tables.fetchall():
+        columns = [row[1:] for row in conn.execute(f"PRAGMA table_info('{table}')")]
+        indexes = sorted(
+            (row[1], row[2], row[4], tuple(c[2] for c in conn.execute(f"PRAGMA index_info('{row[1]}')")))
+            for row in conn.execute(f"PRAGMA index_list('{table}')")
+        )
+        fks = sorted(row[2:5] for row in conn.execute(f"PRAGMA foreign_key_list('{table}')"))
+        out[table] = (columns, indexes, fks)
+    out["partial indexes"] = sorted(
+        " ".join(sql.split())
+        for (sql,) in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql LIKE '%WHERE%'"
+        )
+    )
+    out["version"] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    conn.close()
+    return out
+
+
+def with_alembic(db: Path, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from sqlalchemy import create_engine as create_sync_engine
+
+    sync = create_sync_engine(f"sqlite:///{db}")
+    with sync.begin() as conn:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(catalog_engine.MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    sync.dispose()
+
+
+def migrate_file(db: Path) -> None:
+    async def run() -> None:
+        engine = create_engine(f"sqlite:///{db}")
+        await migrate(engine)
+        await engine.dispose()
+
+    asyncio.run(run())
+
+
+def test_head_revision_is_alembics_head() -> None:
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(catalog_engine.MIGRATIONS))
+    assert head_revision() == ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def test_a_new_catalog_has_exactly_the_migrations_schema(tmp_path: Path) -> None:
+    migrate_file(tmp_path / "new.db")
+    with_alembic(tmp_path / "migrated.db", "head")
+    created, migrated = schema(tmp_path / "new.db"), schema(tmp_path / "migrated.db")
+    assert created == migrated
+    assert created["version"] == [(head_revision(),)]
+    assert "files" in created and created["partial indexes"]
+
+
+def test_an_older_catalog_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    with_alembic(db, "0001")
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO roots (name, path) VALUES ('legacy', '/srv/legacy')")
+    conn.commit()
+    conn.close()
+    migrate_file(db)
+    with_alembic(tmp_path / "migrated.db", "head")
+    assert schema(db) == schema(tmp_path / "migrated.db")
+    assert sqlite3.connect(db).execute("SELECT name, path FROM roots").fetchall() == [
+        ("legacy", "/srv/legacy")
+    ]
+
+
+def test_a_catalog_at_head_starts_without_alembic(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    migrate_file(db)
+    code = (
+        "import asyncio, sys\n"
+        "from importd.catalog.engine import create_engine, migrate\n"
+        f"e = create_engine('sqlite:///{db}')\n"
+        "asyncio.run(migrate(e))\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert schema(db)["version"] == [(head_revision(),)]

@@ -16,8 +16,8 @@ _M_TOP_PAD = -2
 # back and fault it in again thousands of times a second (madvise, page faults: ~0.6 s of system
 # time): each batch of small files read is a few MB of 4 KiB buffers. The memory is returned
 # after every big walk instead (`release_memory`: malloc_trim).
-TRIM_THRESHOLD = 64 << 20
-TOP_PAD = 16 << 20
+TRIM_THRESHOLD = 16 << 20
+TOP_PAD = 4 << 20
 # The cyclic collector's first generation is collected every this many container allocations
 # (Python's default: 700). A cold import allocates a few per file, nearly all freed by reference
 # counting; collecting every 700 spent ~9 % of the CPU walking them.

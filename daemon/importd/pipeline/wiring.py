@@ -874,6 +874,8 @@ class Pipeline:
             return
         if state.state == "offline":
             return  # the scheduler watches and reconciles it when it is back
+        if state.state == "watching":
+            state.state = "starting"  # until the watcher says it is in place
         self._start_watch(state)
         self._tg.start_soon(self.request_scan, state.root_id, b"", "after-import")
 

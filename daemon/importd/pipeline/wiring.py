@@ -316,8 +316,7 @@ class Pipeline:
     async def apply_roots(self, wanted: Sequence[RootConfig]) -> None:
         """(Re)configure roots: used at start-up and on SIGHUP."""
         pairs = [(r.name, str(r.path)) for r in wanted]
-        ids = await self.writer.call(lambda c: queries.ensure_roots(c, pairs))
-        known = await self.writer.call(queries.root_paths)
+        ids, known = await self.writer.call(lambda c: (queries.ensure_roots(c, pairs), queries.root_paths(c)))
         wanted_ids = {ids[r.name]: r for r in wanted}
         for root_id in list(self.roots):
             state = self.roots[root_id]

@@ -632,7 +632,9 @@ def test_poll_root_finds_changes_without_inotify(make_daemon) -> None:  # type: 
         f'\n[[roots]]\nname = "legacy"\npath = "{root}"\nwatch = "poll"\npoll_interval_seconds = 1\n'
     )
     d.start()
-    assert d.status()["roots"][0]["state"] in ("polling", "scanning")
+    # The socket answers before the roots are registered (status stays available during start-up).
+    roots = wait_for(lambda: d.status()["roots"], what="roots registered")
+    assert roots[0]["state"] in ("polling", "scanning")
     (root / "on-the-share.txt").write_bytes(b"written by another machine")
     wait_present(d, b"on-the-share.txt", timeout=15)
     (root / "on-the-share.txt").unlink()

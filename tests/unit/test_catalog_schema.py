@@ -108,3 +108,38 @@ def test_a_catalog_at_head_starts_without_alembic(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert schema(db)["version"] == [(head_revision(),)]
+
+
+def test_the_sqlite_default_never_imports_the_postgresql_dialect(tmp_path: Path) -> None:
+    """Naming a dialect's option in a declaration imports that dialect and its drivers' modules:
+    0.1 s of every start-up. The daemon's modules and a SQLite catalog must not need it."""
+    db = tmp_path / "c.db"
+    code = (
+        "import asyncio, sys\n"
+        "import importd.service\n"
+        "from importd.catalog.engine import create_engine, migrate\n"
+        f"e = create_engine('sqlite:///{db}')\n"
+        "asyncio.run(migrate(e))\n"
+        "print(sorted(m for m in sys.modules if 'postgresql' in m or 'asyncpg' in m))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_postgresql_catalog_gets_the_partial_live_path_index() -> None:
+    """The live-path index's WHERE for PostgreSQL is attached when a PostgreSQL engine is made
+    (`create_engine` calls this); without it PostgreSQL would build a plain unique index and
+    refuse a second missing row at a path."""
+    code = (
+        "from sqlalchemy.dialects import postgresql\n"
+        "from sqlalchemy.schema import CreateIndex\n"
+        "from importd.catalog.models import FileRow, add_postgresql_options\n"
+        "add_postgresql_options()\n"
+        "index = next(i for i in FileRow.__table__.indexes if i.name == 'uq_files_live_path')\n"
+        "print(CreateIndex(index).compile(dialect=postgresql.dialect()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert (
+        "CREATE UNIQUE INDEX uq_files_live_path ON files (root_id, relpath) WHERE status != 'missing'"
+        in " ".join(out.stdout.split())
+    )

@@ -21,11 +21,10 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy import and_, bindparam, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from importd.catalog.engine import Checkpointer, sqlite_file, writer_engine
+from importd.catalog.engine import Checkpointer, dialect_insert, sqlite_file, writer_engine
 from importd.catalog.models import (
     STATUS_ERROR,
     STATUS_MISSING,
@@ -128,10 +127,7 @@ def _insert_contents(conn: Connection, values: list[tuple[str, int, float]]) -> 
         _insert_rows(conn, "contents", _CONTENT_COLUMNS, values, " ON CONFLICT (blake3) DO NOTHING")
         return
     rows = [dict(zip(_CONTENT_COLUMNS, v, strict=True)) for v in values]
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(contents).on_conflict_do_nothing(index_elements=["blake3"])
-    else:
-        stmt = sqlite.insert(contents).on_conflict_do_nothing(index_elements=["blake3"])
+    stmt = dialect_insert(conn, contents).on_conflict_do_nothing(index_elements=["blake3"])
     conn.execute(stmt, rows)
 
 

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from importd.catalog.engine import dialect_insert
 from importd.catalog.models import (
     STATUS_PRESENT,
     ExtractionRow,
@@ -112,8 +112,7 @@ def store_outcome(conn: Connection, outcome: ExtractOutcome, now: float) -> None
         "at": now,
         "cpu_s": outcome.cpu_s,
     }
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(extractions_t).values(values)
+    stmt = dialect_insert(conn, extractions_t).values(values)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["blake3", "extractor"],

@@ -22,10 +22,10 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy import and_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from importd.catalog.engine import dialect_insert
 from importd.catalog.models import (
     STATUS_PRESENT,
     ConflictRow,
@@ -226,8 +226,7 @@ class _Batch:
             "pre_approved": bool(mapping and mapping.pre_approved),
             "mapped_at": self.now,
         }
-        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(links_t).values(values)
+        stmt = dialect_insert(self.conn, links_t).values(values)
         self.conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["file_id"], set_={k: v for k, v in values.items() if k != "file_id"}

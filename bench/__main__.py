@@ -41,7 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--files", type=int, default=None, help="small files in the cold tree (default 100000)")
     p.add_argument("--folders", type=int, default=None, help="folders in the cold tree (default files/100)")
     p.add_argument("--big-gib", type=float, default=None, help="size of the big file in GiB (default 2)")
-    p.add_argument("--runs", type=int, default=3, help="runs per big-file side and baseline (median)")
+    p.add_argument("--runs", type=int, default=3, help="runs per side: cold, big file, baselines (median)")
     p.add_argument("--latency-files", type=int, default=None, help="files for the latency test (200)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file, or a folder for results.json")
     p.add_argument("--tmp", type=Path, default=None, help="where to generate trees (default: the temp dir)")
@@ -71,6 +71,7 @@ def core_options(args: argparse.Namespace, work: Path, out_dir: Path) -> CoreOpt
         folders=args.folders or max(1, files // 100),
         big_bytes=int(big_gib * (1 << 30)),
         big_runs=args.runs,
+        cold_runs=1 if args.quick else args.runs,
         baseline_runs=args.runs,
         latency_files=args.latency_files or (50 if args.quick else 200),
         profile=args.profile or args.profile_gil,

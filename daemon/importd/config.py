@@ -7,6 +7,7 @@ on one line and exits 78 (EX_CONFIG) so systemd's RestartPreventExitStatus= stop
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import os
 import re
 import tomllib
@@ -238,6 +239,11 @@ class _Reader:
                 raise self.fail(where + key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
+def driver_installed(module: str) -> bool:
+    """Is a database driver importable? (Checked without importing it.)"""
+    return importlib.util.find_spec(module) is not None
+
+
 def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     r = _Reader(source)
     r.unknown(data, _TOP_KEYS | _EXTRA_SECTIONS, "")
@@ -264,6 +270,12 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         url = f"sqlite:///{state_dir / 'catalog.db'}"
     if not (url.startswith("sqlite:") or url.startswith("postgresql")):
         raise r.fail("catalog.url", f"must be a sqlite:/// or postgresql:// URL, not {url!r}")
+    if url.startswith("postgresql") and not driver_installed("asyncpg"):
+        raise r.fail(
+            "catalog.url",
+            "a PostgreSQL catalog needs the asyncpg driver, which is not installed "
+            "(pip install 'importd[postgresql]')",
+        )
 
     control = data.get("control", {})
     if not isinstance(control, dict):

@@ -56,6 +56,21 @@ def test_invalid_values_name_the_key(data: dict[str, object], key: str) -> None:
     assert str(err.value).startswith("/etc/importd/importd.toml: " + key)
 
 
+def test_a_postgresql_url_without_its_driver_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a traceback from deep in SQLAlchemy at start-up: one line naming the key and the fix."""
+    monkeypatch.setattr("importd.config.driver_installed", lambda module: module != "asyncpg")
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            {"catalog": {"url": "postgresql://importd@db/catalog"}}, Path("/etc/importd/importd.toml")
+        )
+    assert err.value.key == "catalog.url"
+    assert "asyncpg" in str(err.value) and "importd[postgresql]" in str(err.value)
+    monkeypatch.setattr("importd.config.driver_installed", lambda module: True)
+    assert parse_config({"catalog": {"url": "postgresql://importd@db/catalog"}}).catalog_url.startswith(
+        "postgresql"
+    )
+
+
 def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "missing.toml")

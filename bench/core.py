@@ -712,7 +712,9 @@ class CoreBench:
         base = "find|xargs b3sum"
         cpu_base = median([t.cpu for t in baseline_runs])
         of = f" (median of {len(runs)})" if len(runs) > 1 else ""
-        mem = judged["memory_kb"]
+        # Memory: the largest of the runs, not the median one's.
+        mem = {key: max(r["memory_kb"][key] for r in runs) for key in ("VmRSS", "VmHWM")}
+        at_registered = max(r["memory_at_registered_kb"]["VmRSS"] for r in runs)
         self.report.checks += [
             Check(f"cold registration {n}: process start -> registered{of}",
                   median([r["process_start_to_registered_s"] for r in runs]), "s",
@@ -722,10 +724,9 @@ class CoreBench:
                   Target("ratio_at_most", 3), baseline, base),
             Check("  CPU time, user+system (daemon process vs b3sum)",
                   _cpu_total(judged["daemon_cpu_s"]), "s", INFO, cpu_base, base),
-            Check("daemon RSS after cold registration (VmRSS)", _mb(mem["VmRSS"]), "MB",
-                  Target("value_at_most", 150)),
-            Check("  same, the moment the last file was registered",
-                  _mb(judged["memory_at_registered_kb"]["VmRSS"]), "MB", INFO),
+            Check(f"daemon RSS after cold registration (VmRSS{', largest run' if of else ''})",
+                  _mb(mem["VmRSS"]), "MB", Target("value_at_most", 150)),
+            Check("  same, the moment the last file was registered", _mb(at_registered), "MB", INFO),
             Check("  peak RSS during cold registration (VmHWM)", _mb(mem["VmHWM"]), "MB", INFO),
         ]  # fmt: skip
         if mismatched:

@@ -174,3 +174,27 @@ def test_the_portable_path_registers_the_same(conn: Connection, monkeypatch: pyt
         (c.file_id, c.relpath, c.kind, c.duplicate) for c in fast.changes
     ]
     assert portable.errors == fast.errors == 1
+
+
+def test_live_rows_are_found_by_folder_probes(conn: Connection) -> None:
+    """A batch of many files a folder looks paths up only in folders that hold live rows (the
+    folder probe); what it finds must be what a lookup of every path finds: rows in a known
+    folder, also deeper ones, and at the root, but not missing rows."""
+    known = [b"old/a%02d" % i for i in range(8)] + [b"old/deep/x", b"top", b"gone/z"]
+    apply_ops(conn, [HashedFile(ref(p), st(i + 1), H1) for i, p in enumerate(known)], now=1.0)
+    apply_ops(conn, [Vanished(ref(b"gone/z"))], now=2.0)
+    batch = (
+        [b"old/a%02d" % i for i in range(0, 16, 2)]  # half known, half new, in a known folder
+        + [b"new%d/f%02d" % (d, i) for d in range(4) for i in range(10)]  # new folders
+        + [b"old/deep/x", b"top", b"gone/z", b"other"]
+    )
+    keys = [(1, p) for p in batch]
+    probed = writer._live_rows(conn, keys)
+    by_path = {relpath: row_id for row_id, relpath, status, _ in rows(conn) if status != "missing"}
+    expected = {(1, p): by_path[p] for p in batch if p in by_path}
+    assert probed == expected
+    assert set(expected) == {
+        (1, p) for p in [b"old/a00", b"old/a02", b"old/a04", b"old/a06", b"old/deep/x", b"top"]
+    }
+    # The same batch with one file a folder takes the per-path lookup: same answer.
+    assert writer._live_rows(conn, keys[-4:]) == {k: v for k, v in expected.items() if k in keys[-4:]}

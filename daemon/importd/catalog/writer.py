@@ -190,6 +190,8 @@ def _live_rows(conn: Connection, keys: Sequence[tuple[int, bytes]]) -> dict[tupl
         by_root.setdefault(root_id, []).append(relpath)
     raw = _raw_sqlite(conn)
     for root_id, paths in by_root.items():
+        if raw:
+            paths = _in_folders_with_live_rows(conn, root_id, paths)
         for part in chunks(paths):
             if raw:
                 rows = _rows_in(
@@ -209,6 +211,33 @@ def _live_rows(conn: Connection, keys: Sequence[tuple[int, bytes]]) -> dict[tupl
             for row_id, relpath in rows:
                 found[(root_id, bytes(relpath))] = row_id
     return found
+
+
+def _in_folders_with_live_rows(conn: Connection, root_id: int, paths: list[bytes]) -> list[bytes]:
+    """The paths whose folder holds any live row: only those can have one. One probe of the
+    live-path index per folder instead of a lookup per path: a cold import's batches are whole
+    new folders, and their 100,000 lookups found nothing. Files at the root are always looked up."""
+    by_folder: dict[bytes, list[bytes]] = {}
+    for relpath in paths:
+        by_folder.setdefault(relpath.rpartition(b"/")[0], []).append(relpath)
+    if len(by_folder) * 4 > len(paths):  # few files a folder: a probe each would save little
+        return paths
+    folders = [folder for folder in by_folder if folder]
+    occupied: set[int] = set()
+    for start in range(0, len(folders), IN_CHUNK // 3):
+        part = folders[start : start + IN_CHUNK // 3]
+        bounds = list(chain.from_iterable((i, *subtree_bounds(f)) for i, f in enumerate(part, start)))
+        rows = conn.exec_driver_sql(
+            "WITH folder(i, low, high) AS (VALUES " + ",".join(["(?,?,?)"] * len(part)) + ") "
+            "SELECT i FROM folder WHERE EXISTS (SELECT 1 FROM files WHERE root_id = ? "
+            "AND status != 'missing' AND relpath >= folder.low AND relpath < folder.high)",
+            (*bounds, root_id),
+        )
+        occupied.update(i for (i,) in rows)
+    kept = by_folder.get(b"", [])
+    for i in sorted(occupied):
+        kept += by_folder[folders[i]]
+    return kept
 
 
 def _any_missing(conn: Connection) -> bool:

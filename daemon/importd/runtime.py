@@ -1,13 +1,14 @@
 """Process-wide settings for a long-running daemon that makes millions of short-lived objects.
 
 Both were measured on a cold import of 100,000 files (`make bench`), where they saved about 1.5 s
-of CPU together (of ~11 s)."""
+of CPU together (of ~11 s). The collector is also paused while a whole root is reconciled."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import gc
+from collections.abc import Iterator
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -35,3 +36,27 @@ def tune_runtime() -> None:
         libc = ctypes.CDLL(None)
         libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
         libc.mallopt(_M_TOP_PAD, TOP_PAD)
+
+
+_pauses = 0
+_enable_after = False
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No automatic cyclic collection for the duration (nested and overlapping uses count; the
+    event loop's thread only). A whole-root reconcile makes a few objects per file, and reference
+    counting frees them: over a cold import of 100,000 files the collector ran some 240 times and
+    found 805 objects, and the GIL-bound import took about 0.3 s longer with it than without (A/B,
+    six pairs). The next automatic collection after the pause finds what little was left."""
+    global _pauses, _enable_after
+    if _pauses == 0:
+        _enable_after = gc.isenabled()
+        gc.disable()
+    _pauses += 1
+    try:
+        yield
+    finally:
+        _pauses -= 1
+        if _pauses == 0 and _enable_after:
+            gc.enable()

@@ -6,7 +6,7 @@ import gc
 import subprocess
 import sys
 
-from importd.runtime import GC_GEN0_THRESHOLD
+from importd.runtime import GC_GEN0_THRESHOLD, collector_paused
 
 
 def test_tune_runtime_freezes_start_up_objects_and_collects_less_often() -> None:
@@ -21,3 +21,34 @@ def test_tune_runtime_freezes_start_up_objects_and_collects_less_often() -> None
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", str(GC_GEN0_THRESHOLD), "True"]
     assert gc.get_threshold()[0] != GC_GEN0_THRESHOLD  # this process untouched
+
+
+def test_the_collector_is_paused_for_overlapping_uses_and_restored_after() -> None:
+    assert gc.isenabled()
+    outer = collector_paused()
+    outer.__enter__()
+    assert not gc.isenabled()
+    with collector_paused():  # a second root's reconcile, overlapping the first
+        assert not gc.isenabled()
+    assert not gc.isenabled(), "the first is still running"
+    outer.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
+def test_a_collector_disabled_before_stays_disabled() -> None:
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_the_collector_comes_back_when_the_paused_work_fails() -> None:
+    try:
+        with collector_paused():
+            raise RuntimeError("walk failed")
+    except RuntimeError:
+        pass
+    assert gc.isenabled()

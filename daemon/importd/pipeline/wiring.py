@@ -76,6 +76,7 @@ from importd.pipeline.watch import (
     WatchEvent,
     rust_notify,
 )
+from importd.runtime import collector_paused
 from importd.threads import thread_named
 
 log = logging.getLogger("importd.pipeline")
@@ -373,7 +374,9 @@ class Pipeline:
 
     async def _scanner(self) -> None:
         async for scan in self._scan_recv:
-            await self._run_scan(scan)
+            # Whole roots only: subtree scans (a folder the watcher saw appear) are many and small.
+            with collector_paused() if not scan.prefix else contextlib.nullcontext():
+                await self._run_scan(scan)
 
     async def _run_scan(self, scan: Scan) -> None:
         state = self.roots.get(scan.root_id)

@@ -234,7 +234,7 @@ def _in_folders_with_live_rows(conn: Connection, root_id: int, paths: list[bytes
             (*bounds, root_id),
         )
         occupied.update(i for (i,) in rows)
-    kept = by_folder.get(b"", [])
+    kept = list(by_folder.get(b"", []))
     for i in sorted(occupied):
         kept += by_folder[folders[i]]
     return kept

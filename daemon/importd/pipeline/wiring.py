@@ -374,9 +374,7 @@ class Pipeline:
 
     async def _scanner(self) -> None:
         async for scan in self._scan_recv:
-            # Whole roots only: subtree scans (a folder the watcher saw appear) are many and small.
-            with collector_paused() if not scan.prefix else contextlib.nullcontext():
-                await self._run_scan(scan)
+            await self._run_scan(scan)
 
     async def _run_scan(self, scan: Scan) -> None:
         state = self.roots.get(scan.root_id)
@@ -428,11 +426,15 @@ class Pipeline:
             # The catalog read and the walk overlap: each takes about as long as `find` on a
             # restart, and the walk's syscalls run without the GIL.
             known: Future[CatalogSnapshot] = Future()
+            # The walk of a whole root (nearly all of a cold import's work) runs without the cyclic
+            # collector; not what follows, which may wait long for files still being written.
+            paused = collector_paused() if not scan.prefix else contextlib.nullcontext()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._load_snapshot, scan, known)
-                comparer = await anyio.to_thread.run_sync(
-                    self._walk_thread, state, scan, known, abandon_on_cancel=True
-                )
+                with paused:
+                    comparer = await anyio.to_thread.run_sync(
+                        self._walk_thread, state, scan, known, abandon_on_cancel=True
+                    )
             diff = comparer.finish(rc.ignore)
             if scan.cancelled:
                 scan.state = "cancelled"  # an unfinished walk proves nothing vanished

@@ -130,11 +130,15 @@ def writer_engine(engine: AsyncEngine) -> Engine | None:
     db_file = sqlite_file(engine)
     if db_file is None:
         return None
-    sync = create_sync_engine(
-        f"sqlite:///{db_file}", poolclass=StaticPool, connect_args={"check_same_thread": False}
-    )
-    event.listen(sync, "connect", _sqlite_pragmas)
+    sync = _sync_sqlite_engine(db_file, connect_args={"check_same_thread": False})
     event.listen(sync, "connect", _writer_pragmas)
+    return sync
+
+
+def _sync_sqlite_engine(db_file: str, **options: Any) -> Engine:
+    """A synchronous engine on one connection to the catalog file, with the shared pragmas."""
+    sync = create_sync_engine(f"sqlite:///{db_file}", poolclass=StaticPool, **options)
+    event.listen(sync, "connect", _sqlite_pragmas)
     return sync
 
 
@@ -213,8 +217,7 @@ async def migrate(engine: AsyncEngine) -> None:
         async with engine.begin() as conn:
             await conn.run_sync(_bring_to_head)
         return
-    sync = create_sync_engine(f"sqlite:///{db_file}", poolclass=StaticPool)
-    event.listen(sync, "connect", _sqlite_pragmas)
+    sync = _sync_sqlite_engine(db_file)
     try:
         with sync.begin() as conn:
             _bring_to_head(conn)

@@ -12,6 +12,7 @@ import anyio
 from importd import __version__
 from importd.config import EX_CONFIG, ConfigError, load_config
 
+EX_DATAERR = 65
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from importd.api.server import AlreadyRunning
+    from importd.catalog.engine import CatalogUnusable
     from importd.journal import setup_logging
     from importd.service import Service
 
@@ -52,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     except AlreadyRunning as exc:
         print(f"importd: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
+    except CatalogUnusable as exc:
+        print(
+            f"importd: catalog {exc}: damaged or not an importd catalog; it was left as it is. "
+            "Restore it from a backup, or move it aside to build a new one from the roots",
+            file=sys.stderr,
+        )
+        return EX_DATAERR
     except KeyboardInterrupt:
         return 0
     return 0

@@ -522,6 +522,30 @@ def test_invalid_config_exits_78_with_one_line(tmp_path) -> None:  # type: ignor
         assert err.count("\n") == 1 and str(cfg) in err and expected in err, err
 
 
+def test_a_catalog_sqlite_cannot_read_exits_65_with_one_line_and_is_left_as_it_is(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A damaged catalog (or some other file at its path) is the operator's to restore: no
+    traceback, no restart loop (65 is in RestartPreventExitStatus), and not one byte changed."""
+    db = tmp_path / "state" / "catalog.db"
+    db.parent.mkdir()
+    garbage = os.urandom(3) + b"\x00" * 8189  # not "SQLite format 3"
+    db.write_bytes(garbage)
+    root = tmp_path / "root"
+    root.mkdir()
+    cfg = tmp_path / "importd.toml"
+    cfg.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[catalog]\nurl = "sqlite:///{db}"\n'
+        f'[control]\nsocket = "{tmp_path / "c.sock"}"\n[[roots]]\nname = "a"\npath = "{root}"\n'
+    )
+    res = subprocess.run([str(BIN / "importd"), "run", "--config", str(cfg)], capture_output=True, timeout=30)
+    assert res.returncode == 65
+    err = res.stderr.decode()
+    assert err.count("\n") == 1 and str(db) in err and "not a database" in err and "backup" in err, err
+    assert db.read_bytes() == garbage
+    assert sorted(p.name for p in db.parent.iterdir()) == ["catalog.db"], "no -wal or -shm beside it"
+    unit = (Path(__file__).parents[2] / "units" / "importd.service").read_text()
+    assert "RestartPreventExitStatus=78 65" in unit
+
+
 def test_second_daemon_on_same_socket_refuses(make_daemon) -> None:  # type: ignore[no-untyped-def]
     d = make_daemon().start()
     res = subprocess.run(

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Table, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
@@ -20,6 +21,10 @@ from importd.catalog import models  # noqa: F401  (the tables, registered on SQL
 from importd.catalog.models import add_postgresql_options
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class CatalogUnusable(Exception):
+    """The catalog file is not a SQLite database SQLite can read (damaged, or some other file)."""
 
 
 def async_url(url: str) -> str:
@@ -221,6 +226,12 @@ async def migrate(engine: AsyncEngine) -> None:
     try:
         with sync.begin() as conn:
             _bring_to_head(conn)
+    except DatabaseError as exc:
+        # Exactly sqlite3.DatabaseError ("file is not a database", "malformed"): not its
+        # subclasses (locked, I/O errors), which a later start may not meet again.
+        if type(exc.orig) is not sqlite3.DatabaseError:
+            raise
+        raise CatalogUnusable(f"{db_file}: {exc.orig}") from exc
     finally:
         sync.dispose()
 

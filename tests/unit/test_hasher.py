@@ -30,9 +30,51 @@ def settled(path: Path) -> SettledFile:
 
 @pytest.fixture
 def small_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pipelined path for files of 1 MiB and more, in 256 KiB chunks: cheap to exercise."""
+    """The big-file path for files of 1 MiB and more, in 256 KiB chunks: cheap to exercise."""
     monkeypatch.setattr(hasher, "PIPELINE_FROM", 1 << 20)
     monkeypatch.setattr(hasher, "PIPELINE_CHUNK", 256 << 10)
+
+
+@pytest.fixture
+def streamed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Big files through the fallback (a reader thread feeding the blake3 package's threads), as
+    where the C extension is not built: its reads go through `hasher._read`."""
+    monkeypatch.setattr(hasher, "_hash_fd", None)
+
+
+needs_tree = pytest.mark.skipif(hasher._hash_fd is None, reason="the C extension is not built")
+ENGINES = [pytest.param("tree", marks=needs_tree), "streamed"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both big-file engines: `_blake3tree.hash_fd` (threads reading their own parts, in C) and
+    the streamed fallback."""
+    if request.param == "streamed":
+        monkeypatch.setattr(hasher, "_hash_fd", None)
+    return str(request.param)
+
+
+class MidHash:
+    """Runs an action once, part-way through hashing a file, with either engine: after the first
+    read of the streamed paths (`hasher._read`), or, for the C engine, when it first asks the
+    `stop` object (after its first task: the other threads are reading and hashing meanwhile)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> None:
+        self.action = action
+        self.reads = after_first_read(monkeypatch, self._once)
+        self.asked = 0
+        self.done = False
+
+    def _once(self) -> None:
+        if not self.done:
+            self.done = True
+            self.action()
+
+    def is_set(self) -> bool:
+        self.asked += 1
+        self._once()
+        return False
 
 
 def after_first_read(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> list[int]:
@@ -88,6 +130,7 @@ def test_reads_land_on_page_boundaries_in_whole_pages(
     monkeypatch.setattr(hasher, "_read", read)
     assert isinstance(hash_file(os.fsencode(str(p)), settled(p), new_buffer()), HashedFile)
     monkeypatch.setattr(hasher, "PIPELINE_FROM", 1 << 20)
+    monkeypatch.setattr(hasher, "_hash_fd", None)  # the streamed big-file path (the C one aligns in C)
     assert isinstance(hash_file(os.fsencode(str(p)), settled(p), new_buffer()), HashedFile)
     assert len(seen) > 6 and set(seen) == {(0, 0)}
 
@@ -114,30 +157,54 @@ def test_vanished_replaced_by_symlink_or_fifo(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("size", [3 << 20, 20 << 20])
-def test_replaced_by_rename_while_hashing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+def test_replaced_by_rename_while_hashing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, engine: str
+) -> None:
     p = tmp_path / "f"
     p.write_bytes(os.urandom(size))
     s = settled(p)
     other = tmp_path / "g"
     other.write_bytes(b"replacement")
-    reads = after_first_read(monkeypatch, lambda: os.rename(other, p))
-    out = hash_file(os.fsencode(str(p)), s, new_buffer())
+    mid = MidHash(monkeypatch, lambda: os.rename(other, p))
+    out = hash_file(os.fsencode(str(p)), s, new_buffer(), mid)  # type: ignore[arg-type]
+    assert mid.done
     assert isinstance(out, Unsettled)
-    assert len(reads) > 1  # the rest of the old inode was read through the open descriptor
+    if mid.reads:
+        assert len(mid.reads) > 1  # the rest of the old inode was read through the open descriptor
 
 
 @pytest.mark.parametrize("size", [4 << 20, 20 << 20])
 def test_truncated_while_hashing_is_not_a_crash(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, engine: str
 ) -> None:
     p = tmp_path / "f"
     p.write_bytes(os.urandom(size))
     s = settled(p)
-    after_first_read(monkeypatch, lambda: os.truncate(p, 10))  # with mmap this would be SIGBUS
-    assert isinstance(hash_file(os.fsencode(str(p)), s, new_buffer()), Unsettled)
+    mid = MidHash(monkeypatch, lambda: os.truncate(p, 10))  # with mmap this would be SIGBUS
+    assert isinstance(hash_file(os.fsencode(str(p)), s, new_buffer(), mid), Unsettled)  # type: ignore[arg-type]
+    assert mid.done
 
 
-@pytest.mark.usefixtures("small_pipeline")
+@pytest.mark.parametrize("size", [4 << 20, 20 << 20])
+def test_grown_while_hashing_goes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, engine: str
+) -> None:
+    """Still being written: the C engine reads only the settled size, so the fstat after the last
+    read is what tells; the streamed engines read to the end and also see a count that differs."""
+    p = tmp_path / "f"
+    p.write_bytes(os.urandom(size))
+    s = settled(p)
+
+    def append() -> None:
+        with open(p, "ab") as fh:
+            fh.write(b"more")
+
+    mid = MidHash(monkeypatch, append)
+    assert isinstance(hash_file(os.fsencode(str(p)), s, new_buffer(), mid), Unsettled)  # type: ignore[arg-type]
+    assert mid.done
+
+
+@pytest.mark.usefixtures("small_pipeline", "streamed")
 def test_read_error_in_the_reader_thread_is_a_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,7 +220,7 @@ def test_read_error_in_the_reader_thread_is_a_failure(
     assert not any(t.name == "importd-read" for t in threading.enumerate())
 
 
-@pytest.mark.usefixtures("small_pipeline")
+@pytest.mark.usefixtures("small_pipeline", "streamed")
 def test_stop_mid_file_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "f"
     p.write_bytes(os.urandom(4 << 20))
@@ -176,7 +243,7 @@ def _nice_of_tasks() -> dict[int, int]:
     return out
 
 
-@pytest.mark.usefixtures("small_pipeline")
+@pytest.mark.usefixtures("small_pipeline", "streamed")
 @pytest.mark.skipif(hasher.CPUS < 2 or not os.path.isdir("/proc/self/task"), reason="needs 2 CPUs, Linux")
 def test_hashing_threads_take_the_priority_of_the_thread_that_asks(tmp_path: Path) -> None:
     """A lowered scrub must not feed full-priority hashing threads (nor the other way round):

@@ -32,6 +32,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "blake3.h"
+
 enum kind { K_FILE, K_DIR, K_LINK, K_ERROR, K_SKIP };
 
 typedef struct {
@@ -353,7 +355,7 @@ typedef struct {
     Py_ssize_t rel_len;
     long long size, mtime_ns, ctime_ns;
     unsigned long long ino, dev;
-    char *data;
+    uint8_t digest[BLAKE3_OUT_LEN];
     long long got;
     enum small_status status;
     int err;
@@ -374,7 +376,7 @@ static int same_stat(const struct stat *st, const small_t *f) {
  * fifo), the same inode and stat as settled, every byte up to EOF, the same stat after, and the
  * name still naming that inode. `dfd` and `name`: the file's folder and its name in it (see
  * read_group), or AT_FDCWD and its whole path. */
-static void read_one(int dfd, const char *name, small_t *f, int *noatime) {
+static void read_one(int dfd, const char *name, small_t *f, char *buf, int *noatime) {
     int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
     int fd = -1;
     if (*noatime) {
@@ -400,15 +402,11 @@ static void read_one(int dfd, const char *name, small_t *f, int *noatime) {
         f->status = S_UNSETTLED;
         goto out;
     }
-    /* One byte more than expected: a file that grew is seen without a second pass. */
-    f->data = malloc((size_t)f->size + 1);
-    if (!f->data) {
-        f->status = S_FAILED_READ, f->err = ENOMEM;
-        goto out;
-    }
+    /* One byte more than expected (`buf` has room): a file that grew is seen without a second
+     * pass. */
     f->got = 0;
     while (f->got <= f->size) {
-        ssize_t n = read(fd, f->data + f->got, (size_t)(f->size + 1 - f->got));
+        ssize_t n = read(fd, buf + f->got, (size_t)(f->size + 1 - f->got));
         if (n < 0) {
             if (errno == EINTR) continue;
             f->status = S_FAILED_READ, f->err = errno;
@@ -433,6 +431,14 @@ static void read_one(int dfd, const char *name, small_t *f, int *noatime) {
     f->status = ((unsigned long long)st.st_ino == f->ino && (unsigned long long)st.st_dev == f->dev)
                     ? S_DATA
                     : S_UNSETTLED;
+    if (f->status == S_DATA) {
+        /* Hashed here, with the GIL still released, while the bytes are in cache; in Python each
+         * file cost a blake3 object, a GIL release and re-acquisition and a hex digest, ~3 us. */
+        blake3_hasher hasher;
+        blake3_hasher_init(&hasher);
+        blake3_hasher_update(&hasher, buf, (size_t)f->got);
+        blake3_hasher_finalize(&hasher, f->digest, BLAKE3_OUT_LEN);
+    }
 out:
     close(fd);
 }
@@ -445,7 +451,6 @@ static size_t dir_len_of(const small_t *f) {
 
 static void mark_unsettled(small_t *files, Py_ssize_t from, Py_ssize_t to) {
     for (Py_ssize_t i = from; i < to; i++) {
-        if (files[i].status == S_DATA) free(files[i].data), files[i].data = NULL;
         if (files[i].status == S_DATA || files[i].status == S_VANISHED) files[i].status = S_UNSETTLED;
     }
 }
@@ -459,7 +464,7 @@ static void mark_unsettled(small_t *files, Py_ssize_t from, Py_ssize_t to) {
  * file in its place, no permission) has its files opened by their whole path, as hash_file does,
  * so they fail or vanish for the same reasons. */
 static void read_group(const char *root, size_t root_len, small_t *files, Py_ssize_t from, Py_ssize_t to,
-                       size_t dlen, int *noatime) {
+                       size_t dlen, char *buf, int *noatime) {
     size_t rel_max = 0;
     for (Py_ssize_t i = from; i < to; i++)
         if ((size_t)files[i].rel_len > rel_max) rel_max = (size_t)files[i].rel_len;
@@ -480,13 +485,13 @@ static void read_group(const char *root, size_t root_len, small_t *files, Py_ssi
         for (Py_ssize_t i = from; i < to; i++) {
             memcpy(path + root_len + 1, files[i].rel, (size_t)files[i].rel_len);
             path[root_len + 1 + (size_t)files[i].rel_len] = 0;
-            read_one(AT_FDCWD, path, &files[i], noatime);
+            read_one(AT_FDCWD, path, &files[i], buf, noatime);
         }
         free(path);
         return;
     }
     size_t skip = dlen ? dlen + 1 : 0;
-    for (Py_ssize_t i = from; i < to; i++) read_one(dfd, files[i].rel + skip, &files[i], noatime);
+    for (Py_ssize_t i = from; i < to; i++) read_one(dfd, files[i].rel + skip, &files[i], buf, noatime);
     close(dfd);
     if (lstat(path, &after) < 0 || !S_ISDIR(after.st_mode) || after.st_ino != before.st_ino ||
         after.st_dev != before.st_dev)
@@ -524,12 +529,15 @@ static int parse_walked(PyObject *obj, PyObject **rel, small_t *f) {
     return !(f->ctime_ns == -1 && PyErr_Occurred());
 }
 
-/* read_small(root, files) -> [bytes | 1 | 2 | ("open" | "read", errno)]
+/* read_small(root, files) -> [str | 1 | 2 | ("open" | "read", errno)]
  *   files may also be reconcile.WalkedFile objects (see parse_walked).
  *   files: [(relpath, size, mtime_ns, ctime_ns, inode, dev)], as settled (inode, dev unsigned)
- *   bytes: the whole content, read while the file kept that stat; 1: vanished (or became a link or
- *   not a regular file); 2: changed, settle it again; a tuple: the stage that failed and errno.
- * Small files only (the caller's limit): each is held in memory whole. */
+ *   str: the BLAKE3 (hex) of the whole content, read while the file kept that stat; 1: vanished
+ *   (or became a link or not a regular file); 2: changed, settle it again; a tuple: the stage that
+ *   failed and errno.
+ * Small files only (the caller's limit): each is read whole into one buffer, as big as the largest,
+ * page-aligned (the copy out of the page cache is much slower a few bytes past a page boundary,
+ * see hasher.py), and hashed there. */
 static PyObject *read_small(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *root_obj, *items_obj;
@@ -539,6 +547,7 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
     small_t *files = calloc((size_t)n + 1, sizeof(small_t));
     PyObject *out = NULL;
+    char *buf = NULL;
     if (!files) {
         PyErr_NoMemory();
         goto done;
@@ -566,13 +575,23 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "read_small: embedded null byte");
         goto done;
     }
+    long long largest = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (files[i].size > largest) largest = files[i].size;
+    void *aligned = NULL;
+    if ((unsigned long long)largest >= SIZE_MAX - 8192 ||
+        posix_memalign(&aligned, 4096, ((size_t)largest + 1 + 4095) / 4096 * 4096) != 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    buf = aligned;
     int noatime = O_NOATIME != 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n;) {
         size_t dlen = dir_len_of(&files[i]);
         Py_ssize_t j = i + 1;
         while (j < n && dir_len_of(&files[j]) == dlen && memcmp(files[j].rel, files[i].rel, dlen) == 0) j++;
-        read_group(root, root_len, files, i, j, dlen, &noatime);
+        read_group(root, root_len, files, i, j, dlen, buf, &noatime);
         i = j;
     }
     Py_END_ALLOW_THREADS
@@ -582,7 +601,14 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
         small_t *f = &files[i];
         PyObject *item;
         switch (f->status) {
-        case S_DATA: item = PyBytes_FromStringAndSize(f->data, (Py_ssize_t)f->got); break;
+        case S_DATA: {
+            static const char digits[] = "0123456789abcdef";
+            char hex[2 * BLAKE3_OUT_LEN];
+            for (int k = 0; k < BLAKE3_OUT_LEN; k++)
+                hex[2 * k] = digits[f->digest[k] >> 4], hex[2 * k + 1] = digits[f->digest[k] & 15];
+            item = PyUnicode_FromStringAndSize(hex, (Py_ssize_t)sizeof hex);
+            break;
+        }
         case S_VANISHED: item = PyLong_FromLong(1); break;
         case S_UNSETTLED: item = PyLong_FromLong(2); break;
         default: item = Py_BuildValue("(si)", f->status == S_FAILED_OPEN ? "open" : "read", f->err);
@@ -594,8 +620,7 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
         PyList_SET_ITEM(out, i, item);
     }
 done:
-    if (files)
-        for (Py_ssize_t i = 0; i < n; i++) free(files[i].data);
+    free(buf);
     free(files);
     Py_DECREF(items);
     return out;

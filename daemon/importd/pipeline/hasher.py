@@ -272,8 +272,8 @@ def _hash_pipelined(fd: int, cancel: threading.Event | None) -> tuple[str, int]:
     return hasher.hexdigest(), total
 
 
-# (root, [(relpath, size, mtime_ns, ctime_ns, inode, dev) | WalkedFile]) -> [content | status]
-_read_small: Callable[[bytes, Sequence[Any]], list[bytes | int | tuple[str, int]]] | None
+# (root, [(relpath, size, mtime_ns, ctime_ns, inode, dev) | WalkedFile]) -> [blake3 hex | status]
+_read_small: Callable[[bytes, Sequence[Any]], list[str | int | tuple[str, int]]] | None
 try:  # the C extension; without it every file takes `hash_file`
     from importd.pipeline._scandir import read_small as _read_small
 except ImportError:  # pragma: no cover - built by `pip install`, optional
@@ -282,15 +282,18 @@ except ImportError:  # pragma: no cover - built by `pip install`, optional
 # Files up to this size are read whole by `_scandir.read_small`, a batch at a time, with one
 # release of the GIL for all their syscalls (open, fstat, read, fstat, lstat): a cold import of
 # 4 KiB files spent more time handing the GIL back and forth per syscall than reading. The
-# checks are `_hash_file`'s, made in C; the hash is still the blake3 package's.
+# checks are `_hash_file`'s, made in C, and so is the hash (BLAKE3's C implementation, vendored in
+# third_party/blake3): in Python each file cost a blake3 object, a release and re-acquisition of
+# the GIL and a hex digest, about 3 us. `SMALL_BATCH_BYTES` bounds what one call reads before the
+# outcomes go on.
 SMALL_MAX = 256 << 10
 SMALL_BATCH_BYTES = 8 << 20
 
 
-def _small_outcome(ref: FileRef, stat: FileStat, result: bytes | int | tuple[str, int]) -> HashOutcome:
+def _small_outcome(ref: FileRef, stat: FileStat, result: str | int | tuple[str, int]) -> HashOutcome:
     """What `_read_small` said of one file, as `hash_file` would have said it."""
-    if type(result) is bytes:
-        return HashedFile(ref, stat, blake3.blake3(result).hexdigest())
+    if type(result) is str:
+        return HashedFile(ref, stat, result)
     if result == 1:
         return Vanished(ref)
     if result == 2:
@@ -302,7 +305,7 @@ def _small_outcome(ref: FileRef, stat: FileStat, result: bytes | int | tuple[str
 
 def _by_bytes(items: Sequence[_T], sizes: Sequence[int]) -> Iterator[Sequence[_T]]:
     """Consecutive runs of `items` of at most SMALL_BATCH_BYTES together (at least one item
-    each): what `_read_small` holds in memory at once."""
+    each): what one `_read_small` call reads before its outcomes go on."""
     start = total = 0
     for end, size in enumerate(sizes):
         if end > start and total + size > SMALL_BATCH_BYTES:

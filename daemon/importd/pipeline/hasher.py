@@ -28,7 +28,7 @@ import queue
 import stat as stat_mod
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import blake3
 
@@ -292,13 +292,13 @@ SMALL_BATCH_BYTES = 8 << 20
 
 def _small_outcome(ref: FileRef, stat: FileStat, result: str | int | tuple[str, int]) -> HashOutcome:
     """What `_read_small` said of one file, as `hash_file` would have said it."""
-    if type(result) is str:
+    if isinstance(result, str):
         return HashedFile(ref, stat, result)
     if result == 1:
         return Vanished(ref)
     if result == 2:
         return Unsettled(ref)
-    stage, err = result  # type: ignore[misc]
+    stage, err = cast(tuple[str, int], result)
     why = describe_os_error(OSError(err, os.strerror(err)))
     return FileFailure(ref, stat, f"cannot open: {why}" if stage == "open" else f"read failed: {why}")
 

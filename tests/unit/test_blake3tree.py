@@ -130,3 +130,26 @@ def nice_of(tid: str) -> int | None:
             return int(fh.read().rsplit(")", 1)[1].split()[16])
     except FileNotFoundError:
         return None  # a thread that just ended
+
+
+def test_serial_hashing_of_a_big_file_takes_the_c_engine_on_one_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importd.pipeline.items import FileRef, FileStat, HashedFile, SettledFile
+
+    data = os.urandom(hasher.PIPELINE_FROM + 5)
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    calls: list[int] = []
+    real = hasher._hash_fd
+    assert real is not None
+
+    def spy(fd: int, size: int, threads: int, stop: object) -> tuple[str | None, int]:
+        calls.append(threads)
+        return real(fd, size, threads, stop)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hasher, "_hash_fd", spy)
+    s = SettledFile(FileRef(1, "r", b"f"), FileStat.of(os.lstat(p)))
+    out = hasher.hash_file_serial(os.fsencode(str(p)), s, hasher.new_buffer())
+    assert isinstance(out, HashedFile) and out.blake3 == blake3.blake3(data).hexdigest()
+    assert calls == [1]

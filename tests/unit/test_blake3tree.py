@@ -153,3 +153,31 @@ def test_serial_hashing_of_a_big_file_takes_the_c_engine_on_one_thread(
     out = hasher.hash_file_serial(os.fsencode(str(p)), s, hasher.new_buffer())
     assert isinstance(out, HashedFile) and out.blake3 == blake3.blake3(data).hexdigest()
     assert calls == [1]
+
+
+def test_bad_arguments_are_errors_not_crashes(data_file: tuple[bytes, Path]) -> None:
+    data, path = data_file
+    f = hasher._hash_fd
+    assert f is not None
+    with pytest.raises(ValueError, match="negative file descriptor"):
+        f(-1, 10, 2, None)
+    with pytest.raises(ValueError, match="negative size"):
+        f(0, -1, 2, None)
+    with pytest.raises(OverflowError):
+        f(0, 1 << 64, 2, None)
+    with pytest.raises(TypeError):
+        f("3", 10, 2, None)  # type: ignore[arg-type]
+    fd = os.open(path, os.O_RDONLY)
+    os.close(fd)
+    with pytest.raises(OSError) as closed:
+        f(fd, 8 * MiB, 2, None)  # no longer open
+    assert closed.value.errno == errno.EBADF
+    # Thread counts out of range are clamped (at least the caller's, at most 64).
+    for threads in (0, -5, 1000):
+        assert hash_fd(path, 4 * MiB, threads) == (blake3.blake3(data[: 4 * MiB]).hexdigest(), 4 * MiB)
+
+
+def test_a_stop_without_is_set_is_an_error(data_file: tuple[bytes, Path]) -> None:
+    _, path = data_file
+    with pytest.raises(AttributeError):
+        hash_fd(path, 12 * MiB, 2, object())

@@ -166,13 +166,14 @@ static void to_hex(const uint8_t digest[BLAKE3_OUT_LEN], char out[2 * BLAKE3_OUT
 static PyObject *hash_fd(PyObject *self, PyObject *args) {
     (void)self;
     int fd, threads;
-    unsigned long long size;
+    long long signed_size;
     PyObject *stop;
-    if (!PyArg_ParseTuple(args, "iKiO:hash_fd", &fd, &size, &threads, &stop)) return NULL;
-    if (fd < 0) {
-        PyErr_SetString(PyExc_ValueError, "hash_fd: negative file descriptor");
+    if (!PyArg_ParseTuple(args, "iLiO:hash_fd", &fd, &signed_size, &threads, &stop)) return NULL;
+    if (fd < 0 || signed_size < 0) {
+        PyErr_SetString(PyExc_ValueError, fd < 0 ? "hash_fd: negative file descriptor" : "hash_fd: negative size");
         return NULL;
     }
+    uint64_t size = (uint64_t)signed_size;
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (stop == Py_None) stop = NULL;

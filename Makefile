@@ -11,7 +11,7 @@ ROOT ?= $(DEMO)
 RUNDIR := $(CURDIR)/.run
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mypy bench demo clean bytecode
+.PHONY: install run test lint format mypy bench demo clean bytecode sanitize
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ run: $(STAMP) bytecode demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The C extensions rebuilt with AddressSanitizer and UBSan, and the tests that drive them (CI runs it).
+sanitize: $(STAMP)
+	$(PY) tools/sanitize.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check daemon ctl tests bench tools

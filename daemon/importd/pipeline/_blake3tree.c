@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "blake3.c"
+#include "blake3_hex.h"
 
 /* Read and hashed at a time by one thread: small enough to stay in a core's L2 cache between the
  * copy and the hash, big enough that a pread() per piece costs nothing. A power of two number of
@@ -147,14 +148,6 @@ static uint64_t task_size(uint64_t size, int threads) {
     uint64_t task = MAX_TASK;
     while (task > PIECE && size / task < 4 * (uint64_t)threads) task /= 2;
     return size / task >= 2 ? task : 0;
-}
-
-static void to_hex(const uint8_t digest[BLAKE3_OUT_LEN], char out[2 * BLAKE3_OUT_LEN]) {
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < BLAKE3_OUT_LEN; i++) {
-        out[2 * i] = digits[digest[i] >> 4];
-        out[2 * i + 1] = digits[digest[i] & 15];
-    }
 }
 
 /* hash_fd(fd, size, threads, stop) -> (hexdigest | None, bytes)
@@ -277,7 +270,7 @@ static PyObject *hash_fd(PyObject *self, PyObject *args) {
     if (job.ended_at != UINT64_MAX) reached = job.ended_at;
     if (reached < size) return Py_BuildValue("(OK)", Py_None, (unsigned long long)reached);
     char hex[2 * BLAKE3_OUT_LEN];
-    to_hex(digest, hex);
+    blake3_hex(digest, hex);
     return Py_BuildValue("(s#K)", hex, (Py_ssize_t)sizeof hex, (unsigned long long)size);
 }
 

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "blake3.h"
+#include "blake3_hex.h"
 
 enum kind { K_FILE, K_DIR, K_LINK, K_ERROR, K_SKIP };
 
@@ -548,6 +549,7 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
     small_t *files = calloc((size_t)n + 1, sizeof(small_t));
     PyObject *out = NULL;
     char *buf = NULL;
+    long long largest = 0; /* the buffer's size, less one */
     if (!files) {
         PyErr_NoMemory();
         goto done;
@@ -568,6 +570,7 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "read_small: embedded null byte or negative size");
             goto done;
         }
+        if (files[i].size > largest) largest = files[i].size;
     }
     const char *root = PyBytes_AS_STRING(root_obj);
     size_t root_len = (size_t)PyBytes_GET_SIZE(root_obj);
@@ -575,9 +578,6 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "read_small: embedded null byte");
         goto done;
     }
-    long long largest = 0;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (files[i].size > largest) largest = files[i].size;
     void *aligned = NULL;
     if ((unsigned long long)largest >= SIZE_MAX - 8192 ||
         posix_memalign(&aligned, 4096, ((size_t)largest + 1 + 4095) / 4096 * 4096) != 0) {
@@ -602,10 +602,8 @@ static PyObject *read_small(PyObject *self, PyObject *args) {
         PyObject *item;
         switch (f->status) {
         case S_DATA: {
-            static const char digits[] = "0123456789abcdef";
             char hex[2 * BLAKE3_OUT_LEN];
-            for (int k = 0; k < BLAKE3_OUT_LEN; k++)
-                hex[2 * k] = digits[f->digest[k] >> 4], hex[2 * k + 1] = digits[f->digest[k] & 15];
+            blake3_hex(f->digest, hex);
             item = PyUnicode_FromStringAndSize(hex, (Py_ssize_t)sizeof hex);
             break;
         }

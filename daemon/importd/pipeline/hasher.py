@@ -65,13 +65,15 @@ def new_buffer(size: int = CHUNK) -> bytearray:
 
 def page_aligned(buffer: bytearray) -> memoryview:
     """The page-aligned part of `buffer`, a whole number of pages long (all of it when it is
-    shorter than two pages: for tiny buffers the copy cost does not matter)."""
+    shorter than two pages: for tiny buffers the copy cost does not matter). Its length does not
+    depend on where the buffer happens to start: a page is always left for the alignment, so
+    `new_buffer(size)` gives exactly `size` bytes even when malloc returned an aligned block."""
     view = memoryview(buffer)
     if len(buffer) < 2 * PAGE:
         return view
     address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
     start = -address % PAGE
-    return view[start : start + (len(buffer) - start) // PAGE * PAGE]
+    return view[start : start + (len(buffer) - PAGE) // PAGE * PAGE]
 
 
 def _read(fd: int, view: memoryview) -> int:

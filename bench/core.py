@@ -874,8 +874,8 @@ class CoreBench:
     # 3. one big file ------------------------------------------------------------------------
 
     def big_file(self) -> None:
+        from importd.items import FileRef, FileStat, HashedFile, SettledFile
         from importd.pipeline.hasher import CHUNK, hash_file
-        from importd.pipeline.items import FileRef, FileStat, HashedFile, SettledFile
 
         o = self.opts
         root = o.work / "big" / "root"

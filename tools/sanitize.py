@@ -24,11 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = [
-    "tests/unit/test_blake3tree.py",
-    "tests/unit/test_hasher.py",
-    "tests/unit/test_hasher_small.py",
-    "tests/unit/test_reconcile.py",
-    "tests/unit/test_maintenance_scrub.py",
+    "tests/unit/importd/pipeline/test_blake3tree.py",
+    "tests/unit/importd/pipeline/test_hasher.py",
+    "tests/unit/importd/pipeline/test_hasher_small.py",
+    "tests/unit/importd/pipeline/test_reconcile.py",
+    "tests/unit/importd/maintenance/test_scrub.py",
 ]
 FLAGS = [
     "-shared",

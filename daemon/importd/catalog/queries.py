@@ -21,9 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from importd.catalog.engine import sqlite_file
 from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, STATUS_PRESENT, FileRow, RootRow, RunRow
 from importd.catalog.writer import chunks
+from importd.items import CatalogSnapshot, KnownRow, s64
 from importd.paths import subtree_bounds
-from importd.pipeline.items import s64
-from importd.pipeline.reconcile import CatalogSnapshot, KnownRow
 
 files = FileRow.__table__  # type: ignore[attr-defined]
 roots = RootRow.__table__  # type: ignore[attr-defined]

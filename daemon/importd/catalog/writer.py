@@ -33,8 +33,7 @@ from importd.catalog.models import (
     FileMoveRow,
     FileRow,
 )
-from importd.paths import display, subtree_bounds
-from importd.pipeline.items import (
+from importd.items import (
     CatalogOp,
     FileFailure,
     HashedFile,
@@ -44,6 +43,7 @@ from importd.pipeline.items import (
     record,
     s64,
 )
+from importd.paths import display, subtree_bounds
 from importd.threads import thread_named
 
 log = logging.getLogger("importd.catalog")

@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from importd.catalog.models import FileRow
-from importd.pipeline.hasher import CPUS, PAGE, hash_file_serial, new_buffer, page_aligned
-from importd.pipeline.items import (
+from importd.items import (
     FileFailure,
     FileRef,
     FileStat,
@@ -50,6 +49,7 @@ from importd.pipeline.items import (
     Vanished,
     s64,
 )
+from importd.pipeline.hasher import CPUS, PAGE, hash_file_serial, new_buffer, page_aligned
 from importd.pipeline.reconcile import describe_os_error
 
 # --- budget ---------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from importctl.findings import Finding
 from importd.catalog.models import STATUS_ERROR
+from importd.items import CatalogSnapshot
 from importd.maintenance.links import LinkError, LinkInfo
 from importd.maintenance.scrub import ScrubResult
 from importd.paths import display, join
-from importd.pipeline.reconcile import CatalogSnapshot, ReconcileDiff
+from importd.pipeline.reconcile import ReconcileDiff
 
 
 def findings_from_walk(root_path: bytes, diff: ReconcileDiff, known: CatalogSnapshot) -> list[Finding]:

@@ -32,7 +32,7 @@ from typing import Any, TypeVar, cast
 
 import blake3
 
-from importd.pipeline.items import (
+from importd.items import (
     FileFailure,
     FileRef,
     FileStat,

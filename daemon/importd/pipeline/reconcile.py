@@ -18,13 +18,10 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from importd.config import IgnoreRules
-from importd.pipeline.items import FileStat, record, s64
+from importd.items import CatalogSnapshot, FileStat, KnownRow, record, s64
 
 # (size, mtime_ns, inode, dev) as the catalog stores them: inode and dev as signed 64-bit.
 Signature = tuple[int, int, int, int]
-# A catalog row as the snapshot reads it: (relpath, *signature). Kept whole: building a dict of
-# 100,000 rows is then a loop in C, not one tuple per row in Python.
-KnownRow = tuple[bytes, int, int, int, int]
 
 
 _U64 = 1 << 64
@@ -291,23 +288,6 @@ def walk(root: bytes, start: bytes, ignore: IgnoreRules) -> Iterator[WalkItem]:
         yield from listing.links
         for name, signature, ctime_ns in listing.take()[0]:
             yield WalkedFile(listing.prefix + name, signature, ctime_ns)
-
-
-@dataclass
-class CatalogSnapshot:
-    """What the catalog knows of the live rows of a root (or subtree), shaped for the comparison:
-    `signatures` holds the present rows only, so a row in error never compares equal and is
-    retried; `in_error` the rows in error. Row ids are looked up only for what vanished."""
-
-    signatures: dict[bytes, KnownRow]
-    in_error: dict[bytes, int]
-
-    def status(self, relpath: bytes) -> str | None:
-        if relpath in self.signatures:
-            return "present"
-        if relpath in self.in_error:
-            return "error"
-        return None
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from importd.pipeline.items import FileStat
+from importd.items import FileStat
 
 K = TypeVar("K", bound=Hashable)
 

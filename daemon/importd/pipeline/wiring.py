@@ -38,11 +38,9 @@ from importd.catalog.engine import sqlite_file
 from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.config import Config, RootConfig
 from importd.entities import GapChange
-from importd.paths import display
-from importd.pipeline.extract import MediaStage
-from importd.pipeline.hasher import PIPELINE_FROM, BatchHasher, hash_walked
-from importd.pipeline.items import (
+from importd.items import (
     CatalogOp,
+    CatalogSnapshot,
     FileFailure,
     FileRef,
     FileStat,
@@ -56,9 +54,11 @@ from importd.pipeline.items import (
     is_regular,
     s64,
 )
+from importd.paths import display
+from importd.pipeline.extract import MediaStage
+from importd.pipeline.hasher import PIPELINE_FROM, BatchHasher, hash_walked
 from importd.pipeline.mapper import EntityMapper, MappingOutcome
 from importd.pipeline.reconcile import (
-    CatalogSnapshot,
     DirListing,
     ReconcileComparer,
     WalkedFile,

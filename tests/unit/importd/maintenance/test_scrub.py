@@ -12,6 +12,7 @@ from pathlib import Path
 import blake3
 import pytest
 
+from importd.items import FileFailure, HashedFile, HashOutcome, SettledFile, Unsettled, s64
 from importd.maintenance.priority import (
     IOPRIO_CLASS_IDLE,
     LOWER_BY,
@@ -33,7 +34,6 @@ from importd.maintenance.scrub import (
     parse_budget,
 )
 from importd.pipeline.hasher import PIPELINE_FROM
-from importd.pipeline.items import FileFailure, HashedFile, HashOutcome, SettledFile, Unsettled, s64
 
 KiB = 1 << 10
 UNLIMITED = Budget()

@@ -134,3 +134,25 @@ class VanishedRows:
 
 HashOutcome = HashedFile | FileFailure | Unsettled | Vanished
 CatalogOp = HashedFile | MovedFile | FileFailure | Vanished | VanishedRows
+
+
+# A catalog row as the snapshot reads it: (relpath, *signature). Kept whole: building a dict of
+# 100,000 rows is then a loop in C, not one tuple per row in Python.
+KnownRow = tuple[bytes, int, int, int, int]
+
+
+@dataclass
+class CatalogSnapshot:
+    """What the catalog knows of the live rows of a root (or subtree), shaped for the comparison:
+    `signatures` holds the present rows only, so a row in error never compares equal and is
+    retried; `in_error` the rows in error. Row ids are looked up only for what vanished."""
+
+    signatures: dict[bytes, KnownRow]
+    in_error: dict[bytes, int]
+
+    def status(self, relpath: bytes) -> str | None:
+        if relpath in self.signatures:
+            return "present"
+        if relpath in self.in_error:
+            return "error"
+        return None

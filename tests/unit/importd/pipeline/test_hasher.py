@@ -8,9 +8,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from importd.pipeline import hasher
-from importd.pipeline.hasher import PAGE, BatchHasher, hash_file, new_buffer, page_aligned
-from importd.pipeline.items import (
+from importd.items import (
     FileFailure,
     FileRef,
     FileStat,
@@ -19,6 +17,8 @@ from importd.pipeline.items import (
     Unsettled,
     Vanished,
 )
+from importd.pipeline import hasher
+from importd.pipeline.hasher import PAGE, BatchHasher, hash_file, new_buffer, page_aligned
 
 REF = FileRef(1, "r", b"f")
 REAL_READ = hasher._read

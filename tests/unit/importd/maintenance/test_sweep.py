@@ -7,11 +7,11 @@ from pathlib import Path
 
 from importctl.findings import Finding, FindingReport
 from importd.config import DEFAULT_IGNORES, IgnoreRules
+from importd.items import CatalogSnapshot, FileStat, s64
 from importd.maintenance.links import LinkClassifier
 from importd.maintenance.scrub import ScrubResult, ScrubTarget
 from importd.maintenance.sweep import finding_for_link, finding_for_scrub, findings_from_walk
-from importd.pipeline.items import FileStat, s64
-from importd.pipeline.reconcile import CatalogSnapshot, ReconcileComparer, WalkedLink, walk_listings
+from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk_listings
 
 IGNORE = IgnoreRules(DEFAULT_IGNORES)
 

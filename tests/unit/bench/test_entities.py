@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "entities.py"
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "entities.py"
 
 
 def load_bench() -> ModuleType:

@@ -1,4 +1,4 @@
-from importd.pipeline.items import FileStat
+from importd.items import FileStat
 from importd.pipeline.settle import SettleTracker
 
 

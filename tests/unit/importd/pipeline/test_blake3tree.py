@@ -85,7 +85,7 @@ def test_an_error_from_stop_is_raised(data_file: tuple[bytes, Path]) -> None:
 
 
 def test_stop_through_hash_file_goes_back_to_settling(tmp_path: Path) -> None:
-    from importd.pipeline.items import FileRef, FileStat, SettledFile, Unsettled
+    from importd.items import FileRef, FileStat, SettledFile, Unsettled
 
     p = tmp_path / "f"
     p.write_bytes(os.urandom(hasher.PIPELINE_FROM + 5))
@@ -135,7 +135,7 @@ def nice_of(tid: str) -> int | None:
 def test_serial_hashing_of_a_big_file_takes_the_c_engine_on_one_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from importd.pipeline.items import FileRef, FileStat, HashedFile, SettledFile
+    from importd.items import FileRef, FileStat, HashedFile, SettledFile
 
     data = os.urandom(hasher.PIPELINE_FROM + 5)
     p = tmp_path / "f"

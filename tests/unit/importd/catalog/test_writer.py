@@ -13,7 +13,7 @@ from importd.catalog import (
 )
 from importd.catalog.queries import ensure_roots, snapshot
 from importd.catalog.writer import apply_ops
-from importd.pipeline.items import (
+from importd.items import (
     CatalogOp,
     FileFailure,
     FileRef,

@@ -34,7 +34,7 @@ from importd.journal import (
     syslog_priority,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 VERIFY = REPO / "units" / "verify.sh"
 UNIT = REPO / "units" / "importd.service"
 

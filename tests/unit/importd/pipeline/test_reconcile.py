@@ -5,12 +5,10 @@ from typing import Any
 import pytest
 
 from importd.config import DEFAULT_IGNORES, IgnoreRules
+from importd.items import CatalogSnapshot, FileStat, KnownRow, s64
 from importd.pipeline import reconcile
-from importd.pipeline.items import FileStat, s64
 from importd.pipeline.reconcile import (
-    CatalogSnapshot,
     DirListing,
-    KnownRow,
     ReconcileComparer,
     Signature,
     WalkedFile,

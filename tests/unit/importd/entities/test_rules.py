@@ -19,7 +19,7 @@ from importd.entities.rules import (
     shipped_rule_sets,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def nfd(text: str) -> str:

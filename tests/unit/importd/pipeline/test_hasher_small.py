@@ -8,9 +8,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from importd.pipeline import hasher
-from importd.pipeline.hasher import SMALL_MAX, BatchHasher, hash_file, hash_small_files, new_buffer
-from importd.pipeline.items import (
+from importd.items import (
     FileFailure,
     FileRef,
     FileStat,
@@ -20,6 +18,8 @@ from importd.pipeline.items import (
     Unsettled,
     Vanished,
 )
+from importd.pipeline import hasher
+from importd.pipeline.hasher import SMALL_MAX, BatchHasher, hash_file, hash_small_files, new_buffer
 
 pytestmark = pytest.mark.skipif(hasher._read_small is None, reason="the C extension is not built")
 

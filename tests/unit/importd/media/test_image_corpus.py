@@ -17,7 +17,7 @@ from importd.media.failure import ExtractionFailure
 from importd.media.image import DEFAULT_MAX_PIXELS, ImageFacts, extract_image
 from importd.media.pool import ExtractionPool
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "pillow-images"
+CORPUS = Path(__file__).resolve().parents[5] / "shared" / "corpus" / "pillow-images"
 PER_FILE_TIMEOUT_S = 30.0
 
 

@@ -60,3 +60,12 @@ def collector_paused() -> Iterator[None]:
         _pauses -= 1
         if _pauses == 0 and _enable_after:
             gc.enable()
+
+
+def release_memory() -> None:
+    """After a big walk: collect, then hand glibc's freed arenas back to the kernel. A cold import
+    of 100,000 files leaves ~100 MB of freed-but-kept heap (snapshots, queues) otherwise."""
+    gc.collect()
+    # Not glibc (OSError/AttributeError): the memory is reused by the next walk anyway.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

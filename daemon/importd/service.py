@@ -1,4 +1,4 @@
-"""The service: wires catalog, pipeline and control socket; start, reload (SIGHUP), stop
+"""The service: wires catalog, pipeline, event bus and control socket; start, reload (SIGHUP), stop
 (SIGTERM). The core state lives in `Pipeline`; this module owns the lifecycle."""
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from anyio import CancelScope
 
 from importctl.protocol import events_path_for
 from importd import __version__
+from importd.api.events import EventBus
 from importd.api.handlers import build_handlers
 from importd.api.server import ControlSocket, serve
 from importd.catalog.engine import create_engine, migrate
 from importd.config import Config, ConfigError, load_config
+from importd.entities import GapChange
 from importd.journal import Notifier, run_watchdog
 from importd.maintenance.operations import Maintenance
+from importd.pipeline.scans import Scan
 from importd.pipeline.watch import NotifyFactory, rust_notify
 from importd.pipeline.wiring import Pipeline
 from importd.runtime import tune_runtime
@@ -48,7 +51,9 @@ class Service:
         self.pipeline = Pipeline(config, self.engine, notify_factory=notify_factory)
         self.control = ControlSocket(config.socket_path)
         self.maintenance = Maintenance(self.pipeline, config.state_dir, log_dir(config.state_dir))
-        self.pipeline.on_links = self.maintenance.record_walk_links
+        self.pipeline.scans.on_links = self.maintenance.record_walk_links
+        self.events = EventBus()
+        _publish_events(self.pipeline, self.events)
         self.notifier = Notifier.from_env()
         self._stop_scope: CancelScope | None = None
 
@@ -57,7 +62,7 @@ class Service:
         tune_runtime()
         self.control.bind()  # raises AlreadyRunning before anything else starts
         assert self.control.sock is not None
-        self.pipeline.events.bind(events_path_for(self.config.socket_path))
+        self.events.bind(events_path_for(self.config.socket_path))
         log.info(
             "importd %s: catalog %s, control socket %s, %d root(s)",
             self.version,
@@ -72,6 +77,7 @@ class Service:
                     self._stop_scope = tg.cancel_scope
                     tg.start_soon(self._signals)
                     tg.start_soon(serve, self.control.sock, build_handlers(self), self.version)
+                    self.maintenance.bind(tg)
                     await self.pipeline.start(tg)
                     self.notifier.ready()
                     self.notifier.status("reconciling roots")
@@ -82,7 +88,7 @@ class Service:
                 await self.pipeline.shutdown()
                 self.pipeline.writer.close()
         finally:
-            self.pipeline.events.close()
+            self.events.close()
             self.control.close()
             await self.engine.dispose()
             log.info("importd stopped")
@@ -131,12 +137,43 @@ class Service:
         while True:
             await anyio.sleep(STATUS_EVERY_S)
             q = self.pipeline.queue_sizes()
-            _, mib = self.pipeline.counters.rates(time.time())
-            states = ", ".join(f"{s.config.name}: {s.state}" for s in self.pipeline.roots.values())
+            counters = self.pipeline.scans.counters
+            _, mib = counters.rates(time.time())
+            states = ", ".join(f"{s.name}: {s.state}" for s in self.pipeline.roots.by_id.values())
             self.notifier.status(
                 f"{states}; settling {q['settling']}, hashing {q['hashing']} ({mib:.1f} MiB/s); "
-                f"{self.pipeline.counters.hashed_files} hashed since start"
+                f"{counters.hashed_files} hashed since start"
             )
+
+
+def _publish_events(pipeline: Pipeline, events: EventBus) -> None:
+    """What the pipeline's stages announce goes out on the event socket (`importctl watch`)."""
+    roots = pipeline.roots
+
+    def run_changed(scan: Scan) -> None:
+        state = roots.get(scan.root_id)
+        events.publish("run", scan.to_wire(state.name if state else "?"))
+
+    def gaps_changed(changes: list[GapChange]) -> None:
+        entities = []
+        for change in changes[:50]:
+            after = change.after or change.before
+            if after is None:
+                continue
+            missing = change.after.missing if change.after else ()
+            entities.append(
+                {
+                    "type": after.type,
+                    "name": after.name,
+                    "missing": [{"kind": m.kind, "name": m.name} for m in missing],
+                }
+            )
+        completeness = pipeline.mapper.live.completeness().to_json()
+        events.publish("gaps", {"completeness": completeness, "changed": entities})
+
+    pipeline.commit_listeners.append(lambda result: events.publish_changes(result.changes, roots.names()))
+    pipeline.scans.listeners.append(run_changed)
+    pipeline.mapper.listeners.append(gaps_changed)
 
 
 def log_dir(state_dir: Path) -> Path:

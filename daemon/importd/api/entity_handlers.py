@@ -86,7 +86,7 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
         limit = max(1, min(int(params.get("limit", 1000)), 1_000_000))
         async with service.engine.connect() as conn:
             every = await conn.run_sync(queries.unmatched_by_folder, root_id)
-        roots = {rid: st.raw_path for rid, st in pipeline.roots.items()}
+        roots = {rid: st.raw_path for rid, st in pipeline.roots.by_id.items()}
         by_folder: Counter[str] = Counter()
         files: list[dict[str, str]] = []
         for rid, rel in every:
@@ -154,7 +154,7 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
         async with service.engine.connect() as conn:
             rows = await conn.run_sync(queries.run_rows, limit)
         names = await root_names()
-        live = {s.run_id: s for s in pipeline.scans.values() if s.run_id is not None}
+        live = {s.run_id: s for s in pipeline.scans.by_id.values() if s.run_id is not None}
         out = []
         for row in rows:
             item = run_to_wire(row, names)
@@ -193,14 +193,14 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
 
     async def cancel(params: dict[str, Any]) -> dict[str, Any]:
         wanted = params["run_id"]
-        scan = next((s for s in pipeline.scans.values() if s.run_id == wanted), None)
+        scan = next((s for s in pipeline.scans.by_id.values() if s.run_id == wanted), None)
         if scan is None:
             # A queued scan has no run row yet: `importctl scan` printed its scan id.
-            queued = pipeline.scans.get(wanted)
+            queued = pipeline.scans.by_id.get(wanted)
             scan = queued if queued is not None and queued.run_id is None else None
         if scan is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no running run {wanted} (see importctl runs)")
-        if not pipeline.cancel_scan(scan):
+        if not pipeline.scans.cancel(scan):
             raise ApiError(ErrorCode.INVALID, f"run {wanted} already ended ({scan.state})")
         return {"id": wanted, "status": "cancelled"}
 

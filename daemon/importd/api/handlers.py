@@ -30,7 +30,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
     def root_for(raw: bytes) -> tuple[int, bytes] | None:
         """(root_id, relpath) of an absolute path, by the configured root paths."""
         for candidate in (raw, os.path.realpath(raw)):
-            for root_id, state in pipeline.roots.items():
+            for root_id, state in pipeline.roots.by_id.items():
                 root = state.raw_path
                 if candidate == root:
                     return root_id, b""
@@ -80,7 +80,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
                     total_bytes += b
         roots = []
         warnings = []
-        for root_id, state in pipeline.roots.items():
+        for root_id, state in pipeline.roots.by_id.items():
             per_root = counts.get(root_id, {})
             roots.append(
                 {
@@ -101,8 +101,8 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             warnings.append(f"entities: mapping failing: {pipeline.mapper.last_error}")
         if pipeline.writer.last_error:
             warnings.append(f"catalog: writes failing, retrying: {pipeline.writer.last_error}")
-        files_per_s, mib_per_s = pipeline.counters.rates(time.time())
-        last = pipeline.last_scan
+        files_per_s, mib_per_s = pipeline.scans.counters.rates(time.time())
+        last = pipeline.scans.last
         last_scan = None
         if last is not None:
             last_root = pipeline.roots.get(last.root_id)
@@ -123,12 +123,12 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             "hashed_files_per_s": round(files_per_s, 2),
             "hashed_mib_per_s": round(mib_per_s, 2),
             "counters": {
-                "hashed_files": pipeline.counters.hashed_files,
-                "hashed_bytes": pipeline.counters.hashed_bytes,
-                "registered": pipeline.counters.registered,
-                "moved": pipeline.counters.moved,
-                "vanished": pipeline.counters.vanished,
-                "errors": pipeline.counters.errors,
+                "hashed_files": pipeline.scans.counters.hashed_files,
+                "hashed_bytes": pipeline.scans.counters.hashed_bytes,
+                "registered": pipeline.scans.counters.registered,
+                "moved": pipeline.scans.counters.moved,
+                "vanished": pipeline.scans.counters.vanished,
+                "errors": pipeline.scans.counters.errors,
             },
             "last_scan": last_scan,
             "completeness": pipeline.mapper.live.completeness().to_json(),
@@ -141,9 +141,9 @@ def build_handlers(service: Service) -> dict[str, Handler]:
         target = params.get("target")
         jobs: list[tuple[int, bytes]] = []
         if not target:
-            jobs = [(rid, b"") for rid in pipeline.roots]
+            jobs = [(rid, b"") for rid in pipeline.roots.by_id]
         else:
-            by_name = {s.config.name: rid for rid, s in pipeline.roots.items()}
+            by_name = {s.config.name: rid for rid, s in pipeline.roots.by_id.items()}
             if target in by_name:
                 jobs = [(by_name[target], b"")]
             elif os.path.isabs(target):
@@ -160,10 +160,10 @@ def build_handlers(service: Service) -> dict[str, Handler]:
         if not jobs:
             raise ApiError(ErrorCode.NOT_FOUND, "no roots are configured")
         scans = [await pipeline.request_scan(rid, prefix, "manual") for rid, prefix in jobs]
-        return {"scans": [s.to_wire(pipeline.roots[s.root_id].config.name) for s in scans]}
+        return {"scans": [s.to_wire(pipeline.roots.by_id[s.root_id].config.name) for s in scans]}
 
     async def scan_progress(params: dict[str, Any]) -> dict[str, Any]:
-        scan_obj = pipeline.scans.get(params["scan_id"])
+        scan_obj = pipeline.scans.by_id.get(params["scan_id"])
         if scan_obj is None:
             raise ApiError(
                 ErrorCode.NOT_FOUND, f"no scan {params['scan_id']} (finished scans are kept for a while)"
@@ -233,7 +233,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
                     "since": iso(at),
                 }
             )
-        for state in pipeline.roots.values():
+        for state in pipeline.roots.by_id.values():
             for err in state.walk_errors:
                 out.append(
                     {

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.abc import TaskGroup
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
@@ -290,31 +291,36 @@ class Maintenance:
         self.sweeps: dict[int, Sweep] = {}
         self.current: Sweep | None = None
         self._lock = anyio.Lock()  # one repair batch at a time
+        self._tg: TaskGroup | None = None
+
+    def bind(self, tg: TaskGroup) -> None:
+        """The task group sweeps run in (the service's)."""
+        self._tg = tg
 
     # ----- roots and scopes ------------------------------------------------------------------
 
     def root_paths(self) -> dict[str, bytes]:
-        return {st.config.name: st.raw_path for st in self.pipeline.roots.values()}
+        return {st.config.name: st.raw_path for st in self.pipeline.roots.by_id.values()}
 
     def roots_by_name(self) -> dict[str, tuple[int, bytes]]:
-        return {st.config.name: (rid, st.raw_path) for rid, st in self.pipeline.roots.items()}
+        return {st.config.name: (rid, st.raw_path) for rid, st in self.pipeline.roots.by_id.items()}
 
     def scope_for(self, target: str | None) -> Scope:
         """All roots, a root by name, or a folder/file by absolute path (ValueError otherwise)."""
         if not target:
-            return [(rid, b"") for rid in self.pipeline.roots]
-        for rid, st in self.pipeline.roots.items():
+            return [(rid, b"") for rid in self.pipeline.roots.by_id]
+        for rid, st in self.pipeline.roots.by_id.items():
             if st.config.name == target:
                 return [(rid, b"")]
         if os.path.isabs(target):
             raw = os.path.normpath(os.fsencode(target))
-            for rid, st in self.pipeline.roots.items():
+            for rid, st in self.pipeline.roots.by_id.items():
                 if raw == st.raw_path:
                     return [(rid, b"")]
                 if raw.startswith(st.raw_path + b"/"):
                     return [(rid, raw[len(st.raw_path) + 1 :])]
             raise ValueError(f"{display(raw)} is not under any configured root")
-        names = ", ".join(sorted(st.config.name for st in self.pipeline.roots.values())) or "none"
+        names = ", ".join(sorted(st.config.name for st in self.pipeline.roots.by_id.values())) or "none"
         raise ValueError(f"no root named {target!r} (roots: {names}); give a root name or an absolute path")
 
     # ----- symlinks --------------------------------------------------------------------------
@@ -477,8 +483,9 @@ class Maintenance:
         sweep = Sweep(run_id, scope, verify_hash, budget)
         self.sweeps[run_id] = sweep
         self.current = sweep
-        assert self.pipeline._tg is not None
-        self.pipeline._tg.start_soon(self._run_sweep, sweep, started)
+        if self._tg is None:
+            raise RuntimeError("maintenance is not started")
+        self._tg.start_soon(self._run_sweep, sweep, started)
         return sweep
 
     async def _run_sweep(self, sweep: Sweep, started: float) -> None:
@@ -550,8 +557,8 @@ class Maintenance:
 
     async def _scrub(self, sweep: Sweep, started: float) -> None:
         root_ids = [rid for rid, _ in sweep.scope]
-        names = {rid: st.config.name for rid, st in self.pipeline.roots.items()}
-        paths = {rid: st.raw_path for rid, st in self.pipeline.roots.items()}
+        names = {rid: st.config.name for rid, st in self.pipeline.roots.by_id.items()}
+        paths = {rid: st.raw_path for rid, st in self.pipeline.roots.by_id.items()}
         plan = ScrubPlan(sweep.budget, started)
         scrubber = Scrubber(plan, stop=sweep.stop, now=self.clock)
         prefixes = {rid: prefix for rid, prefix in sweep.scope}

@@ -216,8 +216,13 @@ class Scans:
     async def run(self, tg: TaskGroup) -> None:
         """Runs the queued whole-root scans one after the other."""
         self._tg = tg
-        async for scan in self._recv:
-            await self._run(scan)
+        async with self._recv:
+            async for scan in self._recv:
+                await self._run(scan)
+
+    def close(self) -> None:
+        """No more requests: `run` ends once the queued scans have run."""
+        self._send.close()
 
     # ----- requests ------------------------------------------------------------------------
 

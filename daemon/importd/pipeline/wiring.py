@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import stat as stat_mod
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 
 import anyio
 from anyio.abc import TaskGroup
@@ -29,11 +27,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from importd.catalog import queries
-from importd.catalog.engine import sqlite_file
 from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.config import Config, RootConfig
 from importd.items import (
-    CatalogSnapshot,
     FileFailure,
     FileRef,
     FileStat,
@@ -46,22 +42,21 @@ from importd.items import (
 )
 from importd.paths import display
 from importd.pipeline.extract import MediaStage
-from importd.pipeline.hasher import PIPELINE_FROM, BatchHasher, hash_walked
+from importd.pipeline.hasher import PIPELINE_FROM, BatchHasher
 from importd.pipeline.identify import (
     Identified,
     catalog_matches,
     disk_view,
     identify,
     inodes_of,
-    reader_lookup,
 )
 from importd.pipeline.mapper import EntityMapper
-from importd.pipeline.reconcile import ReconcileComparer, WalkedFile
+from importd.pipeline.reconcile import WalkedFile
 from importd.pipeline.roots import Roots, RootState
-from importd.pipeline.scans import Scan, Scans, walk_in_batches
+from importd.pipeline.scans import Scan, Scans
 from importd.pipeline.settle import SettleTracker
+from importd.pipeline.walklane import LaneExits, WalkLane
 from importd.pipeline.watch import NotifyFactory, PathHint, rust_notify
-from importd.threads import thread_named
 
 log = logging.getLogger("importd.pipeline")
 
@@ -109,10 +104,22 @@ class Pipeline:
             clock=clock,
         )
         self.media = MediaStage(config.media, engine, self.writer, root_paths=self.roots.paths, clock=clock)
+        self.hasher = BatchHasher(stop=self.stopping)
+        self._on_disk = disk_view(self.roots.paths)
+        exits = LaneExits(self._settle_walked, self._identify, self._put_and_done, self._record_outcomes)
+        self.lane = WalkLane(
+            engine,
+            exits,
+            self.hasher,
+            self._on_disk,
+            lambda: self.config.settle_seconds,
+            self.stopping,
+            clock,
+        )
         self.scans = Scans(
             self.roots,
             self.writer,
-            walk=self._walk,
+            walk=self.lane.walk,
             load_snapshot=lambda root_id, prefix: queries.read_snapshot(engine, root_id, prefix),
             drain_mapping=self.mapper.drain,
             gap_report=lambda: self.mapper.live.report().to_json(),
@@ -121,8 +128,6 @@ class Pipeline:
         )
         self.mapper.on_outcome = self.scans.count_mapped
         self.tracker: SettleTracker[Key] = SettleTracker(config.settle_seconds)
-        self.hasher = BatchHasher(stop=self.stopping)
-        self._on_disk = disk_view(self.roots.paths)
         self._settle_wake = anyio.Event()
         self._settled_send: MemoryObjectSendStream[SettledFile]
         self._settled_recv: MemoryObjectReceiveStream[SettledFile]
@@ -187,7 +192,7 @@ class Pipeline:
 
     def queue_sizes(self) -> dict[str, int]:
         queued = self._settled_send.statistics().current_buffer_used
-        return {"settling": len(self.tracker), "hashing": self._hashing + queued}
+        return {"settling": len(self.tracker), "hashing": self._hashing + self.lane.hashing + queued}
 
     async def _committed(self, result: BatchResult) -> None:
         self.scans.count_committed(result)
@@ -212,65 +217,7 @@ class Pipeline:
             elif is_regular(res):  # symlinks, fifos, devices: not catalogued as files
                 await self._observe((state.root_id, hint.relpath), state.name, FileStat.of(res), now)
 
-    def _walk(self, state: RootState, scan: Scan, known: Future[CatalogSnapshot]) -> ReconcileComparer:
-        """A scan's walk, in a worker thread, with a read-only catalog connection of its own for
-        the fast lane's identity lookups (SQLite; elsewhere they go through the event loop)."""
-        db_file = sqlite_file(self.engine)
-        reader = queries.open_reader(db_file) if db_file is not None else None
-        try:
-            with thread_named("importd-walk"):
-                return walk_in_batches(
-                    state,
-                    scan,
-                    known,
-                    lambda st, sc, batch: self._walked(st, sc, batch, reader),
-                    self.stopping,
-                )
-        finally:
-            if reader is not None:
-                reader.close()
-
-    def _walked(
-        self, state: RootState, scan: Scan, batch: list[WalkedFile], reader: sqlite3.Connection | None
-    ) -> None:
-        """The fast lane, in the walk's thread. Files untouched for settle_seconds already (their
-        ctime says so: every write and every metadata change sets it, and nothing sets it back) are
-        settled: identified, hashed and handed to the writer right here. The others settle as
-        the watcher's files do."""
-        still_since = int((self.clock() - self.config.settle_seconds) * 1e9)
-        young = [item for item in batch if item.ctime_ns > still_since]
-        if young:
-            anyio.from_thread.run(self._accept_walked, state, scan, young)
-        if len(young) == len(batch):
-            return
-        old = [item for item in batch if item.ctime_ns <= still_since]
-        scan.changed += len(old)
-        self._hashing += len(old)
-        try:
-            # Signatures hold inode and dev as the catalog does (signed).
-            matches = (
-                reader_lookup(reader)([(w.signature[3], w.signature[2]) for w in old]) if reader else None
-            )
-            if matches == []:  # no row knows these inodes (a cold import): hash them all
-                outcomes = hash_walked(state.root_id, state.name, state.raw_path, old, self.stopping)
-            else:
-                settled = [SettledFile(FileRef(state.root_id, state.name, w.relpath), w.stat) for w in old]
-                if matches is None:
-                    to_hash = anyio.from_thread.run(self._identify, settled)
-                else:
-                    found = identify(settled, matches, self._on_disk)
-                    if found.ops or found.done:
-                        anyio.from_thread.run(self._put_and_done, found)
-                    to_hash = found.to_hash
-                outcomes = []
-                if to_hash and not self.stopping.is_set():
-                    outcomes = self.hasher.hash_batch({state.root_id: state.raw_path}, to_hash)
-            if outcomes:
-                anyio.from_thread.run(self._record_outcomes, outcomes, scan)
-        finally:
-            self._hashing -= len(old)
-
-    async def _accept_walked(self, state: RootState, scan: Scan, batch: list[WalkedFile]) -> None:
+    async def _settle_walked(self, state: RootState, scan: Scan, batch: list[WalkedFile]) -> None:
         now = self.clock()
         scan.changed += len(batch)
         for item in batch:

@@ -39,7 +39,7 @@ FINGERPRINT_FRAMES = 8
 # Mean pHash distance per compared frame at or below which two videos are near-duplicates. Measured in
 # tests/unit/importd/media/test_video.py: a re-encode (MPEG-4 part 2 in AVI at 3/4 size from H.264) is at 0;
 # different footage behind an identical 2.5 s black intro at 28, behind an identical 2 s colour-bar
-# title card at 24.5. The same threshold as for still images (nearindex.NEAR_DUPLICATE_MAX_DISTANCE).
+# title card at 24.5. The same threshold as for still images (hash_index.NEAR_DUPLICATE_MAX_DISTANCE).
 VIDEO_NEAR_MAX_DISTANCE = 10.0
 
 # Two copies of one video differ in duration by container rounding and trailing frames only.

@@ -11,8 +11,6 @@ the per-root state and the counters that `importctl status` shows.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import json
 import logging
 import os
@@ -76,7 +74,7 @@ from importd.pipeline.watch import (
     WatchEvent,
     rust_notify,
 )
-from importd.runtime import collector_paused
+from importd.runtime import collector_paused, release_memory
 from importd.threads import thread_named
 
 log = logging.getLogger("importd.pipeline")
@@ -202,15 +200,6 @@ RELEASE_MEMORY_AFTER = 20_000
 WATCH_SETTLE_WAIT_S = 30.0
 # Files a walk may list ahead of the catalog snapshot (about 200 bytes each).
 SNAPSHOT_WAIT_FILES = 200_000
-
-
-def release_memory() -> None:
-    """After a big walk: collect, then hand glibc's freed arenas back to the kernel. A cold import
-    of 100,000 files leaves ~100 MB of freed-but-kept heap (snapshots, queues) otherwise."""
-    gc.collect()
-    # Not glibc (OSError/AttributeError): the memory is reused by the next walk anyway.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def root_online(root: RootConfig) -> tuple[bool, str]:

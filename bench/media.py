@@ -2,7 +2,7 @@
 
 Called by `python -m bench` through its `bench_*` functions; each returns a dict of figures with a
 `checks` list for the table. `calibrate_phash` reproduces the measurements behind
-`importd.media.nearindex.NEAR_DUPLICATE_MAX_DISTANCE` (not part of `make bench`).
+`importd.media.hash_index.NEAR_DUPLICATE_MAX_DISTANCE` (not part of `make bench`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from PIL import Image
 
 from bench.report import Check, Target
 from importd.media.failure import ExtractionFailure
+from importd.media.hash_index import NEAR_DUPLICATE_MAX_DISTANCE, HashIndex
 from importd.media.hashes import hamming, perceptual_hashes
 from importd.media.image import DEFAULT_MAX_PIXELS, ImageFacts, extract_image
-from importd.media.nearindex import NEAR_DUPLICATE_MAX_DISTANCE, HashIndex
 from importd.media.pool import ExtractionPool, Measured, default_pool_size, measured
 from importd.media.video import AVFacts, VideoFingerprint, extract_av, video_fingerprint
 

@@ -12,7 +12,7 @@ from importd.catalog import queries
 from importd.paths import wire
 
 if TYPE_CHECKING:
-    from importd.media.nearindex import NearGroup
+    from importd.media.near_groups import NearGroup
     from importd.service import Service
 
 RowsFor = Callable[[dict[str, Any]], Awaitable[list[dict[str, Any]]]]
@@ -66,7 +66,7 @@ def build_media_handlers(service: Service, rows_for: RowsFor) -> dict[str, Handl
         groups: list[dict[str, Any]] = []
         if media.config.enabled and kind != "exact":
             await media.ensure_loaded()
-        from importd.media.nearindex import video_groups
+        from importd.media.video_groups import video_groups
 
         if kind in (None, "exact"):
             async with service.engine.connect() as conn:

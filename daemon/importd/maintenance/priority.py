@@ -27,6 +27,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from importd.runtime import libc
+
 T = TypeVar("T")
 
 LOWER_BY = 10
@@ -35,10 +37,6 @@ IOPRIO_CLASS_IDLE = 3
 IOPRIO_CLASS_SHIFT = 13
 # (ioprio_set, ioprio_get) by machine; the syscall has no libc wrapper.
 _SYSCALLS = {"x86_64": (251, 252), "aarch64": (30, 31), "i686": (289, 290), "armv7l": (314, 315)}
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def sweep_nice(by: int = LOWER_BY) -> int:
@@ -64,8 +62,10 @@ def lower_thread_priority(by: int = LOWER_BY) -> list[str]:
         problems.append(f"I/O priority not supported on {platform.machine()}")
         return problems
     value = IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT
-    libc = _libc()
-    if libc.syscall(numbers[0], IOPRIO_WHO_PROCESS, tid, value) != 0:
+    c = libc()
+    if c is None:
+        problems.append("cannot set the idle I/O class: no C library")
+    elif c.syscall(numbers[0], IOPRIO_WHO_PROCESS, tid, value) != 0:
         problems.append(f"cannot set the idle I/O class: {os.strerror(ctypes.get_errno())}")
     return problems
 
@@ -99,7 +99,8 @@ def run_lowered(
 def thread_io_class(tid: int | None = None) -> int | None:
     """The I/O scheduling class of a thread (3 is idle), or None when it cannot be read."""
     numbers = _SYSCALLS.get(platform.machine())
-    if numbers is None:
+    c = libc()
+    if numbers is None or c is None:
         return None
-    value = int(_libc().syscall(numbers[1], IOPRIO_WHO_PROCESS, tid or threading.get_native_id()))
+    value = int(c.syscall(numbers[1], IOPRIO_WHO_PROCESS, tid or threading.get_native_id()))
     return None if value < 0 else value >> IOPRIO_CLASS_SHIFT

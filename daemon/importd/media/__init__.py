@@ -16,7 +16,7 @@ _WHERE: dict[str, str] = {
     "AudioStream": "video",
     "DEFAULT_MAX_PIXELS": "image",
     "EXTRACTOR_VERSIONS": "versions",
-    "EmbeddingIndex": "nearindex",
+    "EmbeddingIndex": "embedding_index",
     "ExtractionFailure": "failure",
     "ExtractionPool": "pool",
     "Face": "faces",
@@ -24,19 +24,19 @@ _WHERE: dict[str, str] = {
     "FaceSettings": "faces",
     "FacesDisabled": "pack",
     "check_pack_files": "pack",
-    "HashIndex": "nearindex",
+    "HashIndex": "hash_index",
     "ImageFacts": "image",
     "Measured": "pool",
     "MediaKind": "versions",
-    "NEAR_DUPLICATE_MAX_DISTANCE": "nearindex",
-    "NearGroup": "nearindex",
+    "NEAR_DUPLICATE_MAX_DISTANCE": "hash_index",
+    "NearGroup": "near_groups",
     "Priority": "pool",
     "SAME_PERSON_MIN_SIMILARITY": "faces",
     "VIDEO_NEAR_MAX_DISTANCE": "video",
     "VideoFingerprint": "video",
     "WorkKey": "versions",
     "check_pack": "faces",
-    "compile_search": "nearindex",
+    "compile_search": "hash_index",
     "default_pool_size": "pool",
     "extract_av": "video",
     "extract_image": "image",
@@ -49,10 +49,13 @@ _WHERE: dict[str, str] = {
     "to_signed64": "hashes",
     "to_unsigned64": "hashes",
     "video_fingerprint": "video",
-    "video_groups": "nearindex",
+    "video_groups": "video_groups",
 }
 
 if TYPE_CHECKING:
+    from importd.media.embedding_index import (
+        EmbeddingIndex,
+    )
     from importd.media.faces import (
         SAME_PERSON_MIN_SIMILARITY,
         Face,
@@ -64,6 +67,11 @@ if TYPE_CHECKING:
     from importd.media.failure import (
         ExtractionFailure,
     )
+    from importd.media.hash_index import (
+        NEAR_DUPLICATE_MAX_DISTANCE,
+        HashIndex,
+        compile_search,
+    )
     from importd.media.hashes import (
         hamming,
         to_signed64,
@@ -74,13 +82,8 @@ if TYPE_CHECKING:
         ImageFacts,
         extract_image,
     )
-    from importd.media.nearindex import (
-        NEAR_DUPLICATE_MAX_DISTANCE,
-        EmbeddingIndex,
-        HashIndex,
+    from importd.media.near_groups import (
         NearGroup,
-        compile_search,
-        video_groups,
     )
     from importd.media.pack import (
         FacesDisabled,
@@ -108,6 +111,9 @@ if TYPE_CHECKING:
         extract_av,
         fingerprint_distance,
         video_fingerprint,
+    )
+    from importd.media.video_groups import (
+        video_groups,
     )
 
 

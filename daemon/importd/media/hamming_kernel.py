@@ -1,4 +1,4 @@
-"""The compiled search of `nearindex.HashIndex`: probe multi-index tables, check full distances.
+"""The compiled search of `hash_index.HashIndex`: probe multi-index tables, check full distances.
 
 numpy alone cannot do this: one query is a few dozen short table runs, and at about a microsecond per
 numpy call a vectorised query is no faster than scanning every hash. numba compiles the loops once
@@ -6,7 +6,7 @@ numpy call a vectorised query is no faster than scanning every hash. numba compi
 while they run.
 
 Everything a search reads lives in one uint64 array, the arena (word offsets below; built by
-`nearindex._Arena`). A single query passes the arena as its address and length, plain ints, and calls
+`hash_index._Arena`). A single query passes the arena as its address and length, plain ints, and calls
 the compiled overload directly: an array argument makes numba allocate a reference record per call,
 and the dispatcher types every argument, together about 1 µs of a 2 µs call when the caches are
 cold. The caller holds the array for the duration of the call.
@@ -24,6 +24,11 @@ takes some 40 scattered misses off a query. The offsets table serves the other r
 Results go back to Python as slot << 7 | distance, one-digit Python ints, one or two of them as a
 tuple: 95 % of queries have at most two hits, and arithmetic on large ints, an array read back or a
 list built by a comprehension each cost a few hundred ns when the interpreter's caches are cold.
+
+The interface (`__all__`), used by `hash_index` alone: the arena's layout (H_*, P_*, REPORTED,
+`neighbour_stride`), the hit encoding (DISTANCE_SHIFT, SLOT_MASK, RESULT_DISTANCE_BITS) and three
+entry points: `compiled_search()` (one query), `collect` (a query with more hits than the result area
+holds) and `collect_pairs` (every pair within the radius). Everything else here is numba's business.
 """
 
 from __future__ import annotations
@@ -38,6 +43,35 @@ from llvmlite import ir  # type: ignore[import-untyped]
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+__all__ = [
+    "DISTANCE_SHIFT",
+    "H_BUILT",
+    "H_CHUNK",
+    "H_CHUNKS",
+    "H_DEAD",
+    "H_DEAD_COUNT",
+    "H_FIRST_FOUND",
+    "H_OUT",
+    "H_OUT_CAP",
+    "H_PLAN",
+    "H_SCAN_FROM",
+    "H_SCRATCH",
+    "H_SLOT_DELTA",
+    "H_TAIL",
+    "H_TAIL_COUNT",
+    "P_PROBES",
+    "P_RADII",
+    "P_RADIUS",
+    "P_SCAN",
+    "REPORTED",
+    "RESULT_DISTANCE_BITS",
+    "SLOT_MASK",
+    "collect",
+    "collect_pairs",
+    "compiled_search",
+    "neighbour_stride",
+]
 
 
 def _jit(**options: Any) -> Callable[[Callable[..., Any]], Any]:

@@ -12,8 +12,6 @@ single-threaded pool workers only.
 
 from __future__ import annotations
 
-import ctypes
-import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from pymediainfo import MediaInfo
 
 from importd.media.failure import ExtractionFailure, describe
 from importd.media.hashes import hamming, is_low_detail, perceptual_hashes
+from importd.runtime import die_with_parent
 
 AV_EXTRACTOR = "av"
 FINGERPRINT_EXTRACTOR = "video_fp"
@@ -39,7 +38,7 @@ FINGERPRINT_FRAMES = 8
 # Mean pHash distance per compared frame at or below which two videos are near-duplicates. Measured in
 # tests/unit/importd/media/test_video.py: a re-encode (MPEG-4 part 2 in AVI at 3/4 size from H.264) is at 0;
 # different footage behind an identical 2.5 s black intro at 28, behind an identical 2 s colour-bar
-# title card at 24.5. The same threshold as for still images (nearindex.NEAR_DUPLICATE_MAX_DISTANCE).
+# title card at 24.5. The same threshold as for still images (hash_index.NEAR_DUPLICATE_MAX_DISTANCE).
 VIDEO_NEAR_MAX_DISTANCE = 10.0
 
 # Two copies of one video differ in duration by container rounding and trailing frames only.
@@ -231,7 +230,7 @@ def _grab_frames(path: str | bytes, positions: list[float]) -> list[Image.Image 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             timeout=_FFMPEG_TIMEOUT_S,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,  # a worker killed for overrunning takes its ffmpeg along
             check=False,
         )
         if run.returncode != 0:
@@ -245,16 +244,6 @@ def _grab_frames(path: str | bytes, positions: list[float]) -> list[Image.Image 
                 Image.frombytes("L", (_FRAME_SIDE, _FRAME_SIDE), data[:size]) if len(data) >= size else None
             )
         return pictures
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # The pool kills a worker that overruns its time limit; without this its ffmpeg child would be
-    # orphaned and keep decoding.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _parse(path: str | bytes) -> Any:

@@ -33,6 +33,7 @@
 
 #include "blake3.c"
 #include "blake3_hex.h"
+#include "page_buffer.h"
 
 /* Read and hashed at a time by one thread: small enough to stay in a core's L2 cache between the
  * copy and the hash, big enough that a pread() per piece costs nothing. A power of two number of
@@ -115,12 +116,7 @@ static int hash_task(tree_job *job, uint64_t t, uint8_t *buf) {
     return 0;
 }
 
-static uint8_t *new_piece_buffer(void) {
-    void *buf = NULL;
-    /* Page-aligned: the copy out of the page cache is several times slower into a buffer that
-     * starts a few bytes past a page boundary (see hasher.py). */
-    return posix_memalign(&buf, 4096, (size_t)PIECE) == 0 ? (uint8_t *)buf : NULL;
-}
+static uint8_t *new_piece_buffer(void) { return page_buffer((size_t)PIECE); }
 
 static void run_tasks(tree_job *job, uint8_t *buf) {
     for (;;) {

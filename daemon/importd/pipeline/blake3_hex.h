@@ -1,5 +1,5 @@
-/* A BLAKE3 digest as the lowercase hex the catalog stores: shared by _scandir.c (small files)
- * and _blake3tree.c (big files). */
+/* A BLAKE3 digest as the lowercase hex the catalog stores: shared by _smallhash.c (small
+ * files) and _blake3tree.c (big files). */
 #ifndef IMPORTD_BLAKE3_HEX_H
 #define IMPORTD_BLAKE3_HEX_H
 

@@ -46,8 +46,9 @@ from importd.media.pool import ExtractionPool, Priority
 from importd.media.versions import EXTRACTOR_VERSIONS, MediaKind, WorkKey, media_kind_of_path, pending_work
 
 if TYPE_CHECKING:
+    from importd.media.embedding_index import EmbeddingIndex
     from importd.media.faces import Face, FaceSettings
-    from importd.media.nearindex import EmbeddingIndex, HashIndex
+    from importd.media.hash_index import HashIndex
     from importd.media.video import VideoFingerprint
 
 log = logging.getLogger("importd.extract")
@@ -333,8 +334,9 @@ class MediaStage:
                 return
             import numpy as np
 
+            from importd.media.embedding_index import EmbeddingIndex
             from importd.media.faces import FaceSettings
-            from importd.media.nearindex import EmbeddingIndex, HashIndex, compile_search
+            from importd.media.hash_index import HashIndex, compile_search
 
             self.face_settings = FaceSettings(
                 min_det_score=self.config.face_min_score, min_face_px=self.config.face_min_px

@@ -279,12 +279,12 @@ def _hash_pipelined(fd: int, cancel: threading.Event | None) -> tuple[str, int]:
 
 # (root, [(relpath, size, mtime_ns, ctime_ns, inode, dev) | WalkedFile]) -> [blake3 hex | status]
 _read_small: Callable[[bytes, Sequence[Any]], list[str | int | tuple[str, int]]] | None
-try:  # the C extension; without it every file takes `hash_file`
-    from importd.pipeline._scandir import read_small as _read_small
+try:  # the C extension (_smallhash.c); without it every file takes `hash_file`
+    from importd.pipeline._smallhash import read_small as _read_small
 except ImportError:  # pragma: no cover - built by `pip install`, optional
     _read_small = None
 
-# Files up to this size are read whole by `_scandir.read_small`, a batch at a time, with one
+# Files up to this size are read whole by `_smallhash.read_small`, a batch at a time, with one
 # release of the GIL for all their syscalls (open, fstat, read, fstat, lstat): a cold import of
 # 4 KiB files spent more time handing the GIL back and forth per syscall than reading. The
 # checks are `_hash_file`'s, made in C, and so is the hash (BLAKE3's C implementation, vendored in

@@ -1,10 +1,11 @@
 """Reconcile: walk a root (or a subtree) and compare it with what the catalog knows.
 
 The watcher is a hint; this walk is the truth. It runs at start-up, on `importctl scan`, after a
-watcher failure and on a safety interval. It uses `os.scandir` with lstat only: symlinks are
-never followed, so a link loop cannot trap it, and a bind-mount loop is caught by remembering the
-(dev, inode) of every directory entered. Only what differs from the catalog by (size, mtime_ns,
-inode, dev) goes on; files in error are always retried.
+watcher failure and on a safety interval. It reads directories with lstat only (the C reader
+`_dirreader`, or `os.scandir` where it is not built): symlinks are never followed, so a link loop
+cannot trap it, and a bind-mount loop is caught by remembering the (dev, inode) of every directory
+entered. Only what differs from the catalog by (size, mtime_ns, inode, dev) goes on; files in error
+are always retried.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ FileEntry = tuple[bytes, Signature, int]  # (name, signature, ctime_ns)
 
 
 class DirFiles(Protocol):
-    """The regular files of one directory read (`_scandir.DirFiles`, or `_PyDirFiles`)."""
+    """The regular files of one directory read (`_dirreader.DirFiles`, or `_PyDirFiles`)."""
 
     def take(
         self, prefix: bytes, unseen: dict[bytes, KnownRow] | None = None, /
@@ -117,7 +118,7 @@ class _PyDirFiles:
 
 
 def _read_dirs_python(paths: list[bytes]) -> list[DirRead | OSError]:
-    """What `_scandir.read_dirs` returns, with os.scandir: the fallback when the extension is
+    """What `_dirreader.read_dirs` returns, with os.scandir: the fallback when the extension is
     not built, and the reference it is tested against."""
     out: list[DirRead | OSError] = []
     for path in paths:
@@ -158,7 +159,7 @@ def _read_dir_python(path: bytes) -> DirRead:
 
 def _native_read_dirs() -> ReadDirs | None:
     try:
-        from importd.pipeline._scandir import read_dirs as native
+        from importd.pipeline._dirreader import read_dirs as native
     except ImportError:  # not compiled (a source checkout without a build): same results, slower
         return None
     return cast(ReadDirs, native)  # its DirFiles satisfies the protocol; lists are invariant

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from importd.media.embedding_index import EmbeddingIndex
 from importd.media.faces import (
     SAME_PERSON_MIN_SIMILARITY,
     Face,
@@ -20,7 +21,6 @@ from importd.media.faces import (
     faces_in_file,
 )
 from importd.media.failure import ExtractionFailure
-from importd.media.nearindex import EmbeddingIndex
 from importd.media.pool import ExtractionPool
 from tests import media_models
 

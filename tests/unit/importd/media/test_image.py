@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from importd.media.failure import ExtractionFailure
+from importd.media.hash_index import NEAR_DUPLICATE_MAX_DISTANCE
 from importd.media.hashes import hamming
 from importd.media.image import DEFAULT_MAX_PIXELS, ImageFacts, decode_upright_rgb, extract_image
-from importd.media.nearindex import NEAR_DUPLICATE_MAX_DISTANCE
 
 
 @lru_cache(maxsize=32)

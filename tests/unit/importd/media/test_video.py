@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from importd.media.failure import ExtractionFailure
-from importd.media.nearindex import video_groups
 from importd.media.video import (
     VIDEO_NEAR_MAX_DISTANCE,
     AVFacts,
@@ -22,6 +21,7 @@ from importd.media.video import (
     fingerprint_distance,
     video_fingerprint,
 )
+from importd.media.video_groups import video_groups
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs Debian's ffmpeg")
 

@@ -19,6 +19,7 @@ from importd.items import (
 )
 from importd.pipeline import hasher
 from importd.pipeline.hasher import PAGE, BatchHasher, hash_file, new_buffer, page_aligned
+from importd.pipeline.reconcile import WalkedFile
 
 REF = FileRef(1, "r", b"f")
 REAL_READ = hasher._read
@@ -295,3 +296,25 @@ def test_batch_stops_when_asked(tmp_path: Path) -> None:
     assert len(h.hash_batch({1: os.fsencode(str(tmp_path))}, files)) == 3
     stop.set()
     assert h.hash_batch({1: os.fsencode(str(tmp_path))}, files) == []
+
+
+def test_small_files_without_the_c_reader_take_hash_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where `_smallhash` is not built, small files are hashed one by one by `hash_file`: through
+    `hash_small_files`, `hash_walked` and `BatchHasher`, with the same outcomes, in order."""
+    monkeypatch.setattr(hasher, "_read_small", None)
+    raw = os.fsencode(tmp_path)
+    names = [b"a", b"sub/b", b"caf\xe9", b"big", b"gone"]
+    for i, name in enumerate(names):
+        path = tmp_path / os.fsdecode(name)
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(os.urandom(hasher.SMALL_MAX + 1 if name == b"big" else 100 * i))
+    walked = [WalkedFile.of(n, os.lstat(raw + b"/" + n)) for n in names]
+    files = [SettledFile(FileRef(1, "r", w.relpath), w.stat) for w in walked]
+    (tmp_path / "gone").unlink()
+    expected = [hash_file(raw + b"/" + s.ref.relpath, s, new_buffer()) for s in files]
+    assert [type(o) for o in expected] == [HashedFile] * 4 + [Vanished]
+    assert hasher.hash_small_files(raw, files) == expected
+    assert hasher.hash_walked(1, "r", raw, walked) == expected
+    assert BatchHasher().hash_batch({1: raw}, files) == expected

@@ -1,4 +1,4 @@
-"""The C reader for small files (`_scandir.read_small`) against `hash_file`: same outcome in
+"""The C reader for small files (`_smallhash.read_small`) against `hash_file`: same outcome in
 every case the hasher knows (changed, grown, vanished, swapped for a link, a fifo or another
 file, unreadable), on real files."""
 
@@ -33,6 +33,11 @@ def both(root: Path, files: list[SettledFile]) -> tuple[list[HashOutcome], list[
     by_c = hash_small_files(raw, files)
     by_python = [hash_file(raw + b"/" + s.ref.relpath, s, new_buffer()) for s in files]
     return by_c, by_python
+
+
+def test_the_reader_is_the_small_file_hasher_extension() -> None:
+    assert hasher._read_small is not None
+    assert hasher._read_small.__module__ == "importd.pipeline._smallhash"
 
 
 def test_contents_hash_like_hash_file_and_b3(tmp_path: Path) -> None:

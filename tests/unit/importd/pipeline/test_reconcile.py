@@ -151,6 +151,7 @@ def test_native_directory_reader_matches_os_scandir(tmp_path: Path) -> None:
     odd_tree(tmp_path)
     raw = os.fsencode(str(tmp_path))
     paths = [raw, raw + b"/d\xe9j\xe0", raw + b"/d\xe9j\xe0/sub", raw + b"/missing", raw + b"/empty"]
+    assert reconcile.read_dirs.__module__ == "importd.pipeline._dirreader"
     native, python = reconcile.read_dirs(paths), reconcile._read_dirs_python(paths)
     for a, b in zip(native[:3], python[:3], strict=True):
         assert taken(a) == taken(b)

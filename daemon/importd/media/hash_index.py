@@ -1,4 +1,4 @@
-"""Near-duplicate search: 64-bit perceptual hashes by Hamming distance, face embeddings by cosine.
+"""Near-duplicate search over 64-bit perceptual hashes (images' pHashes) by Hamming distance.
 
 `HashIndex` is multi-index hashing (Norouzi, Punjani & Fleet, "Fast exact search in Hamming space
 with multi-index hashing", 2014): the 64 bits are cut into m chunks; if two hashes differ in at most
@@ -10,40 +10,27 @@ compared): at 100,000 hashes and r = 10, five 11-bit chunks probed at radius 1 a
 at radius 0, 61 probes and about 3,100 hashes compared; wide radii compare every hash instead.
 
 The tables are flat (CSR: hashes sorted by chunk value, plus offsets), in one uint64 array with
-everything else a search reads, searched by numba-compiled code (hamming_kernel.py). A chunk probed
+everything else a search reads, searched by numba-compiled code (hamming_kernel.py, which no other
+module imports: this one builds the arena it reads and calls its three entry points). A chunk probed
 at radius 1 also has neighbour blocks: for each chunk value, the run bounds of it and of its
 neighbours side by side, so that a query finds all its runs on that chunk in two cache lines. Recent
 additions sit in an unsorted tail, compared one by one until the next rebuild; removals are marked
 in a bitmap until then. `groups` joins the tables with themselves instead of querying every hash.
-
-`video_groups` links videos by fingerprint distance among those of compatible duration.
-
-`EmbeddingIndex` is a flat float32 matrix: one matrix-vector product answers "which faces are this
-person". At a studio's scale (tens of thousands of faces) that is a few milliseconds per query, and
-exact; an approximate index (HNSW) would only pay off well beyond a million faces.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from math import comb
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, cast
 
 import numpy as np
 import numpy.typing as npt
-from scipy.sparse import coo_array  # type: ignore[import-untyped]
-from scipy.sparse.csgraph import connected_components  # type: ignore[import-untyped]
 
 from importd.media import hamming_kernel
-from importd.media.video import (
-    VIDEO_NEAR_MAX_DISTANCE,
-    VideoFingerprint,
-    durations_compatible,
-    fingerprint_distance,
-)
+from importd.media.near_groups import K, NearGroup, components
 
 # Default pHash threshold: two images whose pHashes differ in at most this many of 64 bits are near-
 # duplicates. Calibrated with bench/media.py:calibrate_phash on the 586 images of the Pillow test corpus
@@ -72,24 +59,9 @@ _DISTANCE_SHIFT = hamming_kernel.DISTANCE_SHIFT
 _RESULT_DISTANCE_BITS = hamming_kernel.RESULT_DISTANCE_BITS
 _RESULT_DISTANCE_MASK = (1 << _RESULT_DISTANCE_BITS) - 1
 
-K = TypeVar("K", bound=Hashable)
-
 # What `HashIndex.query` needs, in one tuple: the arena's words (held so that they outlive the call),
 # their address and length, the radius of the installed plan (None: none yet), the compiled search.
 _Handle = tuple[npt.NDArray[np.uint64], int, int, int | None, Callable[[int, int, int], tuple[int, int]]]
-
-
-@dataclass(frozen=True, slots=True)
-class NearGroup(Generic[K]):
-    """A connected group of near-duplicates.
-
-    `anchor` is the member with the most near neighbours; `members` pairs every member (anchor
-    included, first) with its distance to the anchor. Groups are connected components, so a member
-    may be further than the threshold from the anchor when it joins through another member.
-    """
-
-    anchor: K
-    members: tuple[tuple[K, float], ...]
 
 
 class HashIndex(Generic[K]):
@@ -186,7 +158,7 @@ class HashIndex(Generic[K]):
             return []
         source = owners[:found].astype(np.int64)
         target = (hits[:found] & np.uint64(_SLOT_MASK)).astype(np.int64)
-        degree_array, members_by_label = _components(source, target, self._count)
+        degree_array, members_by_label = components(source, target, self._count)
         # Plain lists: numpy indexing one element at a time made this loop the slowest part.
         degree = degree_array.tolist()
         values = self._values[: self._count].tolist()
@@ -477,18 +449,6 @@ def _masks(width: int, radius: int) -> npt.NDArray[np.int64]:
     return np.array(masks, dtype=np.int64)
 
 
-def _components(
-    source: npt.NDArray[np.int64], target: npt.NDArray[np.int64], size: int
-) -> tuple[npt.NDArray[np.int64], list[list[int]]]:
-    graph = coo_array((np.ones(len(source), dtype=np.int8), (source, target)), shape=(size, size))
-    _, label = connected_components(graph, directed=False)
-    degree = np.bincount(np.concatenate([source, target]), minlength=size)
-    groups: dict[int, list[int]] = {}
-    for slot in np.unique(np.concatenate([source, target])).tolist():
-        groups.setdefault(int(label[slot]), []).append(slot)
-    return degree, list(groups.values())
-
-
 def compile_search() -> None:
     """Compile the search loops now (a few seconds of CPU) rather than on the first query; the
     daemon calls this in a worker thread at start-up so the event loop never waits for numba."""
@@ -497,133 +457,3 @@ def compile_search() -> None:
     index.query(0, 0)
     index.query(0, 64)
     index.groups(1)
-
-
-def video_groups(
-    fingerprints: Iterable[tuple[K, VideoFingerprint]], max_distance: float = VIDEO_NEAR_MAX_DISTANCE
-) -> list[NearGroup[K]]:
-    """Groups of near-duplicate videos: fingerprint distance ≤ `max_distance` within the duration
-    tolerance. Members carry their distance to the anchor, or, when a member joined through a chain
-    and cannot be compared with the anchor directly, its closest link.
-
-    Videos are sorted by duration and each is compared only with those whose duration is compatible,
-    so the work is proportional to videos × videos-of-about-the-same-length, not all pairs. A
-    studio's catalog holds thousands of videos, not millions; no further index is needed.
-    """
-    items = sorted(fingerprints, key=lambda item: item[1].duration_s)
-    if len(items) < 2:
-        return []
-    sources, targets = [], []
-    linked: dict[int, float] = {}  # each video's closest link
-    for i, (_, a) in enumerate(items):
-        for j in range(i + 1, len(items)):
-            b = items[j][1]
-            if not durations_compatible(a.duration_s, b.duration_s):
-                break  # sorted by duration: every later one is longer still
-            distance = fingerprint_distance(a, b)
-            if distance is not None and distance <= max_distance:
-                sources.append(i)
-                targets.append(j)
-                linked[i] = min(distance, linked.get(i, distance))
-                linked[j] = min(distance, linked.get(j, distance))
-    if not sources:
-        return []
-    degree, members_by_label = _components(
-        np.array(sources, np.int64), np.array(targets, np.int64), len(items)
-    )
-    result = []
-    for slots in members_by_label:
-        anchor = max(slots, key=lambda s: (degree[s], -s))
-        members = []
-        for s in slots:
-            distance = 0.0 if s == anchor else fingerprint_distance(items[anchor][1], items[s][1])
-            members.append((s != anchor, linked[s] if distance is None else distance, s))
-        members.sort()
-        result.append(NearGroup(items[anchor][0], tuple((items[s][0], d) for _, d, s in members)))
-    result.sort(key=lambda g: -len(g.members))
-    return result
-
-
-class EmbeddingIndex(Generic[K]):
-    """Cosine-similarity search over unit-length embeddings, keyed by `K` (e.g. a face row id)."""
-
-    def __init__(self, dimensions: int = 512) -> None:
-        self.dimensions = dimensions
-        self._slot_of: dict[K, int] = {}
-        self._keys: list[K] = []
-        self._matrix = np.zeros((256, dimensions), dtype=np.float32)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def add(self, key: K, embedding: npt.NDArray[np.float32]) -> None:
-        vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        if vector.shape != (self.dimensions,):
-            raise ValueError(f"expected {self.dimensions} dimensions, got {vector.shape[0]}")
-        norm = float(np.linalg.norm(vector))
-        if not np.isfinite(norm) or norm == 0.0:
-            raise ValueError("embedding has no direction")
-        vector = vector / norm
-        slot = self._slot_of.get(key)
-        if slot is None:
-            slot = len(self._keys)
-            if slot == len(self._matrix):
-                self._matrix = np.concatenate([self._matrix, np.zeros_like(self._matrix)])
-            self._keys.append(key)
-            self._slot_of[key] = slot
-        self._matrix[slot] = vector
-
-    def remove(self, key: K) -> bool:
-        """Drop `key`; the last row moves into its place so the matrix stays dense."""
-        slot = self._slot_of.pop(key, None)
-        if slot is None:
-            return False
-        last = len(self._keys) - 1
-        if slot != last:
-            moved = self._keys[last]
-            self._keys[slot] = moved
-            self._matrix[slot] = self._matrix[last]
-            self._slot_of[moved] = slot
-        self._keys.pop()
-        return True
-
-    def query(self, embedding: npt.NDArray[np.float32], min_similarity: float) -> list[tuple[K, float]]:
-        """Keys whose embedding has cosine similarity ≥ `min_similarity`, most similar first."""
-        vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-        scores = self._matrix[: len(self._keys)] @ vector
-        hit = np.flatnonzero(scores >= min_similarity)
-        order = hit[np.argsort(-scores[hit], kind="stable")]
-        return [(self._keys[i], float(scores[i])) for i in order.tolist()]
-
-    def groups(self, min_similarity: float, *, block: int = 2048) -> list[NearGroup[K]]:
-        """Groups of two or more embeddings linked by similarity ≥ `min_similarity` (same person).
-
-        Members carry their similarity to the anchor (the member with the most links).
-        """
-        n = len(self._keys)
-        if n < 2:
-            return []
-        matrix = self._matrix[:n]
-        sources, targets = [], []
-        for start in range(0, n, block):
-            scores = matrix[start : start + block] @ matrix.T
-            rows, cols = np.nonzero(scores >= min_similarity)
-            rows = rows + start
-            keep = cols > rows
-            sources.append(rows[keep])
-            targets.append(cols[keep])
-        source, target = np.concatenate(sources), np.concatenate(targets)
-        if len(source) == 0:
-            return []
-        degree, members_by_label = _components(source, target, n)
-        result = []
-        for slots in members_by_label:
-            anchor = max(slots, key=lambda s: (degree[s], -s))
-            similarity = matrix[slots] @ matrix[anchor]
-            members = sorted(
-                zip(similarity.tolist(), slots, strict=True), key=lambda m: (m[1] != anchor, -m[0])
-            )
-            result.append(NearGroup(self._keys[anchor], tuple((self._keys[s], float(v)) for v, s in members)))
-        result.sort(key=lambda g: -len(g.members))
-        return result

@@ -1,7 +1,4 @@
-# Types of the C extension built from _scandir.c.
-from collections.abc import Sequence
-from typing import Any
-
+# Types of the C extension built from _dirreader.c (the reconcile walk's directory reader).
 class DirFiles:
     def take(
         self, prefix: bytes, unseen: dict[bytes, tuple[bytes, int, int, int, int]] | None = None, /
@@ -11,6 +8,3 @@ class DirFiles:
 def read_dirs(
     paths: list[bytes], /
 ) -> list[tuple[DirFiles, list[tuple[bytes, int, int]], list[bytes], list[tuple[bytes, int]]] | OSError]: ...
-def read_small(
-    root: bytes, files: Sequence[tuple[bytes, int, int, int, int, int] | Any], /
-) -> list[str | int | tuple[str, int]]: ...

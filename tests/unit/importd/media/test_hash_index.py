@@ -1,24 +1,21 @@
-"""HashIndex against a brute-force scan and a model, and EmbeddingIndex on known vectors."""
+"""HashIndex against a brute-force scan and a model."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from importd.media import nearindex
-from importd.media.hashes import hamming, to_signed64, to_unsigned64
-from importd.media.nearindex import (
+from importd.media import hash_index
+from importd.media.hash_index import (
     NEAR_DUPLICATE_MAX_DISTANCE,
-    EmbeddingIndex,
     HashIndex,
     _layout,
     _probing,
     compile_search,
 )
+from importd.media.hashes import hamming, to_signed64, to_unsigned64
 
 
 def near(value: int, bits: list[int]) -> int:
@@ -133,39 +130,6 @@ def test_groups_equal_brute_force_pairs() -> None:
     assert all(len(g) == 2 for g in grouped)  # random hashes are never near each other
 
 
-def test_embedding_index() -> None:
-    rng = np.random.default_rng(9)
-    person = rng.standard_normal(512).astype(np.float32)
-    other = rng.standard_normal(512).astype(np.float32)
-    index: EmbeddingIndex[int] = EmbeddingIndex()
-    index.add(1, person)
-    index.add(2, person + 0.3 * rng.standard_normal(512).astype(np.float32))
-    index.add(3, other)
-    hits = index.query(person, 0.5)
-    assert [k for k, _ in hits] == [1, 2]
-    assert hits[0][1] == pytest.approx(1.0, abs=1e-5) and 0.5 < hits[1][1] < 1.0
-    groups = index.groups(0.5)
-    assert [sorted(k for k, _ in g.members) for g in groups] == [[1, 2]]
-    assert index.remove(1) and not index.remove(1) and len(index) == 2
-    assert [k for k, _ in index.query(person, 0.5)] == [2]
-    index.add(3, person)  # re-adding a key replaces its embedding
-    assert sorted(k for k, _ in index.query(person, 0.5)) == [2, 3]
-    with pytest.raises(ValueError, match="dimensions"):
-        index.add(4, np.ones(128, np.float32))
-    with pytest.raises(ValueError, match="direction"):
-        index.add(4, np.zeros(512, np.float32))
-
-
-def test_embedding_index_grows() -> None:
-    index: EmbeddingIndex[int] = EmbeddingIndex(dimensions=8)
-    for key in range(1000):
-        vector = np.zeros(8, np.float32)
-        vector[key % 8] = 1.0
-        index.add(key, vector)
-    unit = np.eye(8, dtype=np.float32)[3]
-    assert len(index.query(unit, 0.99)) == 125
-
-
 # -- the search structure against a model, through every path: tables, tail, removals, rebuilds ------
 
 
@@ -246,7 +210,7 @@ def test_answers_equal_a_brute_force_model(session: Session) -> None:
     chunks, min_rebuild, probe, steps = session
     with pytest.MonkeyPatch.context() as patch:
         if probe:
-            patch.setattr(nearindex, "_PROBE_COST", 0.0)
+            patch.setattr(hash_index, "_PROBE_COST", 0.0)
         check_session(chunks, min_rebuild, steps)
 
 
@@ -326,30 +290,6 @@ def test_plans_cover_the_radius() -> None:
     assert _layout(0, 8) == (8,) * 8 and _layout(0, 5) == (13, 13, 13, 13, 12)
 
 
-def test_kernels_compile_without_a_writable_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """numba refuses cache=True when it finds nowhere to write; the kernels then compile uncached."""
-    import numba
-
-    from importd.media import hamming_kernel
-
-    real: Any = numba.njit
-    calls: list[bool] = []
-
-    def njit(*args: Any, **options: Any) -> Any:
-        calls.append(bool(options.get("cache")))
-        if options.get("cache"):
-            raise RuntimeError("cannot cache function: no locator available")
-        return real(*args, **options)
-
-    monkeypatch.setattr(numba, "njit", njit)
-
-    @hamming_kernel._jit()
-    def double(x: int) -> int:
-        return 2 * x
-
-    assert double(21) == 42 and calls == [True, False]
-
-
 # -- neighbour blocks and the result encoding ---------------------------------------------------------
 
 
@@ -370,8 +310,8 @@ def test_neighbour_blocks_answer_like_the_offsets_table(monkeypatch: pytest.Monk
         values[i + 1] = near(values[i], rng.choice(64, i // 3 % 15, replace=False).tolist())
     blocked: HashIndex[int] = HashIndex(min_rebuild=600)
     blocked.add_many(enumerate(values[:2500]))
-    monkeypatch.setattr(nearindex, "_NEIGHBOUR_BYTES", 0)
-    monkeypatch.setattr(nearindex, "_NEIGHBOUR_SMALL", 0)
+    monkeypatch.setattr(hash_index, "_NEIGHBOUR_BYTES", 0)
+    monkeypatch.setattr(hash_index, "_NEIGHBOUR_SMALL", 0)
     plain: HashIndex[int] = HashIndex(min_rebuild=600)
     plain.add_many(enumerate(values[:2500]))
     # 3,000 hashes: eight 8-bit chunks, three of them probed at radius 1 at the default radius.

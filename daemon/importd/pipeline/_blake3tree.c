@@ -41,8 +41,9 @@
 #define PIECE ((uint64_t)256 << 10)
 #define MAX_TASK ((uint64_t)4 << 20)
 #define MAX_THREADS 64
-/* The calling thread asks Python's `stop.is_set()` after its first task and then after every
- * CHECK_EVERY of its own tasks. */
+/* The calling thread asks Python's `stop.is_set()` before its first task (so a stop already set,
+ * or one that raises, is always seen, however fast the helpers take the tasks) and then before
+ * every CHECK_EVERY-th of its own tasks. */
 #define CHECK_EVERY 8
 
 typedef struct {
@@ -199,8 +200,6 @@ static PyObject *hash_fd(PyObject *self, PyObject *args) {
     }
     for (int done = 0;;) {
         if (atomic_load(&job.halt)) break;
-        uint64_t t = atomic_fetch_add(&job.next, 1);
-        if (t >= job.tasks || hash_task(&job, t, buf) != 0) break;
         if (stop && done++ % CHECK_EVERY == 0) {
             PyEval_RestoreThread(state);
             int is_set = -1;
@@ -223,6 +222,8 @@ static PyObject *hash_fd(PyObject *self, PyObject *args) {
                 break;
             }
         }
+        uint64_t t = atomic_fetch_add(&job.next, 1);
+        if (t >= job.tasks || hash_task(&job, t, buf) != 0) break;
     }
     for (int i = 0; i < started; i++) pthread_join(helpers[i], NULL);
 

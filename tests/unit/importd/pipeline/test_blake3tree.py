@@ -96,16 +96,23 @@ def test_stop_through_hash_file_goes_back_to_settling(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(hasher.CPUS < 2 or not os.path.isdir("/proc/self/task"), reason="needs 2 CPUs, Linux")
-def test_helper_threads_take_the_priority_of_the_thread_that_asks(data_file: tuple[bytes, Path]) -> None:
+def test_helper_threads_take_the_priority_of_the_thread_that_asks(tmp_path: Path) -> None:
     """A lowered scrub must not hash at full priority: the threads hash_fd starts inherit the nice
-    value of the thread calling it. Seen from inside: `stop.is_set()` is asked while they work."""
-    data, path = data_file
+    value of the thread calling it. Seen from inside: `stop.is_set()` is asked before the caller's
+    first task (right after the helpers start) and then every few tasks; a file of 24 tasks keeps
+    the helpers busy across those calls."""
+    data = random.Random(9).randbytes(96 * MiB)
+    path = tmp_path / "big"
+    path.write_bytes(data)
     seen: dict[str, object] = {}
+    nice: dict[str, int] = {}
 
     class Looking:
         def is_set(self) -> bool:
-            if "nice" not in seen:
-                seen["nice"] = {tid: nice_of(tid) for tid in os.listdir("/proc/self/task")}
+            for tid in os.listdir("/proc/self/task"):
+                n = nice_of(tid)
+                if n is not None:
+                    nice.setdefault(tid, n)
             return False
 
     def worker() -> None:
@@ -118,9 +125,8 @@ def test_helper_threads_take_the_priority_of_the_thread_that_asks(data_file: tup
     thread.start()
     thread.join()
     assert seen["digest"] == (blake3.blake3(data).hexdigest(), len(data))
-    nice = seen["nice"]
-    assert isinstance(nice, dict) and isinstance(seen["before"], set)
-    helpers = {tid: n for tid, n in nice.items() if tid not in seen["before"] and n is not None}
+    assert isinstance(seen["before"], set)
+    helpers = {tid: n for tid, n in nice.items() if tid not in seen["before"]}
     assert helpers and set(helpers.values()) == {9}
 
 

@@ -16,10 +16,11 @@ from anyio import CancelScope
 
 from importctl.protocol import events_path_for
 from importd import __version__
-from importd.api.handlers import build_handlers
 from importd.api.server import ControlSocket, serve
+from importd.api.table import TABLE
 from importd.catalog.engine import create_engine, migrate
 from importd.config import Config, ConfigError, load_config
+from importd.core import Core
 from importd.journal import Notifier, run_watchdog
 from importd.maintenance.operations import Maintenance
 from importd.pipeline.watch import NotifyFactory, rust_notify
@@ -49,6 +50,14 @@ class Service:
         self.control = ControlSocket(config.socket_path)
         self.maintenance = Maintenance(self.pipeline, config.state_dir, log_dir(config.state_dir))
         self.pipeline.on_links = self.maintenance.record_walk_links
+        self.core = Core(
+            self.pipeline,
+            self.maintenance,
+            self.engine,
+            version=self.version,
+            catalog=self.catalog_display,
+            started_monotonic=self.started_monotonic,
+        )
         self.notifier = Notifier.from_env()
         self._stop_scope: CancelScope | None = None
 
@@ -71,7 +80,7 @@ class Service:
                 async with anyio.create_task_group() as tg:
                     self._stop_scope = tg.cancel_scope
                     tg.start_soon(self._signals)
-                    tg.start_soon(serve, self.control.sock, build_handlers(self), self.version)
+                    tg.start_soon(serve, self.control.sock, TABLE, self.core, self.version)
                     await self.pipeline.start(tg)
                     self.notifier.ready()
                     self.notifier.status("reconciling roots")

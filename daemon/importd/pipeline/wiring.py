@@ -24,14 +24,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from importctl.protocol import TERMINAL_STATES
+from importctl.protocol import TERMINAL_STATES, ScanReply, iso_utc
 from importd.api.events import EventBus
 from importd.catalog import queries
 from importd.catalog.engine import sqlite_file
@@ -151,7 +150,7 @@ class Scan:
     walk_done: bool = False
     done: anyio.Event = field(default_factory=anyio.Event)
 
-    def to_wire(self, root_name: str) -> dict[str, Any]:
+    def to_wire(self, root_name: str) -> ScanReply:
         return {
             "scan_id": self.scan_id,
             "run_id": self.run_id,
@@ -168,8 +167,8 @@ class Scan:
             "entities_updated": self.entities_updated,
             "files_registered": self.files_registered,
             "duplicates": self.duplicates,
-            "started": self.started,
-            "finished": self.finished,
+            "started": iso_utc(self.started),
+            "finished": iso_utc(self.finished),
             "message": self.message,
         }
 

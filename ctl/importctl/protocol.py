@@ -18,7 +18,8 @@ Every method's ``result`` has a `TypedDict` below (`REPLY_SHAPES` maps method to
 daemon builds them and the client returns them. The README's JSON shapes are these.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: on Python 3.11 it hides NotRequired from the TypedDicts'
+# runtime view (`__required_keys__`), which the tests check the replies against.
 
 import json
 import os

@@ -421,7 +421,9 @@ def test_every_method_over_the_socket(tmp_path: Path, monkeypatch: pytest.Monkey
         (item,) = client.trash(include_restored=True)["items"]
         conforms(Method.TRASH, {"items": [item]})
         assert item["restored_at"] is not None
-        assert daemon_error(lambda: client.restore(item["id"], "t")).code is ErrorCode.INVALID
+        again = daemon_error(lambda: client.restore(item["id"], "t"))
+        assert again.code is ErrorCode.INVALID
+        assert again.message == f"cannot restore {item['id']}: already restored ({item['restored_at']})"
 
         started_check = client.check(None, False, None)
         conforms(Method.CHECK, started_check)

@@ -11,13 +11,33 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
 from importctl import __version__
-from importctl.client import Client, ClientError, DaemonError, DaemonUnreachable
-from importctl.protocol import EXIT_DAEMON_ERROR, EXIT_UNREACHABLE, TERMINAL_STATES, display_path
+from importctl.client import DEFAULT_TIMEOUT_S, Client, ClientError, DaemonError, DaemonUnreachable
+from importctl.protocol import (
+    DEFAULT_ERRORS_LIMIT,
+    DEFAULT_RUNS_LIMIT,
+    DEFAULT_UNMATCHED_LIMIT,
+    DUPE_KINDS,
+    EXIT_DAEMON_ERROR,
+    EXIT_UNREACHABLE,
+    MAX_ERRORS_LIMIT,
+    MAX_RUNS_LIMIT,
+    MAX_UNMATCHED_LIMIT,
+    TERMINAL_STATES,
+    Event,
+    FilesEvent,
+    GapsEvent,
+    GapsReply,
+    LinkAction,
+    LinkProposal,
+    ScanReply,
+    Topic,
+    display_path,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +79,13 @@ def json_option(fn: F) -> F:
     default=None,
     help="control socket (default: IMPORTD_SOCKET, /run/importd/control.sock, or the XDG runtime dir)",
 )
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="seconds to wait for the daemon")
+@click.option(
+    "--timeout",
+    type=float,
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="seconds to wait for the daemon",
+)
 @click.version_option(__version__, prog_name="importctl")
 @click.pass_context
 def cli(ctx: click.Context, socket: Path | None, timeout: float) -> None:
@@ -119,10 +145,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"symlinks: {links}; verified {scrub['verified']} of {scrub['files']} files"
             + (f", oldest verification {scrub['oldest_verified']}" if scrub["oldest_verified"] else "")
         )
-        last = maint.get("last_sweep")
-        if last:
-            found = ", ".join(f"{n} {k}" for k, n in last["counts"].items() if n) or "nothing found"
-            click.echo(f"last sweep: run {last['run_id']} {last['state']} at {last['finished']}: {found}")
+        sweep = maint.get("last_sweep")
+        if sweep:
+            found = ", ".join(f"{n} {k}" for k, n in sweep["counts"].items() if n) or "nothing found"
+            click.echo(f"last sweep: run {sweep['run_id']} {sweep['state']} at {sweep['finished']}: {found}")
     comp = data.get("completeness")
     if comp:
         click.echo(
@@ -208,7 +234,9 @@ def find(ctx: click.Context, query: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_ERRORS_LIMIT), default=DEFAULT_ERRORS_LIMIT, show_default=True
+)
 @json_option
 @click.pass_context
 def errors(ctx: click.Context, limit: int, as_json: bool) -> None:
@@ -224,7 +252,7 @@ def errors(ctx: click.Context, limit: int, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--kind", type=click.Choice(["exact", "near", "face"]), default=None, help="only this kind")
+@click.option("--kind", type=click.Choice(DUPE_KINDS), default=None, help="only this kind")
 @click.option(
     "--threshold",
     type=float,
@@ -273,8 +301,8 @@ def info(ctx: click.Context, query: str, as_json: bool) -> None:
     click.echo(f"{shown(f['path'])}")
     click.echo(f"  status {f['status']}, {human_bytes(f['size'])}, blake3 {f['blake3']}")
     click.echo(f"  first seen {f['first_seen']}, last seen {f['last_seen']}")
-    if f.get("entity"):
-        e = f["entity"]
+    e = f.get("entity")
+    if e:
         click.echo(
             f"  {e['type']} {shown(e['name'])} ({e['role']}{', pre-approved' if e['pre_approved'] else ''})"
         )
@@ -339,7 +367,7 @@ def repair_links(ctx: click.Context, target: str | None, dry_run: bool, yes: boo
                 )
         return
     actionable = [p for p in proposals if p["action"] in ("repair", "trash")]
-    chosen: list[dict[str, Any]] = []
+    chosen: list[LinkAction] = []
     apply_all = yes
     for p in actionable:
         if not apply_all:
@@ -351,7 +379,7 @@ def repair_links(ctx: click.Context, target: str | None, dry_run: bool, yes: boo
                 continue
             if answer == "a":
                 apply_all = True
-        action = {"link": p["link"], "action": p["action"]}
+        action: LinkAction = {"link": p["link"], "action": p["action"]}
         if p["action"] == "repair":
             action["candidate"] = p["candidates"][0]["path"]
         chosen.append(action)
@@ -384,7 +412,7 @@ def _ask(prompt: str) -> str:
             return answer
 
 
-def _proposal_line(p: dict[str, Any]) -> str:
+def _proposal_line(p: LinkProposal) -> str:
     head = f"{shown(p['link'])} -> {shown(p['old_target'])} [{p['state']}]"
     if p["action"] == "repair":
         c = p["candidates"][0]
@@ -395,7 +423,7 @@ def _proposal_line(p: dict[str, Any]) -> str:
     return f"{head}\n    skip: {p['note']}{cands}"
 
 
-def _print_proposals(proposals: list[dict[str, Any]]) -> None:
+def _print_proposals(proposals: list[LinkProposal]) -> None:
     if not proposals:
         click.echo("no broken symlinks")
     for p in proposals:
@@ -502,7 +530,7 @@ def check(
     ctx.exit(report.exit_status())
 
 
-def _gap_text(report: dict[str, Any]) -> str:
+def _gap_text(report: GapsReply) -> str:
     """The checklist: completeness, totals per kind, then one block per entity with ☐ items.
     Rendered from the JSON, so text and --json say the same."""
     c = report["completeness"]
@@ -571,7 +599,9 @@ def gaps(
 
 @cli.command()
 @click.argument("root", required=False)
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_UNMATCHED_LIMIT), default=DEFAULT_UNMATCHED_LIMIT, show_default=True
+)
 @json_option
 @click.pass_context
 def unmatched(ctx: click.Context, root: str | None, limit: int, as_json: bool) -> None:
@@ -632,7 +662,9 @@ def resolve(ctx: click.Context, conflict_id: int, action: str | None, as_json: b
 
 
 @cli.command()
-@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_RUNS_LIMIT), default=DEFAULT_RUNS_LIMIT, show_default=True
+)
 @json_option
 @click.pass_context
 def runs(ctx: click.Context, limit: int, as_json: bool) -> None:
@@ -708,20 +740,22 @@ def watch(ctx: click.Context, topics: tuple[str, ...], count: int, idle: float, 
                 click.echo(_event_line(event))
 
 
-def _event_line(event: dict[str, Any]) -> str:
-    data = event.get("data", {})
+def _event_line(event: Event) -> str:
     topic = event.get("topic")
-    if topic == "run":
+    if topic == Topic.RUN:
+        data = cast(ScanReply, event.get("data", {}))
         return (
             f"run {data.get('run_id')} {data.get('root')}: {data.get('state')} "
             f"({data.get('files_seen')} seen, {data.get('changed')} changed, {data.get('pending')} pending)"
         )
-    if topic == "files":
-        counts = ", ".join(f"{n} {k}" for k, n in data.get("counts", {}).items())
+    if topic == Topic.FILES:
+        files = cast(FilesEvent, event.get("data", {}))
+        counts = ", ".join(f"{n} {k}" for k, n in files.get("counts", {}).items())
         return f"files: {counts}"
-    if topic == "gaps":
-        c = data.get("completeness", {})
-        names = ", ".join(shown(e["name"]) for e in data.get("changed", [])[:5])
+    if topic == Topic.GAPS:
+        report = cast(GapsEvent, event.get("data", {}))
+        c = report.get("completeness", {})
+        names = ", ".join(shown(e["name"]) for e in report.get("changed", [])[:5])
         return f"gaps: completeness {c.get('percent')}% ({names})"
     return json.dumps(event, ensure_ascii=True)
 

@@ -9,16 +9,43 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
 from importctl.protocol import (
+    DEFAULT_CONFLICT_STATUS,
+    DEFAULT_ERRORS_LIMIT,
+    DEFAULT_RUN_LOG_LIMIT,
+    DEFAULT_RUNS_LIMIT,
+    DEFAULT_UNMATCHED_LIMIT,
     PROTOCOL_VERSION,
+    ApplyLinksReply,
+    CancelReply,
+    CheckResultReply,
+    ConflictReply,
+    DupesReply,
     ErrorCode,
+    ErrorReply,
+    Event,
+    FileReply,
+    GapsReply,
+    InfoReply,
+    LinkAction,
     Method,
+    RepairLinksReply,
     Reply,
     Request,
+    ResolveReply,
+    RestoreReply,
+    RunDetailReply,
+    RunReply,
+    ScanReply,
+    ScansReply,
+    StatusReply,
+    SweepProgress,
+    TrashReply,
+    UnmatchedReply,
     decode_reply,
     default_socket_path,
     endpoint_for,
@@ -104,21 +131,22 @@ class Client:
         self.daemon_version = reply.daemon_version
         return reply
 
-    # One method per API call: the CLI never builds a request by hand.
-    def status(self) -> dict[str, Any]:
-        return self.call(Method.STATUS)  # type: ignore[no-any-return]
+    # One method per API call: the CLI never builds a request by hand. Each returns the shape
+    # protocol.py declares for its method (the daemon builds the same TypedDicts).
+    def status(self) -> StatusReply:
+        return cast(StatusReply, self.call(Method.STATUS))
 
-    def scan(self, target: str | None) -> dict[str, Any]:
-        return self.call(Method.SCAN, {"target": target})  # type: ignore[no-any-return]
+    def scan(self, target: str | None) -> ScansReply:
+        return cast(ScansReply, self.call(Method.SCAN, {"target": target}))
 
-    def scan_progress(self, scan_id: int) -> dict[str, Any]:
-        return self.call(Method.SCAN_PROGRESS, {"scan_id": scan_id})  # type: ignore[no-any-return]
+    def scan_progress(self, scan_id: int) -> ScanReply:
+        return cast(ScanReply, self.call(Method.SCAN_PROGRESS, {"scan_id": scan_id}))
 
-    def find(self, query: str) -> list[dict[str, Any]]:
-        return self.call(Method.FIND, {"query": query, "cwd": _cwd()})  # type: ignore[no-any-return]
+    def find(self, query: str) -> list[FileReply]:
+        return cast(list[FileReply], self.call(Method.FIND, {"query": query, "cwd": _cwd()}))
 
-    def errors(self, limit: int = 1000) -> list[dict[str, Any]]:
-        return self.call(Method.ERRORS, {"limit": limit})  # type: ignore[no-any-return]
+    def errors(self, limit: int = DEFAULT_ERRORS_LIMIT) -> list[ErrorReply]:
+        return cast(list[ErrorReply], self.call(Method.ERRORS, {"limit": limit}))
 
     def gaps(
         self,
@@ -126,52 +154,54 @@ class Client:
         entity_type: str | None = None,
         run: int | None = None,
         recompute: bool = False,
-    ) -> dict[str, Any]:
+    ) -> GapsReply:
         params = {"entity": entity, "type": entity_type, "run": run, "recompute": recompute}
-        return self.call(Method.GAPS, params)  # type: ignore[no-any-return]
+        return cast(GapsReply, self.call(Method.GAPS, params))
 
-    def unmatched(self, root: str | None = None, limit: int = 1000) -> dict[str, Any]:
-        return self.call(Method.UNMATCHED, {"root": root, "limit": limit})  # type: ignore[no-any-return]
+    def unmatched(self, root: str | None = None, limit: int = DEFAULT_UNMATCHED_LIMIT) -> UnmatchedReply:
+        return cast(UnmatchedReply, self.call(Method.UNMATCHED, {"root": root, "limit": limit}))
 
-    def conflicts(self, status: str = "open") -> list[dict[str, Any]]:
-        return self.call(Method.CONFLICTS, {"status": status})  # type: ignore[no-any-return]
+    def conflicts(self, status: str = DEFAULT_CONFLICT_STATUS) -> list[ConflictReply]:
+        return cast(list[ConflictReply], self.call(Method.CONFLICTS, {"status": status}))
 
-    def resolve(self, conflict_id: int, action: str) -> dict[str, Any]:
-        return self.call(Method.RESOLVE, {"conflict_id": conflict_id, "action": action})  # type: ignore[no-any-return]
+    def resolve(self, conflict_id: int, action: str) -> ResolveReply:
+        params = {"conflict_id": conflict_id, "action": action}
+        return cast(ResolveReply, self.call(Method.RESOLVE, params))
 
-    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
-        return self.call(Method.RUNS, {"limit": limit})  # type: ignore[no-any-return]
+    def runs(self, limit: int = DEFAULT_RUNS_LIMIT) -> list[RunReply]:
+        return cast(list[RunReply], self.call(Method.RUNS, {"limit": limit}))
 
-    def run(self, run_id: int, log_limit: int = 10_000) -> dict[str, Any]:
-        return self.call(Method.RUN, {"run_id": run_id, "log_limit": log_limit})  # type: ignore[no-any-return]
+    def run(self, run_id: int, log_limit: int = DEFAULT_RUN_LOG_LIMIT) -> RunDetailReply:
+        params = {"run_id": run_id, "log_limit": log_limit}
+        return cast(RunDetailReply, self.call(Method.RUN, params))
 
-    def cancel(self, run_id: int) -> dict[str, Any]:
-        return self.call(Method.CANCEL, {"run_id": run_id})  # type: ignore[no-any-return]
+    def cancel(self, run_id: int) -> CancelReply:
+        return cast(CancelReply, self.call(Method.CANCEL, {"run_id": run_id}))
 
-    def dupes(self, kind: str | None = None, threshold: float | None = None) -> dict[str, Any]:
-        return self.call(Method.DUPES, {"kind": kind, "threshold": threshold})  # type: ignore[no-any-return]
+    def dupes(self, kind: str | None = None, threshold: float | None = None) -> DupesReply:
+        return cast(DupesReply, self.call(Method.DUPES, {"kind": kind, "threshold": threshold}))
 
-    def info(self, query: str) -> dict[str, Any]:
-        return self.call(Method.INFO, {"query": query, "cwd": _cwd()})  # type: ignore[no-any-return]
+    def info(self, query: str) -> InfoReply:
+        return cast(InfoReply, self.call(Method.INFO, {"query": query, "cwd": _cwd()}))
 
-    def repair_links(self, target: str | None) -> dict[str, Any]:
-        return self.call(Method.REPAIR_LINKS, {"target": target})  # type: ignore[no-any-return]
+    def repair_links(self, target: str | None) -> RepairLinksReply:
+        return cast(RepairLinksReply, self.call(Method.REPAIR_LINKS, {"target": target}))
 
-    def apply_links(self, actions: list[dict[str, Any]], who: str) -> dict[str, Any]:
-        return self.call(Method.APPLY_LINKS, {"actions": actions, "who": who})  # type: ignore[no-any-return]
+    def apply_links(self, actions: list[LinkAction], who: str) -> ApplyLinksReply:
+        return cast(ApplyLinksReply, self.call(Method.APPLY_LINKS, {"actions": actions, "who": who}))
 
-    def trash(self, include_restored: bool = False) -> dict[str, Any]:
-        return self.call(Method.TRASH, {"all": include_restored})  # type: ignore[no-any-return]
+    def trash(self, include_restored: bool = False) -> TrashReply:
+        return cast(TrashReply, self.call(Method.TRASH, {"all": include_restored}))
 
-    def restore(self, record_id: int, who: str) -> dict[str, Any]:
-        return self.call(Method.RESTORE, {"id": record_id, "who": who})  # type: ignore[no-any-return]
+    def restore(self, record_id: int, who: str) -> RestoreReply:
+        return cast(RestoreReply, self.call(Method.RESTORE, {"id": record_id, "who": who}))
 
-    def check(self, target: str | None, verify_hash: bool, budget: str | None) -> dict[str, Any]:
+    def check(self, target: str | None, verify_hash: bool, budget: str | None) -> SweepProgress:
         params = {"target": target, "verify_hash": verify_hash, "budget": budget}
-        return self.call(Method.CHECK, params)  # type: ignore[no-any-return]
+        return cast(SweepProgress, self.call(Method.CHECK, params))
 
-    def check_result(self, run_id: int) -> dict[str, Any]:
-        return self.call(Method.CHECK_RESULT, {"run_id": run_id})  # type: ignore[no-any-return]
+    def check_result(self, run_id: int) -> CheckResultReply:
+        return cast(CheckResultReply, self.call(Method.CHECK_RESULT, {"run_id": run_id}))
 
     def events(self, topics: tuple[str, ...] = ()) -> EventStream:
         return EventStream(events_path_for(self.socket_path), topics)
@@ -197,7 +227,7 @@ class EventStream:
             self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self.sock.connect(endpoint_for(path))
 
-    def next_event(self, timeout: float) -> dict[str, Any] | None:
+    def next_event(self, timeout: float) -> Event | None:
         if not self.sock.poll(int(timeout * 1000), zmq.POLLIN):
             return None
         frames = self.sock.recv_multipart()
@@ -205,7 +235,7 @@ class EventStream:
             event = json.loads(frames[-1])
         except ValueError:
             return None
-        return event if isinstance(event, dict) else None
+        return cast(Event, event) if isinstance(event, dict) else None
 
     def close(self) -> None:
         self.sock.close(linger=0)

@@ -12,19 +12,24 @@ and the reply is::
 
 Paths travel as ``str`` decoded with ``os.fsdecode`` (surrogateescape), so names that are not
 valid UTF-8 survive the JSON round trip: ``json`` writes lone surrogates as ``\\udcXX`` escapes and
-reads them back unchanged.
+reads them back unchanged. Times travel as ISO 8601 UTC with milliseconds and ``Z`` (`iso_utc`).
+
+Every method's ``result`` has a `TypedDict` below (`REPLY_SHAPES` maps method to shape); the
+daemon builds them and the client returns them. The README's JSON shapes are these.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: on Python 3.11 it hides NotRequired from the TypedDicts'
+# runtime view (`__required_keys__`), which the tests check the replies against.
 
 import json
 import os
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, Required, TypedDict, overload
 
 PROTOCOL_VERSION = 1
 # Requests above this size get an `invalid` reply. The daemon also sets ZMQ_MAXMSGSIZE (far
@@ -104,10 +109,547 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     },
     Method.CHECK_RESULT: {"run_id": ((int,), True)},
 }
+# Defaults and bounds shared by the CLI, the client and the daemon.
+DEFAULT_RUNS_LIMIT = 20
+MAX_RUNS_LIMIT = 10_000
+DEFAULT_ERRORS_LIMIT = 1000
+MAX_ERRORS_LIMIT = 100_000
+DEFAULT_UNMATCHED_LIMIT = 1000
+MAX_UNMATCHED_LIMIT = 1_000_000
+DEFAULT_RUN_LOG_LIMIT = 10_000
+MAX_RUN_LOG_LIMIT = 1_000_000
+DEFAULT_CONFLICT_STATUS = "open"
+CONFLICT_STATUSES = ("open", "kept", "taken", "all")
 DUPE_KINDS = ("exact", "near", "face")
 RESOLVE_ACTIONS = ("keep", "take_new")
 # A run (scan) in one of these states has ended.
 TERMINAL_STATES = ("completed", "partial", "failed", "cancelled", "skipped")
+
+
+@overload
+def iso_utc(ts: float) -> str: ...
+@overload
+def iso_utc(ts: None) -> None: ...
+def iso_utc(ts: float | None) -> str | None:
+    """The one spelling of a time on the wire, events included: "2026-11-21T08:00:00.412Z"."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ----- reply shapes: one per method's `result` ------------------------------------------------
+# A time is a `Stamp`: ISO 8601 UTC with milliseconds and Z, or null when it has not happened.
+Stamp = str | None
+
+
+class ScanReply(TypedDict):
+    """One scan (a reconcile run) and its progress: `scan_progress`, `scan`'s items, status's
+    `last_scan`, and the data of a `run` event."""
+
+    scan_id: int
+    run_id: int | None
+    root: str
+    path: str
+    trigger: str
+    state: str
+    files_seen: int
+    changed: int
+    pending: int
+    vanished: int
+    errors: int
+    entities_created: int
+    entities_updated: int
+    files_registered: int
+    duplicates: int
+    started: Stamp
+    finished: Stamp
+    message: str
+
+
+class ScansReply(TypedDict):
+    scans: list[ScanReply]
+
+
+class RootStatus(TypedDict):
+    name: str
+    path: str
+    state: str  # watching | polling | offline | scanning
+    files: int
+    missing: int
+    errors: int
+    watch: str
+    watch_error: str | None
+    unreadable_dirs: int
+
+
+class FileTotals(TypedDict):
+    present: int
+    missing: int
+    error: int
+
+
+class QueueStatus(TypedDict):
+    settling: int
+    hashing: int
+    writing: int
+    mapping: int
+
+
+class StatusCounters(TypedDict):
+    hashed_files: int
+    hashed_bytes: int
+    registered: int
+    moved: int
+    vanished: int
+    errors: int
+
+
+class Completeness(TypedDict):
+    percent: float
+    satisfied: int
+    required: int
+
+
+class FacesStatus(TypedDict):
+    state: str  # enabled | disabled
+    reason: str | None
+    path: str | None
+
+
+class MediaStatus(TypedDict):
+    enabled: bool
+    ready: bool
+    intake: int
+    queued: int
+    running: int
+    done: int
+    failed: int
+    faces: FacesStatus
+
+
+class ScrubState(TypedDict):
+    files: int
+    verified: int
+    oldest_verified: Stamp
+
+
+class ScrubFigures(TypedDict, total=False):
+    """How far a sweep's hash verification got (empty until it starts verifying)."""
+
+    files: int
+    bytes: int
+    seconds: float
+    stopped: str  # done | budget | stopped
+    budget: str
+
+
+class SweepProgress(TypedDict):
+    """A sweep as it runs: `check`'s reply, `check_result`'s `progress`, status's `running`."""
+
+    run_id: int
+    state: str  # running | completed | failed | cancelled
+    phase: str  # walking | verifying | done
+    files_seen: int
+    findings: int
+    scrub: ScrubFigures
+    message: str
+
+
+class LastSweep(TypedDict):
+    run_id: int
+    state: str
+    started: Stamp
+    finished: Stamp
+    counts: dict[str, int]
+    exit_status: int | None
+
+
+class MaintenanceStatus(TypedDict):
+    links: dict[str, int]  # symlink state -> count
+    scrub: ScrubState
+    last_sweep: LastSweep | None
+    running: NotRequired[SweepProgress]
+
+
+class StatusReply(TypedDict):
+    version: str
+    uptime_s: float
+    pid: int
+    catalog: str
+    roots: list[RootStatus]
+    files: FileTotals
+    bytes: int
+    queue: QueueStatus
+    hashed_files_per_s: float
+    hashed_mib_per_s: float
+    counters: StatusCounters
+    last_scan: ScanReply | None
+    completeness: Completeness
+    media: MediaStatus
+    maintenance: MaintenanceStatus
+    warnings: list[str]
+
+
+class EntityLink(TypedDict):
+    type: str
+    name: str
+    role: str | None
+    pre_approved: bool
+
+
+class FileReply(TypedDict):
+    """One catalog row: `find`'s items and `info`'s `file`."""
+
+    path: str
+    root: str
+    relpath: str
+    size: int
+    blake3: str | None
+    status: str  # present | missing | error
+    first_seen: Stamp
+    last_seen: Stamp
+    missing_since: Stamp
+    error: str | None
+    mtime_ns: int
+    inode: int
+    dev: int
+    entity: EntityLink | None
+
+
+class ErrorReply(TypedDict):
+    kind: str  # file | directory | root | extract
+    path: str
+    root: str
+    error: str | None
+    since: Stamp
+
+
+class MissingItem(TypedDict):
+    kind: str  # attribute | role | scene | episode
+    name: str | int
+
+
+class EntityGaps(TypedDict):
+    type: str
+    name: str
+    missing: list[MissingItem]
+
+
+class GapsReply(TypedDict):
+    completeness: Completeness
+    totals: NotRequired[dict[str, int]]
+    entities: list[EntityGaps]
+
+
+class UnmatchedFile(TypedDict):
+    path: str
+    root: str
+    relpath: str
+
+
+class UnmatchedReply(TypedDict):
+    files: list[UnmatchedFile]
+    total: int
+    by_folder: dict[str, int]  # "root:folder" -> count
+
+
+class ConflictReply(TypedDict):
+    id: int
+    entity: str
+    type: str
+    attribute: str
+    current: object  # any JSON value
+    proposed: object
+    source: str
+    status: str  # open | kept | taken
+    created: Stamp
+    resolved: Stamp
+
+
+class ResolveReply(TypedDict):
+    id: int
+    entity: str
+    attribute: str
+    value: object
+    status: str  # kept | taken
+
+
+class RunCounts(TypedDict):
+    files_seen: int
+    changed: int
+    files_registered: int
+    vanished: int
+    entities_created: int
+    entities_updated: int
+    duplicates: int
+    errors: int
+
+
+class RunReply(TypedDict):
+    """`runs`' items."""
+
+    id: int
+    kind: str  # reconcile | sweep
+    trigger: str
+    root: str | None
+    path: str | None
+    status: str
+    started: Stamp
+    finished: Stamp
+    counts: RunCounts
+    detail: str | None
+
+
+class RunLogEntry(TypedDict):
+    entity: str | None
+    action: str
+    detail: str | None
+    at: Stamp
+
+
+class RunDetailReply(RunReply):
+    """`run`: a run with its per-entity log."""
+
+    log: list[RunLogEntry]
+
+
+class CancelReply(TypedDict):
+    id: int
+    status: str
+
+
+class DupeMember(TypedDict):
+    path: str
+    blake3: str
+    distance: NotRequired[float]  # exact and near
+    similarity: NotRequired[float]  # face
+    face: NotRequired[int]  # face: which face of the content
+
+
+class DupeGroup(TypedDict):
+    kind: str  # exact | near | face
+    blake3: str
+    paths: list[str]
+    members: list[DupeMember]
+    media: NotRequired[str]  # near and face: image | video
+
+
+class DupesReply(TypedDict):
+    groups: list[DupeGroup]
+    faces: FacesStatus
+
+
+class MediaFacts(TypedDict, total=False):
+    """`info`'s `media`: an image's keys or a video's (audio's) keys, with `kind` always.
+    Capture times are as the file states them (a camera's local time may carry no zone)."""
+
+    kind: Required[str]  # image | video | audio
+    width: int | None
+    height: int | None
+    warnings: list[str]
+    # images
+    format: str | None
+    mode: str | None
+    phash: str
+    dhash: str
+    taken_at: str | None
+    camera: str | None
+    # video and audio
+    container: str | None
+    duration_s: float | None
+    frame_rate: float | None
+    frame_count: int | None
+    video_codec: str | None
+    bit_rate: int | None
+    audio: object
+    created_at: str | None
+
+
+class InfoHashes(TypedDict, total=False):
+    phash: str
+    dhash: str
+
+
+class ExtractionReply(TypedDict):
+    extractor: str
+    version: int
+    status: str
+    error: str | None
+    cpu_s: float | None
+
+
+class FaceReply(TypedDict):
+    index: int
+    bbox: list[float]
+    det_score: float
+
+
+class InfoDuplicates(TypedDict):
+    kind: str  # exact | near | face
+    blake3: NotRequired[str]  # exact
+    paths: NotRequired[list[str]]  # exact
+    members: NotRequired[list[DupeMember]]  # near and face
+    face: NotRequired[int]  # face: which face of this content
+
+
+class InfoReply(TypedDict):
+    file: FileReply
+    paths: list[str]
+    media: MediaFacts | None
+    hashes: InfoHashes
+    extractions: list[ExtractionReply]
+    faces: list[FaceReply]
+    duplicates: list[InfoDuplicates]
+
+
+class LinkCandidate(TypedDict):
+    path: str
+    reason: str
+
+
+class LinkProposal(TypedDict):
+    link: str
+    old_target: str
+    candidates: list[LinkCandidate]
+    action: str  # repair | trash | skip
+    state: str
+    note: str
+
+
+class RepairLinksReply(TypedDict):
+    links: list[LinkProposal]
+
+
+class LinkAction(TypedDict):
+    """One confirmed action sent with `apply_links`."""
+
+    link: str
+    action: str  # repair | trash
+    candidate: NotRequired[str]  # repair: the chosen target
+
+
+class LinkResult(TypedDict):
+    link: str
+    action: str
+    status: str  # done | stale | failed
+    detail: str
+    new_target: NotRequired[str]
+    trash_id: NotRequired[int]
+    trash_path: NotRequired[str]
+
+
+class ApplyLinksReply(TypedDict):
+    results: list[LinkResult]
+
+
+class TrashItem(TypedDict):
+    id: int
+    root: str
+    relpath: str
+    original: str
+    trash_path: str
+    target: str
+    when: Stamp
+    who: str
+    restored_at: Stamp
+    restored_by: str | None
+
+
+class TrashReply(TypedDict):
+    items: list[TrashItem]
+
+
+class RestoreReply(TypedDict):
+    id: int
+    status: str
+    path: str
+
+
+class FindingReply(TypedDict):
+    kind: str  # ghost | orphan | broken_link | hash_mismatch | unreadable | error
+    path: str
+    suggestion: str
+    detail: NotRequired[str]
+
+
+class CheckResultReply(TypedDict):
+    """A sweep: `state` "running" with its `progress`, or ended with its findings."""
+
+    run_id: int
+    state: str
+    progress: NotRequired[SweepProgress]
+    findings: NotRequired[list[FindingReply]]
+    counts: NotRequired[dict[str, int]]
+    started: NotRequired[Stamp]
+    finished: NotRequired[Stamp]
+    files_seen: NotRequired[int]
+    scrub: NotRequired[ScrubFigures]
+    exit_status: NotRequired[int]
+
+
+# What each method answers; a list reply is the shape of its items in a list.
+REPLY_SHAPES: dict[str, tuple[type, bool]] = {
+    Method.STATUS: (StatusReply, False),
+    Method.SCAN: (ScansReply, False),
+    Method.SCAN_PROGRESS: (ScanReply, False),
+    Method.FIND: (FileReply, True),
+    Method.ERRORS: (ErrorReply, True),
+    Method.GAPS: (GapsReply, False),
+    Method.UNMATCHED: (UnmatchedReply, False),
+    Method.CONFLICTS: (ConflictReply, True),
+    Method.RESOLVE: (ResolveReply, False),
+    Method.RUNS: (RunReply, True),
+    Method.RUN: (RunDetailReply, False),
+    Method.CANCEL: (CancelReply, False),
+    Method.DUPES: (DupesReply, False),
+    Method.INFO: (InfoReply, False),
+    Method.REPAIR_LINKS: (RepairLinksReply, False),
+    Method.APPLY_LINKS: (ApplyLinksReply, False),
+    Method.TRASH: (TrashReply, False),
+    Method.RESTORE: (RestoreReply, False),
+    Method.CHECK: (SweepProgress, False),
+    Method.CHECK_RESULT: (CheckResultReply, False),
+}
+
+
+# ----- live events: a PUB socket beside the control socket -------------------------------------
+
+
+class Topic(StrEnum):
+    RUN = "run"  # data: a ScanReply, on every state change of a scan
+    FILES = "files"  # data: FilesEvent, one per committed batch
+    GAPS = "gaps"  # data: GapsEvent, when gaps open or close
+
+
+class FileSample(TypedDict):
+    root: str
+    relpath: str
+    kind: str  # new | revived | moved | updated | vanished | error
+    blake3: str | None
+    duplicate: bool
+
+
+class FilesEvent(TypedDict):
+    counts: dict[str, int]  # change kind -> files
+    sample: list[FileSample]  # the first few of the batch
+
+
+class GapsEvent(TypedDict):
+    completeness: Completeness
+    changed: list[EntityGaps]  # at most 50
+
+
+EventData = ScanReply | FilesEvent | GapsEvent  # by topic: run, files, gaps
+
+
+class Event(TypedDict):
+    """The envelope of every event: one JSON object in the frame after the topic frame."""
+
+    v: int
+    topic: str
+    seq: int
+    at: str  # ISO 8601 UTC, as every time on the wire
+    data: EventData
 
 
 class ProtocolError(Exception):

@@ -14,13 +14,14 @@ from pathlib import Path
 import anyio
 from anyio import CancelScope
 
-from importctl.protocol import events_path_for
+from importctl.protocol import Topic, events_path_for
 from importd import __version__
 from importd.api.events import EventBus
-from importd.api.handlers import build_handlers
 from importd.api.server import ControlSocket, serve
+from importd.api.table import TABLE
 from importd.catalog.engine import create_engine, migrate
 from importd.config import Config, ConfigError, load_config
+from importd.core import Core
 from importd.entities import GapChange
 from importd.journal import Notifier, run_watchdog
 from importd.maintenance.operations import Maintenance
@@ -52,6 +53,14 @@ class Service:
         self.control = ControlSocket(config.socket_path)
         self.maintenance = Maintenance(self.pipeline, config.state_dir, log_dir(config.state_dir))
         self.pipeline.scans.on_links = self.maintenance.record_walk_links
+        self.core = Core(
+            self.pipeline,
+            self.maintenance,
+            self.engine,
+            version=self.version,
+            catalog=self.catalog_display,
+            started_monotonic=self.started_monotonic,
+        )
         self.events = EventBus()
         _publish_events(self.pipeline, self.events)
         self.notifier = Notifier.from_env()
@@ -76,7 +85,7 @@ class Service:
                 async with anyio.create_task_group() as tg:
                     self._stop_scope = tg.cancel_scope
                     tg.start_soon(self._signals)
-                    tg.start_soon(serve, self.control.sock, build_handlers(self), self.version)
+                    tg.start_soon(serve, self.control.sock, TABLE, self.core, self.version)
                     self.maintenance.bind(tg)
                     await self.pipeline.start(tg)
                     self.notifier.ready()
@@ -152,7 +161,7 @@ def _publish_events(pipeline: Pipeline, events: EventBus) -> None:
 
     def run_changed(scan: Scan) -> None:
         state = roots.get(scan.root_id)
-        events.publish("run", scan.to_wire(state.name if state else "?"))
+        events.publish(Topic.RUN, scan.to_wire(state.name if state else "?"))
 
     def gaps_changed(changes: list[GapChange]) -> None:
         entities = []
@@ -169,7 +178,7 @@ def _publish_events(pipeline: Pipeline, events: EventBus) -> None:
                 }
             )
         completeness = pipeline.mapper.live.completeness().to_json()
-        events.publish("gaps", {"completeness": completeness, "changed": entities})
+        events.publish(Topic.GAPS, {"completeness": completeness, "changed": entities})
 
     pipeline.commit_listeners.append(lambda result: events.publish_changes(result.changes, roots.names()))
     pipeline.scans.listeners.append(run_changed)

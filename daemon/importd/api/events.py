@@ -11,11 +11,11 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
-from importctl.protocol import PROTOCOL_VERSION, endpoint_for
+from importctl.protocol import PROTOCOL_VERSION, Event, EventData, FileSample, Topic, endpoint_for, iso_utc
 from importd.catalog.writer import FileChange
 from importd.paths import wire
 
@@ -54,10 +54,17 @@ class EventBus:
                 self.path.unlink()
 
     def publish(self, topic: str, data: Mapping[str, Any]) -> None:
+        """`topic` is a `Topic`; `data` its shape (`ScanReply`, `FilesEvent`, `GapsEvent`)."""
         if self._sock is None:
             return
         self.seq += 1
-        body = {"v": PROTOCOL_VERSION, "topic": topic, "seq": self.seq, "at": time.time(), "data": data}
+        body: Event = {
+            "v": PROTOCOL_VERSION,
+            "topic": topic,
+            "seq": self.seq,
+            "at": iso_utc(time.time()),
+            "data": cast(EventData, data),
+        }
         try:
             self._sock.send_multipart(
                 [topic.encode(), json.dumps(body, ensure_ascii=True).encode()], flags=zmq.NOBLOCK
@@ -71,7 +78,7 @@ class EventBus:
         if self._sock is None:
             return
         counts: dict[str, int] = {}
-        sample: list[dict[str, Any]] = []
+        sample: list[FileSample] = []
         for change in changes:
             counts[change.kind] = counts.get(change.kind, 0) + 1
             if len(sample) < SAMPLE_PATHS:
@@ -85,4 +92,4 @@ class EventBus:
                     }
                 )
         if counts:
-            self.publish("files", {"counts": counts, "sample": sample})
+            self.publish(Topic.FILES, {"counts": counts, "sample": sample})

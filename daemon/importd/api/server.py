@@ -1,6 +1,7 @@
 """The ZeroMQ ROUTER loop. It knows no method by name: it decodes, validates against the
-protocol's parameter table, looks the method up in the handler table and replies. Every bad
-message gets an error reply and the loop keeps serving."""
+protocol's parameter table, looks the method up in the table it is given (`api/table.py`), calls
+the handler with the core and the params, and replies. Every bad message gets an error reply and
+the loop keeps serving."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import zmq
@@ -29,7 +30,9 @@ from importctl.protocol import (
 
 log = logging.getLogger("importd.api")
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+# A request's params, already checked against the protocol's METHOD_PARAMS.
+Params = dict[str, Any]
+CoreT = TypeVar("CoreT")
 MAX_IN_FLIGHT = 64
 
 
@@ -97,7 +100,12 @@ class ControlSocket:
         self.ctx.term()
 
 
-async def serve(sock: zmq.asyncio.Socket, handlers: Mapping[str, Handler], version: str) -> None:
+async def serve(
+    sock: zmq.asyncio.Socket,
+    table: Mapping[str, Callable[[CoreT, Params], Awaitable[object]]],
+    core: CoreT,
+    version: str,
+) -> None:
     in_flight = 0
 
     async def reply(envelope: list[bytes], body: Reply) -> None:
@@ -112,12 +120,12 @@ async def serve(sock: zmq.asyncio.Socket, handlers: Mapping[str, Handler], versi
         try:
             request = decode_request(frame)
             request_id = request.id
-            handler = handlers.get(request.method)
+            handler = table.get(request.method)
             spec = METHOD_PARAMS.get(request.method)
             if handler is None or spec is None:
                 raise ProtocolError(ErrorCode.INVALID, f"unknown method {request.method!r}", request_id)
             validate_params(request.method, request.params, spec, request.id)
-            result = await handler(request.params)
+            result = await handler(core, request.params)
             await reply(envelope, Reply(request_id, True, result=result, daemon_version=version))
         except ProtocolError as exc:
             rid = exc.request_id or request_id

@@ -26,7 +26,7 @@ from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from importctl.findings import Finding, FindingReport
-from importd.api.wire import iso
+from importctl.protocol import iso_utc as iso
 from importd.catalog import queries
 from importd.catalog.models import STATUS_PRESENT, FileMoveRow, FileRow, FindingRow, SymlinkRow
 from importd.catalog.writer import chunks
@@ -50,6 +50,7 @@ from importd.maintenance.sweep import finding_for_link, finding_for_scrub, findi
 from importd.maintenance.trash import Trash, TrashFailure
 from importd.paths import display, subtree_bounds, wire
 from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk, walk_listings
+from importd.targets import RootPlace, TargetError, resolve_target
 
 if TYPE_CHECKING:
     from importd.pipeline.wiring import Pipeline
@@ -307,21 +308,11 @@ class Maintenance:
 
     def scope_for(self, target: str | None) -> Scope:
         """All roots, a root by name, or a folder/file by absolute path (ValueError otherwise)."""
-        if not target:
-            return [(rid, b"") for rid in self.pipeline.roots.by_id]
-        for rid, st in self.pipeline.roots.by_id.items():
-            if st.config.name == target:
-                return [(rid, b"")]
-        if os.path.isabs(target):
-            raw = os.path.normpath(os.fsencode(target))
-            for rid, st in self.pipeline.roots.by_id.items():
-                if raw == st.raw_path:
-                    return [(rid, b"")]
-                if raw.startswith(st.raw_path + b"/"):
-                    return [(rid, raw[len(st.raw_path) + 1 :])]
-            raise ValueError(f"{display(raw)} is not under any configured root")
-        names = ", ".join(sorted(st.config.name for st in self.pipeline.roots.by_id.values())) or "none"
-        raise ValueError(f"no root named {target!r} (roots: {names}); give a root name or an absolute path")
+        roots = [RootPlace(rid, st.config.name, st.raw_path) for rid, st in self.pipeline.roots.by_id.items()]
+        found = resolve_target(target, roots)
+        if isinstance(found, TargetError):
+            raise ValueError(found.message)
+        return [(place.root_id, place.relpath) for place in found]
 
     # ----- symlinks --------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, tzinfo
 from typing import Any
 
+from importctl.protocol import iso_utc
 from importd.maintenance.links import fsync_dir
 from importd.maintenance.stamps import day, iso
 from importd.paths import display, from_wire, join, wire
@@ -160,7 +161,7 @@ class Trash:
                 if record is None:
                     return RestoreFailure(record_id, f"no trash record {record_id}")
                 if record.restored_at is not None:
-                    return RestoreFailure(record_id, f"already restored ({iso(record.restored_at, self.tz)})")
+                    return RestoreFailure(record_id, f"already restored ({iso_utc(record.restored_at)})")
                 original = record.original
                 if os.path.lexists(original):
                     return RestoreFailure(

@@ -442,7 +442,7 @@ class EntityMapper:
 
     def set_expectations(self, expectations: Expectations) -> None:
         if expectations != self.live.expectations:
-            self._emit(self.live.apply(ExpectationsChanged(expectations)))
+            self.emit(self.live.apply(ExpectationsChanged(expectations)))
 
     async def remap_root(self, root_id: int) -> None:
         async with self.engine.connect() as conn:
@@ -508,7 +508,7 @@ class EntityMapper:
         changes_out: list[GapChange] = []
         for event in outcome.events:
             changes_out.extend(self.live.apply(event))
-        self._emit(changes_out)
+        self.emit(changes_out)
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 
@@ -545,7 +545,7 @@ class EntityMapper:
             out.append(MappedFile(item.change, m.with_key(key) if key else m, item.content, item.read_error))
         return out
 
-    def _emit(self, changes: list[GapChange]) -> None:
+    def emit(self, changes: list[GapChange]) -> None:
         if changes:
             for listener in self.listeners:
                 listener(changes)

@@ -25,7 +25,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from importctl.protocol import TERMINAL_STATES
+from importctl.protocol import TERMINAL_STATES, ScanReply, iso_utc
 from importd.catalog import queries
 from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.items import CatalogSnapshot, VanishedRows
@@ -79,7 +79,7 @@ class Scan:
     walk_done: bool = False
     done: anyio.Event = field(default_factory=anyio.Event)
 
-    def to_wire(self, root_name: str) -> dict[str, Any]:
+    def to_wire(self, root_name: str) -> ScanReply:
         return {
             "scan_id": self.scan_id,
             "run_id": self.run_id,
@@ -96,8 +96,8 @@ class Scan:
             "entities_updated": self.entities_updated,
             "files_registered": self.files_registered,
             "duplicates": self.duplicates,
-            "started": self.started,
-            "finished": self.finished,
+            "started": iso_utc(self.started),
+            "finished": iso_utc(self.finished),
             "message": self.message,
         }
 

@@ -1,0 +1,213 @@
+"""Handlers for files: status, scan, scan progress, find and errors."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from importctl.protocol import (
+    DEFAULT_ERRORS_LIMIT,
+    MAX_ERRORS_LIMIT,
+    ErrorCode,
+    ErrorReply,
+    FileReply,
+    FileTotals,
+    RootStatus,
+    ScanReply,
+    ScansReply,
+    StatusReply,
+    iso_utc,
+)
+from importd.api.server import ApiError, Params
+from importd.catalog import queries
+from importd.core import Core
+from importd.paths import display, wire
+from importd.targets import TargetError
+
+HEX = re.compile(r"[0-9a-fA-F]{6,64}")
+FIND_LIMIT = 1000
+
+
+def target_error(error: TargetError) -> ApiError:
+    return ApiError(ErrorCode(error.code), error.message)
+
+
+async def status(core: Core, params: Params) -> StatusReply:
+    async with core.engine.connect() as conn:
+        counts = await conn.run_sync(queries.status_counts)
+    totals: FileTotals = {"present": 0, "missing": 0, "error": 0}
+    total_bytes = 0
+    for per_root in counts.values():
+        for st, (n, b) in per_root.items():
+            if st == queries.STATUS_PRESENT:
+                totals["present"] += n
+                total_bytes += b
+            elif st == queries.STATUS_MISSING:
+                totals["missing"] += n
+            elif st == queries.STATUS_ERROR:
+                totals["error"] += n
+    roots: list[RootStatus] = []
+    warnings = []
+    for root in core.roots():
+        per_root = counts.get(root.root_id, {})
+        roots.append(
+            {
+                "name": root.name,
+                "path": root.path,
+                "state": root.state,
+                "files": per_root.get(queries.STATUS_PRESENT, (0, 0))[0],
+                "missing": per_root.get(queries.STATUS_MISSING, (0, 0))[0],
+                "errors": per_root.get(queries.STATUS_ERROR, (0, 0))[0],
+                "watch": root.watch,
+                "watch_error": root.watch_error,
+                "unreadable_dirs": len(root.walk_errors),
+            }
+        )
+        if root.watch_error:
+            warnings.append(f"{root.name}: {root.watch_error}")
+    warnings += core.stage_warnings()
+    files_per_s, mib_per_s = core.rates()
+    return {
+        "version": core.version,
+        "uptime_s": round(core.uptime_s(), 3),
+        "pid": core.pid(),
+        "catalog": core.catalog,
+        "roots": roots,
+        "files": totals,
+        "bytes": total_bytes,
+        "queue": core.queue(),
+        "hashed_files_per_s": round(files_per_s, 2),
+        "hashed_mib_per_s": round(mib_per_s, 2),
+        "counters": core.counters(),
+        "last_scan": core.last_scan(),
+        "completeness": core.completeness(),
+        "media": core.media_status(),
+        "maintenance": await core.maintenance_status(),
+        "warnings": warnings,
+    }
+
+
+async def scan(core: Core, params: Params) -> ScansReply:
+    places = core.resolve(params.get("target"))
+    if isinstance(places, TargetError):
+        raise target_error(places)
+    if not places:
+        raise ApiError(ErrorCode.NOT_FOUND, "no roots are configured")
+    return {"scans": await core.request_scans(places)}
+
+
+async def scan_progress(core: Core, params: Params) -> ScanReply:
+    found = core.scan(params["scan_id"])
+    if found is None:
+        raise ApiError(
+            ErrorCode.NOT_FOUND, f"no scan {params['scan_id']} (finished scans are kept for a while)"
+        )
+    return found
+
+
+async def find(core: Core, params: Params) -> list[FileReply]:
+    query: str = params["query"]
+    if not query:
+        raise ApiError(ErrorCode.INVALID, "find needs a path or a BLAKE3 hash (or a prefix of one)")
+    if HEX.fullmatch(query) and not os.path.isabs(query) and not os.path.lexists(query):
+        async with core.engine.connect() as conn:
+            rows = await conn.run_sync(queries.find_hash, query, FIND_LIMIT)
+        if not rows:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no file with a BLAKE3 starting {query.lower()}")
+        return await file_replies(core, rows)
+    place = core.locate(query, params.get("cwd"))
+    if isinstance(place, TargetError):
+        raise target_error(place)
+    async with core.engine.connect() as conn:
+        rows = await conn.run_sync(queries.find_path, place.root_id, place.relpath, FIND_LIMIT)
+    if not rows:
+        raise ApiError(ErrorCode.NOT_FOUND, f"nothing in the catalog at {display(place.path)}")
+    return await file_replies(core, rows)
+
+
+async def errors(core: Core, params: Params) -> list[ErrorReply]:
+    limit = max(1, min(int(params.get("limit", DEFAULT_ERRORS_LIMIT)), MAX_ERRORS_LIMIT))
+    async with core.engine.connect() as conn:
+        rows = await conn.run_sync(queries.error_rows, limit)
+    out: list[ErrorReply] = [
+        {"kind": "file", "path": r["path"], "root": r["root"], "error": r["error"], "since": r["last_seen"]}
+        for r in await file_replies(core, rows)
+    ]
+    async with core.engine.connect() as conn:
+        failures = await conn.run_sync(queries.extraction_failures, limit)
+    roots = {root.root_id: root for root in core.roots()}
+    for _digest, extractor, error, at, rid, rel in failures:
+        of = roots.get(rid)
+        out.append(
+            {
+                "kind": "extract",
+                "path": wire(of.raw_path + b"/" + rel) if of else wire(rel),
+                "root": of.name if of else "?",
+                "error": f"{extractor}: {error}",
+                "since": iso_utc(at),
+            }
+        )
+    for root in roots.values():
+        for err in root.walk_errors:
+            out.append(
+                {
+                    "kind": "directory",
+                    "path": wire(root.absolute(err.relpath)),
+                    "root": root.name,
+                    "error": err.reason,
+                    "since": None,
+                }
+            )
+        if root.watch_error:
+            out.append(
+                {
+                    "kind": "root",
+                    "path": root.path,
+                    "root": root.name,
+                    "error": root.watch_error,
+                    "since": None,
+                }
+            )
+    return out[:limit]
+
+
+async def file_replies(core: Core, rows: list[dict[str, Any]]) -> list[FileReply]:
+    """Catalog rows as `find` shows them (also `info`'s and `errors`' file rows)."""
+    async with core.engine.connect() as conn:
+        roots = await conn.run_sync(queries.root_paths)
+        entities = await conn.run_sync(queries.entity_links, [r["id"] for r in rows])
+    out: list[FileReply] = []
+    for r in rows:
+        name, path, reconciled = roots.get(r["root_id"], ("?", "", None))
+        last_seen = r["last_seen"]
+        # A reconcile that found the file unchanged saw it then, without rewriting its row.
+        if r["status"] == queries.STATUS_PRESENT and reconciled and reconciled > last_seen:
+            last_seen = reconciled
+        entity = entities.get(r["id"])
+        out.append(
+            {
+                "path": wire(os.fsencode(path) + b"/" + r["relpath"]),
+                "root": name,
+                "relpath": wire(r["relpath"]),
+                "size": r["size"],
+                "blake3": r["blake3"],
+                "status": r["status"],
+                "first_seen": iso_utc(r["first_seen"]),
+                "last_seen": iso_utc(last_seen),
+                "missing_since": iso_utc(r["missing_since"]),
+                "error": r["error"],
+                "mtime_ns": r["mtime_ns"],
+                "inode": r["inode"] % (1 << 64),
+                "dev": r["dev"] % (1 << 64),
+                "entity": {
+                    "type": entity["type"],
+                    "name": entity["name"],
+                    "role": entity["role"],
+                    "pre_approved": entity["pre_approved"],
+                }
+                if entity is not None
+                else None,
+            }
+        )
+    return out

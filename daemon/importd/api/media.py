@@ -1,0 +1,256 @@
+"""Handlers for media: duplicate groups (`dupes`) and everything known of one file (`info`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from importctl.protocol import (
+    DUPE_KINDS,
+    DupeGroup,
+    DupeMember,
+    DupesReply,
+    ErrorCode,
+    ExtractionReply,
+    FileReply,
+    InfoDuplicates,
+    InfoReply,
+    MediaFacts,
+)
+from importd.api.files import HEX, find
+from importd.api.server import ApiError, Params
+from importd.catalog import queries
+from importd.core import Core
+from importd.paths import wire
+
+if TYPE_CHECKING:
+    from importd.media.near_groups import NearGroup
+
+
+async def dupes(core: Core, params: Params) -> DupesReply:
+    kind = params.get("kind")
+    if kind is not None and kind not in DUPE_KINDS:
+        raise ApiError(ErrorCode.INVALID, f"kind must be one of {', '.join(DUPE_KINDS)}")
+    threshold = params.get("threshold")
+    media = core.media
+    groups: list[DupeGroup] = []
+    if media.config.enabled and kind != "exact":
+        await media.ensure_loaded()
+    from importd.media.video_groups import video_groups
+
+    if kind in (None, "exact"):
+        async with core.engine.connect() as conn:
+            exact = await conn.run_sync(queries.exact_duplicates)
+        roots = _root_paths(core)
+        for digest, places in sorted(exact.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            paths = [_absolute(roots, rid, rel) for rid, rel in places]
+            groups.append(
+                {
+                    "kind": "exact",
+                    "blake3": digest,
+                    "paths": paths,
+                    "members": [{"path": p, "blake3": digest, "distance": 0} for p in paths],
+                }
+            )
+    if kind in (None, "near"):
+        if threshold is not None and not (0 <= threshold <= 32):
+            raise ApiError(ErrorCode.INVALID, "a near threshold is a Hamming distance from 0 to 32 bits")
+        bits = int(threshold if threshold is not None else core.media_config().near_threshold)
+        if media.images is not None:
+            groups += await _near_groups(core, media.images.groups(bits), "near", "distance", "image")
+        vids = (
+            video_groups(media.videos.items())
+            if threshold is None
+            else video_groups(media.videos.items(), float(threshold))
+        )
+        groups += await _near_groups(core, vids, "near", "distance", "video")
+    if kind in (None, "face"):
+        if threshold is not None and not (-1 <= threshold <= 1):
+            raise ApiError(ErrorCode.INVALID, "a face threshold is a cosine similarity from -1 to 1")
+        sim = float(threshold if threshold is not None else core.media_config().same_person_similarity)
+        if media.faces is not None:
+            groups += await _near_groups(core, media.faces.groups(sim), "face", "similarity", "image")
+    return {"groups": groups, "faces": core.media_status()["faces"]}
+
+
+async def info(core: Core, params: Params) -> InfoReply:
+    rows = await _one_file(core, params)
+    media = core.media
+    if media.config.enabled:
+        await media.ensure_loaded()
+    from importd.media.hashes import to_unsigned64
+
+    row = rows[0]
+    digest = row["blake3"]
+    extractions: list[ExtractionReply] = []
+    duplicates: list[InfoDuplicates] = []
+    out: InfoReply = {
+        "file": row,
+        "paths": [r["path"] for r in rows],
+        "media": None,
+        "hashes": {},
+        "extractions": extractions,
+        "faces": [],
+        "duplicates": duplicates,
+    }
+    if not digest:
+        return out
+    async with core.engine.connect() as conn:
+        facts = await conn.run_sync(queries.content_media, digest)
+    by_extractor = {}
+    for ex in facts["extractions"]:
+        by_extractor[ex["extractor"]] = json.loads(ex["facts"]) if ex["facts"] else None
+        extractions.append(
+            {
+                "extractor": ex["extractor"],
+                "version": ex["version"],
+                "status": ex["status"],
+                "error": ex["error"],
+                "cpu_s": ex["cpu_s"],
+            }
+        )
+    out["media"] = _media_facts(by_extractor.get("image"), by_extractor.get("av"))
+    if facts["image"]:
+        out["hashes"] = {
+            "phash": f"{to_unsigned64(facts['image']['phash']):016x}",
+            "dhash": f"{to_unsigned64(facts['image']['dhash']):016x}",
+        }
+    out["faces"] = [
+        {"index": f["idx"], "bbox": [f["x1"], f["y1"], f["x2"], f["y2"]], "det_score": f["det_score"]}
+        for f in facts["faces"]
+    ]
+    # The groups this content belongs to.
+    exact = await _paths_of(core, [digest])
+    if len(exact.get(digest, [])) > 1:
+        duplicates.append({"kind": "exact", "blake3": digest, "paths": exact[digest]})
+    config = core.media_config()
+    if facts["image"] and not facts["image"]["low_detail"] and media.images is not None:
+        near = media.images.query(facts["image"]["phash"], config.near_threshold)
+        others = [(d, dist) for d, dist in near if d != digest]
+        if others:
+            paths = await _paths_of(core, (d for d, _ in others))
+            duplicates.append(
+                {
+                    "kind": "near",
+                    "members": [
+                        {"path": p, "blake3": d, "distance": dist}
+                        for d, dist in others
+                        for p in paths.get(d, [])
+                    ],
+                }
+            )
+    if facts["faces"] and media.faces is not None:
+        import numpy as np
+
+        for f in facts["faces"]:
+            emb = np.frombuffer(f["embedding"], dtype=np.float32)
+            hits = [
+                (k, s) for k, s in media.faces.query(emb, config.same_person_similarity) if k[0] != digest
+            ]
+            if hits:
+                paths = await _paths_of(core, (k[0] for k, _ in hits))
+                duplicates.append(
+                    {
+                        "kind": "face",
+                        "face": f["idx"],
+                        "members": [
+                            {"path": p, "blake3": k[0], "face": k[1], "similarity": round(float(s), 4)}
+                            for k, s in hits
+                            for p in paths.get(k[0], [])
+                        ],
+                    }
+                )
+    return out
+
+
+async def _one_file(core: Core, params: Params) -> list[FileReply]:
+    """`find`'s rows for one file (all its paths when asked by hash); a folder is refused."""
+    rows = await find(core, params)
+    if len({r["blake3"] for r in rows}) > 1 or (
+        not HEX.fullmatch(params["query"]) and len(rows) > 1 and rows[0]["relpath"] != rows[1]["relpath"]
+    ):
+        raise ApiError(ErrorCode.INVALID, "info takes one file (or one content hash), not a folder")
+    return rows
+
+
+def _media_facts(image: dict[str, Any] | None, av: dict[str, Any] | None) -> MediaFacts | None:
+    from importd.media.hashes import to_unsigned64
+
+    if image:
+        return {
+            "kind": "image",
+            "width": image["width"],
+            "height": image["height"],
+            "format": image["format"],
+            "mode": image["mode"],
+            "phash": f"{to_unsigned64(image['phash']):016x}",
+            "dhash": f"{to_unsigned64(image['dhash']):016x}",
+            "taken_at": image["taken_at"],
+            "camera": image["camera"],
+            "warnings": image["warnings"],
+        }
+    if av:
+        return {
+            "kind": "video" if av.get("video_codec") else "audio",
+            "container": av["container"],
+            "duration_s": av["duration_s"],
+            "width": av["width"],
+            "height": av["height"],
+            "frame_rate": av["frame_rate"],
+            "frame_count": av["frame_count"],
+            "video_codec": av["video_codec"],
+            "bit_rate": av["bit_rate"],
+            "audio": av["audio"],
+            "created_at": av["created_at"],
+            "warnings": av["warnings"],
+        }
+    return None
+
+
+def _root_paths(core: Core) -> dict[int, bytes]:
+    return {root.root_id: root.raw_path for root in core.roots()}
+
+
+def _absolute(roots: dict[int, bytes], root_id: int, relpath: bytes) -> str:
+    base = roots.get(root_id)
+    return wire(base + b"/" + relpath) if base is not None else wire(relpath)
+
+
+async def _paths_of(core: Core, digests: Iterable[str]) -> dict[str, list[str]]:
+    async with core.engine.connect() as conn:
+        found = await conn.run_sync(queries.present_paths, list(digests))
+    roots = _root_paths(core)
+    return {d: [_absolute(roots, rid, rel) for rid, rel in places] for d, places in found.items()}
+
+
+async def _near_groups(
+    core: Core, groups: list[NearGroup[Any]], kind: str, measure: str, label: str
+) -> list[DupeGroup]:
+    digest_of: Callable[[Any], str] = (lambda k: k[0]) if kind == "face" else (lambda k: k)
+    paths = await _paths_of(core, (digest_of(key) for g in groups for key, _ in g.members))
+    out: list[DupeGroup] = []
+    for g in groups:
+        members: list[DupeMember] = []
+        for key, value in g.members:
+            for path in paths.get(digest_of(key), []):
+                member: DupeMember = {"path": path, "blake3": digest_of(key)}
+                if measure == "similarity":
+                    member["similarity"] = round(float(value), 4)
+                else:
+                    member["distance"] = round(float(value), 4)
+                if kind == "face":
+                    member["face"] = key[1]
+                members.append(member)
+        if len({m["path"] for m in members}) < 2:
+            continue  # every member's content is gone from the roots
+        out.append(
+            {
+                "kind": kind,
+                "media": label,
+                "blake3": digest_of(g.anchor),
+                "paths": sorted({m["path"] for m in members}),
+                "members": members,
+            }
+        )
+    return out

@@ -1,0 +1,37 @@
+"""The daemon's API: one table from method to handler. Each handler validates what the
+protocol's parameter table cannot (paths, roots, ranges), then asks the core; the server loop
+(`api/server.py`) calls it with the core and the request's params."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from importctl.protocol import Method
+from importd.api import entities, files, maintenance, media
+from importd.api.server import Params
+from importd.core import Core
+
+Handler = Callable[[Core, Params], Awaitable[object]]
+
+TABLE: dict[str, Handler] = {
+    Method.STATUS: files.status,
+    Method.SCAN: files.scan,
+    Method.SCAN_PROGRESS: files.scan_progress,
+    Method.FIND: files.find,
+    Method.ERRORS: files.errors,
+    Method.GAPS: entities.gaps,
+    Method.UNMATCHED: entities.unmatched,
+    Method.CONFLICTS: entities.conflicts,
+    Method.RESOLVE: entities.resolve,
+    Method.RUNS: entities.runs,
+    Method.RUN: entities.run,
+    Method.CANCEL: entities.cancel,
+    Method.DUPES: media.dupes,
+    Method.INFO: media.info,
+    Method.REPAIR_LINKS: maintenance.repair_links,
+    Method.APPLY_LINKS: maintenance.apply_links,
+    Method.TRASH: maintenance.trash,
+    Method.RESTORE: maintenance.restore,
+    Method.CHECK: maintenance.check,
+    Method.CHECK_RESULT: maintenance.check_result,
+}

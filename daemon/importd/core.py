@@ -1,0 +1,238 @@
+"""The daemon as the API sees it: a narrow core the service builds and every handler calls.
+
+Handlers never reach into the pipeline's objects; what they may ask is here (roots and their
+states, the figures `status` shows, targets, scans and runs in progress, the live gap report,
+conflicts, media, maintenance, the engine for reads). This is the one module that knows how the
+pipeline keeps those, so a change inside the pipeline is adapted here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from importctl.protocol import (
+    Completeness,
+    MaintenanceStatus,
+    MediaStatus,
+    QueueStatus,
+    ScanReply,
+    StatusCounters,
+)
+from importd.entities import AttributeSet, GapReport, compute_report
+from importd.pipeline.mapper import Resolved, ResolveError, load_states, resolve_conflict_tx
+from importd.pipeline.reconcile import WalkError
+from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
+
+if TYPE_CHECKING:
+    from importd.config import MediaConfig
+    from importd.maintenance.operations import Maintenance
+    from importd.pipeline.extract import MediaStage
+    from importd.pipeline.scans import Scan
+    from importd.pipeline.wiring import Pipeline
+
+
+@dataclass(frozen=True, slots=True)
+class RootView:
+    """One configured root and its state right now."""
+
+    root_id: int
+    name: str
+    path: str  # as configured
+    raw_path: bytes
+    state: str  # watching | polling | offline | scanning
+    watch: str  # inotify | poll
+    watch_error: str | None
+    walk_errors: tuple[WalkError, ...]  # folders the last walk could not read
+
+    def absolute(self, relpath: bytes) -> bytes:
+        return self.raw_path + b"/" + relpath if relpath else self.raw_path
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    """`found` False: no such run in progress; `cancelled` False: it had already ended (`state`)."""
+
+    found: bool
+    cancelled: bool
+    state: str = ""
+
+
+class Core:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        maintenance: Maintenance,
+        engine: AsyncEngine,
+        *,
+        version: str,
+        catalog: str,
+        started_monotonic: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._pipeline = pipeline
+        self.maintenance = maintenance
+        self.engine = engine
+        self.version = version
+        self.catalog = catalog  # the catalog URL, password redacted
+        self._started = started_monotonic
+        self._clock = clock
+
+    # ----- the daemon ------------------------------------------------------------------------
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self._started
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    # ----- roots and targets -----------------------------------------------------------------
+
+    def roots(self) -> list[RootView]:
+        return [
+            RootView(
+                root_id=rid,
+                name=st.config.name,
+                path=str(st.config.path),
+                raw_path=st.raw_path,
+                state=st.state if st.state != "starting" else "scanning",
+                watch=st.config.watch,
+                watch_error=st.watch_error,
+                walk_errors=tuple(st.walk_errors),
+            )
+            for rid, st in self._pipeline.roots.by_id.items()
+        ]
+
+    def places(self) -> list[RootPlace]:
+        return [RootPlace(rid, st.config.name, st.raw_path) for rid, st in self._pipeline.roots.by_id.items()]
+
+    def resolve(self, target: str | None) -> list[Place] | TargetError:
+        """`scan`'s ROOT or PATH (see `importd.targets`)."""
+        return resolve_target(target, self.places())
+
+    def locate(self, text: str, cwd: str | None) -> Place | TargetError:
+        """`find`'s and `info`'s PATH, absolute or relative to the client's directory."""
+        return resolve_path(text, self.places(), cwd)
+
+    # ----- what `status` shows ---------------------------------------------------------------
+
+    def stage_warnings(self) -> list[str]:
+        """Stages that are failing right now (root watchers aside: they are in `roots`)."""
+        out = []
+        if self._pipeline.mapper.last_error:
+            out.append(f"entities: mapping failing: {self._pipeline.mapper.last_error}")
+        if self._pipeline.writer.last_error:
+            out.append(f"catalog: writes failing, retrying: {self._pipeline.writer.last_error}")
+        return out
+
+    def queue(self) -> QueueStatus:
+        sizes = self._pipeline.queue_sizes()
+        return {
+            "settling": sizes["settling"],
+            "hashing": sizes["hashing"],
+            "writing": self._pipeline.writer.pending,
+            "mapping": self._pipeline.mapper.pending,
+        }
+
+    def rates(self) -> tuple[float, float]:
+        """Hashed files per second and MiB per second, over the last few seconds."""
+        return self._pipeline.scans.counters.rates(self._clock())
+
+    def counters(self) -> StatusCounters:
+        c = self._pipeline.scans.counters
+        return {
+            "hashed_files": c.hashed_files,
+            "hashed_bytes": c.hashed_bytes,
+            "registered": c.registered,
+            "moved": c.moved,
+            "vanished": c.vanished,
+            "errors": c.errors,
+        }
+
+    def last_scan(self) -> ScanReply | None:
+        last = self._pipeline.scans.last
+        return self._wire(last) if last is not None else None
+
+    def completeness(self) -> Completeness:
+        return cast(Completeness, self._pipeline.mapper.live.completeness().to_json())
+
+    # ----- scans and runs --------------------------------------------------------------------
+
+    async def request_scans(self, places: list[Place]) -> list[ScanReply]:
+        scans = [await self._pipeline.request_scan(p.root_id, p.relpath, "manual") for p in places]
+        return [self._wire(s) for s in scans]
+
+    def scan(self, scan_id: int) -> ScanReply | None:
+        found = self._pipeline.scans.by_id.get(scan_id)
+        return self._wire(found) if found is not None else None
+
+    def live_runs(self) -> dict[int, ScanReply]:
+        """Scans that have a run row, by run id (their counts are ahead of the row's)."""
+        return {s.run_id: self._wire(s) for s in self._pipeline.scans.by_id.values() if s.run_id is not None}
+
+    def cancel(self, run_id: int) -> CancelOutcome:
+        scans = self._pipeline.scans.by_id
+        scan = next((s for s in scans.values() if s.run_id == run_id), None)
+        if scan is None:
+            # A queued scan has no run row yet: `importctl scan` printed its scan id.
+            queued = scans.get(run_id)
+            scan = queued if queued is not None and queued.run_id is None else None
+        if scan is None:
+            return CancelOutcome(found=False, cancelled=False)
+        if not self._pipeline.scans.cancel(scan):
+            return CancelOutcome(found=True, cancelled=False, state=scan.state)
+        return CancelOutcome(found=True, cancelled=True, state=scan.state)
+
+    def _wire(self, scan: Scan) -> ScanReply:
+        state = self._pipeline.roots.get(scan.root_id)
+        return scan.to_wire(state.name if state else "?")
+
+    # ----- entities and gaps -----------------------------------------------------------------
+
+    def gap_report(self) -> GapReport:
+        return self._pipeline.mapper.live.report()
+
+    async def recomputed_gap_report(self) -> GapReport:
+        """The full recomputation from the catalog, to check the live report against."""
+        async with self.engine.connect() as conn:
+            states = await conn.run_sync(load_states)
+        return compute_report(states, self._pipeline.mapper.live.expectations)
+
+    async def resolve_conflict(self, conflict_id: int, action: str) -> Resolved | ResolveError:
+        now = self._clock()
+        try:
+            done = await self._pipeline.writer.call(
+                lambda c: resolve_conflict_tx(c, conflict_id, action, now)
+            )
+        except ResolveError as exc:
+            return exc
+        if done.applied:
+            mapper = self._pipeline.mapper
+            mapper.emit(mapper.live.apply(AttributeSet(done.entity, done.attribute, done.value)))
+        return done
+
+    # ----- media -----------------------------------------------------------------------------
+
+    @property
+    def media(self) -> MediaStage:
+        return self._pipeline.media
+
+    def media_config(self) -> MediaConfig:
+        """The configuration's thresholds as of the last reload."""
+        return self._pipeline.config.media
+
+    def media_status(self) -> MediaStatus:
+        return cast(MediaStatus, self._pipeline.media.status())
+
+    # ----- maintenance -----------------------------------------------------------------------
+
+    async def maintenance_status(self) -> MaintenanceStatus:
+        return cast(MaintenanceStatus, await self.maintenance.status())
+
+
+__all__ = ["CancelOutcome", "Core", "RootView"]

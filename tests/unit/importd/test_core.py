@@ -1,0 +1,90 @@
+"""The core the API handlers call, over the service running in this process: roots and their
+states, scans and their cancellation, the status parts, targets. The handlers themselves, over
+the socket, are in api/test_table.py."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import anyio.from_thread
+import pytest
+
+from importd.core import CancelOutcome, Core
+from importd.service import Service
+from importd.targets import Place, TargetError
+from tests.unit.importd.inprocess import config_for, run_service
+
+ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+@pytest.fixture(autouse=True)
+def _no_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("IMPORTD_CATALOG_URL", "IMPORTD_SOCKET", "IMPORTD_STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def started_up(service: Service) -> bool:
+    """Every configured root's start-up scan has ended."""
+    core = service.core
+    last = core.last_scan()
+    return len(core.roots()) == len(service.config.roots) and (
+        not service.config.roots or (last is not None and all(r.state != "scanning" for r in core.roots()))
+    )
+
+
+def test_no_roots(tmp_path: Path) -> None:
+    def body(service: Service) -> None:
+        core = service.core
+        assert core.roots() == [] and core.places() == [] and core.resolve(None) == []
+        assert core.last_scan() is None
+        assert core.stage_warnings() == []
+        assert core.queue() == {"settling": 0, "hashing": 0, "writing": 0, "mapping": 0}
+        assert core.counters() == dict.fromkeys(
+            ("hashed_files", "hashed_bytes", "registered", "moved", "vanished", "errors"), 0
+        )
+        assert core.completeness() == {"percent": 100.0, "satisfied": 0, "required": 0}
+        media = core.media_status()
+        assert media["enabled"] is False and set(media["faces"]) == {"state", "reason", "path"}
+        assert core.media.config.enabled is False and core.media_config().near_threshold == 10
+        assert core.uptime_s() >= 0 and core.pid() == os.getpid() and core.catalog.startswith("sqlite:///")
+        refused = core.resolve("films")
+        assert isinstance(refused, TargetError) and refused.message.startswith("no root named 'films'")
+
+    run_service(config_for(tmp_path, {}), body, started_up)
+
+
+def test_roots_scans_and_cancel(tmp_path: Path) -> None:
+    films = tmp_path / "films"
+    (films / "sub").mkdir(parents=True)
+    (films / "sub" / "a.mkv").write_bytes(b"a")
+
+    def body(service: Service) -> None:
+        core: Core = service.core
+        (root,) = core.roots()
+        assert (root.name, root.path, root.raw_path) == ("films", str(films), os.fsencode(films))
+        assert root.state in ("watching", "polling") and root.watch == "inotify" and root.walk_errors == ()
+        assert root.absolute(b"sub") == os.fsencode(films / "sub") and root.absolute(b"") == root.raw_path
+        last = core.last_scan()
+        assert last is not None and last["state"] == "completed" and last["files_seen"] == 1
+        assert ISO_Z.fullmatch(str(last["started"])) and ISO_Z.fullmatch(str(last["finished"]))
+        assert core.locate("sub/a.mkv", str(films)) == Place(
+            root.root_id, b"sub/a.mkv", os.fsencode(films / "sub" / "a.mkv")
+        )
+        assert core.resolve("films") == [Place(root.root_id, b"", root.raw_path)]
+
+        assert last["run_id"] is not None
+        assert core.cancel(last["run_id"]) == CancelOutcome(found=True, cancelled=False, state="completed")
+        assert core.cancel(12345) == CancelOutcome(found=False, cancelled=False)
+        assert core.scan(12345) is None
+
+        # A scan of a root that is not (or no longer) configured ends "skipped"; one that is
+        # cancelled before it ran cannot be cancelled twice.
+        (scan,) = anyio.from_thread.run(core.request_scans, [Place(99, b"", b"/nowhere")])
+        assert scan["root"] == "?" and scan["state"] in ("queued", "skipped")
+        outcome = core.cancel(scan["scan_id"])
+        assert outcome.found
+        assert core.cancel(scan["scan_id"]) == CancelOutcome(found=True, cancelled=False, state=outcome.state)
+
+    run_service(config_for(tmp_path, {"films": films}), body, started_up)

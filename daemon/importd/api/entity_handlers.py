@@ -9,10 +9,17 @@ from typing import TYPE_CHECKING, Any
 from importctl.protocol import RESOLVE_ACTIONS, ErrorCode, Method
 from importd.api.server import ApiError, Handler
 from importd.api.wire import iso
-from importd.catalog import queries
+from importd.catalog import runs as catalog_runs
+from importd.catalog.entities import (
+    ResolveError,
+    conflict_rows,
+    load_states,
+    resolve_conflict_tx,
+    unmatched_by_folder,
+)
+from importd.catalog.roots import root_paths
 from importd.entities import AttributeSet, compute_report
 from importd.paths import wire
-from importd.pipeline.mapper import ResolveError, load_states, resolve_conflict_tx
 
 if TYPE_CHECKING:
     from importd.service import Service
@@ -48,14 +55,14 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
 
     async def root_names() -> dict[int, str]:
         async with service.engine.connect() as conn:
-            roots = await conn.run_sync(queries.root_paths)
+            roots = await conn.run_sync(root_paths)
         return {rid: name for rid, (name, _, _) in roots.items()}
 
     async def gaps(params: dict[str, Any]) -> dict[str, Any]:
         run_id = params.get("run")
         if run_id is not None:
             async with service.engine.connect() as conn:
-                row, _ = await conn.run_sync(queries.run_row, run_id, 0)
+                row, _ = await conn.run_sync(catalog_runs.run_row, run_id, 0)
             if row is None:
                 raise ApiError(ErrorCode.NOT_FOUND, f"no run {run_id}")
             if not row["gap_report"]:
@@ -85,7 +92,7 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
             root_id = ids[params["root"]]
         limit = max(1, min(int(params.get("limit", 1000)), 1_000_000))
         async with service.engine.connect() as conn:
-            every = await conn.run_sync(queries.unmatched_by_folder, root_id)
+            every = await conn.run_sync(unmatched_by_folder, root_id)
         roots = {rid: st.raw_path for rid, st in pipeline.roots.items()}
         by_folder: Counter[str] = Counter()
         files: list[dict[str, str]] = []
@@ -112,7 +119,7 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
         if status not in ("open", "kept", "taken", "all"):
             raise ApiError(ErrorCode.INVALID, "status must be open, kept, taken or all")
         async with service.engine.connect() as conn:
-            rows = await conn.run_sync(queries.conflict_rows, None if status == "all" else status)
+            rows = await conn.run_sync(conflict_rows, None if status == "all" else status)
         return [
             {
                 "id": r["id"],
@@ -152,7 +159,7 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
     async def runs(params: dict[str, Any]) -> list[dict[str, Any]]:
         limit = max(1, min(int(params.get("limit", 50)), 10_000))
         async with service.engine.connect() as conn:
-            rows = await conn.run_sync(queries.run_rows, limit)
+            rows = await conn.run_sync(catalog_runs.run_rows, limit)
         names = await root_names()
         live = {s.run_id: s for s in pipeline.scans.values() if s.run_id is not None}
         out = []
@@ -176,7 +183,7 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
     async def run(params: dict[str, Any]) -> dict[str, Any]:
         log_limit = max(0, min(int(params.get("log_limit", 10_000)), 1_000_000))
         async with service.engine.connect() as conn:
-            row, logs = await conn.run_sync(queries.run_row, params["run_id"], log_limit)
+            row, logs = await conn.run_sync(catalog_runs.run_row, params["run_id"], log_limit)
         if row is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no run {params['run_id']}")
         item = run_to_wire(row, await root_names())

@@ -14,7 +14,11 @@ from importd.api.maintenance_handlers import build_maintenance_handlers
 from importd.api.media_handlers import build_media_handlers
 from importd.api.server import ApiError, Handler
 from importd.api.wire import iso
-from importd.catalog import queries
+from importd.catalog import files as catalog_files
+from importd.catalog.entities import links_of_files
+from importd.catalog.media import extraction_failures
+from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, STATUS_PRESENT
+from importd.catalog.roots import root_paths
 from importd.paths import display, wire
 
 if TYPE_CHECKING:
@@ -40,13 +44,13 @@ def build_handlers(service: Service) -> dict[str, Handler]:
 
     async def file_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         async with service.engine.connect() as conn:
-            roots = await conn.run_sync(queries.root_paths)
-            entities = await conn.run_sync(queries.entity_links, [r["id"] for r in rows])
+            roots = await conn.run_sync(root_paths)
+            entities = await conn.run_sync(links_of_files, [r["id"] for r in rows])
         out = []
         for r in rows:
             name, path, reconciled = roots.get(r["root_id"], ("?", "", None))
             last_seen = r["last_seen"]
-            if r["status"] == queries.STATUS_PRESENT and reconciled and reconciled > last_seen:
+            if r["status"] == STATUS_PRESENT and reconciled and reconciled > last_seen:
                 last_seen = reconciled
             out.append(
                 {
@@ -70,13 +74,13 @@ def build_handlers(service: Service) -> dict[str, Handler]:
 
     async def status(_: dict[str, Any]) -> dict[str, Any]:
         async with service.engine.connect() as conn:
-            counts = await conn.run_sync(queries.status_counts)
+            counts = await conn.run_sync(catalog_files.status_counts)
         totals = {"present": 0, "missing": 0, "error": 0}
         total_bytes = 0
         for per_root in counts.values():
             for st, (n, b) in per_root.items():
                 totals[st] = totals.get(st, 0) + n
-                if st == queries.STATUS_PRESENT:
+                if st == STATUS_PRESENT:
                     total_bytes += b
         roots = []
         warnings = []
@@ -87,9 +91,9 @@ def build_handlers(service: Service) -> dict[str, Handler]:
                     "name": state.config.name,
                     "path": str(state.config.path),
                     "state": state.state if state.state != "starting" else "scanning",
-                    "files": per_root.get(queries.STATUS_PRESENT, (0, 0))[0],
-                    "missing": per_root.get(queries.STATUS_MISSING, (0, 0))[0],
-                    "errors": per_root.get(queries.STATUS_ERROR, (0, 0))[0],
+                    "files": per_root.get(STATUS_PRESENT, (0, 0))[0],
+                    "missing": per_root.get(STATUS_MISSING, (0, 0))[0],
+                    "errors": per_root.get(STATUS_ERROR, (0, 0))[0],
                     "watch": state.config.watch,
                     "watch_error": state.watch_error,
                     "unreadable_dirs": len(state.walk_errors),
@@ -185,7 +189,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             raise ApiError(ErrorCode.INVALID, "find needs a path or a BLAKE3 hash (or a prefix of one)")
         async with service.engine.connect() as conn:
             if HEX.fullmatch(query) and not os.path.isabs(query) and not os.path.lexists(query):
-                rows = await conn.run_sync(queries.find_hash, query, FIND_LIMIT)
+                rows = await conn.run_sync(catalog_files.find_hash, query, FIND_LIMIT)
                 if not rows:
                     raise ApiError(ErrorCode.NOT_FOUND, f"no file with a BLAKE3 starting {query.lower()}")
                 return await file_rows(rows)
@@ -201,7 +205,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             found = root_for(raw)
             if found is None:
                 raise ApiError(ErrorCode.NOT_FOUND, f"{display(raw)} is not under any configured root")
-            rows = await conn.run_sync(queries.find_path, found[0], found[1], FIND_LIMIT)
+            rows = await conn.run_sync(catalog_files.find_path, found[0], found[1], FIND_LIMIT)
         if not rows:
             raise ApiError(ErrorCode.NOT_FOUND, f"nothing in the catalog at {display(raw)}")
         return await file_rows(rows)
@@ -209,7 +213,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
     async def errors(params: dict[str, Any]) -> list[dict[str, Any]]:
         limit = max(1, min(int(params.get("limit", 1000)), 100_000))
         async with service.engine.connect() as conn:
-            rows = await conn.run_sync(queries.error_rows, limit)
+            rows = await conn.run_sync(catalog_files.error_rows, limit)
         out = [
             {
                 "kind": "file",
@@ -221,7 +225,7 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             for r in await file_rows(rows)
         ]
         async with service.engine.connect() as conn:
-            failures = await conn.run_sync(queries.extraction_failures, limit)
+            failures = await conn.run_sync(extraction_failures, limit)
         for _digest, extractor, error, at, rid, rel in failures:
             state_of = pipeline.roots.get(rid)
             out.append(

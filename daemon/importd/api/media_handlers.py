@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from importctl.protocol import DUPE_KINDS, ErrorCode, Method
 from importd.api.server import ApiError, Handler
-from importd.catalog import queries
+from importd.catalog import media as catalog_media
 from importd.paths import wire
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def build_media_handlers(service: Service, rows_for: RowsFor) -> dict[str, Handl
 
     async def paths_of(digests: Iterable[str]) -> dict[str, list[str]]:
         async with service.engine.connect() as conn:
-            found = await conn.run_sync(queries.present_paths, list(digests))
+            found = await conn.run_sync(catalog_media.present_paths, list(digests))
         return {d: [absolute(rid, rel) for rid, rel in places] for d, places in found.items()}
 
     async def near_groups(
@@ -70,7 +70,7 @@ def build_media_handlers(service: Service, rows_for: RowsFor) -> dict[str, Handl
 
         if kind in (None, "exact"):
             async with service.engine.connect() as conn:
-                exact = await conn.run_sync(queries.exact_duplicates)
+                exact = await conn.run_sync(catalog_media.exact_duplicates)
             for digest, places in sorted(exact.items(), key=lambda kv: (-len(kv[1]), kv[0])):
                 paths = [absolute(rid, rel) for rid, rel in places]
                 groups.append(
@@ -116,7 +116,7 @@ def build_media_handlers(service: Service, rows_for: RowsFor) -> dict[str, Handl
         if not digest:
             return out
         async with service.engine.connect() as conn:
-            facts = await conn.run_sync(queries.content_media, digest)
+            facts = await conn.run_sync(catalog_media.content_media, digest)
         by_extractor = {}
         for ex in facts["extractions"]:
             by_extractor[ex["extractor"]] = json.loads(ex["facts"]) if ex["facts"] else None

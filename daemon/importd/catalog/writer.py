@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, TypeVar
@@ -25,14 +25,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from importd.catalog.engine import Checkpointer, dialect_insert, sqlite_file, writer_engine
-from importd.catalog.models import (
-    STATUS_ERROR,
-    STATUS_MISSING,
-    STATUS_PRESENT,
-    ContentRow,
-    FileMoveRow,
-    FileRow,
-)
+from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, STATUS_PRESENT
+from importd.catalog.tables import IN_CHUNK, chunks, contents, file_moves, files
 from importd.items import (
     CatalogOp,
     FileFailure,
@@ -48,10 +42,6 @@ from importd.threads import thread_named
 
 log = logging.getLogger("importd.catalog")
 
-files = FileRow.__table__  # type: ignore[attr-defined]
-contents = ContentRow.__table__  # type: ignore[attr-defined]
-moves = FileMoveRow.__table__  # type: ignore[attr-defined]
-
 T = TypeVar("T")
 BATCH_MAX = 4000
 LINGER_S = 0.02
@@ -63,13 +53,6 @@ LINGER_S = 0.02
 # walk fills the next while one commits.
 BULK_BATCH_MAX = 8192
 BULK_LINGER_S = 0.5
-# SQLite's default limit on bound parameters is 32766; stay far below for IN lists.
-IN_CHUNK = 900
-
-
-def chunks(seq: Sequence[T], size: int = IN_CHUNK) -> Iterable[Sequence[T]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
 
 
 @record
@@ -401,7 +384,7 @@ def _record_moves(
                     {"file_id": row_id, "old_root_id": root_id, "old_relpath": bytes(relpath), "at": now}
                 )
     if history:
-        conn.execute(moves.insert(), history)
+        conn.execute(file_moves.insert(), history)
 
 
 def _mark_missing_ids(conn: Connection, row_ids: Sequence[int], now: float) -> list[FileChange]:

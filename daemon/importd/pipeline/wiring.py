@@ -33,8 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from importctl.protocol import TERMINAL_STATES
 from importd.api.events import EventBus
-from importd.catalog import queries
-from importd.catalog.engine import sqlite_file
+from importd.catalog import files as catalog_files
+from importd.catalog import roots as catalog_roots
+from importd.catalog import runs as catalog_runs
+from importd.catalog.engine import open_reader, shrink_cache, sqlite_file
+from importd.catalog.entities import MappingOutcome
 from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.config import Config, RootConfig
 from importd.entities import GapChange
@@ -57,7 +60,7 @@ from importd.items import (
 from importd.paths import display
 from importd.pipeline.extract import MediaStage
 from importd.pipeline.hasher import PIPELINE_FROM, BatchHasher, hash_walked
-from importd.pipeline.mapper import EntityMapper, MappingOutcome
+from importd.pipeline.mapper import EntityMapper
 from importd.pipeline.reconcile import (
     DirListing,
     ReconcileComparer,
@@ -302,7 +305,7 @@ class Pipeline:
     async def start(self, tg: TaskGroup) -> None:
         """Register roots, then start every stage. Returns once start-up reconciles are queued."""
         self._tg = tg
-        await self.writer.call(lambda c: queries.abandon_running(c, self.clock()))
+        await self.writer.call(lambda c: catalog_runs.abandon_running(c, self.clock()))
         await self.mapper.load()
         tg.start_soon(self.mapper.run)
         await self.apply_roots(self.config.roots)
@@ -317,7 +320,9 @@ class Pipeline:
     async def apply_roots(self, wanted: Sequence[RootConfig]) -> None:
         """(Re)configure roots: used at start-up and on SIGHUP."""
         pairs = [(r.name, str(r.path)) for r in wanted]
-        ids, known = await self.writer.call(lambda c: (queries.ensure_roots(c, pairs), queries.root_paths(c)))
+        ids, known = await self.writer.call(
+            lambda c: (catalog_roots.ensure_roots(c, pairs), catalog_roots.root_paths(c))
+        )
         wanted_ids = {ids[r.name]: r for r in wanted}
         for root_id in list(self.roots):
             state = self.roots[root_id]
@@ -411,7 +416,7 @@ class Pipeline:
         run_id: int | None = None
         if scan.trigger != "watch":
             run_id = await self.writer.call(
-                lambda c: queries.start_run(
+                lambda c: catalog_runs.start_run(
                     c,
                     "reconcile",
                     scan.trigger,
@@ -478,7 +483,7 @@ class Pipeline:
                 return
             if not scan.prefix and not diff.errors:
                 started = scan.started or 0.0
-                await self.writer.call(lambda c: queries.mark_reconciled(c, scan.root_id, started))
+                await self.writer.call(lambda c: catalog_roots.mark_reconciled(c, scan.root_id, started))
             scan.state = "partial" if scan.errors else "completed"
         except Exception as exc:
             scan.state, scan.message = "failed", f"{type(exc).__name__}: {exc}"
@@ -498,7 +503,7 @@ class Pipeline:
             if scan.files_seen >= RELEASE_MEMORY_AFTER:
                 if scan.changed >= RELEASE_MEMORY_AFTER:
                     with anyio.CancelScope(shield=True):
-                        await self.writer.call(queries.shrink_cache)  # its pages, to malloc
+                        await self.writer.call(shrink_cache)  # its pages, to malloc
                 release_memory()
             values = {
                 "status": scan.state,
@@ -517,7 +522,7 @@ class Pipeline:
             self._publish_scan(scan)
             with anyio.CancelScope(shield=True):
                 if run_id is not None:
-                    await self.writer.call(lambda c: queries.finish_run(c, run_id, values))
+                    await self.writer.call(lambda c: catalog_runs.finish_run(c, run_id, values))
             log.info(
                 "reconcile %s%s: %s, %d files seen, %d changed, %d vanished, %d unreadable, %.2fs",
                 rc.name,
@@ -535,7 +540,7 @@ class Pipeline:
 
     async def _load_snapshot(self, scan: Scan, known: Future[CatalogSnapshot]) -> None:
         try:
-            snap = await queries.read_snapshot(self.engine, scan.root_id, scan.prefix or None)
+            snap = await catalog_files.read_snapshot(self.engine, scan.root_id, scan.prefix or None)
             known.set_result(snap)
         except BaseException as exc:
             known.set_exception(exc)
@@ -546,7 +551,7 @@ class Pipeline:
         snapshot arrives, listings wait in memory, their files still in the reader's C buffers
         (a bounded number of files, then the walk waits)."""
         db_file = sqlite_file(self.engine)
-        reader = queries.open_reader(db_file) if db_file is not None else None
+        reader = open_reader(db_file) if db_file is not None else None
         try:
             with thread_named("importd-walk"):
                 return self._walk_with(state, scan, known, reader)
@@ -605,10 +610,12 @@ class Pipeline:
         scan.changed += len(old)
         self._hashing += len(old)
         try:
-            matches: list[queries.IdentityMatch] | None = None
+            matches: list[catalog_files.IdentityMatch] | None = None
             if reader is not None:
                 # Signatures hold inode and dev as the catalog does (signed).
-                matches = queries.identities_sqlite(reader, [(w.signature[3], w.signature[2]) for w in old])
+                matches = catalog_files.identities_sqlite(
+                    reader, [(w.signature[3], w.signature[2]) for w in old]
+                )
             if matches == []:  # no row knows these inodes (a cold import): hash them all
                 outcomes = hash_walked(state.root_id, state.config.name, state.raw_path, old, self.stopping)
             else:
@@ -764,7 +771,9 @@ class Pipeline:
         """Ask the catalog what it knows of these inodes: a rename or a hard link of a known file
         needs no hashing. Returns the files that still need hashing."""
         async with self.engine.connect() as conn:
-            matches = await conn.run_sync(queries.identities, [(s.stat.dev, s.stat.inode) for s in batch])
+            matches = await conn.run_sync(
+                catalog_files.identities, [(s.stat.dev, s.stat.inode) for s in batch]
+            )
         to_hash, ops, done = self._match_identities(batch, matches)
         await self._put_and_done(ops, done)
         return to_hash
@@ -776,11 +785,11 @@ class Pipeline:
             self._done(key)
 
     def _match_identities(
-        self, batch: list[SettledFile], matches: list[queries.IdentityMatch]
+        self, batch: list[SettledFile], matches: list[catalog_files.IdentityMatch]
     ) -> tuple[list[SettledFile], list[CatalogOp], list[Key]]:
         """What the catalog's rows with these inodes make of each file: unchanged (done), moved
         here or a hard link (an op, no hashing), or to be hashed."""
-        by_identity: dict[tuple[int, int], list[queries.IdentityMatch]] = {}
+        by_identity: dict[tuple[int, int], list[catalog_files.IdentityMatch]] = {}
         for m in matches:
             by_identity.setdefault((m.dev, m.inode), []).append(m)
         to_hash: list[SettledFile] = []
@@ -821,7 +830,7 @@ class Pipeline:
                 to_hash.append(settled)
         return to_hash, ops, done
 
-    def _path_exists_as(self, m: queries.IdentityMatch) -> bool:
+    def _path_exists_as(self, m: catalog_files.IdentityMatch) -> bool:
         """Is the matched row's own path still that inode on disk? If not, the file moved."""
         if m.status == "missing":
             return False

@@ -11,7 +11,8 @@ from importd.catalog import (
     models,  # noqa: F401
     writer,
 )
-from importd.catalog.queries import ensure_roots, snapshot
+from importd.catalog.files import snapshot
+from importd.catalog.roots import ensure_roots
 from importd.catalog.writer import apply_ops
 from importd.items import (
     CatalogOp,

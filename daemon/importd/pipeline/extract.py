@@ -31,7 +31,7 @@ from importd.catalog.media import (
     store_outcome,
 )
 from importd.catalog.tables import chunks
-from importd.catalog.writer import CatalogWriter, FileChange
+from importd.catalog.writer import BatchResult, CatalogWriter, FileChange
 from importd.config import MediaConfig
 
 # Only light modules here: the heavy ones (numpy, Pillow, scipy, numba, onnxruntime) load when
@@ -200,8 +200,12 @@ class MediaStage:
         if self.pool is not None:
             self.pool.close()
 
+    def committed(self, result: BatchResult) -> None:
+        """The writer's listener: what one batch committed."""
+        self.submit(result.changes)
+
     def submit(self, changes: Sequence[FileChange]) -> None:
-        """Called from the writer's commit hook: only queues, never waits."""
+        """Only queues, never waits: the writer calls it (through `committed`) after each commit."""
         if self.config.enabled and changes:
             self._intake_send.send_nowait((list(changes), Priority.FOREGROUND))
 

@@ -30,7 +30,7 @@ from importd.catalog.entities import (
     load_states,
 )
 from importd.catalog.tables import chunks
-from importd.catalog.writer import CatalogWriter, FileChange
+from importd.catalog.writer import BatchResult, CatalogWriter, FileChange
 from importd.entities import (
     Attributes,
     Expectations,
@@ -117,6 +117,10 @@ class EntityMapper:
             changes = await conn.run_sync(live_files_of_root, root_id)
         for part in chunks(changes, 2000):
             await self.submit(list(part))
+
+    async def committed(self, result: BatchResult) -> None:
+        """The writer's listener: what one batch committed."""
+        await self.submit(result.changes)
 
     async def submit(self, changes: list[FileChange]) -> None:
         relevant = [c for c in changes if self.rule_sets.get(c.root_id) is not None]

@@ -252,7 +252,7 @@ class Pipeline:
         self.clock = clock
         self.notify_factory = notify_factory
         self.events = EventBus()
-        self.writer = CatalogWriter(engine, on_commit=self._on_commit)
+        self.writer = CatalogWriter(engine)
         self.mapper = EntityMapper(
             engine,
             self.writer,
@@ -270,6 +270,11 @@ class Pipeline:
             clock=clock,
         )
         self.mapper.listeners.append(self._publish_gaps)
+        # What the writer committed goes on to these, in this order; nothing calls back here.
+        self.writer.subscribe(self._on_commit)
+        self.writer.subscribe(lambda result: self.events.publish_changes(result.changes, self._root_names()))
+        self.writer.subscribe(self.mapper.committed)
+        self.writer.subscribe(self.media.committed)
         self.tracker: SettleTracker[Key] = SettleTracker(config.settle_seconds)
         # Set on SIGTERM: worker threads (walks, hashes) check it and give up early.
         self.stopping = threading.Event()
@@ -1032,7 +1037,7 @@ class Pipeline:
     def _active_run_ids(self) -> dict[int, int | None]:
         return {rid: scan.run_id for rid, scan in self._active_scans().items()}
 
-    async def _on_commit(self, result: BatchResult) -> None:
+    def _on_commit(self, result: BatchResult) -> None:
         c = self.counters
         c.registered += result.inserted + result.revived
         c.moved += result.moved
@@ -1047,9 +1052,6 @@ class Pipeline:
                 elif change.kind == "error":
                     scan.errors += 1
                 scan.duplicates += change.duplicate
-        self.events.publish_changes(result.changes, self._root_names())
-        await self.mapper.submit(result.changes)
-        self.media.submit(result.changes)
 
     def _on_mapped(self, outcome: MappingOutcome) -> None:
         by_run = {scan.run_id: scan for scan in self.scans.values() if scan.run_id is not None}

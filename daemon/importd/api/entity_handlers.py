@@ -6,6 +6,8 @@ import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from importctl.protocol import RESOLVE_ACTIONS, ErrorCode, Method
 from importd.api.server import ApiError, Handler
 from importd.api.wire import iso
@@ -61,8 +63,8 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
     async def gaps(params: dict[str, Any]) -> dict[str, Any]:
         run_id = params.get("run")
         if run_id is not None:
-            async with service.engine.connect() as conn:
-                row, _ = await conn.run_sync(catalog_runs.run_row, run_id, 0)
+            async with AsyncSession(service.engine) as session:
+                row, _ = await catalog_runs.run_row(session, run_id, 0)
             if row is None:
                 raise ApiError(ErrorCode.NOT_FOUND, f"no run {run_id}")
             if not row["gap_report"]:
@@ -91,8 +93,8 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
                 raise ApiError(ErrorCode.NOT_FOUND, f"no root named {params['root']!r}")
             root_id = ids[params["root"]]
         limit = max(1, min(int(params.get("limit", 1000)), 1_000_000))
-        async with service.engine.connect() as conn:
-            every = await conn.run_sync(unmatched_by_folder, root_id)
+        async with AsyncSession(service.engine) as session:
+            every = await unmatched_by_folder(session, root_id)
         roots = {rid: st.raw_path for rid, st in pipeline.roots.items()}
         by_folder: Counter[str] = Counter()
         files: list[dict[str, str]] = []
@@ -118,8 +120,8 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
         status = params.get("status", "open")
         if status not in ("open", "kept", "taken", "all"):
             raise ApiError(ErrorCode.INVALID, "status must be open, kept, taken or all")
-        async with service.engine.connect() as conn:
-            rows = await conn.run_sync(conflict_rows, None if status == "all" else status)
+        async with AsyncSession(service.engine) as session:
+            rows = await conflict_rows(session, None if status == "all" else status)
         return [
             {
                 "id": r["id"],
@@ -158,8 +160,8 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
 
     async def runs(params: dict[str, Any]) -> list[dict[str, Any]]:
         limit = max(1, min(int(params.get("limit", 50)), 10_000))
-        async with service.engine.connect() as conn:
-            rows = await conn.run_sync(catalog_runs.run_rows, limit)
+        async with AsyncSession(service.engine) as session:
+            rows = await catalog_runs.run_rows(session, limit)
         names = await root_names()
         live = {s.run_id: s for s in pipeline.scans.values() if s.run_id is not None}
         out = []
@@ -182,8 +184,8 @@ def build_entity_handlers(service: Service) -> dict[str, Handler]:
 
     async def run(params: dict[str, Any]) -> dict[str, Any]:
         log_limit = max(0, min(int(params.get("log_limit", 10_000)), 1_000_000))
-        async with service.engine.connect() as conn:
-            row, logs = await conn.run_sync(catalog_runs.run_row, params["run_id"], log_limit)
+        async with AsyncSession(service.engine) as session:
+            row, logs = await catalog_runs.run_row(session, params["run_id"], log_limit)
         if row is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no run {params['run_id']}")
         item = run_to_wire(row, await root_names())

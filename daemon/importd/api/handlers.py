@@ -8,6 +8,8 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from importctl.protocol import ErrorCode, Method
 from importd.api.entity_handlers import build_entity_handlers
 from importd.api.maintenance_handlers import build_maintenance_handlers
@@ -45,7 +47,8 @@ def build_handlers(service: Service) -> dict[str, Handler]:
     async def file_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         async with service.engine.connect() as conn:
             roots = await conn.run_sync(root_paths)
-            entities = await conn.run_sync(links_of_files, [r["id"] for r in rows])
+        async with AsyncSession(service.engine) as session:
+            entities = await links_of_files(session, [r["id"] for r in rows])
         out = []
         for r in rows:
             name, path, reconciled = roots.get(r["root_id"], ("?", "", None))
@@ -187,9 +190,9 @@ def build_handlers(service: Service) -> dict[str, Handler]:
         query: str = params["query"]
         if not query:
             raise ApiError(ErrorCode.INVALID, "find needs a path or a BLAKE3 hash (or a prefix of one)")
-        async with service.engine.connect() as conn:
+        async with AsyncSession(service.engine) as session:
             if HEX.fullmatch(query) and not os.path.isabs(query) and not os.path.lexists(query):
-                rows = await conn.run_sync(catalog_files.find_hash, query, FIND_LIMIT)
+                rows = await catalog_files.find_hash(session, query, FIND_LIMIT)
                 if not rows:
                     raise ApiError(ErrorCode.NOT_FOUND, f"no file with a BLAKE3 starting {query.lower()}")
                 return await file_rows(rows)
@@ -205,15 +208,15 @@ def build_handlers(service: Service) -> dict[str, Handler]:
             found = root_for(raw)
             if found is None:
                 raise ApiError(ErrorCode.NOT_FOUND, f"{display(raw)} is not under any configured root")
-            rows = await conn.run_sync(catalog_files.find_path, found[0], found[1], FIND_LIMIT)
+            rows = await catalog_files.find_path(session, found[0], found[1], FIND_LIMIT)
         if not rows:
             raise ApiError(ErrorCode.NOT_FOUND, f"nothing in the catalog at {display(raw)}")
         return await file_rows(rows)
 
     async def errors(params: dict[str, Any]) -> list[dict[str, Any]]:
         limit = max(1, min(int(params.get("limit", 1000)), 100_000))
-        async with service.engine.connect() as conn:
-            rows = await conn.run_sync(catalog_files.error_rows, limit)
+        async with AsyncSession(service.engine) as session:
+            rows = await catalog_files.error_rows(session, limit)
         out = [
             {
                 "kind": "file",

@@ -17,12 +17,15 @@ from operator import itemgetter
 from typing import Any
 
 import anyio
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
+from sqlmodel import select as typed_select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from importd.catalog.engine import open_reader, sqlite_file
-from importd.catalog.models import STATUS_ERROR, STATUS_MISSING
+from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, FileRow
 from importd.catalog.tables import chunks, files
 from importd.items import CatalogSnapshot, KnownRow, s64
 from importd.paths import subtree_bounds
@@ -162,50 +165,48 @@ def status_counts(conn: Connection) -> dict[int, dict[str, tuple[int, int]]]:
     return out
 
 
-_FILE_COLUMNS = (
-    files.c.id,
-    files.c.root_id,
-    files.c.relpath,
-    files.c.size,
-    files.c.blake3,
-    files.c.status,
-    files.c.first_seen,
-    files.c.last_seen,
-    files.c.missing_since,
-    files.c.error,
-    files.c.mtime_ns,
-    files.c.inode,
-    files.c.dev,
-)
+# What `importctl find`, `info` and `errors` show of a row (the reply shapes are built from these).
+# Columns, not `select(FileRow)`: building a model per row made a find of 1,000 rows 1.5 times
+# slower (measured on a catalog of 100,000 files).
+_FOUND: tuple[Any, ...] = (
+    FileRow.id, FileRow.root_id, FileRow.relpath, FileRow.size, FileRow.blake3, FileRow.status,
+    FileRow.first_seen, FileRow.last_seen, FileRow.missing_since, FileRow.error, FileRow.mtime_ns,
+    FileRow.inode, FileRow.dev,
+)  # fmt: skip
 
 
-def _rows(conn: Connection, cond: Any, limit: int) -> list[dict[str, Any]]:
+async def _found(
+    session: AsyncSession, *where: ColumnElement[bool] | bool, limit: int
+) -> list[dict[str, Any]]:
     stmt = (
-        select(*_FILE_COLUMNS).where(cond).order_by(files.c.root_id, files.c.relpath, files.c.id).limit(limit)
+        typed_select(*_FOUND)
+        .where(*where)
+        .order_by(col(FileRow.root_id), col(FileRow.relpath), col(FileRow.id))
+        .limit(limit)
     )
-    return [dict(r._mapping) | {"relpath": bytes(r.relpath)} for r in conn.execute(stmt)]
+    return [dict(r._mapping) | {"relpath": bytes(r.relpath)} for r in await session.exec(stmt)]
 
 
-def find_path(conn: Connection, root_id: int, relpath: bytes, limit: int) -> list[dict[str, Any]]:
+async def find_path(session: AsyncSession, root_id: int, relpath: bytes, limit: int) -> list[dict[str, Any]]:
     """Rows at the path (live first, then its missing history), or below it when a folder."""
-    exact = _rows(conn, and_(files.c.root_id == root_id, files.c.relpath == relpath), limit)
+    exact = await _found(session, FileRow.root_id == root_id, FileRow.relpath == relpath, limit=limit)
     if exact:
         exact.sort(key=lambda r: (r["status"] == STATUS_MISSING, -(r["missing_since"] or 0)))
         return exact
     low, high = subtree_bounds(relpath) if relpath else (b"", b"\xff" * 8)
-    return _rows(
-        conn, and_(files.c.root_id == root_id, files.c.relpath >= low, files.c.relpath < high), limit
+    return await _found(
+        session, FileRow.root_id == root_id, FileRow.relpath >= low, FileRow.relpath < high, limit=limit
     )
 
 
-def find_hash(conn: Connection, prefix: str, limit: int) -> list[dict[str, Any]]:
+async def find_hash(session: AsyncSession, prefix: str, limit: int) -> list[dict[str, Any]]:
     prefix = prefix.lower()
     if len(prefix) == 64:
-        cond = files.c.blake3 == prefix
-    else:
-        cond = and_(files.c.blake3 >= prefix, files.c.blake3 < prefix + "g")
-    return _rows(conn, cond, limit)
+        return await _found(session, FileRow.blake3 == prefix, limit=limit)
+    return await _found(
+        session, col(FileRow.blake3) >= prefix, col(FileRow.blake3) < prefix + "g", limit=limit
+    )
 
 
-def error_rows(conn: Connection, limit: int) -> list[dict[str, Any]]:
-    return _rows(conn, files.c.status == STATUS_ERROR, limit)
+async def error_rows(session: AsyncSession, limit: int) -> list[dict[str, Any]]:
+    return await _found(session, FileRow.status == STATUS_ERROR, limit=limit)

@@ -1,13 +1,18 @@
-"""The `runs` table (reconciles, sweeps) and its per-entity `run_log`."""
+"""The `runs` table (reconciles, sweeps) and its per-entity `run_log`. Runs are written through
+the single writer (sync connection); the API reads them with typed selects over an
+`AsyncSession`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.engine import Connection
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from importd.catalog.tables import run_log, runs
+from importd.catalog.models import RunLogRow, RunRow
+from importd.catalog.tables import runs
 
 
 def start_run(
@@ -33,23 +38,29 @@ def abandon_running(conn: Connection, at: float) -> int:
     return res.rowcount or 0
 
 
-def last_runs(conn: Connection, kind: str, limit: int) -> list[dict[str, Any]]:
-    stmt = select(runs).where(runs.c.kind == kind).order_by(runs.c.id.desc()).limit(limit)
-    return [dict(r._mapping) for r in conn.execute(stmt)]
+# Lists are read as the models' columns, not as a model per row: building the models made
+# `importctl runs` 1.5 times slower and a run's log (10,000 lines by default) 3 times.
+_RUN: tuple[Any, ...] = tuple(getattr(RunRow, name) for name in RunRow.model_fields)
+_LOG: tuple[Any, ...] = tuple(getattr(RunLogRow, name) for name in RunLogRow.model_fields)
 
 
-def run_rows(conn: Connection, limit: int) -> list[dict[str, Any]]:
-    stmt = select(runs).order_by(runs.c.id.desc()).limit(limit)
-    return [dict(r._mapping) for r in conn.execute(stmt)]
+async def last_runs(session: AsyncSession, kind: str, limit: int) -> list[dict[str, Any]]:
+    stmt = select(*_RUN).where(RunRow.kind == kind).order_by(col(RunRow.id).desc()).limit(limit)
+    return [dict(r._mapping) for r in await session.exec(stmt)]
 
 
-def run_row(
-    conn: Connection, run_id: int, log_limit: int
+async def run_rows(session: AsyncSession, limit: int) -> list[dict[str, Any]]:
+    stmt = select(*_RUN).order_by(col(RunRow.id).desc()).limit(limit)
+    return [dict(r._mapping) for r in await session.exec(stmt)]
+
+
+async def run_row(
+    session: AsyncSession, run_id: int, log_limit: int
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+    row = await session.get(RunRow, run_id)
     if row is None:
         return None, []
-    logs = conn.execute(
-        select(run_log).where(run_log.c.run_id == run_id).order_by(run_log.c.id).limit(log_limit)
+    logs = await session.exec(
+        select(*_LOG).where(RunLogRow.run_id == run_id).order_by(col(RunLogRow.id)).limit(log_limit)
     )
-    return dict(row._mapping), [dict(r._mapping) for r in logs]
+    return row.model_dump(), [dict(r._mapping) for r in logs]

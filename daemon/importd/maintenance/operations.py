@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy.engine import Connection
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from importctl.findings import Finding, FindingReport
 from importd.api.wire import iso
@@ -489,10 +490,11 @@ class Maintenance:
         sweep = self.sweeps.get(run_id)
         if sweep is not None and sweep.state == "running":
             return {"run_id": run_id, "state": "running", "progress": sweep.progress()}
+        async with AsyncSession(self.engine) as session:
+            row, _ = await runs.run_row(session, run_id, 0)
+        if row is None or row["kind"] != "sweep":
+            raise LookupError(f"no sweep run {run_id}")
         async with self.engine.connect() as conn:
-            row, _ = await conn.run_sync(runs.run_row, run_id, 0)
-            if row is None or row["kind"] != "sweep":
-                raise LookupError(f"no sweep run {run_id}")
             findings = await conn.run_sync(catalog.load_findings, run_id)
         detail = json.loads(row["detail"] or "{}")
         report = FindingReport(list(findings))
@@ -509,8 +511,9 @@ class Maintenance:
         )
 
     async def status(self) -> dict[str, Any]:
+        async with AsyncSession(self.engine) as session:
+            last = await runs.last_runs(session, "sweep", 1)
         async with self.engine.connect() as conn:
-            last = await conn.run_sync(runs.last_runs, "sweep", 1)
             scrub = await conn.run_sync(catalog.scrub_state)
             links = await conn.run_sync(catalog.link_counts)
         scrub["oldest_verified"] = iso(scrub["oldest_verified"])

@@ -25,7 +25,7 @@ from importd.catalog.tables import entities, run_log
 from importd.catalog.writer import FileChange
 from importd.entities import load_rule_set
 from importd.paths import wire
-from tests.unit.importd.catalog.conftest import register
+from tests.unit.importd.catalog.conftest import read, register
 
 RULES = load_rule_set("characters")
 
@@ -44,12 +44,12 @@ def _map(conn: Connection, contents: dict[bytes, bytes], now: float) -> None:
 def test_links_unmatched_and_states(catalog: Connection) -> None:
     _map(catalog, {b"Alice/intro.mp4": b"i", b"Alice/source.jpg": b"s", b"README.txt": b"?"}, 5.0)
     by_path = {c.relpath: c.file_id for c in live_files_of_root(catalog, 1)}
-    links = links_of_files(catalog, list(by_path.values()))
+    links = read(catalog, links_of_files, list(by_path.values()))
     assert links[by_path[b"Alice/intro.mp4"]]["name"] == "Alice"
     assert by_path[b"README.txt"] not in links, "an unmatched file has no entity"
-    assert unmatched_rows(catalog, None, 10) == ([(1, b"README.txt")], 1)
-    assert unmatched_rows(catalog, 2, 10) == ([], 0)
-    assert unmatched_by_folder(catalog, 1) == [(1, b"README.txt")]
+    assert read(catalog, unmatched_rows, None, 10) == ([(1, b"README.txt")], 1)
+    assert read(catalog, unmatched_rows, 2, 10) == ([], 0)
+    assert read(catalog, unmatched_by_folder, 1) == [(1, b"README.txt")]
     (state,) = load_states(catalog)
     assert (state.type, state.name) == ("character", "Alice") and len(state.links) == 2
 
@@ -57,13 +57,13 @@ def test_links_unmatched_and_states(catalog: Connection) -> None:
 def test_a_conflict_is_kept_or_taken_once(catalog: Connection) -> None:
     _map(catalog, {b"Bob/metadata.json": json.dumps({"age": 20}).encode()}, 5.0)
     _map(catalog, {b"Bob/metadata.json": json.dumps({"age": 21}).encode()}, 6.0)
-    (conflict,) = conflict_rows(catalog, "open")
+    (conflict,) = read(catalog, conflict_rows, "open")
     assert (conflict["entity_name"], conflict["attribute"], conflict["proposed"]) == ("Bob", "age", "21")
     done = resolve_conflict_tx(catalog, conflict["id"], "take", 7.0)
     assert (done.attribute, done.value, done.applied) == ("age", 21, True)
     (attrs,) = catalog.execute(select(entities.c.attributes)).one()
     assert json.loads(attrs)["age"] == 21
-    assert conflict_rows(catalog, "open") == [] and len(conflict_rows(catalog, "taken")) == 1
+    assert read(catalog, conflict_rows, "open") == [] and len(read(catalog, conflict_rows, "taken")) == 1
     last = catalog.execute(select(run_log.c.detail).order_by(run_log.c.id.desc()).limit(1)).scalar_one()
     assert last.startswith("age set to the value from")
     with pytest.raises(ResolveError) as again:

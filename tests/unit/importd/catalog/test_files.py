@@ -14,7 +14,7 @@ from importd.catalog.engine import open_reader
 from importd.catalog.roots import ensure_roots
 from importd.catalog.writer import apply_ops
 from importd.items import FileRef, FileStat, HashedFile, MovedFile, Vanished
-from tests.unit.importd.catalog.conftest import register
+from tests.unit.importd.catalog.conftest import read, register
 
 H1, H2, H3 = "1" * 64, "2" * 64, "a3" + "3" * 62
 
@@ -76,14 +76,14 @@ def test_find_by_path_folder_and_hash(catalog: Connection) -> None:
     register(catalog, {b"d/1": H1, b"d/2": H2, b"e": H1, b"f": H3})
     # mv f e: e's row goes missing, f's row lives at e now.
     apply_ops(catalog, [MovedFile(FileRef(1, "r", b"e"), FileStat(1, 1, 1, 4, 7), 4, H3)], 2.0)
-    rows = files.find_path(catalog, 1, b"e", 10)
+    rows = read(catalog, files.find_path, 1, b"e", 10)
     assert [(r["relpath"], r["status"]) for r in rows] == [(b"e", "present"), (b"e", "missing")]
-    assert [r["relpath"] for r in files.find_path(catalog, 1, b"d", 10)] == [b"d/1", b"d/2"]
-    assert [r["relpath"] for r in files.find_path(catalog, 1, b"", 2)] == [b"d/1", b"d/2"]
-    assert [r["relpath"] for r in files.find_hash(catalog, H1.upper(), 10)] == [b"d/1", b"e"]
-    assert [r["relpath"] for r in files.find_hash(catalog, "a3", 10)] == [b"e"]
-    assert files.find_hash(catalog, "ff", 10) == []
-    row = files.find_path(catalog, 1, b"d/1", 1)[0]
+    assert [r["relpath"] for r in read(catalog, files.find_path, 1, b"d", 10)] == [b"d/1", b"d/2"]
+    assert [r["relpath"] for r in read(catalog, files.find_path, 1, b"", 2)] == [b"d/1", b"d/2"]
+    assert [r["relpath"] for r in read(catalog, files.find_hash, H1.upper(), 10)] == [b"d/1", b"e"]
+    assert [r["relpath"] for r in read(catalog, files.find_hash, "a3", 10)] == [b"e"]
+    assert read(catalog, files.find_hash, "ff", 10) == []
+    row = read(catalog, files.find_path, 1, b"d/1", 1)[0]
     assert set(row) == {
         "id", "root_id", "relpath", "size", "blake3", "status", "first_seen", "last_seen",
         "missing_since", "error", "mtime_ns", "inode", "dev",
@@ -93,6 +93,6 @@ def test_find_by_path_folder_and_hash(catalog: Connection) -> None:
 def test_errors_and_status_counts(catalog: Connection) -> None:
     register(catalog, {b"ok": H1, b"bad": "", b"gone": H2})
     apply_ops(catalog, [Vanished(FileRef(1, "r", b"gone"))], 2.0)
-    assert [(r["relpath"], r["error"]) for r in files.error_rows(catalog, 10)] == [(b"bad", "denied")]
+    assert [(r["relpath"], r["error"]) for r in read(catalog, files.error_rows, 10)] == [(b"bad", "denied")]
     assert files.status_counts(catalog) == {1: {"present": (1, 11), "error": (1, 12), "missing": (1, 13)}}
     assert catalog.execute(text("SELECT count(*) FROM contents")).scalar() == 2

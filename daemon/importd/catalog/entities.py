@@ -135,12 +135,11 @@ class _Batch:
         if entity is not None:
             return entity
         name = safe_text(name)
-        res = self.conn.execute(
-            entities.insert().values(
-                type=etype, key=key, name=name, attributes="{}", first_seen=self.now, updated=self.now
-            )
+        new = entities.insert().values(
+            type=etype, key=key, name=name, attributes="{}", first_seen=self.now, updated=self.now
         )
-        entity = _Entity(int(res.inserted_primary_key[0]), etype, key, name, {})  # type: ignore[index]
+        entity_id = int(self.conn.execute(new.returning(entities.c.id)).scalar_one())
+        entity = _Entity(entity_id, etype, key, name, {})
         self.entities[(etype, key)] = entity
         self._log(root_id, "created", entity, f"from {source}")
         return entity

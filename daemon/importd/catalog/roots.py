@@ -21,8 +21,8 @@ def ensure_roots(conn: Connection, wanted: list[tuple[str, str]]) -> dict[str, i
                 conn.execute(update(roots).where(roots.c.id == rid).values(path=path))
             ids[name] = rid
         else:
-            res = conn.execute(roots.insert().values(name=name, path=path))
-            ids[name] = int(res.inserted_primary_key[0])  # type: ignore[index]
+            new = roots.insert().values(name=name, path=path).returning(roots.c.id)
+            ids[name] = int(conn.execute(new).scalar_one())
     return ids
 
 

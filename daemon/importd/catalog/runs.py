@@ -18,12 +18,10 @@ from importd.catalog.tables import runs
 def start_run(
     conn: Connection, kind: str, trigger: str, root_id: int | None, target: str | None, at: float
 ) -> int:
-    res = conn.execute(
-        runs.insert().values(
-            kind=kind, trigger=trigger, root_id=root_id, target=target, status="running", started=at
-        )
+    new = runs.insert().values(
+        kind=kind, trigger=trigger, root_id=root_id, target=target, status="running", started=at
     )
-    return int(res.inserted_primary_key[0])  # type: ignore[index]
+    return int(conn.execute(new.returning(runs.c.id)).scalar_one())
 
 
 def finish_run(conn: Connection, run_id: int, values: dict[str, Any]) -> None:

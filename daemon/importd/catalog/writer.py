@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -682,7 +682,7 @@ class CatalogWriter:
         await item.done.wait()
         if item.error is not None:
             raise item.error
-        return item.value  # type: ignore[no-any-return]
+        return cast(T, item.value)
 
     async def flush(self) -> None:
         await self.call(lambda _conn: None)

@@ -1,4 +1,5 @@
-"""Opening the catalog: URL mapping, SQLite pragmas, and Alembic migrations at start-up."""
+"""Opening the catalog: URL mapping, SQLite pragmas, Alembic migrations at start-up, and the
+plain sqlite3 connections of the measured hot paths (the walk's reader, the WAL checkpointer)."""
 
 from __future__ import annotations
 

@@ -24,8 +24,8 @@ from importctl.protocol import (
     ScanReply,
     StatusCounters,
 )
+from importd.catalog.entities import Resolved, ResolveError, load_states, resolve_conflict_tx
 from importd.entities import AttributeSet, GapReport, compute_report
-from importd.pipeline.mapper import Resolved, ResolveError, load_states, resolve_conflict_tx
 from importd.pipeline.reconcile import WalkError
 from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
 

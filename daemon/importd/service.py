@@ -180,7 +180,7 @@ def _publish_events(pipeline: Pipeline, events: EventBus) -> None:
         completeness = pipeline.mapper.live.completeness().to_json()
         events.publish(Topic.GAPS, {"completeness": completeness, "changed": entities})
 
-    pipeline.commit_listeners.append(lambda result: events.publish_changes(result.changes, roots.names()))
+    pipeline.writer.subscribe(lambda result: events.publish_changes(result.changes, roots.names()))
     pipeline.scans.listeners.append(run_changed)
     pipeline.mapper.listeners.append(gaps_changed)
 

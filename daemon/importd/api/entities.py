@@ -6,6 +6,8 @@ import json
 from collections import Counter
 from typing import Any, cast
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from importctl.protocol import (
     CONFLICT_STATUSES,
     DEFAULT_CONFLICT_STATUS,
@@ -29,19 +31,20 @@ from importctl.protocol import (
     iso_utc,
 )
 from importd.api.server import ApiError, Params
-from importd.catalog import queries
+from importd.catalog import runs as catalog_runs
+from importd.catalog.entities import ResolveError, conflict_rows, unmatched_by_folder
+from importd.catalog.roots import root_paths
 from importd.core import Core
 from importd.entities import fold
 from importd.paths import wire
-from importd.pipeline.mapper import ResolveError
 
 
 async def gaps(core: Core, params: Params) -> GapsReply:
     entity_type, name = params.get("type"), params.get("entity")
     run_id = params.get("run")
     if run_id is not None:
-        async with core.engine.connect() as conn:
-            row, _ = await conn.run_sync(queries.run_row, run_id, 0)
+        async with AsyncSession(core.engine) as session:
+            row, _ = await catalog_runs.run_row(session, run_id, 0)
         if row is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no run {run_id}")
         if not row["gap_report"]:
@@ -79,8 +82,8 @@ async def unmatched(core: Core, params: Params) -> UnmatchedReply:
             raise ApiError(ErrorCode.NOT_FOUND, f"no root named {params['root']!r}")
         root_id = ids[params["root"]]
     limit = max(1, min(int(params.get("limit", DEFAULT_UNMATCHED_LIMIT)), MAX_UNMATCHED_LIMIT))
-    async with core.engine.connect() as conn:
-        every = await conn.run_sync(queries.unmatched_by_folder, root_id)
+    async with AsyncSession(core.engine) as session:
+        every = await unmatched_by_folder(session, root_id)
     roots = {root.root_id: root.raw_path for root in core.roots()}
     by_folder: Counter[str] = Counter()
     files: list[UnmatchedFile] = []
@@ -107,8 +110,8 @@ async def conflicts(core: Core, params: Params) -> list[ConflictReply]:
     status = params.get("status", DEFAULT_CONFLICT_STATUS)
     if status not in CONFLICT_STATUSES:
         raise ApiError(ErrorCode.INVALID, "status must be open, kept, taken or all")
-    async with core.engine.connect() as conn:
-        rows = await conn.run_sync(queries.conflict_rows, None if status == "all" else status)
+    async with AsyncSession(core.engine) as session:
+        rows = await conflict_rows(session, None if status == "all" else status)
     return [
         {
             "id": r["id"],
@@ -145,8 +148,8 @@ async def resolve(core: Core, params: Params) -> ResolveReply:
 
 async def runs(core: Core, params: Params) -> list[RunReply]:
     limit = max(1, min(int(params.get("limit", DEFAULT_RUNS_LIMIT)), MAX_RUNS_LIMIT))
-    async with core.engine.connect() as conn:
-        rows = await conn.run_sync(queries.run_rows, limit)
+    async with AsyncSession(core.engine) as session:
+        rows = await catalog_runs.run_rows(session, limit)
     names = await _root_names(core)
     live = core.live_runs()
     out = []
@@ -173,8 +176,8 @@ async def runs(core: Core, params: Params) -> list[RunReply]:
 
 async def run(core: Core, params: Params) -> RunDetailReply:
     log_limit = max(0, min(int(params.get("log_limit", DEFAULT_RUN_LOG_LIMIT)), MAX_RUN_LOG_LIMIT))
-    async with core.engine.connect() as conn:
-        row, logs = await conn.run_sync(queries.run_row, params["run_id"], log_limit)
+    async with AsyncSession(core.engine) as session:
+        row, logs = await catalog_runs.run_row(session, params["run_id"], log_limit)
     if row is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"no run {params['run_id']}")
     item = run_reply(row, await _root_names(core))
@@ -224,5 +227,5 @@ def run_reply(row: dict[str, Any], root_names: dict[int, str]) -> RunReply:
 async def _root_names(core: Core) -> dict[int, str]:
     """Every root the catalog knows (runs of a root no longer configured keep its name)."""
     async with core.engine.connect() as conn:
-        roots = await conn.run_sync(queries.root_paths)
+        roots = await conn.run_sync(root_paths)
     return {rid: name for rid, (name, _, _) in roots.items()}

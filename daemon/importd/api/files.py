@@ -6,6 +6,8 @@ import os
 import re
 from typing import Any
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from importctl.protocol import (
     DEFAULT_ERRORS_LIMIT,
     MAX_ERRORS_LIMIT,
@@ -20,7 +22,11 @@ from importctl.protocol import (
     iso_utc,
 )
 from importd.api.server import ApiError, Params
-from importd.catalog import queries
+from importd.catalog import files as catalog_files
+from importd.catalog.entities import links_of_files
+from importd.catalog.media import extraction_failures
+from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, STATUS_PRESENT
+from importd.catalog.roots import root_paths
 from importd.core import Core
 from importd.paths import display, wire
 from importd.targets import TargetError
@@ -35,17 +41,17 @@ def target_error(error: TargetError) -> ApiError:
 
 async def status(core: Core, params: Params) -> StatusReply:
     async with core.engine.connect() as conn:
-        counts = await conn.run_sync(queries.status_counts)
+        counts = await conn.run_sync(catalog_files.status_counts)
     totals: FileTotals = {"present": 0, "missing": 0, "error": 0}
     total_bytes = 0
     for per_root in counts.values():
         for st, (n, b) in per_root.items():
-            if st == queries.STATUS_PRESENT:
+            if st == STATUS_PRESENT:
                 totals["present"] += n
                 total_bytes += b
-            elif st == queries.STATUS_MISSING:
+            elif st == STATUS_MISSING:
                 totals["missing"] += n
-            elif st == queries.STATUS_ERROR:
+            elif st == STATUS_ERROR:
                 totals["error"] += n
     roots: list[RootStatus] = []
     warnings = []
@@ -56,9 +62,9 @@ async def status(core: Core, params: Params) -> StatusReply:
                 "name": root.name,
                 "path": root.path,
                 "state": root.state,
-                "files": per_root.get(queries.STATUS_PRESENT, (0, 0))[0],
-                "missing": per_root.get(queries.STATUS_MISSING, (0, 0))[0],
-                "errors": per_root.get(queries.STATUS_ERROR, (0, 0))[0],
+                "files": per_root.get(STATUS_PRESENT, (0, 0))[0],
+                "missing": per_root.get(STATUS_MISSING, (0, 0))[0],
+                "errors": per_root.get(STATUS_ERROR, (0, 0))[0],
                 "watch": root.watch,
                 "watch_error": root.watch_error,
                 "unreadable_dirs": len(root.walk_errors),
@@ -111,16 +117,16 @@ async def find(core: Core, params: Params) -> list[FileReply]:
     if not query:
         raise ApiError(ErrorCode.INVALID, "find needs a path or a BLAKE3 hash (or a prefix of one)")
     if HEX.fullmatch(query) and not os.path.isabs(query) and not os.path.lexists(query):
-        async with core.engine.connect() as conn:
-            rows = await conn.run_sync(queries.find_hash, query, FIND_LIMIT)
+        async with AsyncSession(core.engine) as session:
+            rows = await catalog_files.find_hash(session, query, FIND_LIMIT)
         if not rows:
             raise ApiError(ErrorCode.NOT_FOUND, f"no file with a BLAKE3 starting {query.lower()}")
         return await file_replies(core, rows)
     place = core.locate(query, params.get("cwd"))
     if isinstance(place, TargetError):
         raise target_error(place)
-    async with core.engine.connect() as conn:
-        rows = await conn.run_sync(queries.find_path, place.root_id, place.relpath, FIND_LIMIT)
+    async with AsyncSession(core.engine) as session:
+        rows = await catalog_files.find_path(session, place.root_id, place.relpath, FIND_LIMIT)
     if not rows:
         raise ApiError(ErrorCode.NOT_FOUND, f"nothing in the catalog at {display(place.path)}")
     return await file_replies(core, rows)
@@ -128,14 +134,14 @@ async def find(core: Core, params: Params) -> list[FileReply]:
 
 async def errors(core: Core, params: Params) -> list[ErrorReply]:
     limit = max(1, min(int(params.get("limit", DEFAULT_ERRORS_LIMIT)), MAX_ERRORS_LIMIT))
-    async with core.engine.connect() as conn:
-        rows = await conn.run_sync(queries.error_rows, limit)
+    async with AsyncSession(core.engine) as session:
+        rows = await catalog_files.error_rows(session, limit)
     out: list[ErrorReply] = [
         {"kind": "file", "path": r["path"], "root": r["root"], "error": r["error"], "since": r["last_seen"]}
         for r in await file_replies(core, rows)
     ]
     async with core.engine.connect() as conn:
-        failures = await conn.run_sync(queries.extraction_failures, limit)
+        failures = await conn.run_sync(extraction_failures, limit)
     roots = {root.root_id: root for root in core.roots()}
     for _digest, extractor, error, at, rid, rel in failures:
         of = roots.get(rid)
@@ -175,14 +181,15 @@ async def errors(core: Core, params: Params) -> list[ErrorReply]:
 async def file_replies(core: Core, rows: list[dict[str, Any]]) -> list[FileReply]:
     """Catalog rows as `find` shows them (also `info`'s and `errors`' file rows)."""
     async with core.engine.connect() as conn:
-        roots = await conn.run_sync(queries.root_paths)
-        entities = await conn.run_sync(queries.entity_links, [r["id"] for r in rows])
+        roots = await conn.run_sync(root_paths)
+    async with AsyncSession(core.engine) as session:
+        entities = await links_of_files(session, [r["id"] for r in rows])
     out: list[FileReply] = []
     for r in rows:
         name, path, reconciled = roots.get(r["root_id"], ("?", "", None))
         last_seen = r["last_seen"]
         # A reconcile that found the file unchanged saw it then, without rewriting its row.
-        if r["status"] == queries.STATUS_PRESENT and reconciled and reconciled > last_seen:
+        if r["status"] == STATUS_PRESENT and reconciled and reconciled > last_seen:
             last_seen = reconciled
         entity = entities.get(r["id"])
         out.append(

@@ -20,7 +20,7 @@ from importctl.protocol import (
 )
 from importd.api.files import HEX, find
 from importd.api.server import ApiError, Params
-from importd.catalog import queries
+from importd.catalog import media as catalog_media
 from importd.core import Core
 from importd.paths import wire
 
@@ -41,7 +41,7 @@ async def dupes(core: Core, params: Params) -> DupesReply:
 
     if kind in (None, "exact"):
         async with core.engine.connect() as conn:
-            exact = await conn.run_sync(queries.exact_duplicates)
+            exact = await conn.run_sync(catalog_media.exact_duplicates)
         roots = _root_paths(core)
         for digest, places in sorted(exact.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             paths = [_absolute(roots, rid, rel) for rid, rel in places]
@@ -97,7 +97,7 @@ async def info(core: Core, params: Params) -> InfoReply:
     if not digest:
         return out
     async with core.engine.connect() as conn:
-        facts = await conn.run_sync(queries.content_media, digest)
+        facts = await conn.run_sync(catalog_media.content_media, digest)
     by_extractor = {}
     for ex in facts["extractions"]:
         by_extractor[ex["extractor"]] = json.loads(ex["facts"]) if ex["facts"] else None
@@ -219,7 +219,7 @@ def _absolute(roots: dict[int, bytes], root_id: int, relpath: bytes) -> str:
 
 async def _paths_of(core: Core, digests: Iterable[str]) -> dict[str, list[str]]:
     async with core.engine.connect() as conn:
-        found = await conn.run_sync(queries.present_paths, list(digests))
+        found = await conn.run_sync(catalog_media.present_paths, list(digests))
     roots = _root_paths(core)
     return {d: [_absolute(roots, rid, rel) for rid, rel in places] for d, places in found.items()}
 

@@ -1,4 +1,5 @@
-"""Opening the catalog: URL mapping, SQLite pragmas, and Alembic migrations at start-up."""
+"""Opening the catalog: URL mapping, SQLite pragmas, Alembic migrations at start-up, and the
+plain sqlite3 connections of the measured hot paths (the walk's reader, the WAL checkpointer)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Table, event
 from sqlalchemy import create_engine as create_sync_engine
@@ -243,3 +245,22 @@ def sqlite_file(engine: AsyncEngine) -> str | None:
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
     return url.database
+
+
+def open_reader(db_file: str) -> sqlite3.Connection:
+    """A read-only connection to the catalog file, for a worker thread of its own: reads there
+    wait neither for the event loop nor for the async engine's connection thread."""
+    return sqlite3.connect(
+        f"file:{quote(db_file)}?mode=ro",
+        uri=True,
+        timeout=10.0,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+
+
+def shrink_cache(conn: Connection) -> None:
+    """Let a SQLite connection give back the pages it caches (the writer keeps up to 32 MiB
+    after a big import); nothing to do elsewhere."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA shrink_memory")

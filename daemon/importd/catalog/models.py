@@ -261,5 +261,5 @@ def add_postgresql_options() -> None:
     """Give the partial index its PostgreSQL spelling too. Not in the declaration: naming a
     dialect's option there makes SQLAlchemy import that dialect (and its drivers' modules), 0.1 s
     of every start-up on the SQLite default. Called when a PostgreSQL engine is made."""
-    index = next(i for i in FileRow.__table__.indexes if i.name == "uq_files_live_path")  # type: ignore[attr-defined]
+    index = next(i for i in SQLModel.metadata.tables["files"].indexes if i.name == "uq_files_live_path")
     index.dialect_kwargs["postgresql_where"] = text(LIVE_PATH_WHERE)

@@ -12,10 +12,10 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -25,14 +25,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from importd.catalog.engine import Checkpointer, dialect_insert, sqlite_file, writer_engine
-from importd.catalog.models import (
-    STATUS_ERROR,
-    STATUS_MISSING,
-    STATUS_PRESENT,
-    ContentRow,
-    FileMoveRow,
-    FileRow,
-)
+from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, STATUS_PRESENT
+from importd.catalog.tables import IN_CHUNK, chunks, contents, file_moves, files
 from importd.items import (
     CatalogOp,
     FileFailure,
@@ -48,10 +42,6 @@ from importd.threads import thread_named
 
 log = logging.getLogger("importd.catalog")
 
-files = FileRow.__table__  # type: ignore[attr-defined]
-contents = ContentRow.__table__  # type: ignore[attr-defined]
-moves = FileMoveRow.__table__  # type: ignore[attr-defined]
-
 T = TypeVar("T")
 BATCH_MAX = 4000
 LINGER_S = 0.02
@@ -63,13 +53,6 @@ LINGER_S = 0.02
 # walk fills the next while one commits.
 BULK_BATCH_MAX = 8192
 BULK_LINGER_S = 0.5
-# SQLite's default limit on bound parameters is 32766; stay far below for IN lists.
-IN_CHUNK = 900
-
-
-def chunks(seq: Sequence[T], size: int = IN_CHUNK) -> Iterable[Sequence[T]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
 
 
 @record
@@ -401,7 +384,7 @@ def _record_moves(
                     {"file_id": row_id, "old_root_id": root_id, "old_relpath": bytes(relpath), "at": now}
                 )
     if history:
-        conn.execute(moves.insert(), history)
+        conn.execute(file_moves.insert(), history)
 
 
 def _mark_missing_ids(conn: Connection, row_ids: Sequence[int], now: float) -> list[FileChange]:
@@ -615,20 +598,26 @@ class _Call:
     error: BaseException | None = None
 
 
+# What a listener is given: one committed batch of ops. It may be a coroutine function.
+Listener = Callable[[BatchResult], Awaitable[None] | None]
+
+
 class CatalogWriter:
     """Owns every write. `put` queues an op (with back-pressure); `call` runs a function in its
-    own transaction after everything queued before it, and returns its value."""
+    own transaction after everything queued before it, and returns its value. Registration ends
+    here: what a batch of ops committed is announced to the listeners that `subscribe`d (the
+    entity mapper, the media stage, the pipeline's counters, the event bus), never handed back
+    to a caller."""
 
     def __init__(
         self,
         engine: AsyncEngine,
-        on_commit: Callable[[BatchResult], Awaitable[None] | None] | None = None,
         queue_size: int = 2 * BULK_BATCH_MAX,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
-        self.on_commit = on_commit
         self.clock = clock
+        self._listeners: list[Listener] = []
         # SQLite file: transactions run in a worker thread on a synchronous connection of their
         # own (one at a time: this is the only writer). Otherwise through the async engine.
         self._sync = writer_engine(engine)
@@ -645,6 +634,26 @@ class CatalogWriter:
         self.pending = 0
         self.last_error: str | None = None
         self.totals = BatchResult()
+
+    def subscribe(self, listener: Listener) -> None:
+        """`listener` gets the `BatchResult` of every committed batch of ops (not of `call`s),
+        in commit order, once the transaction is committed; listeners run one after another in
+        the order they subscribed, and the writer takes its next batch when the last returns, so
+        a listener should only hand the result on (queue it), never wait on the writer.
+
+        A listener that raises is logged and left out for that batch only: the batch stays
+        committed, the other listeners still get it, and the writer goes on (the catalog is
+        right; what a failing stage missed, the next reconcile or restart brings back)."""
+        self._listeners.append(listener)
+
+    async def _announce(self, result: BatchResult) -> None:
+        for listener in self._listeners:
+            try:
+                maybe = listener(result)
+                if maybe is not None:
+                    await maybe
+            except Exception:
+                log.exception("a listener of committed batches failed: %r", listener)
 
     async def put(self, op: CatalogOp) -> None:
         self.pending += 1
@@ -673,7 +682,7 @@ class CatalogWriter:
         await item.done.wait()
         if item.error is not None:
             raise item.error
-        return item.value  # type: ignore[no-any-return]
+        return cast(T, item.value)
 
     async def flush(self) -> None:
         await self.call(lambda _conn: None)
@@ -774,10 +783,7 @@ class CatalogWriter:
         self._maybe_checkpoint()
         self.totals.add(dataclasses.replace(result, changes=[]))  # counts only: changes are per batch
         try:
-            if self.on_commit is not None:
-                maybe = self.on_commit(result)
-                if maybe is not None:
-                    await maybe
+            await self._announce(result)
         finally:
             # Only now: status shows nothing "writing" once the stages after it have the changes.
             self.pending -= len(ops)

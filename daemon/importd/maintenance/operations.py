@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
-from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from importctl.findings import Finding, FindingReport
-from importctl.protocol import iso_utc as iso
-from importd.catalog import queries
-from importd.catalog.models import STATUS_PRESENT, FileMoveRow, FileRow, FindingRow, SymlinkRow
-from importd.catalog.writer import chunks
+from importctl.protocol import iso_utc
+from importd.catalog import maintenance as catalog
+from importd.catalog import runs
+from importd.catalog.files import read_snapshot
 from importd.maintenance.links import (
     Candidate,
     LastKnown,
@@ -48,7 +48,7 @@ from importd.maintenance.repairlog import RepairLog, RepairLogEntry
 from importd.maintenance.scrub import Budget, Scrubber, ScrubPlan, ScrubTarget
 from importd.maintenance.sweep import finding_for_link, finding_for_scrub, findings_from_walk
 from importd.maintenance.trash import Trash, TrashFailure
-from importd.paths import display, subtree_bounds, wire
+from importd.paths import display, wire
 from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk, walk_listings
 from importd.targets import RootPlace, TargetError, resolve_target
 
@@ -56,11 +56,6 @@ if TYPE_CHECKING:
     from importd.pipeline.wiring import Pipeline
 
 log = logging.getLogger("importd.maintenance")
-
-files_t = FileRow.__table__  # type: ignore[attr-defined]
-moves_t = FileMoveRow.__table__  # type: ignore[attr-defined]
-links_t = SymlinkRow.__table__  # type: ignore[attr-defined]
-findings_t = FindingRow.__table__  # type: ignore[attr-defined]
 
 Scope = list[tuple[int, bytes]]  # (root_id, relpath prefix or b"")
 
@@ -82,102 +77,33 @@ class CatalogCandidates:
         root = self.roots.get(root_name)
         if root is None:
             return []
-        low, high = subtree_bounds(relpath)
-        rows = self.conn.execute(
-            select(moves_t.c.old_relpath, moves_t.c.at, files_t.c.root_id, files_t.c.relpath)
-            .join(files_t, files_t.c.id == moves_t.c.file_id)
-            .where(
-                moves_t.c.old_root_id == root[0],
-                or_(
-                    moves_t.c.old_relpath == relpath,
-                    and_(moves_t.c.old_relpath >= low, moves_t.c.old_relpath < high),
-                ),
-                files_t.c.status == STATUS_PRESENT,
-            )
-            .order_by(moves_t.c.at.desc())
-        )
         out = []
-        for old, at, rid, rel in rows:
-            current = self._abs(rid, bytes(rel))
+        for old, at, rid, rel in catalog.moves_under(self.conn, root[0], relpath):
+            current = self._abs(rid, rel)
             if current is not None:
-                out.append(Move(bytes(old), current, at))
+                out.append(Move(old, current, at))
         return out
 
     def last_known(self, root_name: str, relpath: bytes) -> LastKnown | None:
         root = self.roots.get(root_name)
         if root is None:
             return None
-        row = self.conn.execute(
-            select(files_t.c.size, files_t.c.blake3)
-            .where(files_t.c.root_id == root[0], files_t.c.relpath == relpath)
-            .order_by(files_t.c.last_seen.desc())
-            .limit(1)
-        ).first()
-        if row is None:
-            moved = self.conn.execute(
-                select(files_t.c.size, files_t.c.blake3)
-                .join(moves_t, moves_t.c.file_id == files_t.c.id)
-                .where(moves_t.c.old_root_id == root[0], moves_t.c.old_relpath == relpath)
-                .order_by(moves_t.c.at.desc())
-                .limit(1)
-            ).first()
-            row = moved
+        row = catalog.last_known_at(self.conn, root[0], relpath)
         return LastKnown(row[0], row[1]) if row is not None else None
 
     def by_name_and_size(self, name: bytes, size: int | None) -> Sequence[bytes]:
         if self._by_name is None:
             # One pass over the present files, then every link asks a dict.
             self._by_name = {}
-            rows = self.conn.execute(
-                select(files_t.c.root_id, files_t.c.relpath, files_t.c.size).where(
-                    files_t.c.status == STATUS_PRESENT
-                )
-            )
-            for rid, rel, sz in rows:
-                path = self._abs(rid, bytes(rel))
+            for rid, rel, sz in catalog.present_files(self.conn):
+                path = self._abs(rid, rel)
                 if path is not None:
-                    self._by_name.setdefault(os.path.basename(bytes(rel)), []).append((path, sz))
+                    self._by_name.setdefault(os.path.basename(rel), []).append((path, sz))
         return [p for p, sz in self._by_name.get(name, []) if size is None or sz == size]
 
     def by_hash(self, blake3: str) -> Sequence[bytes]:
-        rows = self.conn.execute(
-            select(files_t.c.root_id, files_t.c.relpath).where(
-                files_t.c.blake3 == blake3, files_t.c.status == STATUS_PRESENT
-            )
-        )
-        return [p for p in (self._abs(rid, bytes(rel)) for rid, rel in rows) if p is not None]
-
-
-def record_links(
-    conn: Connection, root_id: int, links: Sequence[LinkInfo | LinkError], now: float, complete: bool
-) -> None:
-    """Upsert the symlinks a walk met; with `complete` (a whole-root walk) the rest are gone."""
-    seen = []
-    for info in links:
-        if isinstance(info, LinkError):
-            continue
-        seen.append(info.relpath)
-        values = {
-            "root_id": root_id,
-            "relpath": info.relpath,
-            "target": info.target_as_written,
-            "resolved": info.resolved,
-            "state": info.state,
-            "last_seen": now,
-        }
-        existing = conn.execute(
-            select(links_t.c.id).where(links_t.c.root_id == root_id, links_t.c.relpath == info.relpath)
-        ).first()
-        if existing is None:
-            conn.execute(links_t.insert().values(values))
-        else:
-            conn.execute(update(links_t).where(links_t.c.id == existing[0]).values(values))
-    if complete:
-        conn.execute(
-            update(links_t)
-            .where(links_t.c.root_id == root_id, links_t.c.last_seen < now, links_t.c.state != "gone")
-            .values(state="gone")
-        )
+        found = (self._abs(rid, rel) for rid, rel in catalog.present_with_hash(self.conn, blake3))
+        return [p for p in found if p is not None]
 
 
 def classify_all(
@@ -186,71 +112,13 @@ def classify_all(
     return [classifier.classify(root_name, rel) for rel in relpaths]
 
 
-def link_counts(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(select(links_t.c.state, func.count()).group_by(links_t.c.state))
-    return {state: int(n) for state, n in rows if state != "gone"}
-
-
-def scrub_state(conn: Connection) -> dict[str, Any]:
-    row = conn.execute(
-        select(
-            func.count(),
-            func.count(files_t.c.last_verified),
-            func.min(files_t.c.last_verified),
-        ).where(files_t.c.status == STATUS_PRESENT, files_t.c.blake3.is_not(None))
-    ).one()
-    return {"files": int(row[0]), "verified": int(row[1]), "oldest_verified": row[2]}
-
-
-def scrub_targets(
-    conn: Connection, root_ids: Sequence[int], started: float, limit: int
-) -> list[dict[str, Any]]:
-    """Oldest verification first (never verified first of all)."""
-    stmt = (
-        select(
-            files_t.c.id,
-            files_t.c.root_id,
-            files_t.c.relpath,
-            files_t.c.size,
-            files_t.c.mtime_ns,
-            files_t.c.inode,
-            files_t.c.dev,
-            files_t.c.blake3,
-            files_t.c.last_verified,
-        )
-        .where(
-            files_t.c.status == STATUS_PRESENT,
-            files_t.c.blake3.is_not(None),
-            files_t.c.root_id.in_(list(root_ids)),
-            or_(files_t.c.last_verified.is_(None), files_t.c.last_verified < started),
-        )
-        .order_by(files_t.c.last_verified.is_not(None), files_t.c.last_verified, files_t.c.id)
-        .limit(limit)
-    )
-    return [dict(r._mapping) | {"relpath": bytes(r.relpath)} for r in conn.execute(stmt)]
-
-
-def mark_verified(conn: Connection, stamps: Sequence[tuple[int, float]]) -> None:
-    if stamps:
-        stmt = (
-            update(files_t).where(files_t.c.id == bindparam("row_id")).values(last_verified=bindparam("at"))
-        )
-        conn.execute(stmt, [{"row_id": rid, "at": at} for rid, at in stamps])
-
-
-def store_findings(conn: Connection, run_id: int, findings: Sequence[Finding]) -> None:
-    rows = [{"run_id": run_id, "kind": f.kind, "path": f.path, "detail": f.detail[:2000]} for f in findings]
-    for part in chunks(rows, 5000):
-        conn.execute(findings_t.insert(), list(part))
-
-
-def load_findings(conn: Connection, run_id: int) -> list[Finding]:
-    rows = conn.execute(
-        select(findings_t.c.kind, findings_t.c.path, findings_t.c.detail)
-        .where(findings_t.c.run_id == run_id)
-        .order_by(findings_t.c.id)
-    )
-    return [Finding(kind, bytes(path), detail) for kind, path, detail in rows]
+def seen_links(links: Sequence[LinkInfo | LinkError]) -> list[catalog.SymlinkSeen]:
+    """The links a walk classified, as the catalog records them (errors are not recorded)."""
+    return [
+        catalog.SymlinkSeen(i.relpath, i.target_as_written, i.resolved, i.state)
+        for i in links
+        if isinstance(i, LinkInfo)
+    ]
 
 
 @dataclass
@@ -455,7 +323,13 @@ class Maintenance:
             classify_all, LinkClassifier(self.root_paths()), state.config.name, relpaths
         )
         await self.writer.call(
-            functools.partial(record_links, root_id=root_id, links=infos, now=self.clock(), complete=complete)
+            functools.partial(
+                catalog.record_links,
+                root_id=root_id,
+                links=seen_links(infos),
+                now=self.clock(),
+                complete=complete,
+            )
         )
 
     # ----- sweeps ----------------------------------------------------------------------------
@@ -467,7 +341,7 @@ class Maintenance:
         started = self.clock()
         label = target or None
         run_id = await self.writer.call(
-            lambda c: queries.start_run(
+            lambda c: runs.start_run(
                 c, "sweep", "verify-hash" if verify_hash else "check", None, label, started
             )
         )
@@ -490,7 +364,7 @@ class Maintenance:
                         Finding("unreadable", state.raw_path, f"root offline: {state.watch_error}")
                     )
                     continue
-                known = await queries.read_snapshot(self.engine, rid, prefix or None)
+                known = await read_snapshot(self.engine, rid, prefix or None)
                 comparer = ReconcileComparer(known)
 
                 def walk_root(
@@ -513,7 +387,11 @@ class Maintenance:
                 sweep.findings.extend(f for f in (finding_for_link(i) for i in infos) if f is not None)
                 await self.writer.call(
                     functools.partial(
-                        record_links, root_id=rid, links=infos, now=self.clock(), complete=not prefix
+                        catalog.record_links,
+                        root_id=rid,
+                        links=seen_links(infos),
+                        now=self.clock(),
+                        complete=not prefix,
                     )
                 )
             if sweep.verify_hash and not sweep.stop.is_set():
@@ -537,8 +415,8 @@ class Maintenance:
             }
             findings = list(sweep.findings)
             with anyio.CancelScope(shield=True):
-                await self.writer.call(lambda c: store_findings(c, sweep.run_id, findings))
-                await self.writer.call(lambda c: queries.finish_run(c, sweep.run_id, values))
+                await self.writer.call(lambda c: catalog.store_findings(c, sweep.run_id, findings))
+                await self.writer.call(lambda c: runs.finish_run(c, sweep.run_id, values))
             log.info(
                 "sweep %d %s: %s",
                 sweep.run_id,
@@ -555,7 +433,7 @@ class Maintenance:
         prefixes = {rid: prefix for rid, prefix in sweep.scope}
         while not sweep.stop.is_set():
             async with self.engine.connect() as conn:
-                rows = await conn.run_sync(scrub_targets, root_ids, started, 2000)
+                rows = await conn.run_sync(catalog.scrub_targets, root_ids, started, 2000)
             targets = [
                 ScrubTarget(
                     r["id"],
@@ -585,7 +463,7 @@ class Maintenance:
             # Every verdict is stamped, not only "ok": a rotten file must not stay at the front of
             # the queue and be re-read every night while the rest of the library waits.
             stamps = [(r.target.row_id, r.checked_at) for r in results]
-            await self.writer.call(functools.partial(mark_verified, stamps=stamps))
+            await self.writer.call(functools.partial(catalog.mark_verified, stamps=stamps))
             sweep.findings.extend(f for f in (finding_for_scrub(r) for r in results) if f is not None)
             p = scrubber.progress
             sweep.scrub = {
@@ -610,19 +488,20 @@ class Maintenance:
         sweep = self.sweeps.get(run_id)
         if sweep is not None and sweep.state == "running":
             return {"run_id": run_id, "state": "running", "progress": sweep.progress()}
+        async with AsyncSession(self.engine) as session:
+            row, _ = await runs.run_row(session, run_id, 0)
+        if row is None or row["kind"] != "sweep":
+            raise LookupError(f"no sweep run {run_id}")
         async with self.engine.connect() as conn:
-            row, _ = await conn.run_sync(queries.run_row, run_id, 0)
-            if row is None or row["kind"] != "sweep":
-                raise LookupError(f"no sweep run {run_id}")
-            findings = await conn.run_sync(load_findings, run_id)
+            findings = await conn.run_sync(catalog.load_findings, run_id)
         detail = json.loads(row["detail"] or "{}")
         report = FindingReport(list(findings))
         return report.to_json(
             {
                 "run_id": run_id,
                 "state": row["status"],
-                "started": iso(row["started"]),
-                "finished": iso(row["finished"]),
+                "started": iso_utc(row["started"]),
+                "finished": iso_utc(row["finished"]),
                 "files_seen": row["files_seen"],
                 "scrub": detail.get("scrub", {}),
                 "exit_status": report.exit_status(),
@@ -630,11 +509,12 @@ class Maintenance:
         )
 
     async def status(self) -> dict[str, Any]:
+        async with AsyncSession(self.engine) as session:
+            last = await runs.last_runs(session, "sweep", 1)
         async with self.engine.connect() as conn:
-            last = await conn.run_sync(queries.last_runs, "sweep", 1)
-            scrub = await conn.run_sync(scrub_state)
-            links = await conn.run_sync(link_counts)
-        scrub["oldest_verified"] = iso(scrub["oldest_verified"])
+            scrub = await conn.run_sync(catalog.scrub_state)
+            links = await conn.run_sync(catalog.link_counts)
+        scrub["oldest_verified"] = iso_utc(scrub["oldest_verified"])
         out: dict[str, Any] = {"links": links, "scrub": scrub, "last_sweep": None}
         if last:
             row = last[0]
@@ -642,8 +522,8 @@ class Maintenance:
             out["last_sweep"] = {
                 "run_id": row["id"],
                 "state": row["status"],
-                "started": iso(row["started"]),
-                "finished": iso(row["finished"]),
+                "started": iso_utc(row["started"]),
+                "finished": iso_utc(row["finished"]),
                 "counts": detail.get("counts", {}),
                 "exit_status": detail.get("exit_status"),
             }

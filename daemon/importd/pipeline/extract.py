@@ -11,31 +11,27 @@ writer; the in-memory near-duplicate indexes follow them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from sqlalchemy import delete, func, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from importd.catalog.engine import dialect_insert
-from importd.catalog.models import (
-    STATUS_PRESENT,
-    ExtractionRow,
-    FaceRow,
-    FileRow,
-    ImageHashRow,
-    VideoFingerprintRow,
+from importd.catalog.media import (
+    ExtractOutcome,
+    done_versions,
+    last_file_id,
+    load_indexes,
+    outdated_contents,
+    store_outcome,
 )
-from importd.catalog.writer import CatalogWriter, FileChange, chunks
+from importd.catalog.tables import chunks
+from importd.catalog.writer import BatchResult, CatalogWriter, FileChange
 from importd.config import MediaConfig
 
 # Only light modules here: the heavy ones (numpy, Pillow, scipy, numba, onnxruntime) load when
@@ -53,28 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("importd.extract")
 
-extractions_t = ExtractionRow.__table__  # type: ignore[attr-defined]
-image_hashes_t = ImageHashRow.__table__  # type: ignore[attr-defined]
-video_fp_t = VideoFingerprintRow.__table__  # type: ignore[attr-defined]
-faces_t = FaceRow.__table__  # type: ignore[attr-defined]
-files_t = FileRow.__table__  # type: ignore[attr-defined]
-
-
-def to_jsonable(value: Any) -> Any:
-    import numpy as np
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, tuple | list):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
 
 @dataclass(frozen=True)
 class Job:
@@ -84,148 +58,12 @@ class Job:
 
 
 @dataclass
-class ExtractOutcome:
-    key: WorkKey
-    result: Any  # facts, list[Face], or ExtractionFailure
-    cpu_s: float | None = None
-
-
-@dataclass
 class MediaCounters:
     done: int = 0
     failed: int = 0
     running: int = 0
     queued: int = 0
     by_extractor: dict[str, int] = field(default_factory=dict)
-
-
-def store_outcome(conn: Connection, outcome: ExtractOutcome, now: float) -> None:
-    key = outcome.key
-    result = outcome.result
-    failed = isinstance(result, ExtractionFailure)
-    values = {
-        "blake3": key.content_hash,
-        "extractor": key.extractor,
-        "version": key.version,
-        "status": "failed" if failed else "ok",
-        "facts": None if failed else json.dumps(to_jsonable(_facts_of(key.extractor, result))),
-        "error": result.reason[:2000] if failed else None,
-        "at": now,
-        "cpu_s": outcome.cpu_s,
-    }
-    stmt = dialect_insert(conn, extractions_t).values(values)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["blake3", "extractor"],
-            set_={k: v for k, v in values.items() if k not in ("blake3", "extractor")},
-        )
-    )
-    if failed:
-        return
-    import numpy as np
-
-    from importd.media.image import ImageFacts
-    from importd.media.video import VideoFingerprint
-
-    if key.extractor == "image" and isinstance(result, ImageFacts):
-        conn.execute(delete(image_hashes_t).where(image_hashes_t.c.blake3 == key.content_hash))
-        conn.execute(
-            image_hashes_t.insert().values(
-                blake3=key.content_hash, phash=result.phash, dhash=result.dhash, low_detail=result.low_detail
-            )
-        )
-    elif key.extractor == "video_fp" and isinstance(result, VideoFingerprint):
-        conn.execute(delete(video_fp_t).where(video_fp_t.c.blake3 == key.content_hash))
-        conn.execute(
-            video_fp_t.insert().values(
-                blake3=key.content_hash,
-                duration_s=result.duration_s,
-                frames=json.dumps(list(result.frames)),
-                blank=json.dumps(list(result.blank)),
-            )
-        )
-    elif key.extractor == "faces":
-        conn.execute(delete(faces_t).where(faces_t.c.blake3 == key.content_hash))
-        for i, face in enumerate(result):
-            x1, y1, x2, y2 = (float(v) for v in face.bbox)
-            conn.execute(
-                faces_t.insert().values(
-                    blake3=key.content_hash,
-                    idx=i,
-                    x1=x1,
-                    y1=y1,
-                    x2=x2,
-                    y2=y2,
-                    det_score=float(face.det_score),
-                    embedding=np.asarray(face.embedding, dtype=np.float32).tobytes(),
-                )
-            )
-
-
-def _facts_of(extractor: str, result: Any) -> Any:
-    if extractor == "faces":
-        return {
-            "count": len(result),
-            "faces": [{"bbox": [float(v) for v in f.bbox], "det_score": float(f.det_score)} for f in result],
-        }
-    if extractor == "video_fp":
-        return {"duration_s": result.duration_s, "frames": len(result.frames), "blank": sum(result.blank)}
-    return result
-
-
-def done_versions(conn: Connection, hashes: Sequence[str]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for part in chunks(sorted(set(hashes))):
-        rows = conn.execute(
-            select(extractions_t.c.blake3, extractions_t.c.extractor, extractions_t.c.version).where(
-                extractions_t.c.blake3.in_(part)
-            )
-        )
-        for digest, extractor, version in rows:
-            out.setdefault(digest, {})[extractor] = version
-    return out
-
-
-def last_file_id(conn: Connection) -> int:
-    return int(conn.execute(select(func.max(files_t.c.id))).scalar() or 0)
-
-
-def outdated_contents(
-    conn: Connection, limit: int, up_to_id: int | None = None
-) -> list[tuple[str, int, bytes]]:
-    """(blake3, root_id, relpath) of one present path per content, for the start-up catch-up;
-    with `up_to_id`, only rows that existed then (later ones were planned as they committed)."""
-    cond = [files_t.c.status == STATUS_PRESENT, files_t.c.blake3.is_not(None)]
-    if up_to_id is not None:
-        cond.append(files_t.c.id <= up_to_id)
-    rows = conn.execute(
-        select(files_t.c.blake3, files_t.c.root_id, files_t.c.relpath)
-        .where(*cond)
-        .group_by(files_t.c.blake3)
-        .limit(limit)
-    )
-    return [(d, r, bytes(p)) for d, r, p in rows]
-
-
-Indexes = tuple[list[tuple[str, int]], dict[str, "VideoFingerprint"], list[tuple[tuple[str, int], bytes]]]
-
-
-def load_indexes(conn: Connection) -> Indexes:
-    from importd.media.video import VideoFingerprint
-
-    rows = conn.execute(select(image_hashes_t.c.blake3, image_hashes_t.c.phash, image_hashes_t.c.low_detail))
-    images = [(d, int(p)) for d, p, low in rows if not low]
-    videos = {
-        d: VideoFingerprint(dur, tuple(json.loads(frames)), tuple(json.loads(blank)))
-        for d, dur, frames, blank in conn.execute(
-            select(video_fp_t.c.blake3, video_fp_t.c.duration_s, video_fp_t.c.frames, video_fp_t.c.blank)
-        )
-    }
-    faces = [
-        ((d, i), bytes(e))
-        for d, i, e in conn.execute(select(faces_t.c.blake3, faces_t.c.idx, faces_t.c.embedding))
-    ]
-    return images, videos, faces
 
 
 def run_extractor(extractor: str, path: bytes, max_pixels: int, pack: str, settings: FaceSettings) -> Any:
@@ -364,8 +202,12 @@ class MediaStage:
         if self.pool is not None:
             self.pool.close()
 
+    def committed(self, result: BatchResult) -> None:
+        """The writer's listener: what one batch committed."""
+        self.submit(result.changes)
+
     def submit(self, changes: Sequence[FileChange]) -> None:
-        """Called from the writer's commit hook: only queues, never waits."""
+        """Only queues, never waits: the writer calls it (through `committed`) after each commit."""
         if self.config.enabled and changes:
             self._intake_send.send_nowait((list(changes), Priority.FOREGROUND))
 
@@ -510,4 +352,4 @@ class MediaStage:
         }
 
 
-__all__ = ["MediaStage", "run_extractor", "store_outcome"]
+__all__ = ["MediaStage", "run_extractor"]

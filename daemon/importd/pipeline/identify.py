@@ -22,8 +22,8 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from importd.catalog import queries
-from importd.catalog.queries import IdentityMatch
+from importd.catalog import files as catalog_files
+from importd.catalog.files import IdentityMatch
 from importd.items import CatalogOp, HashedFile, MovedFile, SettledFile, s64
 from importd.paths import display
 
@@ -123,7 +123,7 @@ def reader_lookup(reader: sqlite3.Connection) -> InodeLookup:
     """A read-only sqlite3 connection of a walk's own thread (no trip through the event loop)."""
 
     def lookup(inodes: list[Inode]) -> list[IdentityMatch]:
-        return queries.identities_sqlite(reader, inodes)
+        return catalog_files.identities_sqlite(reader, inodes)
 
     return lookup
 
@@ -131,4 +131,4 @@ def reader_lookup(reader: sqlite3.Connection) -> InodeLookup:
 async def catalog_matches(engine: AsyncEngine, inodes: list[Inode]) -> list[IdentityMatch]:
     """The same lookup on the event loop, over the catalog's async engine (any database)."""
     async with engine.connect() as conn:
-        return await conn.run_sync(queries.identities, inodes)
+        return await conn.run_sync(catalog_files.identities, inodes)

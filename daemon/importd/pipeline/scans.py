@@ -26,11 +26,13 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from importctl.protocol import TERMINAL_STATES, ScanReply, iso_utc
-from importd.catalog import queries
+from importd.catalog import roots as catalog_roots
+from importd.catalog import runs as catalog_runs
+from importd.catalog.engine import shrink_cache
+from importd.catalog.entities import MappingOutcome
 from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.items import CatalogSnapshot, VanishedRows
 from importd.paths import display
-from importd.pipeline.mapper import MappingOutcome
 from importd.pipeline.reconcile import DirListing, ReconcileComparer, WalkedFile, walk_listings
 from importd.pipeline.roots import Roots, RootState
 from importd.runtime import collector_paused, release_memory
@@ -353,7 +355,7 @@ class Scans:
         if scan.trigger != "watch":
             started, where = scan.started, display(scan.prefix) or None
             scan.run_id = await self._writer.call(
-                lambda c: queries.start_run(c, "reconcile", scan.trigger, scan.root_id, where, started)
+                lambda c: catalog_runs.start_run(c, "reconcile", scan.trigger, scan.root_id, where, started)
             )
         self._changed(scan)
         try:
@@ -426,7 +428,7 @@ class Scans:
             return
         if not scan.prefix and not diff.errors:
             started = scan.started or 0.0
-            await self._writer.call(lambda c: queries.mark_reconciled(c, scan.root_id, started))
+            await self._writer.call(lambda c: catalog_roots.mark_reconciled(c, scan.root_id, started))
         scan.state = "partial" if scan.errors else "completed"
 
     async def _snapshot_into(self, scan: Scan, known: Future[CatalogSnapshot]) -> None:
@@ -451,14 +453,14 @@ class Scans:
         if scan.files_seen >= RELEASE_MEMORY_AFTER:
             if scan.changed >= RELEASE_MEMORY_AFTER:
                 with anyio.CancelScope(shield=True):
-                    await self._writer.call(queries.shrink_cache)  # its pages, to malloc
+                    await self._writer.call(shrink_cache)  # its pages, to malloc
             release_memory()
         self._changed(scan)
         run_id = scan.run_id
         if run_id is not None:
             values = self._run_values(scan)
             with anyio.CancelScope(shield=True):
-                await self._writer.call(lambda c: queries.finish_run(c, run_id, values))
+                await self._writer.call(lambda c: catalog_runs.finish_run(c, run_id, values))
         log.info(
             "reconcile %s%s: %s, %d files seen, %d changed, %d vanished, %d unreadable, %.2fs",
             state.name,

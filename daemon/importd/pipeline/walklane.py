@@ -20,8 +20,7 @@ from dataclasses import dataclass
 import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from importd.catalog import queries
-from importd.catalog.engine import sqlite_file
+from importd.catalog.engine import open_reader, sqlite_file
 from importd.items import CatalogSnapshot, FileRef, HashOutcome, SettledFile
 from importd.pipeline.hasher import BatchHasher, hash_walked
 from importd.pipeline.identify import Identified, InodeLookup, OnDisk, identify, reader_lookup
@@ -76,7 +75,7 @@ class WalkLane:
     def walk(self, state: RootState, scan: Scan, known: Future[CatalogSnapshot]) -> ReconcileComparer:
         """A scan's walk, in a worker thread, its changed files through the lane."""
         db_file = sqlite_file(self._engine)
-        reader = queries.open_reader(db_file) if db_file is not None else None
+        reader = open_reader(db_file) if db_file is not None else None
         lookup = reader_lookup(reader) if reader is not None else None
         try:
             with thread_named("importd-walk"):

@@ -26,8 +26,10 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from importd.catalog import queries
-from importd.catalog.writer import BatchResult, CatalogWriter
+from importd.catalog import files as catalog_files
+from importd.catalog import roots as catalog_roots
+from importd.catalog import runs as catalog_runs
+from importd.catalog.writer import CatalogWriter
 from importd.config import Config, RootConfig
 from importd.items import (
     FileFailure,
@@ -63,7 +65,6 @@ log = logging.getLogger("importd.pipeline")
 Key = tuple[int, bytes]
 HASH_BATCH_FILES = 256
 HASH_BATCH_BYTES = 64 << 20
-CommitListener = Callable[[BatchResult], None]
 
 
 def _lstat_many(paths: Sequence[bytes]) -> list[os.stat_result | OSError]:
@@ -89,9 +90,7 @@ class Pipeline:
         self.clock = clock
         # Set on SIGTERM: worker threads (walks, hashes) check it and give up early.
         self.stopping = threading.Event()
-        self.writer = CatalogWriter(engine, on_commit=self._committed)
-        # Told of every committed batch (the event bus's `files` topic).
-        self.commit_listeners: list[CommitListener] = []
+        self.writer = CatalogWriter(engine)
         self.roots = Roots(
             self.request_scan, self._route_hints, config.reconcile_interval, notify_factory, clock
         )
@@ -120,13 +119,17 @@ class Pipeline:
             self.roots,
             self.writer,
             walk=self.lane.walk,
-            load_snapshot=lambda root_id, prefix: queries.read_snapshot(engine, root_id, prefix),
+            load_snapshot=lambda root_id, prefix: catalog_files.read_snapshot(engine, root_id, prefix),
             drain_mapping=self.mapper.drain,
             gap_report=lambda: self.mapper.live.report().to_json(),
             stopping=self.stopping,
             clock=clock,
         )
         self.mapper.on_outcome = self.scans.count_mapped
+        # Registration ends the line: what the writer committed goes on to whoever listens.
+        self.writer.subscribe(self.scans.count_committed)
+        self.writer.subscribe(self.mapper.committed)
+        self.writer.subscribe(self.media.committed)
         self.tracker: SettleTracker[Key] = SettleTracker(config.settle_seconds)
         self._settle_wake = anyio.Event()
         self._settled_send: MemoryObjectSendStream[SettledFile]
@@ -145,7 +148,7 @@ class Pipeline:
     async def start(self, tg: TaskGroup) -> None:
         """Register roots, then start every stage. Returns once start-up reconciles are queued."""
         self.roots.bind(tg)
-        await self.writer.call(lambda c: queries.abandon_running(c, self.clock()))
+        await self.writer.call(lambda c: catalog_runs.abandon_running(c, self.clock()))
         await self.mapper.load()
         tg.start_soon(self.mapper.run)
         tg.start_soon(self.scans.run, tg)
@@ -160,7 +163,9 @@ class Pipeline:
     async def apply_roots(self, wanted: Sequence[RootConfig]) -> None:
         """(Re)configure roots: used at start-up and on SIGHUP."""
         pairs = [(r.name, str(r.path)) for r in wanted]
-        ids, known = await self.writer.call(lambda c: (queries.ensure_roots(c, pairs), queries.root_paths(c)))
+        ids, known = await self.writer.call(
+            lambda c: (catalog_roots.ensure_roots(c, pairs), catalog_roots.root_paths(c))
+        )
         wanted_ids = {ids[r.name]: r for r in wanted}
         for root_id, state in list(self.roots.by_id.items()):
             if root_id not in wanted_ids or wanted_ids[root_id] != state.config:
@@ -193,13 +198,6 @@ class Pipeline:
     def queue_sizes(self) -> dict[str, int]:
         queued = self._settled_send.statistics().current_buffer_used
         return {"settling": len(self.tracker), "hashing": self._hashing + self.lane.hashing + queued}
-
-    async def _committed(self, result: BatchResult) -> None:
-        self.scans.count_committed(result)
-        for listener in self.commit_listeners:
-            listener(result)
-        await self.mapper.submit(result.changes)
-        self.media.submit(result.changes)
 
     # ----- watch hints and walks -> settle ---------------------------------------------------
 

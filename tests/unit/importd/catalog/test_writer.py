@@ -1,7 +1,10 @@
 """The catalog writer's set-based batch logic, on a real SQLite database."""
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
+import anyio
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
@@ -11,7 +14,10 @@ from importd.catalog import (
     models,  # noqa: F401
     writer,
 )
-from importd.catalog.queries import ensure_roots, snapshot
+from importd.catalog.engine import create_engine as create_engine_for
+from importd.catalog.engine import migrate
+from importd.catalog.files import snapshot
+from importd.catalog.roots import ensure_roots
 from importd.catalog.writer import apply_ops
 from importd.items import (
     CatalogOp,
@@ -198,3 +204,82 @@ def test_live_rows_are_found_by_folder_probes(conn: Connection) -> None:
     }
     # The same batch with one file a folder takes the per-path lookup: same answer.
     assert writer._live_rows(conn, keys[-4:]) == {k: v for k, v in expected.items() if k in keys[-4:]}
+
+
+# -- announcing committed batches to listeners ------------------------------------------------
+
+
+async def _run_writer(tmp: Path, body: Callable[[writer.CatalogWriter], Awaitable[None]]) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp / 'catalog.db'}")
+    try:
+        await migrate(engine)
+        w = writer.CatalogWriter(engine, clock=lambda: 5.0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w.run)
+            await w.call(lambda c: ensure_roots(c, [("r", "/srv/r")]))
+            await body(w)
+            w.close()
+    finally:
+        await engine.dispose()
+
+
+def test_a_listener_gets_exactly_what_each_batch_committed(tmp_path: Path) -> None:
+    got: list[writer.BatchResult] = []
+    rows_then: list[list[tuple[object, ...]]] = []
+
+    async def body(w: writer.CatalogWriter) -> None:
+        async def listener(result: writer.BatchResult) -> None:
+            got.append(result)
+            # Announced after the commit: another connection already reads the rows. (Not
+            # `w.call`: the writer waits for its listeners, so that would wait forever.)
+            async with w.engine.connect() as c:
+                rows_then.append(await c.run_sync(rows))
+
+        w.subscribe(listener)
+        await w.put_many([HashedFile(ref(b"a"), st(1), H1), HashedFile(ref(b"b"), st(2), H1)])
+        await w.flush()
+        await w.put(Vanished(ref(b"a")))
+        await w.flush()
+        await w.call(lambda c: None)  # a call is not a batch of ops: nothing is announced
+
+    anyio.run(_run_writer, tmp_path, body)
+    assert [(c.file_id, c.relpath, c.kind, c.blake3, c.duplicate) for c in got[0].changes] == [
+        (1, b"a", "new", H1, False),
+        (2, b"b", "new", H1, True),
+    ]
+    assert (got[0].inserted, got[0].duplicates, got[0].touched_roots) == (2, 1, {1})
+    assert rows_then[0] == [(1, b"a", "present", H1), (2, b"b", "present", H1)]
+    assert [(c.file_id, c.kind) for c in got[1].changes] == [(1, "vanished")]
+    assert got[1].vanished == 1 and rows_then[1][0] == (1, b"a", "missing", H1)
+    assert len(got) == 2
+
+
+def test_a_failing_listener_is_logged_and_breaks_neither_the_writer_nor_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    order: list[str] = []
+    kinds: list[list[str]] = []
+
+    def failing(result: writer.BatchResult) -> None:
+        order.append("failing")
+        raise RuntimeError("stage broken")
+
+    def after(result: writer.BatchResult) -> None:
+        order.append("after")
+        kinds.append([c.kind for c in result.changes])
+
+    async def body(w: writer.CatalogWriter) -> None:
+        w.subscribe(failing)
+        w.subscribe(after)
+        await w.put(HashedFile(ref(b"a"), st(1), H1))
+        await w.flush()
+        await w.put(HashedFile(ref(b"b"), st(2), H2))
+        await w.flush()
+        assert w.pending == 0 and w.last_error is None
+        assert [r[1] for r in await w.call(rows)] == [b"a", b"b"], "both batches committed"
+
+    with caplog.at_level(logging.ERROR, logger="importd.catalog"):
+        anyio.run(_run_writer, tmp_path, body)
+    assert order == ["failing", "after", "failing", "after"], "subscription order, every batch"
+    assert kinds == [["new"], ["new"]]
+    assert sum("listener of committed batches failed" in r.getMessage() for r in caplog.records) == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from importd.catalog.queries import IdentityMatch
+from importd.catalog.files import IdentityMatch
 from importd.items import FileRef, FileStat, HashedFile, MovedFile, SettledFile
 from importd.pipeline.identify import Identified, disk_view, identify, inodes_of
 

@@ -14,12 +14,12 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from importd.catalog import models  # noqa: F401
-from importd.catalog.queries import ensure_roots
+from importd.catalog.entities import MappedFile, apply_mapping, load_states
+from importd.catalog.roots import ensure_roots
 from importd.catalog.writer import apply_ops
 from importd.entities import LiveGapReport, compute_report, load_rule_set, parse_expectations
 from importd.items import FileRef, FileStat, HashedFile, MovedFile, Vanished
 from importd.paths import wire
-from importd.pipeline.mapper import MappedFile, apply_mapping, load_states
 
 RULES = load_rule_set("characters")
 EXPECT = parse_expectations(

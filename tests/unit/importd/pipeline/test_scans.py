@@ -12,7 +12,8 @@ import anyio
 import pytest
 from sqlalchemy import text
 
-from importd.catalog import queries
+from importd.catalog import files as catalog_files
+from importd.catalog import roots as catalog_roots
 from importd.catalog.engine import create_engine, migrate
 from importd.catalog.writer import BatchResult, CatalogWriter, FileChange
 from importd.config import RootConfig
@@ -79,7 +80,7 @@ class Harness:
         self.drained += 1
 
     async def _snapshot(self, root_id: int, prefix: bytes | None) -> CatalogSnapshot:
-        return await queries.read_snapshot(self.writer.engine, root_id, prefix)
+        return await catalog_files.read_snapshot(self.writer.engine, root_id, prefix)
 
     def _walk(self, state: RootState, scan: Scan, known: Future[CatalogSnapshot]) -> ReconcileComparer:
         def hand_on(st: RootState, sc: Scan, batch: list[WalkedFile]) -> None:
@@ -101,7 +102,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer.run)
         h = Harness(root, writer, url)
-        ids = await writer.call(lambda c: queries.ensure_roots(c, [("r", str(root))]))
+        ids = await writer.call(lambda c: catalog_roots.ensure_roots(c, [("r", str(root))]))
         h.roots.add(ids["r"], RootConfig("r", root, watch="poll"), first_import=False)
         tg.start_soon(h.scans.run, tg)
         yield h

@@ -1,0 +1,46 @@
+"""The catalog's tables as SQLAlchemy `Table`s, declared once, for the statements of every
+family module (files, runs, entities, media, maintenance) and of the writer.
+
+The models in `models.py` declare the schema; these are the same tables, looked up in the shared
+metadata so that they are typed as `Table` (a model's `__table__` is not, to a type checker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+from sqlalchemy import Table
+from sqlmodel import SQLModel
+
+from importd.catalog import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+
+def _table(name: str) -> Table:
+    return SQLModel.metadata.tables[name]
+
+
+roots = _table("roots")
+files = _table("files")
+contents = _table("contents")
+file_moves = _table("file_moves")
+runs = _table("runs")
+run_log = _table("run_log")
+entities = _table("entities")
+entity_links = _table("entity_files")  # how a file was mapped: to an entity with a role, or to none
+conflicts = _table("conflicts")
+extractions = _table("extractions")
+image_hashes = _table("image_hashes")
+video_fingerprints = _table("video_fingerprints")
+faces = _table("faces")
+symlinks = _table("symlinks")
+findings = _table("findings")
+
+T = TypeVar("T")
+# SQLite's default limit on bound parameters is 32766; stay far below for IN lists.
+IN_CHUNK = 900
+
+
+def chunks(seq: Sequence[T], size: int = IN_CHUNK) -> Iterable[Sequence[T]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]

@@ -1,0 +1,98 @@
+"""File reads: each hot SQLite path gives the same answer as its portable statement, on the same
+catalog; find by path, by hash and by error; status counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
+
+from importd.catalog import files
+from importd.catalog.engine import open_reader
+from importd.catalog.roots import ensure_roots
+from importd.catalog.writer import apply_ops
+from importd.items import FileRef, FileStat, HashedFile, MovedFile, Vanished
+from tests.unit.importd.catalog.conftest import read, register
+
+H1, H2, H3 = "1" * 64, "2" * 64, "a3" + "3" * 62
+
+
+def _file_catalog(tmp_path: Path) -> str:
+    """A catalog file holding present, missing and error rows, hard links and a 64-bit inode."""
+    db = tmp_path / "catalog.db"
+    engine = create_engine(f"sqlite:///{db}")
+    SQLModel.metadata.create_all(engine)
+    with engine.begin() as c:
+        ensure_roots(c, [("r", "/srv/r"), ("s", "/srv/s")])
+        register(c, {b"a/1": H1, b"a/2": H2, b"a/b/3": H3, b"c": "", b"\xff\n": H1})
+        apply_ops(c, [HashedFile(FileRef(2, "s", b"x"), FileStat(5, 1, 1, 2**64 - 3, 2**63 + 9), H2)], 2.0)
+        apply_ops(c, [HashedFile(FileRef(2, "s", b"hard"), FileStat(5, 1, 1, 2, 7), H2)], 2.0)
+        apply_ops(c, [Vanished(FileRef(1, "r", b"a/2"))], 3.0)
+    engine.dispose()
+    return str(db)
+
+
+def test_snapshot_from_file_equals_the_portable_snapshot(tmp_path: Path) -> None:
+    db = _file_catalog(tmp_path)
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.connect() as c:
+        for root_id, prefix in [(1, None), (1, b"a"), (1, b"a/b/3"), (1, b"zz"), (2, None)]:
+            portable = files.snapshot(c, root_id, prefix)
+            raw = files.snapshot_from_file(db, root_id, prefix)
+            assert raw == portable, (root_id, prefix)
+        whole = files.snapshot(c, 1, None)
+    engine.dispose()
+    assert set(whole.signatures) == {b"a/1", b"a/b/3", b"\xff\n"}, "missing rows are not live"
+    assert set(whole.in_error) == {b"c"}
+
+
+def test_identities_sqlite_equals_the_portable_identities(tmp_path: Path) -> None:
+    db = _file_catalog(tmp_path)
+    keys = [(7, 1), (7, 2), (7, 3), (7, 4), (2**63 + 9, 2**64 - 3), (8, 1), (7, 99)]
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.connect() as c:
+        portable = files.identities(c, keys)
+    engine.dispose()
+    reader = open_reader(db)
+    try:
+        raw = files.identities_sqlite(reader, keys)
+    finally:
+        reader.close()
+    assert sorted(raw, key=lambda m: m.row_id) == sorted(portable, key=lambda m: m.row_id)
+    # Hard links (same dev and inode) and a missing row are all found; the unsigned inode too.
+    assert sorted((m.relpath, m.status) for m in portable) == [
+        (b"a/1", "present"),
+        (b"a/2", "missing"),
+        (b"a/b/3", "present"),
+        (b"c", "error"),
+        (b"hard", "present"),
+        (b"x", "present"),
+    ]
+
+
+def test_find_by_path_folder_and_hash(catalog: Connection) -> None:
+    register(catalog, {b"d/1": H1, b"d/2": H2, b"e": H1, b"f": H3})
+    # mv f e: e's row goes missing, f's row lives at e now.
+    apply_ops(catalog, [MovedFile(FileRef(1, "r", b"e"), FileStat(1, 1, 1, 4, 7), 4, H3)], 2.0)
+    rows = read(catalog, files.find_path, 1, b"e", 10)
+    assert [(r["relpath"], r["status"]) for r in rows] == [(b"e", "present"), (b"e", "missing")]
+    assert [r["relpath"] for r in read(catalog, files.find_path, 1, b"d", 10)] == [b"d/1", b"d/2"]
+    assert [r["relpath"] for r in read(catalog, files.find_path, 1, b"", 2)] == [b"d/1", b"d/2"]
+    assert [r["relpath"] for r in read(catalog, files.find_hash, H1.upper(), 10)] == [b"d/1", b"e"]
+    assert [r["relpath"] for r in read(catalog, files.find_hash, "a3", 10)] == [b"e"]
+    assert read(catalog, files.find_hash, "ff", 10) == []
+    row = read(catalog, files.find_path, 1, b"d/1", 1)[0]
+    assert set(row) == {
+        "id", "root_id", "relpath", "size", "blake3", "status", "first_seen", "last_seen",
+        "missing_since", "error", "mtime_ns", "inode", "dev",
+    }  # fmt: skip
+
+
+def test_errors_and_status_counts(catalog: Connection) -> None:
+    register(catalog, {b"ok": H1, b"bad": "", b"gone": H2})
+    apply_ops(catalog, [Vanished(FileRef(1, "r", b"gone"))], 2.0)
+    assert [(r["relpath"], r["error"]) for r in read(catalog, files.error_rows, 10)] == [(b"bad", "denied")]
+    assert files.status_counts(catalog) == {1: {"present": (1, 11), "error": (1, 12), "missing": (1, 13)}}
+    assert catalog.execute(text("SELECT count(*) FROM contents")).scalar() == 2

@@ -1,0 +1,63 @@
+"""Maintenance reads and writes: symlinks recorded and gone, move history for proposals, the
+scrub's queue and stamps, and a sweep's findings."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from importctl.findings import Finding
+from importd.catalog import maintenance
+from importd.catalog.tables import symlinks
+from importd.catalog.writer import apply_ops
+from importd.items import FileRef, FileStat, MovedFile
+from tests.unit.importd.catalog.conftest import register
+
+H1, H2 = "1" * 64, "2" * 64
+
+
+def test_symlinks_are_upserted_and_a_whole_walk_marks_the_rest_gone(catalog: Connection) -> None:
+    seen = maintenance.SymlinkSeen
+    maintenance.record_links(
+        catalog, 1, [seen(b"l1", b"t", b"/srv/r/t", "ok"), seen(b"l2", b"x", None, "loop")], 1.0, True
+    )
+    maintenance.record_links(catalog, 1, [seen(b"l1", b"u", b"/srv/r/u", "broken")], 2.0, False)
+    assert maintenance.link_counts(catalog) == {"broken": 1, "loop": 1}
+    maintenance.record_links(catalog, 1, [seen(b"l1", b"u", b"/srv/r/u", "broken")], 3.0, True)
+    rows = catalog.execute(
+        select(symlinks.c.relpath, symlinks.c.target, symlinks.c.state).order_by(symlinks.c.id)
+    )
+    assert [tuple(r) for r in rows] == [(b"l1", b"u", "broken"), (b"l2", b"x", "gone")]
+    assert maintenance.link_counts(catalog) == {"broken": 1}
+
+
+def test_move_history_answers_where_a_file_went(catalog: Connection) -> None:
+    register(catalog, {b"old/a": H1, b"b": H2})
+    apply_ops(catalog, [MovedFile(FileRef(1, "r", b"new/a"), FileStat(11, 1001, 1000, 1, 7), 1, H1)], 2.0)
+    assert maintenance.moves_under(catalog, 1, b"old") == [(b"old/a", 2.0, 1, b"new/a")]
+    assert maintenance.moves_under(catalog, 1, b"old/a") == [(b"old/a", 2.0, 1, b"new/a")]
+    assert maintenance.last_known_at(catalog, 1, b"old/a") == (11, H1), "through the move history"
+    assert maintenance.last_known_at(catalog, 1, b"b") == (12, H2)
+    assert maintenance.last_known_at(catalog, 1, b"nowhere") is None
+    assert maintenance.present_files(catalog) == [(1, b"new/a", 11), (1, b"b", 12)]
+    assert maintenance.present_with_hash(catalog, H2) == [(1, b"b")]
+
+
+def test_scrub_goes_oldest_verification_first(catalog: Connection) -> None:
+    register(catalog, {b"a": H1, b"b": H2, b"c": H1, b"bad": ""})
+    maintenance.mark_verified(catalog, [(1, 5.0), (3, 4.0)])
+    assert [r["relpath"] for r in maintenance.scrub_targets(catalog, [1], 100.0, 10)] == [b"b", b"c", b"a"]
+    assert [r["relpath"] for r in maintenance.scrub_targets(catalog, [1], 4.5, 10)] == [b"b", b"c"]
+    assert maintenance.scrub_targets(catalog, [2], 100.0, 10) == []
+    assert maintenance.scrub_state(catalog) == {"files": 3, "verified": 2, "oldest_verified": 4.0}
+
+
+def test_findings_are_stored_with_their_run(catalog: Connection) -> None:
+    found = [Finding("ghost", b"/srv/r/x", "gone"), Finding("orphan", b"/srv/r/\xff", "x" * 3000)]
+    maintenance.store_findings(catalog, 7, found)
+    back = maintenance.load_findings(catalog, 7)
+    assert [(f.kind, f.path, len(f.detail)) for f in back] == [
+        ("ghost", b"/srv/r/x", 4),
+        ("orphan", b"/srv/r/\xff", 2000),
+    ]
+    assert maintenance.load_findings(catalog, 8) == []

@@ -51,7 +51,13 @@ class Service:
         self.engine = create_engine(config.catalog_url)
         self.pipeline = Pipeline(config, self.engine, notify_factory=notify_factory)
         self.control = ControlSocket(config.socket_path)
-        self.maintenance = Maintenance(self.pipeline, config.state_dir, log_dir(config.state_dir))
+        self.maintenance = Maintenance(
+            self.engine,
+            self.pipeline.writer,
+            self.pipeline.roots,
+            config.state_dir,
+            log_dir(config.state_dir),
+        )
         self.pipeline.scans.on_links = self.maintenance.record_walk_links
         self.core = Core(
             self.pipeline,

@@ -1,5 +1,5 @@
 """The daemon side of maintenance: symlink repair proposals and actions, the trash, and
-integrity sweeps, wired to the catalog, the single writer and the pipeline's roots.
+integrity sweeps, wired to the catalog, the single writer and the configured roots.
 
 Nothing here changes a file under a root on its own: repairs and trash moves happen only for
 actions an operator confirmed (`importctl repair-links`), each re-checked on disk first and
@@ -53,7 +53,10 @@ from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk, walk
 from importd.targets import RootPlace, TargetError, resolve_target
 
 if TYPE_CHECKING:
-    from importd.pipeline.wiring import Pipeline
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from importd.catalog.writer import CatalogWriter
+    from importd.pipeline.roots import Roots
 
 log = logging.getLogger("importd.maintenance")
 
@@ -149,11 +152,17 @@ class Sweep:
 
 class Maintenance:
     def __init__(
-        self, pipeline: Pipeline, state_dir: Path, log_dir: Path, clock: Callable[[], float] = time.time
+        self,
+        engine: AsyncEngine,
+        writer: CatalogWriter,
+        roots: Roots,
+        state_dir: Path,
+        log_dir: Path,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.pipeline = pipeline
-        self.engine = pipeline.engine
-        self.writer = pipeline.writer
+        self.engine = engine
+        self.writer = writer
+        self.roots = roots
         self.clock = clock
         self.trash = Trash(state_dir)
         self.repair_log = RepairLog(log_dir)
@@ -169,14 +178,14 @@ class Maintenance:
     # ----- roots and scopes ------------------------------------------------------------------
 
     def root_paths(self) -> dict[str, bytes]:
-        return {st.config.name: st.raw_path for st in self.pipeline.roots.by_id.values()}
+        return {st.config.name: st.raw_path for st in self.roots.by_id.values()}
 
     def roots_by_name(self) -> dict[str, tuple[int, bytes]]:
-        return {st.config.name: (rid, st.raw_path) for rid, st in self.pipeline.roots.by_id.items()}
+        return {st.config.name: (rid, st.raw_path) for rid, st in self.roots.by_id.items()}
 
     def scope_for(self, target: str | None) -> Scope:
         """All roots, a root by name, or a folder/file by absolute path (ValueError otherwise)."""
-        roots = [RootPlace(rid, st.config.name, st.raw_path) for rid, st in self.pipeline.roots.by_id.items()]
+        roots = [RootPlace(rid, st.config.name, st.raw_path) for rid, st in self.roots.by_id.items()]
         found = resolve_target(target, roots)
         if isinstance(found, TargetError):
             raise ValueError(found.message)
@@ -188,7 +197,7 @@ class Maintenance:
         classifier = LinkClassifier(self.root_paths())
         out: list[LinkInfo | LinkError] = []
         for rid, prefix in scope:
-            state = self.pipeline.roots.get(rid)
+            state = self.roots.get(rid)
             if state is None:
                 continue
             for item in walk(state.raw_path, prefix, state.config.ignore):
@@ -316,7 +325,7 @@ class Maintenance:
 
     async def record_walk_links(self, root_id: int, relpaths: Sequence[bytes], complete: bool) -> None:
         """Called by reconcile with the links its walk met."""
-        state = self.pipeline.roots.get(root_id)
+        state = self.roots.get(root_id)
         if state is None:
             return
         infos = await anyio.to_thread.run_sync(
@@ -356,7 +365,7 @@ class Maintenance:
     async def _run_sweep(self, sweep: Sweep, started: float) -> None:
         try:
             for rid, prefix in sweep.scope:
-                state = self.pipeline.roots.get(rid)
+                state = self.roots.get(rid)
                 if state is None:
                     continue
                 if state.state == "offline":
@@ -426,8 +435,8 @@ class Maintenance:
 
     async def _scrub(self, sweep: Sweep, started: float) -> None:
         root_ids = [rid for rid, _ in sweep.scope]
-        names = {rid: st.config.name for rid, st in self.pipeline.roots.by_id.items()}
-        paths = {rid: st.raw_path for rid, st in self.pipeline.roots.by_id.items()}
+        names = {rid: st.config.name for rid, st in self.roots.by_id.items()}
+        paths = {rid: st.raw_path for rid, st in self.roots.by_id.items()}
         plan = ScrubPlan(sweep.budget, started)
         scrubber = Scrubber(plan, stop=sweep.stop, now=self.clock)
         prefixes = {rid: prefix for rid, prefix in sweep.scope}

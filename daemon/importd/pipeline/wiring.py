@@ -45,13 +45,7 @@ from importd.items import (
 from importd.paths import display
 from importd.pipeline.extract import MediaStage
 from importd.pipeline.hasher import PIPELINE_FROM, BatchHasher
-from importd.pipeline.identify import (
-    Identified,
-    catalog_matches,
-    disk_view,
-    identify,
-    inodes_of,
-)
+from importd.pipeline.identify import Identified, catalog_matches, disk_view, identify, inodes_of
 from importd.pipeline.mapper import EntityMapper
 from importd.pipeline.reconcile import WalkedFile
 from importd.pipeline.roots import Roots, RootState
@@ -243,24 +237,25 @@ class Pipeline:
                 await self._settle_wake.wait()
             self._settle_wake = anyio.Event()
             due = self.tracker.due(self.clock())
-            if not due:
-                continue
-            paths = [
-                self.roots.by_id[k[0]].raw_path + b"/" + k[1] if k[0] in self.roots.by_id else b""
-                for k in due
-            ]
-            results = await anyio.to_thread.run_sync(_lstat_many, paths)
-            now = self.clock()
-            for key, res in zip(due, results, strict=True):
-                state = self.roots.get(key[0])
-                if state is None:
-                    self.tracker.forget(key)
-                    self.scans.file_done(key)
-                elif isinstance(res, OSError) or not is_regular(res):
-                    self.tracker.forget(key)
-                    await self._gone(state, key[1])
-                else:
-                    await self._observe(key, state.name, FileStat.of(res), now)
+            if due:
+                await self._restat(due)
+
+    async def _restat(self, keys: list[Key]) -> None:
+        """Stat these files again: what is gone is marked so, the rest goes back to settling."""
+        root_paths = self.roots.paths()
+        # A file of a root removed meanwhile is not statted (b"": ENOENT) and only forgotten.
+        paths = [root_paths[rid] + b"/" + rel if rid in root_paths else b"" for rid, rel in keys]
+        results = await anyio.to_thread.run_sync(_lstat_many, paths)
+        now = self.clock()
+        for key, res in zip(keys, results, strict=True):
+            state = self.roots.get(key[0])
+            if state is None:  # its root was removed meanwhile
+                self.tracker.forget(key)
+                self.scans.file_done(key)
+            elif isinstance(res, OSError) or not is_regular(res):
+                await self._gone(state, key[1])
+            else:
+                await self._observe(key, state.name, FileStat.of(res), now)
 
     # ----- identify and hash -----------------------------------------------------------------
 
@@ -336,7 +331,7 @@ class Pipeline:
             elif isinstance(outcome, Unsettled):
                 if scan is not None and not scan.done.is_set():
                     self.scans.expect(scan, key)
-                await self._recheck(state, key)
+                await self._restat([key])
             elif isinstance(outcome, Vanished):
                 await self._gone(state, key[1])
             else:
@@ -353,17 +348,6 @@ class Pipeline:
         elif debug and isinstance(outcome, HashedFile):
             extra = {"root": state.name, "path": path, "hash": outcome.blake3}
             log.debug("hashed %s/%s", state.name, path, extra=extra)
-
-    async def _recheck(self, state: RootState, key: Key) -> None:
-        try:
-            st = await anyio.to_thread.run_sync(os.lstat, state.raw_path + b"/" + key[1])
-        except OSError:
-            await self._gone(state, key[1])
-            return
-        if not is_regular(st):
-            await self._gone(state, key[1])
-            return
-        await self._observe(key, state.name, FileStat.of(st), self.clock())
 
     async def _gone(self, state: RootState, relpath: bytes, subtree: bool = False) -> None:
         key = (state.root_id, relpath)

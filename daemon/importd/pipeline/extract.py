@@ -197,8 +197,11 @@ class MediaStage:
             self.loaded.set()
 
     def close(self) -> None:
+        """At shutdown, once the stage's tasks have ended: its queues and its worker processes."""
         self._send.close()
         self._intake_send.close()
+        self._recv.close()
+        self._intake_recv.close()
         if self.pool is not None:
             self.pool.close()
 

@@ -118,6 +118,10 @@ class EntityMapper:
         for part in chunks(changes, 2000):
             await self.submit(list(part))
 
+    def close(self) -> None:
+        """At shutdown: no more changes (`run` ends once it has mapped what was queued)."""
+        self._send.close()
+
     async def committed(self, result: BatchResult) -> None:
         """The writer's listener: what one batch committed."""
         await self.submit(result.changes)

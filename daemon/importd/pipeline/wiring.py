@@ -182,9 +182,14 @@ class Pipeline:
         self.media.reconfigure(config.media)
 
     async def shutdown(self) -> None:
+        """After the stages' tasks were cancelled: stop the threads, close every queue."""
         self.stopping.set()
-        self.media.close()
         self.roots.stop_all()
+        self.media.close()
+        self.mapper.close()
+        self.scans.close()
+        self._settled_send.close()
+        self._settled_recv.close()
 
     async def request_scan(self, root_id: int, prefix: bytes, trigger: str) -> Scan:
         return await self.scans.request(root_id, prefix, trigger)

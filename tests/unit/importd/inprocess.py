@@ -90,3 +90,22 @@ def run_service(config: Config, body: Callable[[Service], T], ready: Callable[[S
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
+
+
+def started_up(service: Service) -> bool:
+    """Every root's start-up work is over: its first import, and for a watched root the second
+    walk behind the watch that follows it (`after-import`), with nothing left to write. Until
+    then a root may still show `scanning`."""
+    pipeline = service.pipeline
+    roots = list(pipeline.roots.by_id.values())
+    scans = list(pipeline.scans.by_id.values())
+    if len(roots) != len(service.config.roots) or not all(s.done.is_set() for s in scans):
+        return False
+    for root in roots:
+        if root.state not in ("watching", "polling", "offline"):
+            return False
+        walks = [s for s in scans if s.root_id == root.root_id and not s.prefix]
+        behind_watch = root.config.watch != "inotify" or any(s.trigger == "after-import" for s in walks)
+        if not walks or not behind_watch:
+            return False
+    return service.core.queue()["writing"] == 0

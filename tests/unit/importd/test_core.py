@@ -14,7 +14,7 @@ import pytest
 from importd.core import CancelOutcome, Core
 from importd.service import Service
 from importd.targets import Place, TargetError
-from tests.unit.importd.inprocess import config_for, run_service
+from tests.unit.importd.inprocess import config_for, run_service, started_up
 
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -23,15 +23,6 @@ ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 def _no_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("IMPORTD_CATALOG_URL", "IMPORTD_SOCKET", "IMPORTD_STATE_DIR"):
         monkeypatch.delenv(name, raising=False)
-
-
-def started_up(service: Service) -> bool:
-    """Every configured root's start-up scan has ended."""
-    core = service.core
-    last = core.last_scan()
-    return len(core.roots()) == len(service.config.roots) and (
-        not service.config.roots or (last is not None and all(r.state != "scanning" for r in core.roots()))
-    )
 
 
 def test_no_roots(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from importctl.protocol import (
 from importd.api.server import ControlSocket, serve
 from importd.api.table import TABLE
 from importd.service import Service
-from tests.unit.importd.inprocess import config_for, run_service
+from tests.unit.importd.inprocess import config_for, run_service, started_up
 
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 # Keys that hold a time, in every reply shape and event.
@@ -278,11 +278,6 @@ def add_conflicts(db: Path) -> tuple[int, int]:
         conn.close()
     assert ids[0] is not None and ids[1] is not None
     return ids[0], ids[1]
-
-
-def started_up(service: Service) -> bool:
-    last = service.core.last_scan()
-    return last is not None and last["state"] in TERMINAL_STATES and service.core.queue()["writing"] == 0
 
 
 def test_every_method_over_the_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -139,3 +139,30 @@ def test_a_folder_of_500_files_moved_keeps_every_row_without_a_rehash(make_daemo
     d.wait_idle()
     assert d.rows("status = 'missing'") == []  # never marked missing on the way
     assert_never_blind(d)
+
+
+def test_renames_onto_a_file_out_of_the_root_and_into_it(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d = make_daemon()
+    root = os.fsencode(str(d.roots["legacy"]))
+    outside = os.fsencode(str(tmp_path / "outside"))
+    os.makedirs(outside + b"/brought in")
+    os.makedirs(root + b"/leaving/deeper")
+    write(root + b"/" + odd_name(0, 1), 1)
+    write(root + b"/" + odd_name(3, 2), 2)
+    write(root + b"/leaving/deeper/" + odd_name(1, 3), 3)
+    write(outside + b"/brought in/" + odd_name(2, 4), 4)
+    d.start()
+    wait_for(lambda: len(present(d)) == 3, what="three files registered")
+    d.wait_idle()
+    kept = present(d)[odd_name(0, 1)]
+
+    os.rename(root + b"/" + odd_name(0, 1), root + b"/" + odd_name(3, 2))  # onto a catalogued file
+    os.rename(root + b"/leaving", outside + b"/left")  # a folder leaves the root
+    os.rename(outside + b"/brought in", root + b"/" + "arrivé".encode("latin-1"))  # one arrives
+
+    expected = {odd_name(3, 2), "arrivé".encode("latin-1") + b"/" + odd_name(2, 4)}
+    wait_for(lambda: set(present(d)) == expected, timeout=10, what="catalog == disk")
+    assert present(d)[odd_name(3, 2)] == kept  # the renamed file's row, at the path it replaced
+    gone = {bytes(r["relpath"]) for r in d.rows("status = 'missing'")}
+    assert b"leaving/deeper/" + odd_name(1, 3) in gone
+    assert_never_blind(d)

@@ -135,6 +135,7 @@ class KernelInotify:
     `read()` decodes them)."""
 
     READ_SIZE = 1 << 18
+    MAX_CHUNKS = 16
 
     def __init__(self) -> None:
         from inotify_simple import INotify
@@ -154,13 +155,11 @@ class KernelInotify:
             return []
         time.sleep(GATHER_MS / 1000)
         chunks: list[bytes] = []
-        while True:
+        # Until the queue is empty, bounded: a burst that never pauses still yields batches.
+        for _ in range(self.MAX_CHUNKS):
             try:
-                chunk = os.read(self._inotify.fileno(), self.READ_SIZE)
+                chunks.append(os.read(self._inotify.fileno(), self.READ_SIZE))
             except BlockingIOError:
-                break
-            chunks.append(chunk)
-            if len(chunk) < self.READ_SIZE // 2:
                 break
         return parse_events(b"".join(chunks))
 

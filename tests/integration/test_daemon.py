@@ -282,8 +282,9 @@ def test_restart_with_no_changes_hashes_nothing(make_daemon) -> None:  # type: i
 
 
 def test_first_import_is_read_before_the_watch_and_reconciled_behind_it(make_daemon) -> None:  # type: ignore[no-untyped-def]
-    """A root never reconciled is imported unwatched (watchfiles would queue an event for every
-    file the import opens); then it is watched, and walked once more for what changed meanwhile.
+    """A root never reconciled is imported unwatched (placing the watches walks the whole tree,
+    which the import need not wait for); then it is watched, and walked once more for what
+    changed meanwhile.
     A root reconciled before is watched first, as always."""
     d = make_daemon()
     root = d.roots["legacy"]

@@ -27,7 +27,7 @@ from typing import Any
 from bench import report
 from bench.core import CoreBench, CoreOptions, figures_of, find_importd
 
-SECTIONS = ("core", "media", "entities", "maintenance")
+SECTIONS = ("core", "media", "entities", "maintenance", "watch")
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "results.json"
 
 
@@ -37,7 +37,11 @@ def say(message: str) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description="importd benchmarks (make bench)")
-    p.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: core,media,entities")
+    p.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help="comma-separated sections: core,media,entities,maintenance,watch",
+    )
     p.add_argument("--files", type=int, default=None, help="small files in the cold tree (default 100000)")
     p.add_argument("--folders", type=int, default=None, help="folders in the cold tree (default files/100)")
     p.add_argument("--big-gib", type=float, default=None, help="size of the big file in GiB (default 2)")

@@ -26,7 +26,7 @@ from importd.entities import GapChange
 from importd.journal import Notifier, run_watchdog
 from importd.maintenance.operations import Maintenance
 from importd.pipeline.scans import Scan
-from importd.pipeline.watch import NotifyFactory, rust_notify
+from importd.pipeline.watch import NotifyFactory, kernel_inotify
 from importd.pipeline.wiring import Pipeline
 from importd.runtime import tune_runtime
 
@@ -43,7 +43,7 @@ def _redact(url: str) -> str:
 
 
 class Service:
-    def __init__(self, config: Config, notify_factory: NotifyFactory = rust_notify) -> None:
+    def __init__(self, config: Config, notify_factory: NotifyFactory = kernel_inotify) -> None:
         self.config = config
         self.version = __version__
         self.started_monotonic = time.monotonic()

@@ -20,7 +20,15 @@ from anyio.abc import TaskGroup
 
 from importd.config import RootConfig
 from importd.pipeline.reconcile import WalkError, describe_os_error
-from importd.pipeline.watch import NotifyFactory, PathHint, RootWatcher, WatcherDown, WatcherUp, WatchEvent
+from importd.pipeline.watch import (
+    Hint,
+    NotifyFactory,
+    Overflow,
+    RootWatcher,
+    WatcherDown,
+    WatcherUp,
+    WatchEvent,
+)
 
 log = logging.getLogger("importd.pipeline")
 
@@ -28,7 +36,7 @@ WATCH_BACKOFF_MAX_S = 300.0
 SCHEDULER_TICK_S = 1.0
 
 RequestScan = Callable[[int, bytes, str], Coroutine[object, object, object]]
-OnHints = Callable[["RootState", list[PathHint]], Awaitable[None]]
+OnHints = Callable[["RootState", list[Hint]], Awaitable[None]]
 
 
 @dataclass
@@ -50,11 +58,10 @@ class RootState:
     # Set once the watcher is up or has failed: a start-up walk waits for it (bounded), so no
     # folder is walked before its watch exists.
     watch_settled: anyio.Event = field(default_factory=anyio.Event)
-    # A root never reconciled before (its first import) is read before it is watched: watchfiles
-    # watches IN_OPEN, so every file the import opens in a watched folder would queue an event
-    # for the watcher's thread (~1 s of CPU per 100,000 files), and placing the watches walks the
-    # whole tree once more. Once that first walk ends, the watch is placed and a second
-    # reconcile, which only stats, picks up whatever changed in between.
+    # A root never reconciled before (its first import) is read before it is watched: placing
+    # the watches walks the whole tree once more, and a cold import is the walk that would wait
+    # for it. Once that first walk ends, the watch is placed and a second reconcile, which only
+    # stats, picks up whatever changed in between.
     import_before_watch: bool = False
 
     @property
@@ -195,7 +202,10 @@ class Roots:
                 async for event in recv:
                     if isinstance(event, WatcherDown | WatcherUp):
                         state.watch_settled.set()
-                    if isinstance(event, WatcherDown):
+                    if isinstance(event, Overflow):
+                        # The kernel dropped events: only a walk knows what they were.
+                        await self._request_scan(state.root_id, b"", "watch-overflow")
+                    elif isinstance(event, WatcherDown):
                         await self._watcher_down(state, event)
                     elif isinstance(event, WatcherUp):
                         state.watch_error = None

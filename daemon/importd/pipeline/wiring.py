@@ -52,7 +52,7 @@ from importd.pipeline.roots import Roots, RootState
 from importd.pipeline.scans import Scan, Scans
 from importd.pipeline.settle import SettleTracker
 from importd.pipeline.walklane import LaneExits, WalkLane
-from importd.pipeline.watch import NotifyFactory, PathHint, rust_notify
+from importd.pipeline.watch import Hint, NotifyFactory, RenameHint, kernel_inotify
 
 log = logging.getLogger("importd.pipeline")
 
@@ -76,7 +76,7 @@ class Pipeline:
         self,
         config: Config,
         engine: AsyncEngine,
-        notify_factory: NotifyFactory = rust_notify,
+        notify_factory: NotifyFactory = kernel_inotify,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -136,12 +136,14 @@ class Pipeline:
         # under the GIL, and two threads measured slower than one. Big files (blake3 and the
         # reader release the GIL) use every hash worker.
         self._small_limiter = anyio.CapacityLimiter(1)
+        self._tg: TaskGroup | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------
 
     async def start(self, tg: TaskGroup) -> None:
         """Register roots, then start every stage. Returns once start-up reconciles are queued."""
         self.roots.bind(tg)
+        self._tg = tg
         await self.writer.call(lambda c: catalog_runs.abandon_running(c, self.clock()))
         await self.mapper.load()
         tg.start_soon(self.mapper.run)
@@ -200,12 +202,24 @@ class Pipeline:
 
     # ----- watch hints and walks -> settle ---------------------------------------------------
 
-    async def _route_hints(self, state: RootState, hints: list[PathHint]) -> None:
-        paths = [state.raw_path + b"/" + h.relpath for h in hints]
+    async def _route_hints(self, state: RootState, hints: list[Hint]) -> None:
+        paths = [state.raw_path + b"/" + (h.new if isinstance(h, RenameHint) else h.relpath) for h in hints]
         results = await anyio.to_thread.run_sync(_lstat_many, paths)
         now = self.clock()
+        renamed: list[tuple[RenameHint, SettledFile]] = []
         for hint, res in zip(hints, results, strict=True):
-            if isinstance(res, OSError):
+            if isinstance(hint, RenameHint):
+                if isinstance(res, OSError):  # renamed again, or deleted, since
+                    await self._gone(state, hint.old, subtree=True)
+                    await self._gone(state, hint.new, subtree=True)
+                elif stat_mod.S_ISDIR(res.st_mode):
+                    await self._follow_folder(state, hint)
+                elif is_regular(res):
+                    ref = FileRef(state.root_id, state.name, hint.new)
+                    renamed.append((hint, SettledFile(ref, FileStat.of(res))))
+                else:
+                    await self._gone(state, hint.old, subtree=True)
+            elif isinstance(res, OSError):
                 # Gone (or unreadable): mark it, and anything below it, missing.
                 await self._gone(state, hint.relpath, subtree=True)
             elif stat_mod.S_ISDIR(res.st_mode):
@@ -213,6 +227,43 @@ class Pipeline:
                     await self.request_scan(state.root_id, hint.relpath, "watch")
             elif is_regular(res):  # symlinks, fifos, devices: not catalogued as files
                 await self._observe((state.root_id, hint.relpath), state.name, FileStat.of(res), now)
+        if renamed:
+            await self._follow_files(state, renamed, now)
+
+    async def _follow_files(
+        self, state: RootState, renamed: list[tuple[RenameHint, SettledFile]], now: float
+    ) -> None:
+        """Renamed files go straight to identify, without waiting for settle (a rename sets the
+        file's ctime): a row with the same (dev, inode), size and mtime whose path no longer
+        holds that inode follows its file, with no re-hash. Any other file (changed, or never
+        registered) settles at its new path, and its old path is gone."""
+        for hint, _ in renamed:
+            self.tracker.forget((state.root_id, hint.old))
+        batch = [settled for _, settled in renamed]
+        found = identify(batch, await catalog_matches(self.engine, inodes_of(batch)), self._on_disk)
+        await self._put_and_done(found)
+        to_settle = {settled.ref.relpath for settled in found.to_hash}
+        for hint, settled in renamed:
+            if hint.new in to_settle:
+                await self._gone(state, hint.old)
+                await self._observe((state.root_id, hint.new), state.name, settled.stat, now)
+
+    async def _follow_folder(self, state: RootState, hint: RenameHint) -> None:
+        """A folder renamed inside the root: its files keep their inodes and their ctimes, so a
+        walk of the new folder takes them through the walk's fast lane to identify (no settle
+        wait, no re-hash). What is still catalogued under the old name after that walk is gone;
+        it is not marked before, so the folder's rows never look missing meanwhile."""
+        scan = await self.request_scan(state.root_id, hint.new, "watch")
+        if self._tg is None:
+            return
+
+        async def then_mark_the_rest() -> None:
+            await scan.done.wait()
+            leftover = await anyio.to_thread.run_sync(_lstat_many, [state.raw_path + b"/" + hint.old])
+            if isinstance(leftover[0], OSError) and self.roots.get(state.root_id) is state:
+                await self._gone(state, hint.old, subtree=True)
+
+        self._tg.start_soon(then_mark_the_rest)
 
     async def _settle_walked(self, state: RootState, scan: Scan, batch: list[WalkedFile]) -> None:
         now = self.clock()

@@ -4,6 +4,7 @@ back-off driven by a scripted watcher; real folders in tmp_path for online/offli
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from importd.config import RootConfig
 from importd.pipeline.roots import WATCH_BACKOFF_MAX_S, Roots, RootState, root_online
-from importd.pipeline.watch import PathHint
+from importd.pipeline.watch import IN_CREATE, IN_Q_OVERFLOW, Hint, PathHint, RawEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -31,20 +32,26 @@ class Clock:
 
 
 class ScriptedNotify:
-    """A watcher that yields the scripted results (an exception is raised), then blocks until
-    stopped."""
+    """An inotify that hands out watch descriptors, reads the scripted batches (an exception is
+    raised), then nothing (waiting a little, as the kernel's read waits)."""
 
     def __init__(self, script: list[Any]) -> None:
         self.script = list(script)
 
-    def watch(self, debounce_ms: int, step_ms: int, timeout_ms: int, stop_event: Any) -> Any:
+    def add_watch(self, path: bytes, mask: int) -> int:
+        return 1
+
+    def rm_watch(self, wd: int) -> None:
+        pass
+
+    def read(self, timeout_ms: int) -> list[RawEvent]:
         if self.script:
             item = self.script.pop(0)
             if isinstance(item, BaseException):
                 raise item
-            return item
-        stop_event.wait(0.05)
-        return "stop" if stop_event.is_set() else "timeout"
+            return item  # type: ignore[no-any-return]
+        time.sleep(0.02)
+        return []
 
     def close(self) -> None:
         pass
@@ -53,12 +60,12 @@ class ScriptedNotify:
 class Recorder:
     def __init__(self) -> None:
         self.scans: list[tuple[int, bytes, str]] = []
-        self.hints: list[list[PathHint]] = []
+        self.hints: list[list[Hint]] = []
 
     async def request_scan(self, root_id: int, prefix: bytes, trigger: str) -> None:
         self.scans.append((root_id, prefix, trigger))
 
-    async def on_hints(self, state: RootState, hints: list[PathHint]) -> None:
+    async def on_hints(self, state: RootState, hints: list[Hint]) -> None:
         self.hints.append(hints)
 
 
@@ -67,7 +74,7 @@ def make(
 ) -> tuple[Roots, Recorder, RootState]:
     rec = Recorder()
     notify = ScriptedNotify(script or [])
-    roots = Roots(rec.request_scan, rec.on_hints, 3600.0, lambda path: notify, clock)
+    roots = Roots(rec.request_scan, rec.on_hints, 3600.0, lambda: notify, clock)
     config = RootConfig("r", tmp_path / "root", **root)
     state = roots.add(1, config, first_import=False)
     return roots, rec, state
@@ -134,15 +141,13 @@ async def test_a_scanning_root_gets_no_second_periodic_walk(tmp_path: Path) -> N
 
 
 async def test_watcher_failure_polls_reconciles_and_retries_with_doubling_back_off(tmp_path: Path) -> None:
-    from watchfiles._rust_notify import WatchfilesRustInternalError
-
     (tmp_path / "root").mkdir()
     clock = Clock()
     rec = Recorder()
     made: list[ScriptedNotify] = []
 
-    def failing(path: str) -> ScriptedNotify:
-        made.append(ScriptedNotify([WatchfilesRustInternalError("Unable to decode path")]))
+    def failing() -> ScriptedNotify:
+        made.append(ScriptedNotify([OSError(5, "Input/output error")]))
         return made[-1]
 
     roots = Roots(rec.request_scan, rec.on_hints, 3600.0, failing, clock)
@@ -158,7 +163,9 @@ async def test_watcher_failure_polls_reconciles_and_retries_with_doubling_back_o
         await roots.tick()  # starts the watcher, which fails
         await failures(1)
         assert rec.scans == [(1, b"", "watcher-failure")]
-        assert state.state == "polling" and state.polling and "Unable to decode" in (state.watch_error or "")
+        assert (
+            state.state == "polling" and state.polling and "Input/output error" in (state.watch_error or "")
+        )
         assert state.watch_settled.is_set()  # a start-up walk waiting for the watch goes on
         assert state.next_watch_try == clock.now + 2.0
         clock.now += 1.9
@@ -179,8 +186,7 @@ async def test_watcher_failure_polls_reconciles_and_retries_with_doubling_back_o
 async def test_a_healthy_watcher_forwards_hints_and_says_watching(tmp_path: Path) -> None:
     (tmp_path / "root").mkdir()
     clock = Clock()
-    path = str(tmp_path / "root")
-    roots, rec, state = make(tmp_path, clock, script=[{(1, path + "/new")}])
+    roots, rec, state = make(tmp_path, clock, script=[[RawEvent(1, IN_CREATE, 0, b"new")]])
     async with anyio.create_task_group() as tg:
         roots.bind(tg)
         roots.start_watch(state)
@@ -199,7 +205,7 @@ async def test_first_import_is_watched_only_after_it_and_walked_again_behind_the
     (tmp_path / "root").mkdir()
     clock = Clock()
     rec = Recorder()
-    roots = Roots(rec.request_scan, rec.on_hints, 3600.0, lambda path: ScriptedNotify([]), clock)
+    roots = Roots(rec.request_scan, rec.on_hints, 3600.0, lambda: ScriptedNotify([]), clock)
     state = roots.add(1, RootConfig("r", tmp_path / "root"), first_import=True)
     assert state.import_before_watch
     async with anyio.create_task_group() as tg:
@@ -212,4 +218,19 @@ async def test_first_import_is_watched_only_after_it_and_walked_again_behind_the
             while not rec.scans:
                 await anyio.sleep(0.01)
         assert rec.scans == [(1, b"", "after-import")]
+        roots.stop_all()
+
+
+async def test_a_queue_overflow_asks_for_a_reconcile_and_keeps_watching(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    clock = Clock()
+    roots, rec, state = make(tmp_path, clock, script=[[RawEvent(-1, IN_Q_OVERFLOW, 0, b"")]])
+    async with anyio.create_task_group() as tg:
+        roots.bind(tg)
+        roots.start_watch(state)
+        with anyio.fail_after(5):
+            while not rec.scans:
+                await anyio.sleep(0.01)
+        assert rec.scans == [(1, b"", "watch-overflow")]
+        assert state.state == "watching" and state.watch_failures == 0 and state.stop_watch is not None
         roots.stop_all()

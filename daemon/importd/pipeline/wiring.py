@@ -225,8 +225,10 @@ class Pipeline:
             elif stat_mod.S_ISDIR(res.st_mode):
                 if hint.added_dir_possible:
                     await self.request_scan(state.root_id, hint.relpath, "watch")
-            elif is_regular(res):  # symlinks, fifos, devices: not catalogued as files
+            elif is_regular(res):
                 await self._observe((state.root_id, hint.relpath), state.name, FileStat.of(res), now)
+            else:  # now a symlink, fifo or device: not catalogued, so what was there is gone
+                await self._gone(state, hint.relpath, subtree=True)
         if renamed:
             await self._follow_files(state, renamed, now)
 

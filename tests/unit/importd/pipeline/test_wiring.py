@@ -32,6 +32,7 @@ from importd.pipeline.hasher import hash_walked as hash_walked_for_real
 from importd.pipeline.reconcile import WalkedFile
 from importd.pipeline.scans import Scan
 from importd.pipeline.settle import SettleTracker
+from importd.pipeline.watch import IN_CREATE, IN_DELETE, IN_ISDIR, RawEvent
 from importd.pipeline.wiring import Key, Pipeline
 
 pytestmark = pytest.mark.anyio
@@ -80,34 +81,57 @@ class Clock:
 
 
 class ScriptedNotify:
-    """A watcher whose batches the test feeds; between them it times out until stopped."""
+    """An inotify whose events the test feeds, as the kernel would write them: each change
+    becomes a record of the watched folder that holds the path (IN_CREATE for an added path, as
+    a link, a symlink or a new file give; IN_DELETE for a removed one). Between batches a read
+    waits a little and returns nothing."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.batches: queue.Queue[set[tuple[int, str]]] = queue.Queue()
+    def __init__(self) -> None:
+        self.wds: dict[bytes, int] = {}  # watched folder -> watch descriptor
+        self.batches: queue.Queue[list[RawEvent]] = queue.Queue()
         self.closed = threading.Event()
 
-    def feed(self, *changes: tuple[int, Path]) -> None:
-        self.batches.put({(change, str(path)) for change, path in changes})
+    @property
+    def path(self) -> str:
+        """The root folder (the first one watched)."""
+        return os.fsdecode(next(iter(self.wds))) if self.wds else ""
 
-    def watch(self, debounce_ms: int, step_ms: int, timeout_ms: int, stop_event: Any) -> Any:
+    def add_watch(self, path: bytes, mask: int) -> int:
+        return self.wds.setdefault(path, len(self.wds) + 1)
+
+    def rm_watch(self, wd: int) -> None:
+        self.wds = {p: w for p, w in self.wds.items() if w != wd}
+
+    def feed(self, *changes: tuple[int, Path]) -> None:
+        events = []
+        for change, path in changes:
+            raw = os.fsencode(path)
+            folder, name = raw.rsplit(b"/", 1)
+            if change == CHANGE_ADDED:
+                mask = IN_CREATE | (IN_ISDIR if path.is_dir() and not path.is_symlink() else 0)
+            else:
+                mask = IN_DELETE
+            events.append(RawEvent(self.wds[folder], mask, 0, name))
+        self.batches.put(events)
+
+    def read(self, timeout_ms: int) -> list[RawEvent]:
         try:
             return self.batches.get(timeout=0.02)
         except queue.Empty:
-            return "stop" if stop_event.is_set() else "timeout"
+            return []
 
     def close(self) -> None:
         self.closed.set()
 
 
 class Watchers:
-    """The notify factory: a scripted watcher per root folder, the latest one by path."""
+    """The notify factory: a scripted inotify per root watcher, the latest one by root folder."""
 
     def __init__(self) -> None:
         self.made: list[ScriptedNotify] = []
 
-    def __call__(self, path: str) -> ScriptedNotify:
-        self.made.append(ScriptedNotify(path))
+    def __call__(self) -> ScriptedNotify:
+        self.made.append(ScriptedNotify())
         return self.made[-1]
 
     def of(self, folder: Path) -> ScriptedNotify | None:
@@ -675,15 +699,6 @@ async def test_a_young_file_deleted_while_settling_is_let_go(tmp_path: Path) -> 
         await until(h.idle, "idle")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Pipeline._route_hints does nothing for a hint whose path is now a symlink (or a fifo, a "
-        "device): the registered file that was there stays `present` until the next reconcile, "
-        "whereas the settle driver and the hasher treat a path that is no longer a regular file "
-        "as gone (Vanished)"
-    ),
-)
 async def test_a_file_replaced_by_a_symlink_seen_by_the_watcher_becomes_missing(tmp_path: Path) -> None:
     root = tmp_path / "r"
     tree(root, {"a": b"a", "b": b"b"})

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from importctl.findings import Finding
-from importd.catalog.models import LIVE_STATUSES, STATUS_MISSING, STATUS_PRESENT
+from importd.catalog.models import LIVE_PATH_WHERE, STATUS_MISSING, STATUS_PRESENT
 from importd.catalog.tables import chunks, file_moves, files, findings, symlinks
 from importd.items import record
 from importd.paths import subtree_bounds
@@ -172,12 +172,14 @@ def missing_rows(conn: Connection, root_id: int, prefix: bytes | None) -> list[t
     if prefix:
         low, high = subtree_bounds(prefix)
         cond.append(or_(files.c.relpath == prefix, and_(files.c.relpath >= low, files.c.relpath < high)))
+    # The live-path index's own condition, spelled as it is, so each probe is one index seek
+    # (with another spelling SQLite would scan the root's rows once per missing row).
     occupied = (
         select(live.c.id)
         .where(
             live.c.root_id == files.c.root_id,
             live.c.relpath == files.c.relpath,
-            live.c.status.in_(LIVE_STATUSES),
+            text(f"live.{LIVE_PATH_WHERE}"),
         )
         .exists()
     )

@@ -3,7 +3,9 @@ scrub's queue and stamps, and a sweep's findings."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
+
+from sqlalchemy import event, select
 from sqlalchemy.engine import Connection
 
 from importctl.findings import Finding
@@ -82,3 +84,21 @@ def test_rows_marked_missing_are_the_ghosts_and_keep_their_time(catalog: Connect
     maintenance.store_findings(catalog, 9, [Finding("ghost", b"/srv/r/d/c", "missing since …", 5.0)])
     (back,) = maintenance.load_findings(catalog, 9)
     assert back.missing_since == 5.0 and back.suggestion == "restore the file, or importctl forget /srv/r/d/c"
+
+
+def test_a_ghost_probes_the_live_path_index_once(catalog: Connection) -> None:
+    """One seek per missing row: with the root's index instead, a sweep would read the whole root
+    once per ghost."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: object, cursor: object, statement: str, params: Any, *_: object) -> None:
+        seen.append((statement, params))
+
+    event.listen(catalog.engine, "before_cursor_execute", capture)
+    try:
+        maintenance.missing_rows(catalog, 1, None)
+    finally:
+        event.remove(catalog.engine, "before_cursor_execute", capture)
+    statement, params = seen[-1]
+    plan = str(catalog.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).fetchall())
+    assert "SEARCH live USING INDEX uq_files_live_path" in plan

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,10 @@ def test_a_deleted_file_is_a_ghost_that_forget_settles_and_undo_brings_back(make
     assert code == 0 and report["findings"] == []
     assert missing_count(d) == 0 and d.status()["files"]["present"] == 4
     res = d.ctl("find", str(root / "gone.bin"))
-    assert res.returncode == 1 and b"not_found" in res.stderr
+    assert res.returncode == 1 and res.stderr.decode() == (
+        f"importctl: not_found: only forgotten rows at {root}/gone.bin"
+        f" (hint: importctl find --all {root}/gone.bin shows them)\n"
+    )
     assert statuses(d, root / "gone.bin", "--all") == ["forgotten"]
     assert [r["status"] for r in d.rows("relpath = CAST('gone.bin' AS BLOB)")] == ["forgotten"]
     # A second forget finds nothing left to forget.
@@ -116,7 +120,14 @@ def test_forget_a_folder_and_forgotten_rows_stay_forgotten(make_daemon) -> None:
     ]
     assert ghosts(check(d)[1]) == ["y.bin", "z.bin"]
 
-    dry = d.ctl_json("forget", str(root / "old"), "--dry-run")
+    # A relative FOLDER, from the operator's working directory.
+    res = subprocess.run(
+        [str(BIN / "importctl"), "--socket", str(d.socket), "forget", "old", "--dry-run", "--json"],
+        capture_output=True,
+        cwd=root,
+    )
+    assert res.returncode == 0, res.stderr
+    dry = json.loads(res.stdout)
     assert [f["relpath"] for f in dry["files"]] == ["old/y.bin", "old/z.bin"]
     assert missing_count(d) == 2
     text = d.ctl("forget", str(root / "old")).stdout.decode()
@@ -226,8 +237,6 @@ def test_check_exit_bits_never_read_as_the_shared_exit_codes(make_daemon, tmp_pa
     lines = d.ctl("check", "--json-lines")
     assert lines.returncode == 40 and json.loads(lines.stdout.splitlines()[-1])["exit_status"] == 40
     # Daemon unreachable is 3, whatever a check would have found.
-    import subprocess
-
     res = subprocess.run(
         [str(BIN / "importctl"), "--socket", str(tmp_path / "none.sock"), "check"], capture_output=True
     )

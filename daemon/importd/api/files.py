@@ -133,6 +133,14 @@ async def find(core: Core, params: Params) -> list[FileReply]:
         rows = await catalog_files.find_path(
             session, place.root_id, place.relpath, FIND_LIMIT, forgotten=forgotten
         )
+    if not rows and not forgotten:
+        async with AsyncSession(core.engine) as session:
+            if await catalog_files.find_path(session, place.root_id, place.relpath, 1):
+                raise ApiError(
+                    ErrorCode.NOT_FOUND,
+                    f"only forgotten rows at {display(place.path)}"
+                    f" (hint: importctl find --all {shell_quote(place.path)} shows them)",
+                )
     if not rows:
         raise ApiError(ErrorCode.NOT_FOUND, f"nothing in the catalog at {display(place.path)}")
     return await file_replies(core, rows)

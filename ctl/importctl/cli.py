@@ -214,11 +214,12 @@ def scan(ctx: click.Context, target: str | None, wait: bool, as_json: bool) -> N
 
 @cli.command()
 @click.argument("query")
+@click.option("--all", "show_all", is_flag=True, help="also the forgotten rows (importctl forget)")
 @json_option
 @click.pass_context
-def find(ctx: click.Context, query: str, as_json: bool) -> None:
+def find(ctx: click.Context, query: str, show_all: bool, as_json: bool) -> None:
     """Catalog rows for a PATH (file or folder) or a BLAKE3 HASH (or its prefix)."""
-    rows = _client(ctx).find(query)
+    rows = _client(ctx).find(query, show_all)
     if as_json:
         emit_json(rows)
         return
@@ -479,8 +480,8 @@ def check(
 ) -> None:
     """Report every inconsistency between the catalog and the disks. Fixes nothing.
 
-    Exit status is a bit mask: 1 ghost entries, 2 orphan files, 4 broken links,
-    8 hash mismatches, 16 unreadable.
+    Exit status is a bit mask: 8 ghost entries, 16 orphan files, 32 broken links,
+    64 hash mismatches, 128 unreadable (1-3 keep their meaning for every command).
     """
     from importctl.findings import FindingReport
 
@@ -528,6 +529,36 @@ def check(
         click.echo(f"importctl: sweep {run_id} {result['state']}", err=True)
         ctx.exit(EXIT_DAEMON_ERROR)
     ctx.exit(report.exit_status())
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--undo", is_flag=True, help="make forgotten rows missing again")
+@click.option("--dry-run", is_flag=True, help="only show which rows, change nothing")
+@json_option
+@click.pass_context
+def forget(ctx: click.Context, path: str, undo: bool, dry_run: bool, as_json: bool) -> None:
+    """Settle ghosts: the rows marked missing at PATH (a file, or a folder: every row under it)
+    become forgotten. They are never deleted: `find --all` still shows them, while check, gaps
+    and status leave them out. A PATH that exists on disk is refused. --undo makes them
+    missing again."""
+    data = _client(ctx).forget(path, undo, dry_run)
+    if as_json:
+        emit_json(data)
+        return
+    for f in data["files"]:
+        click.echo(f"{shown(f['path'])}  (missing since {f['missing_since']})")
+    n = data["count"]
+    rows = f"{n} row{'s' if n != 1 else ''}"
+    if dry_run:
+        click.echo(f"would mark {rows} {data['status']} (dry run: nothing changed)")
+    elif undo:
+        click.echo(f"{rows} missing again: importctl check reports them as ghosts")
+    else:
+        click.echo(
+            f"{rows} forgotten: importctl find --all still shows them;"
+            " importctl forget --undo brings them back"
+        )
 
 
 def _gap_text(report: GapsReply) -> str:
@@ -796,6 +827,8 @@ def main(argv: list[str] | None = None) -> int:
             "busy": " (hint: retry in a moment)",
             "internal": " (hint: journalctl -u importd)",
         }.get(exc.code.value, "")
+        if "(hint: " in exc.message:
+            hint = ""  # the daemon's own hint fits the command better
         click.echo(f"importctl: {exc.code.value}: {exc.message}{hint}", err=True)
         return EXIT_DAEMON_ERROR
     except ClientError as exc:

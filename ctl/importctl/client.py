@@ -29,6 +29,7 @@ from importctl.protocol import (
     ErrorReply,
     Event,
     FileReply,
+    ForgetReply,
     GapsReply,
     InfoReply,
     LinkAction,
@@ -142,8 +143,9 @@ class Client:
     def scan_progress(self, scan_id: int) -> ScanReply:
         return cast(ScanReply, self.call(Method.SCAN_PROGRESS, {"scan_id": scan_id}))
 
-    def find(self, query: str) -> list[FileReply]:
-        return cast(list[FileReply], self.call(Method.FIND, {"query": query, "cwd": _cwd()}))
+    def find(self, query: str, include_forgotten: bool = False) -> list[FileReply]:
+        params = {"query": query, "cwd": _cwd(), "all": include_forgotten}
+        return cast(list[FileReply], self.call(Method.FIND, params))
 
     def errors(self, limit: int = DEFAULT_ERRORS_LIMIT) -> list[ErrorReply]:
         return cast(list[ErrorReply], self.call(Method.ERRORS, {"limit": limit}))
@@ -202,6 +204,10 @@ class Client:
 
     def check_result(self, run_id: int) -> CheckResultReply:
         return cast(CheckResultReply, self.call(Method.CHECK_RESULT, {"run_id": run_id}))
+
+    def forget(self, path: str, undo: bool = False, dry_run: bool = False) -> ForgetReply:
+        params = {"path": path, "cwd": _cwd(), "undo": undo, "dry_run": dry_run}
+        return cast(ForgetReply, self.call(Method.FORGET, params))
 
     def events(self, topics: tuple[str, ...] = ()) -> EventStream:
         return EventStream(events_path_for(self.socket_path), topics)

@@ -3,12 +3,14 @@
 Standard library only and no importd imports, so the client can use the same module to format a
 report it received as JSON (`FindingReport.from_json(...).text()`) and to compute the exit code.
 
-Exit status is a bit mask, so a timer's failure says what is wrong:
-    1 ghost entries    catalog rows whose file is gone
-    2 orphan files     on disk but not (or not as they are now) in the catalog: the watcher missed them
-    4 broken links     symlinks whose target is gone, loops
-    8 hash mismatches  content changed while size and mtime did not (bit rot)
-   16 unreadable       files or folders that cannot be read now
+Exit status is a bit mask, so a timer's failure says what is wrong. The bits start at 8 so that
+they never collide with the exit codes every command shares (1 the daemon answered with an error,
+2 usage, 3 daemon unreachable): a script can tell "daemon down" from "ghosts and orphans".
+    8 ghost entries    catalog rows whose file is gone
+   16 orphan files     on disk but not (or not as they are now) in the catalog: the watcher missed them
+   32 broken links     symlinks whose target is gone, loops
+   64 hash mismatches  content changed while size and mtime did not (bit rot)
+  128 unreadable       files or folders that cannot be read now
 Files in error (`error`) are reported and counted but have no bit: the catalog already knows.
 """
 
@@ -19,18 +21,19 @@ import os
 import shlex
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
-from importctl.protocol import display_path
+from importctl.protocol import display_path, iso_utc
 
 FindingKind = Literal["ghost", "orphan", "broken_link", "hash_mismatch", "unreadable", "error"]
 KINDS: tuple[FindingKind, ...] = ("ghost", "orphan", "broken_link", "hash_mismatch", "unreadable", "error")
 EXIT_BITS: Mapping[FindingKind, int] = {
-    "ghost": 1,
-    "orphan": 2,
-    "broken_link": 4,
-    "hash_mismatch": 8,
-    "unreadable": 16,
+    "ghost": 8,
+    "orphan": 16,
+    "broken_link": 32,
+    "hash_mismatch": 64,
+    "unreadable": 128,
 }
 HEADINGS: Mapping[FindingKind, str] = {
     "ghost": "Ghost entries: in the catalog, gone from disk",
@@ -80,20 +83,33 @@ def suggestion_for(kind: FindingKind, path: bytes) -> str:
     return f"importctl scan {q}"  # ghost, orphan, error: a rescan brings the catalog up to date
 
 
+def forget_suggestion(path: bytes) -> str:
+    """A row importd itself marked missing: a rescan would change nothing, so either the file
+    comes back or the operator settles the row."""
+    return f"restore the file, or importctl forget {shell_quote(path)}"
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     kind: FindingKind
     path: bytes
     detail: str = ""
+    # Set on a ghost that is a row marked missing (not a file that vanished behind the watcher's
+    # back, which a rescan settles): when it was marked, as a Unix time.
+    missing_since: float | None = None
 
     @property
     def suggestion(self) -> str:
+        if self.kind == "ghost" and self.missing_since is not None:
+            return forget_suggestion(self.path)
         return suggestion_for(self.kind, self.path)
 
     def to_json(self) -> dict[str, str]:
         out = {"kind": self.kind, "path": os.fsdecode(self.path), "suggestion": self.suggestion}
         if self.detail:
             out["detail"] = self.detail
+        if self.missing_since is not None:
+            out["missing_since"] = iso_utc(self.missing_since)
         return out
 
     @classmethod
@@ -101,7 +117,13 @@ class Finding:
         kind = str(obj["kind"])
         if kind not in KINDS:
             raise ValueError(f"unknown finding kind {kind!r}")
-        return cls(kind, os.fsencode(str(obj["path"])), str(obj.get("detail", "")))
+        since = obj.get("missing_since")
+        return cls(
+            kind,
+            os.fsencode(str(obj["path"])),
+            str(obj.get("detail", "")),
+            datetime.fromisoformat(str(since)).timestamp() if since else None,
+        )
 
 
 def count(findings: Iterable[Finding]) -> dict[str, int]:

@@ -73,6 +73,7 @@ class Method(StrEnum):
     RESTORE = "restore"
     CHECK = "check"
     CHECK_RESULT = "check_result"
+    FORGET = "forget"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -82,7 +83,7 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.STATUS: {},
     Method.SCAN: {"target": ((str, type(None)), False)},
     Method.SCAN_PROGRESS: {"scan_id": ((int,), True)},
-    Method.FIND: {"query": ((str,), True), "cwd": ((str, type(None)), False)},
+    Method.FIND: {"query": ((str,), True), "cwd": ((str, type(None)), False), "all": ((bool,), False)},
     Method.ERRORS: {"limit": ((int,), False)},
     Method.GAPS: {
         "entity": ((str, type(None)), False),
@@ -108,6 +109,12 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
         "budget": ((str, type(None)), False),
     },
     Method.CHECK_RESULT: {"run_id": ((int,), True)},
+    Method.FORGET: {
+        "path": ((str,), True),
+        "cwd": ((str, type(None)), False),
+        "undo": ((bool,), False),
+        "dry_run": ((bool,), False),
+    },
 }
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
@@ -305,7 +312,7 @@ class FileReply(TypedDict):
     relpath: str
     size: int
     blake3: str | None
-    status: str  # present | missing | error
+    status: str  # present | missing | error | forgotten (`find --all` only)
     first_seen: Stamp
     last_seen: Stamp
     missing_since: Stamp
@@ -570,6 +577,7 @@ class FindingReply(TypedDict):
     path: str
     suggestion: str
     detail: NotRequired[str]
+    missing_since: NotRequired[Stamp]  # a ghost that is a row marked missing: since when
 
 
 class CheckResultReply(TypedDict):
@@ -585,6 +593,24 @@ class CheckResultReply(TypedDict):
     files_seen: NotRequired[int]
     scrub: NotRequired[ScrubFigures]
     exit_status: NotRequired[int]
+
+
+class ForgottenFile(TypedDict):
+    path: str
+    root: str
+    relpath: str
+    missing_since: Stamp
+
+
+class ForgetReply(TypedDict):
+    """`forget`: the rows that became (or, with `dry_run`, would become) `status`: forgotten,
+    or missing again with `undo`."""
+
+    status: str  # forgotten | missing
+    undo: bool
+    dry_run: bool
+    count: int
+    files: list[ForgottenFile]
 
 
 # What each method answers; a list reply is the shape of its items in a list.
@@ -609,6 +635,7 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.RESTORE: (RestoreReply, False),
     Method.CHECK: (SweepProgress, False),
     Method.CHECK_RESULT: (CheckResultReply, False),
+    Method.FORGET: (ForgetReply, False),
 }
 
 

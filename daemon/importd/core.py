@@ -8,6 +8,7 @@ pipeline keeps those, so a change inside the pipeline is adapted here and nowher
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -24,7 +25,9 @@ from importctl.protocol import (
     ScanReply,
     StatusCounters,
 )
+from importd.catalog import files as catalog_files
 from importd.catalog.entities import Resolved, ResolveError, load_states, resolve_conflict_tx
+from importd.catalog.writer import FileChange
 from importd.entities import AttributeSet, GapReport, compute_report
 from importd.pipeline.reconcile import WalkError
 from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
@@ -215,6 +218,25 @@ class Core:
             mapper = self._pipeline.mapper
             mapper.emit(mapper.live.apply(AttributeSet(done.entity, done.attribute, done.value)))
         return done
+
+    # ----- forgetting ghosts -----------------------------------------------------------------
+
+    async def forget(self, place: Place, *, undo: bool, dry_run: bool) -> list[catalog_files.GoneRow]:
+        """`importctl forget`: the rows marked missing at or under `place` become forgotten (with
+        `undo`, forgotten ones missing again), in one transaction of the single writer. The gap
+        report then hears of it through the mapper's queue, behind the changes already queued,
+        so a recomputation still gives the live report."""
+        rows = await self._pipeline.writer.call(
+            functools.partial(
+                catalog_files.forget, root_id=place.root_id, relpath=place.relpath, undo=undo, dry_run=dry_run
+            )
+        )
+        if rows and not dry_run:
+            kind = "unforgotten" if undo else "forgotten"
+            await self._pipeline.mapper.submit(
+                [FileChange(r.row_id, place.root_id, r.relpath, kind) for r in rows]
+            )
+        return rows
 
     # ----- media -----------------------------------------------------------------------------
 

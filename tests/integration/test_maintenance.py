@@ -124,7 +124,7 @@ def test_link_loops_are_reported_not_followed(make_daemon) -> None:  # type: ign
     found = proposals(d)
     assert found["loop1"]["state"] == "loop" and found["loop1"]["action"] == "skip"
     res = d.ctl("check", "--json")
-    assert res.returncode == 4
+    assert res.returncode == 32
     report = json.loads(res.stdout)
     assert report["counts"]["broken_link"] == 2
 
@@ -226,7 +226,7 @@ def test_sweep_finds_ghosts_orphans_and_bit_rot_within_a_budget(make_daemon) -> 
     assert report["state"] == "completed"
     # The start-up reconcile may already have caught up: then there is nothing to report for those.
     if ("ghost", "f00.bin") in names:
-        assert res.returncode & 1
+        assert res.returncode & 8
     d.wait_idle()
     res = d.ctl("check", "--verify-hash", "--budget", "2MiB", "--json")
     first = json.loads(res.stdout)
@@ -240,7 +240,7 @@ def test_sweep_finds_ghosts_orphans_and_bit_rot_within_a_budget(make_daemon) -> 
     assert first["scrub"]["files"] + second["scrub"]["files"] >= 40
     rot = [f for r in (first, second) for f in r["findings"] if f["kind"] == "hash_mismatch"]
     assert [os.path.basename(f["path"]) for f in rot] == ["f01.bin"]
-    assert (res.returncode | res2.returncode) & 8
+    assert (res.returncode | res2.returncode) & 64
     assert "importctl" in rot[0]["suggestion"]
     status = d.ctl_json("status")["maintenance"]
     assert status["last_sweep"]["run_id"] == second["run_id"]
@@ -266,19 +266,25 @@ def test_check_reports_a_file_added_and_one_deleted_while_stopped(make_daemon) -
     )
     d.start()
     d.wait_idle()
-    # The start-up reconcile fixed the catalog, so a check now is clean (exit 0)…
+    # The start-up reconcile brought the catalog up to date: what a check still reports is the
+    # row it marked missing, a ghost with its time and the fix (restore or forget)…
     res = d.ctl("check", "--json")
-    assert res.returncode == 0, res.stdout
+    assert res.returncode == 8, res.stdout
+    (ghost,) = json.loads(res.stdout)["findings"]
+    assert (ghost["kind"], ghost["path"]) == ("ghost", str(root / "gone"))
+    assert ghost["missing_since"].endswith("Z")
+    assert ghost["suggestion"] == f"restore the file, or importctl forget {root / 'gone'}"
     # …while changes behind the daemon's back (a poll root with a long interval) are reported.
     (root / "keep").unlink()
     (root / "late").write_bytes(b"l")
     res = d.ctl("check", "--json")
     report = json.loads(res.stdout)
     kinds = {(f["kind"], os.path.basename(f["path"])) for f in report["findings"]}
-    assert ("ghost", "keep") in kinds and ("orphan", "late") in kinds
-    assert res.returncode == 1 | 2
+    assert ("ghost", "keep") in kinds and ("orphan", "late") in kinds and ("ghost", "gone") in kinds
+    assert res.returncode == 8 | 16
     text = d.ctl("check").stdout.decode()
-    assert "importctl scan" in text
+    assert "importctl scan" in text  # the ghost a rescan settles keeps its fix
+    assert "importctl forget" in text
 
 
 def test_sweep_units_verify() -> None:

@@ -1,4 +1,4 @@
-"""Handlers for files: status, scan, scan progress, find and errors."""
+"""Handlers for files: status, scan, scan progress, find, errors and forget."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import os
 import re
 from typing import Any
 
+import anyio
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from importctl.findings import shell_quote
 from importctl.protocol import (
     DEFAULT_ERRORS_LIMIT,
     MAX_ERRORS_LIMIT,
@@ -15,6 +17,7 @@ from importctl.protocol import (
     ErrorReply,
     FileReply,
     FileTotals,
+    ForgetReply,
     RootStatus,
     ScanReply,
     ScansReply,
@@ -114,11 +117,12 @@ async def scan_progress(core: Core, params: Params) -> ScanReply:
 
 async def find(core: Core, params: Params) -> list[FileReply]:
     query: str = params["query"]
+    forgotten = bool(params.get("all"))  # `--all`: forgotten rows too
     if not query:
         raise ApiError(ErrorCode.INVALID, "find needs a path or a BLAKE3 hash (or a prefix of one)")
     if HEX.fullmatch(query) and not os.path.isabs(query) and not os.path.lexists(query):
         async with AsyncSession(core.engine) as session:
-            rows = await catalog_files.find_hash(session, query, FIND_LIMIT)
+            rows = await catalog_files.find_hash(session, query, FIND_LIMIT, forgotten=forgotten)
         if not rows:
             raise ApiError(ErrorCode.NOT_FOUND, f"no file with a BLAKE3 starting {query.lower()}")
         return await file_replies(core, rows)
@@ -126,7 +130,17 @@ async def find(core: Core, params: Params) -> list[FileReply]:
     if isinstance(place, TargetError):
         raise target_error(place)
     async with AsyncSession(core.engine) as session:
-        rows = await catalog_files.find_path(session, place.root_id, place.relpath, FIND_LIMIT)
+        rows = await catalog_files.find_path(
+            session, place.root_id, place.relpath, FIND_LIMIT, forgotten=forgotten
+        )
+    if not rows and not forgotten:
+        async with AsyncSession(core.engine) as session:
+            if await catalog_files.find_path(session, place.root_id, place.relpath, 1):
+                raise ApiError(
+                    ErrorCode.NOT_FOUND,
+                    f"only forgotten rows at {display(place.path)}"
+                    f" (hint: importctl find --all {shell_quote(place.path)} shows them)",
+                )
     if not rows:
         raise ApiError(ErrorCode.NOT_FOUND, f"nothing in the catalog at {display(place.path)}")
     return await file_replies(core, rows)
@@ -218,3 +232,52 @@ async def file_replies(core: Core, rows: list[dict[str, Any]]) -> list[FileReply
             }
         )
     return out
+
+
+async def forget(core: Core, params: Params) -> ForgetReply:
+    """Rows marked missing at or under PATH become forgotten (`undo`: missing again). A path
+    that is on disk is refused: a file that exists is not a ghost, and `scan` settles it. So is
+    a path under an offline root, where a gone file cannot be told from an unmounted share."""
+    undo, dry_run = bool(params.get("undo")), bool(params.get("dry_run"))
+    place = core.locate(params["path"], params.get("cwd"))
+    if isinstance(place, TargetError):
+        raise target_error(place)
+    root = next(r for r in core.roots() if r.root_id == place.root_id)
+    on_disk = root.absolute(place.relpath)
+    shown, word = display(on_disk), shell_quote(on_disk)
+    if not undo:
+        if root.state == "offline":
+            raise ApiError(
+                ErrorCode.INVALID,
+                f"root {root.name} is offline ({root.watch_error or 'not mounted'}), so whether"
+                f" {shown} is gone cannot be told; nothing forgotten"
+                " (hint: bring the root back, then importctl check)",
+            )
+        if await anyio.to_thread.run_sync(os.path.lexists, on_disk):
+            raise ApiError(
+                ErrorCode.INVALID,
+                f"{shown} exists on disk: only files that are gone can be forgotten"
+                f" (hint: importctl scan {word} brings the catalog up to date)",
+            )
+    rows = await core.forget(place, undo=undo, dry_run=dry_run)
+    if not rows:
+        wanted = "forgotten" if undo else "marked missing"
+        raise ApiError(
+            ErrorCode.NOT_FOUND,
+            f"no catalog row {wanted} at {shown} (hint: importctl find --all {word} shows what it holds)",
+        )
+    return {
+        "status": "missing" if undo else "forgotten",
+        "undo": undo,
+        "dry_run": dry_run,
+        "count": len(rows),
+        "files": [
+            {
+                "path": wire(root.absolute(r.relpath)),
+                "root": root.name,
+                "relpath": wire(r.relpath),
+                "missing_since": iso_utc(r.missing_since),
+            }
+            for r in rows
+        ],
+    }

@@ -34,4 +34,5 @@ TABLE: dict[str, Handler] = {
     Method.RESTORE: maintenance.restore,
     Method.CHECK: maintenance.check,
     Method.CHECK_RESULT: maintenance.check_result,
+    Method.FORGET: files.forget,
 }

@@ -22,7 +22,14 @@ from sqlmodel import select as typed_select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from importd.catalog.engine import dialect_insert
-from importd.catalog.models import STATUS_PRESENT, ConflictRow, EntityFileRow, EntityRow, FileRow
+from importd.catalog.models import (
+    STATUS_FORGOTTEN,
+    STATUS_PRESENT,
+    ConflictRow,
+    EntityFileRow,
+    EntityRow,
+    FileRow,
+)
 from importd.catalog.tables import chunks, conflicts, entities, entity_links, files, run_log
 from importd.catalog.writer import FileChange
 from importd.entities import (
@@ -245,6 +252,17 @@ def apply_mapping(
             if linked.get(change.file_id) is not None:
                 batch.out.events.append(FileMissing(change.file_id))
             continue
+        if change.kind == "forgotten":
+            # Settled by the operator: the gap report treats it as a file that is not there (no
+            # highest episode either). The link row stays, for `forget --undo`.
+            if linked.get(change.file_id) is not None:
+                batch.out.events.append(FileUnlinked(change.file_id))
+            continue
+        if change.kind == "unforgotten":
+            back = _link_state(conn, change.file_id)
+            if back is not None:
+                batch.out.events.append(FileLinked(change.file_id, back[0], back[1]))
+            continue
         mapping = item.mapping
         if mapping is None:
             batch.link(change.file_id, root_id, None, None)
@@ -315,8 +333,31 @@ def _seen(entity: _Entity) -> GapEvent:
     return EntitySeen(EntityRef(entity.type, entity.key, entity.name))
 
 
+def _link_state(conn: Connection, file_id: int) -> tuple[EntityRef, LinkState] | None:
+    """The entity a file is linked to and the link as the gap report holds it (present or not,
+    by the file's status now)."""
+    row = conn.execute(
+        select(
+            entities.c.type,
+            entities.c.key,
+            entities.c.name,
+            entity_links.c.role,
+            entity_links.c.link_attributes,
+            files.c.status,
+        )
+        .join(entities, entities.c.id == entity_links.c.entity_id)
+        .join(files, files.c.id == entity_links.c.file_id)
+        .where(entity_links.c.file_id == file_id)
+    ).first()
+    if row is None:
+        return None
+    etype, key, name, role, attrs, status = row
+    return EntityRef(etype, key, name), LinkState(role or "", json.loads(attrs), status == STATUS_PRESENT)
+
+
 def load_states(conn: Connection) -> list[EntityState]:
-    """Entities with their links, for building the live gap report at start-up."""
+    """Entities with their links, for building the live gap report at start-up (and for
+    `gaps --recompute`). A forgotten file's link is left out: it is not there."""
     by_id: dict[int, tuple[str, str, str, dict[str, Any]]] = {}
     for eid, etype, key, name, attrs in conn.execute(
         select(entities.c.id, entities.c.type, entities.c.key, entities.c.name, entities.c.attributes)
@@ -332,7 +373,7 @@ def load_states(conn: Connection) -> list[EntityState]:
             files.c.status,
         )
         .join(files, files.c.id == entity_links.c.file_id)
-        .where(entity_links.c.entity_id.is_not(None))
+        .where(entity_links.c.entity_id.is_not(None), files.c.status != STATUS_FORGOTTEN)
     )
     for fid, eid, role, attrs, status in rows:
         links.setdefault(eid, {})[fid] = LinkState(role or "", json.loads(attrs), status == STATUS_PRESENT)

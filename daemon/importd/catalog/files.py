@@ -1,6 +1,7 @@
 """The `files` table (one row per path) and the content it points at: the walk's snapshot, the
-identity lookup (rename, move and hard-link detection), status counts, and find by path, by hash
-and by error. The writer's registration statements, which change these rows, are in `writer.py`.
+identity lookup (rename, move and hard-link detection), status counts, find by path, by hash
+and by error, and forgetting rows marked missing (`importctl forget`, and its undo). The
+writer's registration statements, which change these rows, are in `writer.py`.
 
 Two reads have a second spelling on a plain `sqlite3` connection, because they are the hot paths
 of a walk: `snapshot_from_file` (100,000 rows at every start-up) and `identities_sqlite` (a
@@ -17,7 +18,7 @@ from operator import itemgetter
 from typing import Any
 
 import anyio
-from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
@@ -25,7 +26,13 @@ from sqlmodel import select as typed_select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from importd.catalog.engine import open_reader, sqlite_file
-from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, FileRow
+from importd.catalog.models import (
+    GONE_STATUSES,
+    STATUS_ERROR,
+    STATUS_FORGOTTEN,
+    STATUS_MISSING,
+    FileRow,
+)
 from importd.catalog.tables import chunks, files
 from importd.items import CatalogSnapshot, KnownRow, s64
 from importd.paths import subtree_bounds
@@ -104,8 +111,9 @@ def _inodes_by_device(keys: list[tuple[int, int]]) -> list[tuple[int, Sequence[i
 
 
 def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:
-    """Rows (any status) with one of the given (dev, inode) identities. Grouped by device so
-    each query seeks the (dev, inode) index instead of scanning it."""
+    """Rows (any status but forgotten) with one of the given (dev, inode) identities. Grouped by
+    device so each query seeks the (dev, inode) index instead of scanning it. A forgotten row
+    never comes back by itself, not even as a move: a file that turns up with its inode is new."""
     out: list[IdentityMatch] = []
     for dev, part in _inodes_by_device(keys):
         rows = conn.execute(
@@ -119,7 +127,7 @@ def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMa
                 files.c.dev,
                 files.c.blake3,
                 files.c.status,
-            ).where(files.c.dev == dev, files.c.inode.in_(part))
+            ).where(files.c.dev == dev, files.c.inode.in_(part), files.c.status != STATUS_FORGOTTEN)
         )
         for r in rows:
             out.append(
@@ -145,7 +153,7 @@ def identities_sqlite(conn: sqlite3.Connection, keys: list[tuple[int, int]]) -> 
         marks = ",".join("?" * len(part))
         rows = conn.execute(
             "SELECT id, root_id, relpath, size, mtime_ns, inode, dev, blake3, status FROM files"
-            f" WHERE dev = ? AND inode IN ({marks})",
+            f" WHERE dev = ? AND inode IN ({marks}) AND status != 'forgotten'",
             (dev, *part),
         )
         out.extend(IdentityMatch(i, r, bytes(p), *rest) for i, r, p, *rest in rows)
@@ -176,8 +184,10 @@ _FOUND: tuple[Any, ...] = (
 
 
 async def _found(
-    session: AsyncSession, *where: ColumnElement[bool] | bool, limit: int
+    session: AsyncSession, *where: ColumnElement[bool] | bool, limit: int, forgotten: bool = True
 ) -> list[dict[str, Any]]:
+    if not forgotten:
+        where = (*where, FileRow.status != STATUS_FORGOTTEN)
     stmt = (
         typed_select(*_FOUND)
         .where(*where)
@@ -187,26 +197,77 @@ async def _found(
     return [dict(r._mapping) | {"relpath": bytes(r.relpath)} for r in await session.exec(stmt)]
 
 
-async def find_path(session: AsyncSession, root_id: int, relpath: bytes, limit: int) -> list[dict[str, Any]]:
-    """Rows at the path (live first, then its missing history), or below it when a folder."""
-    exact = await _found(session, FileRow.root_id == root_id, FileRow.relpath == relpath, limit=limit)
+async def find_path(
+    session: AsyncSession, root_id: int, relpath: bytes, limit: int, *, forgotten: bool = True
+) -> list[dict[str, Any]]:
+    """Rows at the path (live first, then its missing history), or below it when a folder.
+    `forgotten` False leaves forgotten rows out (`find` without `--all`)."""
+    exact = await _found(
+        session, FileRow.root_id == root_id, FileRow.relpath == relpath, limit=limit, forgotten=forgotten
+    )
     if exact:
-        exact.sort(key=lambda r: (r["status"] == STATUS_MISSING, -(r["missing_since"] or 0)))
+        exact.sort(key=lambda r: (r["status"] in GONE_STATUSES, -(r["missing_since"] or 0)))
         return exact
     low, high = subtree_bounds(relpath) if relpath else (b"", b"\xff" * 8)
     return await _found(
-        session, FileRow.root_id == root_id, FileRow.relpath >= low, FileRow.relpath < high, limit=limit
+        session,
+        FileRow.root_id == root_id,
+        FileRow.relpath >= low,
+        FileRow.relpath < high,
+        limit=limit,
+        forgotten=forgotten,
     )
 
 
-async def find_hash(session: AsyncSession, prefix: str, limit: int) -> list[dict[str, Any]]:
+async def find_hash(
+    session: AsyncSession, prefix: str, limit: int, *, forgotten: bool = True
+) -> list[dict[str, Any]]:
     prefix = prefix.lower()
     if len(prefix) == 64:
-        return await _found(session, FileRow.blake3 == prefix, limit=limit)
+        return await _found(session, FileRow.blake3 == prefix, limit=limit, forgotten=forgotten)
     return await _found(
-        session, col(FileRow.blake3) >= prefix, col(FileRow.blake3) < prefix + "g", limit=limit
+        session,
+        col(FileRow.blake3) >= prefix,
+        col(FileRow.blake3) < prefix + "g",
+        limit=limit,
+        forgotten=forgotten,
     )
 
 
 async def error_rows(session: AsyncSession, limit: int) -> list[dict[str, Any]]:
     return await _found(session, FileRow.status == STATUS_ERROR, limit=limit)
+
+
+@dataclass(frozen=True, slots=True)
+class GoneRow:
+    """A row marked missing or forgotten, as `importctl forget` shows it."""
+
+    row_id: int
+    relpath: bytes
+    missing_since: float | None
+
+
+def forget(conn: Connection, root_id: int, relpath: bytes, *, undo: bool, dry_run: bool) -> list[GoneRow]:
+    """The rows marked missing at `relpath` or under it (the whole root for b"") become
+    forgotten, in the caller's transaction; with `undo`, the forgotten ones become missing
+    again (their `missing_since` kept). `dry_run`: only which rows, nothing changed. Rows are
+    never deleted. Returns the rows, by path."""
+    source, dest = (STATUS_FORGOTTEN, STATUS_MISSING) if undo else (STATUS_MISSING, STATUS_FORGOTTEN)
+    where: list[ColumnElement[bool]] = [files.c.root_id == root_id, files.c.status == source]
+    if relpath:
+        low, high = subtree_bounds(relpath)
+        where.append(or_(files.c.relpath == relpath, and_(files.c.relpath >= low, files.c.relpath < high)))
+    rows = [
+        GoneRow(row_id, bytes(rel), since)
+        for row_id, rel, since in conn.execute(
+            select(files.c.id, files.c.relpath, files.c.missing_since)
+            .where(*where)
+            .order_by(files.c.relpath, files.c.id)
+        )
+    ]
+    if not dry_run:
+        for part in chunks([r.row_id for r in rows]):
+            conn.execute(
+                update(files).where(files.c.id.in_(part), files.c.status == source).values(status=dest)
+            )
+    return rows

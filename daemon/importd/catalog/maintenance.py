@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from importctl.findings import Finding
-from importd.catalog.models import STATUS_PRESENT
+from importd.catalog.models import LIVE_PATH_WHERE, STATUS_MISSING, STATUS_PRESENT
 from importd.catalog.tables import chunks, file_moves, files, findings, symlinks
 from importd.items import record
 from importd.paths import subtree_bounds
@@ -163,16 +163,53 @@ def mark_verified(conn: Connection, stamps: Sequence[tuple[int, float]]) -> None
         conn.execute(stmt, [{"row_id": rid, "at": at} for rid, at in stamps])
 
 
+def missing_rows(conn: Connection, root_id: int, prefix: bytes | None) -> list[tuple[bytes, float | None]]:
+    """(relpath, missing_since) of the rows marked missing in a root (or at or under `prefix`),
+    by path: the ghosts a sweep reports. A missing row whose path holds a live row again (a file
+    moved or copied over it) is that path's history, not a gone file, and is left out."""
+    live = files.alias("live")
+    cond = [files.c.root_id == root_id, files.c.status == STATUS_MISSING]
+    if prefix:
+        low, high = subtree_bounds(prefix)
+        cond.append(or_(files.c.relpath == prefix, and_(files.c.relpath >= low, files.c.relpath < high)))
+    # The live-path index's own condition, spelled as it is, so each probe is one index seek
+    # (with another spelling SQLite would scan the root's rows once per missing row).
+    occupied = (
+        select(live.c.id)
+        .where(
+            live.c.root_id == files.c.root_id,
+            live.c.relpath == files.c.relpath,
+            text(f"live.{LIVE_PATH_WHERE}"),
+        )
+        .exists()
+    )
+    rows = conn.execute(
+        select(files.c.relpath, files.c.missing_since)
+        .where(*cond, ~occupied)
+        .order_by(files.c.relpath, files.c.id)
+    )
+    return [(bytes(rel), since) for rel, since in rows]
+
+
 def store_findings(conn: Connection, run_id: int, found: Sequence[Finding]) -> None:
-    rows = [{"run_id": run_id, "kind": f.kind, "path": f.path, "detail": f.detail[:2000]} for f in found]
+    rows = [
+        {
+            "run_id": run_id,
+            "kind": f.kind,
+            "path": f.path,
+            "detail": f.detail[:2000],
+            "missing_since": f.missing_since,
+        }
+        for f in found
+    ]
     for part in chunks(rows, 5000):
         conn.execute(findings.insert(), list(part))
 
 
 def load_findings(conn: Connection, run_id: int) -> list[Finding]:
     rows = conn.execute(
-        select(findings.c.kind, findings.c.path, findings.c.detail)
+        select(findings.c.kind, findings.c.path, findings.c.detail, findings.c.missing_since)
         .where(findings.c.run_id == run_id)
         .order_by(findings.c.id)
     )
-    return [Finding(kind, bytes(path), detail) for kind, path, detail in rows]
+    return [Finding(kind, bytes(path), detail, since) for kind, path, detail, since in rows]

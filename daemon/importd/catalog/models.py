@@ -6,7 +6,12 @@ hold newlines round-trip exactly; `display_path` is a lossless text spelling for
 search. Rows are never deleted automatically: a file that disappears becomes `missing`.
 
 Only one live (present or error) row may exist per path (a partial unique index); any number of
-`missing` rows may share it, which keeps history when a path is reused.
+`missing` or `forgotten` rows may share it, which keeps history when a path is reused.
+
+`forgotten`: a missing row the operator settled (`importctl forget`). It is never deleted and
+never comes back by itself: it leaves checks, gaps and status counts, stays in `find --all`, and
+a file that appears at its path later is a new row (`importctl forget --undo` makes it missing
+again).
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ from sqlmodel import Field, SQLModel
 STATUS_PRESENT = "present"
 STATUS_MISSING = "missing"
 STATUS_ERROR = "error"
+STATUS_FORGOTTEN = "forgotten"
 LIVE_STATUSES = (STATUS_PRESENT, STATUS_ERROR)
-LIVE_PATH_WHERE = "status != 'missing'"
+GONE_STATUSES = (STATUS_MISSING, STATUS_FORGOTTEN)
+# Spelled exactly so in the statements that look live rows up by path: SQLite uses a partial
+# index only for a query whose WHERE holds the index's own condition, term for term.
+LIVE_PATH_WHERE = "status NOT IN ('missing', 'forgotten')"
 
 
 class RootRow(SQLModel, table=True):
@@ -255,6 +264,8 @@ class FindingRow(SQLModel, table=True):
     kind: str = Field(max_length=16)
     path: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     detail: str = ""
+    # A ghost that is a row marked missing: when it was marked (its fix is restore or forget).
+    missing_since: float | None = None
 
 
 def add_postgresql_options() -> None:

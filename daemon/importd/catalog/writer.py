@@ -25,7 +25,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from importd.catalog.engine import Checkpointer, dialect_insert, sqlite_file, writer_engine
-from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, STATUS_PRESENT
+from importd.catalog.models import (
+    GONE_STATUSES,
+    LIVE_PATH_WHERE,
+    STATUS_ERROR,
+    STATUS_MISSING,
+    STATUS_PRESENT,
+)
 from importd.catalog.tables import IN_CHUNK, chunks, contents, file_moves, files
 from importd.items import (
     CatalogOp,
@@ -58,7 +64,8 @@ BULK_LINGER_S = 0.5
 @record
 class FileChange:
     """One committed change to a file row, for the stages after registration (entities, gaps,
-    events). kind: new | updated | moved | revived | vanished | error."""
+    events). kind: new | updated | moved | revived | vanished | error; and, handed to the mapper
+    by `importctl forget` (not by a batch), forgotten | unforgotten."""
 
     file_id: int
     root_id: int
@@ -179,7 +186,7 @@ def _live_rows(conn: Connection, keys: Sequence[tuple[int, bytes]]) -> dict[tupl
             if raw:
                 rows = _rows_in(
                     conn,
-                    "SELECT id, relpath FROM files WHERE root_id = ? AND status != 'missing' AND relpath",
+                    f"SELECT id, relpath FROM files WHERE root_id = ? AND {LIVE_PATH_WHERE} AND relpath",
                     (root_id,),
                     part,
                 )
@@ -187,7 +194,7 @@ def _live_rows(conn: Connection, keys: Sequence[tuple[int, bytes]]) -> dict[tupl
                 rows = conn.execute(
                     select(files.c.id, files.c.relpath).where(
                         files.c.root_id == root_id,
-                        files.c.status != STATUS_MISSING,
+                        files.c.status.not_in(GONE_STATUSES),
                         files.c.relpath.in_(part),
                     )
                 )
@@ -213,7 +220,7 @@ def _in_folders_with_live_rows(conn: Connection, root_id: int, paths: list[bytes
         rows = conn.exec_driver_sql(
             "WITH folder(i, low, high) AS (VALUES " + ",".join(["(?,?,?)"] * len(part)) + ") "
             "SELECT i FROM folder WHERE EXISTS (SELECT 1 FROM files WHERE root_id = ? "
-            "AND status != 'missing' AND relpath >= folder.low AND relpath < folder.high)",
+            f"AND {LIVE_PATH_WHERE} AND relpath >= folder.low AND relpath < folder.high)",
             (*bounds, root_id),
         )
         occupied.update(i for (i,) in rows)
@@ -392,7 +399,7 @@ def _mark_missing_ids(conn: Connection, row_ids: Sequence[int], now: float) -> l
     for part in chunks(list(row_ids)):
         res = conn.execute(
             update(files)
-            .where(files.c.id.in_(part), files.c.status != STATUS_MISSING)
+            .where(files.c.id.in_(part), files.c.status.not_in(GONE_STATUSES))
             .values(status=STATUS_MISSING, missing_since=now)
             .returning(files.c.id, files.c.root_id, files.c.relpath, files.c.blake3)
         )
@@ -408,7 +415,7 @@ def _mark_vanished_rows(conn: Connection, op: VanishedRows, now: float) -> list[
             .where(
                 files.c.root_id == op.root_id,
                 files.c.relpath.in_(part),
-                files.c.status != STATUS_MISSING,
+                files.c.status.not_in(GONE_STATUSES),
                 files.c.last_seen < op.walk_started,
             )
             .values(status=STATUS_MISSING, missing_since=now)
@@ -447,7 +454,7 @@ def _apply_vanished(conn: Connection, op: Vanished | VanishedRows, now: float) -
         cond = or_(cond, and_(files.c.relpath >= low, files.c.relpath < high))
     res = conn.execute(
         update(files)
-        .where(files.c.root_id == op.ref.root_id, files.c.status != STATUS_MISSING, cond)
+        .where(files.c.root_id == op.ref.root_id, files.c.status.not_in(GONE_STATUSES), cond)
         .values(status=STATUS_MISSING, missing_since=now)
         .returning(files.c.id, files.c.root_id, files.c.relpath, files.c.blake3)
     )

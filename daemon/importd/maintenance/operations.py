@@ -46,7 +46,12 @@ from importd.maintenance.links import (
 from importd.maintenance.priority import lower_thread_priority
 from importd.maintenance.repairlog import RepairLog, RepairLogEntry
 from importd.maintenance.scrub import Budget, Scrubber, ScrubPlan, ScrubTarget
-from importd.maintenance.sweep import finding_for_link, finding_for_scrub, findings_from_walk
+from importd.maintenance.sweep import (
+    finding_for_link,
+    finding_for_scrub,
+    findings_from_walk,
+    ghosts_from_missing,
+)
 from importd.maintenance.trash import Trash, TrashFailure
 from importd.paths import display, wire
 from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk, walk_listings
@@ -390,6 +395,9 @@ class Maintenance:
                 diff = comparer.finish(state.config.ignore)
                 link_paths = [link.relpath for link in diff.links]
                 sweep.findings.extend(findings_from_walk(state.raw_path, diff, known))
+                async with self.engine.connect() as conn:
+                    missing = await conn.run_sync(catalog.missing_rows, rid, prefix or None)
+                sweep.findings.extend(ghosts_from_missing(state.raw_path, missing))
                 infos = await anyio.to_thread.run_sync(
                     classify_all, LinkClassifier(self.root_paths()), state.config.name, link_paths
                 )

@@ -6,7 +6,10 @@ handing anything on to the pipeline, so the check reports orphans instead of reg
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from importctl.findings import Finding
+from importctl.protocol import iso_utc
 from importd.catalog.models import STATUS_ERROR
 from importd.items import CatalogSnapshot
 from importd.maintenance.links import LinkError, LinkInfo
@@ -33,6 +36,16 @@ def findings_from_walk(root_path: bytes, diff: ReconcileDiff, known: CatalogSnap
             out.append(Finding("orphan", path, "changed since it was catalogued"))
     for error in diff.errors:
         out.append(Finding("unreadable", join(root_path, error.relpath), error.reason))
+    return out
+
+
+def ghosts_from_missing(root_path: bytes, rows: Sequence[tuple[bytes, float | None]]) -> list[Finding]:
+    """Rows importd itself marked missing (`catalog.maintenance.missing_rows`): ghosts a rescan
+    would not settle, so each carries when it went missing and the fix is restore or forget."""
+    out: list[Finding] = []
+    for relpath, since in rows:
+        at = since if since is not None else 0.0
+        out.append(Finding("ghost", join(root_path, relpath), f"missing since {iso_utc(at)}", at))
     return out
 
 

@@ -193,7 +193,7 @@ class EntityMapper:
         for change in changes:
             rule_set = self.rule_sets.get(change.root_id)
             mapping = None
-            if rule_set is not None and change.kind not in ("vanished", "error"):
+            if rule_set is not None and change.kind not in ("vanished", "error", "forgotten", "unforgotten"):
                 mapping = rule_set.map_path(wire(change.relpath))
                 if mapping is not None and mapping.match_key == "path" and mapping.key:
                     # Path keys are relative to a root: the same relative path in two roots is

@@ -244,17 +244,17 @@ def test_check_exits_with_the_finding_bits(run: Callable[..., Run]) -> None:
         "finished": "2026-11-21T08:00:01.000Z",
         "files_seen": 12,
         "scrub": {},
-        "exit_status": 5,
+        "exit_status": 40,
     }
     progress = {"run_id": 7, "state": "running", "phase": "walking", "files_seen": 0, "findings": 0}
     ctl = run({"check": progress | {"scrub": {}, "message": ""}, "check_result": result})
     code, out, _ = ctl("check", "--json")
-    assert code == 5 and json.loads(out) == result
+    assert code == 8 | 32 and json.loads(out) == result
     code, out, _ = ctl("check", "--json-lines")
     lines = [json.loads(line) for line in out.splitlines()]
-    assert code == 5 and lines[-1] == {"counts": lines[-1]["counts"], "exit_status": 5}
+    assert code == 40 and lines[-1] == {"counts": lines[-1]["counts"], "exit_status": 40}
     code, out, _ = ctl("check")
-    assert code == 5 and "Broken symlinks (1)" in out
+    assert code == 40 and "Broken symlinks (1)" in out
 
 
 def test_a_version_mismatch_warns(run: Callable[..., Run]) -> None:
@@ -308,3 +308,57 @@ def test_gaps_checklist(run: Callable[..., Run]) -> None:
         "character Ada",
         "  ☐ attribute: age",
     ]
+
+
+FORGET = {
+    "status": "forgotten",
+    "undo": False,
+    "dry_run": True,
+    "count": 1,
+    "files": [
+        {
+            "path": "/srv/films/gone.mkv",
+            "root": "films",
+            "relpath": "gone.mkv",
+            "missing_since": "2026-11-21T08:00:00.412Z",
+        }
+    ],
+}
+
+
+def test_forget_shows_the_rows_and_says_what_changed(run: Callable[..., Run]) -> None:
+    ctl = run({"forget": FORGET})
+    code, out, _ = ctl("forget", "/srv/films/gone.mkv", "--dry-run")
+    assert code == 0 and ctl.client.calls == [("forget", ("/srv/films/gone.mkv", False, True))]
+    assert out.splitlines() == [
+        "/srv/films/gone.mkv  (missing since 2026-11-21T08:00:00.412Z)",
+        "would mark 1 row forgotten (dry run: nothing changed)",
+    ]
+    code, out, _ = ctl("forget", "/srv/films/gone.mkv", "--undo", "--json")
+    assert code == 0 and json.loads(out) == FORGET
+    assert ctl.client.calls[-1] == ("forget", ("/srv/films/gone.mkv", True, False))
+
+
+def test_forget_of_a_path_on_disk_is_one_line_with_the_daemons_own_hint(run: Callable[..., Run]) -> None:
+    message = (
+        "/srv/x exists on disk: only files that are gone can be forgotten (hint: importctl scan /srv/x …)"
+    )
+    code, out, err = run({"forget": DaemonError(ErrorCode.INVALID, message)})("forget", "/srv/x")
+    assert (code, out) == (1, "")
+    assert err == f"importctl: invalid: {message}\n"  # one line, one hint
+
+
+def test_find_all_asks_for_forgotten_rows_too(run: Callable[..., Run]) -> None:
+    ctl = run({"find": []})
+    ctl("find", "/srv/x")
+    ctl("find", "/srv/x", "--all")
+    assert ctl.client.calls == [("find", ("/srv/x", False)), ("find", ("/srv/x", True))]
+
+
+def test_forget_completes_like_the_other_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMP_WORDS", "importctl for")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    monkeypatch.setenv("_IMPORTCTL_COMPLETE", "bash_complete")
+    with CliRunner().isolation() as (out, _, _), pytest.raises(SystemExit):
+        cli.cli.main([], prog_name="importctl")
+    assert "plain,forget" in out.getvalue().decode().splitlines()

@@ -137,7 +137,14 @@ def test_find_and_info_send_the_working_directory(
     client = Client(socket_path, timeout=5)
     assert client.find("a.txt") == []
     client.info("a.txt")
-    assert [r["params"] for r in fake.requests] == [{"query": "a.txt", "cwd": str(tmp_path)}] * 2
+    client.find("a.txt", include_forgotten=True)
+    client.forget("gone", undo=True)
+    assert [r["params"] for r in fake.requests] == [
+        {"query": "a.txt", "cwd": str(tmp_path), "all": False},
+        {"query": "a.txt", "cwd": str(tmp_path)},
+        {"query": "a.txt", "cwd": str(tmp_path), "all": True},
+        {"path": "gone", "cwd": str(tmp_path), "undo": True, "dry_run": False},
+    ]
 
 
 def test_a_daemon_error_becomes_an_exception_with_its_code(

@@ -140,6 +140,6 @@ def test_a_postgresql_catalog_gets_the_partial_live_path_index() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert (
-        "CREATE UNIQUE INDEX uq_files_live_path ON files (root_id, relpath) WHERE status != 'missing'"
-        in " ".join(out.stdout.split())
+        "CREATE UNIQUE INDEX uq_files_live_path ON files (root_id, relpath)"
+        " WHERE status NOT IN ('missing', 'forgotten')" in " ".join(out.stdout.split())
     )

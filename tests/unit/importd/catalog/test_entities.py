@@ -21,9 +21,11 @@ from importd.catalog.entities import (
     unmatched_by_folder,
     unmatched_rows,
 )
+from importd.catalog.files import forget
 from importd.catalog.tables import entities, run_log
-from importd.catalog.writer import FileChange
-from importd.entities import load_rule_set
+from importd.catalog.writer import FileChange, apply_ops
+from importd.entities import FileLinked, load_rule_set
+from importd.items import FileRef, Vanished
 from importd.paths import wire
 from tests.unit.importd.catalog.conftest import read, register
 
@@ -80,3 +82,30 @@ def test_vanished_files_are_not_linked_again(catalog: Connection) -> None:
     gone = FileChange(change.file_id, 1, change.relpath, "vanished", change.blake3)
     outcome = apply_mapping(catalog, [MappedFile(gone, None)], 6.0, {})
     assert [type(e).__name__ for e in outcome.events] == ["FileMissing"]
+
+
+def test_a_forgotten_file_is_not_there_for_the_gap_report_and_undo_links_it_again(
+    catalog: Connection,
+) -> None:
+    _map(catalog, {b"Dan/intro.mp4": b"i", b"Dan/source.jpg": b"s"}, 5.0)
+    by_path = {c.relpath: c for c in live_files_of_root(catalog, 1)}
+    intro = by_path[b"Dan/intro.mp4"]
+    apply_ops(catalog, [Vanished(FileRef(1, "r", b"Dan/intro.mp4"))], 6.0)
+    (state,) = load_states(catalog)
+    assert state.links[intro.file_id].present is False, "missing: linked, not present"
+
+    forget(catalog, 1, b"Dan/intro.mp4", undo=False, dry_run=False)
+    gone = FileChange(intro.file_id, 1, intro.relpath, "forgotten")
+    outcome = apply_mapping(catalog, [MappedFile(gone, None)], 7.0, {})
+    assert [type(e).__name__ for e in outcome.events] == ["FileUnlinked"]
+    (state,) = load_states(catalog)
+    assert intro.file_id not in state.links and len(state.links) == 1, "the recomputation agrees"
+    assert read(catalog, links_of_files, [intro.file_id]), "the link row stays, for the undo"
+
+    forget(catalog, 1, b"Dan/intro.mp4", undo=True, dry_run=False)
+    back = FileChange(intro.file_id, 1, intro.relpath, "unforgotten")
+    (event,) = apply_mapping(catalog, [MappedFile(back, None)], 8.0, {}).events
+    assert isinstance(event, FileLinked)
+    assert (event.entity.name, event.link.role, event.link.present) == ("Dan", "scene_video", False)
+    (state,) = load_states(catalog)
+    assert state.links[intro.file_id] == event.link

@@ -96,3 +96,57 @@ def test_errors_and_status_counts(catalog: Connection) -> None:
     assert [(r["relpath"], r["error"]) for r in read(catalog, files.error_rows, 10)] == [(b"bad", "denied")]
     assert files.status_counts(catalog) == {1: {"present": (1, 11), "error": (1, 12), "missing": (1, 13)}}
     assert catalog.execute(text("SELECT count(*) FROM contents")).scalar() == 2
+
+
+def test_forget_marks_missing_rows_forgotten_and_undo_brings_them_back(catalog: Connection) -> None:
+    register(catalog, {b"d/1": H1, b"d/2": H2, b"d/sub/3": H3, b"d.txt": H1, b"keep": H2})
+    apply_ops(catalog, [Vanished(FileRef(1, "r", b"d"), subtree=True)], 2.0)
+    apply_ops(catalog, [Vanished(FileRef(1, "r", b"d.txt"))], 3.0)
+
+    dry = files.forget(catalog, 1, b"d", undo=False, dry_run=True)
+    assert [(r.relpath, r.missing_since) for r in dry] == [(b"d/1", 2.0), (b"d/2", 2.0), (b"d/sub/3", 2.0)]
+    assert files.status_counts(catalog)[1]["missing"][0] == 4, "a dry run changes nothing"
+
+    assert [r.relpath for r in files.forget(catalog, 1, b"d/2", undo=False, dry_run=False)] == [b"d/2"]
+    done = files.forget(catalog, 1, b"d", undo=False, dry_run=False)
+    assert [r.relpath for r in done] == [b"d/1", b"d/sub/3"], "only what is still missing, never d.txt"
+    counts = files.status_counts(catalog)[1]
+    assert counts["forgotten"][0] == 3 and counts["missing"][0] == 1 and counts["present"][0] == 1
+    assert files.forget(catalog, 1, b"keep", undo=False, dry_run=False) == [], "a live row is left alone"
+
+    # find leaves forgotten rows out unless asked; by hash too.
+    assert [r["relpath"] for r in read(catalog, files.find_path, 1, b"d", 10)] == [b"d/1", b"d/2", b"d/sub/3"]
+    assert read(catalog, lambda s: files.find_path(s, 1, b"d", 10, forgotten=False)) == []
+    assert [r["relpath"] for r in read(catalog, lambda s: files.find_hash(s, H1, 10, forgotten=False))] == [
+        b"d.txt"
+    ]
+
+    back = files.forget(catalog, 1, b"d", undo=True, dry_run=False)
+    assert [(r.relpath, r.missing_since) for r in back] == [(b"d/1", 2.0), (b"d/2", 2.0), (b"d/sub/3", 2.0)]
+    assert (
+        files.status_counts(catalog)[1]["missing"][0] == 4
+        and "forgotten" not in files.status_counts(catalog)[1]
+    )
+    # The whole root (b""): every missing row of it.
+    assert len(files.forget(catalog, 1, b"", undo=False, dry_run=False)) == 4
+
+
+def test_identities_leave_forgotten_rows_out_in_both_spellings(tmp_path: Path) -> None:
+    db = _file_catalog(tmp_path)
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as c:
+        assert [r.relpath for r in files.forget(c, 1, b"a/2", undo=False, dry_run=False)] == [b"a/2"]
+    keys = [(7, 1), (7, 2), (7, 3), (7, 4)]
+    with engine.connect() as c:
+        portable = files.identities(c, keys)
+    engine.dispose()
+    reader = open_reader(db)
+    try:
+        raw = files.identities_sqlite(reader, keys)
+    finally:
+        reader.close()
+    assert (
+        sorted(m.relpath for m in raw)
+        == sorted(m.relpath for m in portable)
+        == [b"a/1", b"a/b/3", b"c", b"hard"]
+    )

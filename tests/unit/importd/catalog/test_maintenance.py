@@ -3,14 +3,16 @@ scrub's queue and stamps, and a sweep's findings."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
+
+from sqlalchemy import event, select
 from sqlalchemy.engine import Connection
 
 from importctl.findings import Finding
-from importd.catalog import maintenance
+from importd.catalog import files, maintenance
 from importd.catalog.tables import symlinks
 from importd.catalog.writer import apply_ops
-from importd.items import FileRef, FileStat, MovedFile
+from importd.items import FileRef, FileStat, MovedFile, Vanished
 from tests.unit.importd.catalog.conftest import register
 
 H1, H2 = "1" * 64, "2" * 64
@@ -61,3 +63,42 @@ def test_findings_are_stored_with_their_run(catalog: Connection) -> None:
         ("orphan", b"/srv/r/\xff", 2000),
     ]
     assert maintenance.load_findings(catalog, 8) == []
+
+
+def test_rows_marked_missing_are_the_ghosts_and_keep_their_time(catalog: Connection) -> None:
+    register(catalog, {b"a": "1" * 64, b"d/b": "2" * 64, b"d/c": "3" * 64, b"e": "4" * 64, b"f": "5" * 64})
+    apply_ops(catalog, [Vanished(FileRef(1, "r", b"d"), subtree=True)], 5.0)
+    # mv f a: a's old row goes missing, but its path holds a live row: history, not a ghost.
+    apply_ops(catalog, [MovedFile(FileRef(1, "r", b"a"), FileStat(15, 1005, 1000, 5, 7), 5, "5" * 64)], 6.0)
+    assert [r[0] for r in catalog.exec_driver_sql("SELECT status FROM files WHERE relpath = x'61'")] == [
+        "missing",
+        "present",
+    ]
+    assert maintenance.missing_rows(catalog, 1, None) == [(b"d/b", 5.0), (b"d/c", 5.0)]
+    assert maintenance.missing_rows(catalog, 1, b"d/c") == [(b"d/c", 5.0)]
+    assert maintenance.missing_rows(catalog, 1, b"e") == []
+    assert maintenance.missing_rows(catalog, 2, None) == []
+    files.forget(catalog, 1, b"d/b", undo=False, dry_run=False)
+    assert maintenance.missing_rows(catalog, 1, b"d") == [(b"d/c", 5.0)], "forgotten rows are settled"
+    # Stored with the sweep and read back, the ghost keeps its time and its fix.
+    maintenance.store_findings(catalog, 9, [Finding("ghost", b"/srv/r/d/c", "missing since …", 5.0)])
+    (back,) = maintenance.load_findings(catalog, 9)
+    assert back.missing_since == 5.0 and back.suggestion == "restore the file, or importctl forget /srv/r/d/c"
+
+
+def test_a_ghost_probes_the_live_path_index_once(catalog: Connection) -> None:
+    """One seek per missing row: with the root's index instead, a sweep would read the whole root
+    once per ghost."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: object, cursor: object, statement: str, params: Any, *_: object) -> None:
+        seen.append((statement, params))
+
+    event.listen(catalog.engine, "before_cursor_execute", capture)
+    try:
+        maintenance.missing_rows(catalog, 1, None)
+    finally:
+        event.remove(catalog.engine, "before_cursor_execute", capture)
+    statement, params = seen[-1]
+    plan = str(catalog.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).fetchall())
+    assert "SEARCH live USING INDEX uq_files_live_path" in plan

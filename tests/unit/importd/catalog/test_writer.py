@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from importd.catalog import (
-    models,  # noqa: F401
+    models,
     writer,
 )
 from importd.catalog.engine import create_engine as create_engine_for
@@ -283,3 +283,50 @@ def test_a_failing_listener_is_logged_and_breaks_neither_the_writer_nor_the_othe
     assert order == ["failing", "after", "failing", "after"], "subscription order, every batch"
     assert kinds == [["new"], ["new"]]
     assert sum("listener of committed batches failed" in r.getMessage() for r in caplog.records) == 2
+
+
+def _forget(conn: Connection, path: bytes) -> None:
+    conn.execute(
+        text("UPDATE files SET status = 'forgotten' WHERE relpath = :p AND status = 'missing'"), {"p": path}
+    )
+
+
+def test_a_forgotten_path_that_reappears_is_a_new_row(conn: Connection) -> None:
+    apply_ops(conn, [HashedFile(ref(b"a"), st(1), H1)], now=1.0)
+    apply_ops(conn, [Vanished(ref(b"a"))], now=2.0)
+    _forget(conn, b"a")
+    # Same path, same content: neither revived nor moved; the forgotten row stays as it was.
+    r = apply_ops(conn, [HashedFile(ref(b"a"), st(2), H1)], now=3.0)
+    assert (r.inserted, r.revived, r.moved) == (1, 0, 0)
+    assert rows(conn) == [(1, b"a", "forgotten", H1), (2, b"a", "present", H1)]
+    # Same content elsewhere: not a move of the forgotten row either.
+    apply_ops(conn, [Vanished(ref(b"a"))], now=4.0)
+    _forget(conn, b"a")
+    r = apply_ops(conn, [HashedFile(ref(b"b"), st(3), H1)], now=5.0)
+    assert (r.inserted, r.moved) == (1, 0)
+
+
+def test_vanishing_never_touches_a_forgotten_row(conn: Connection) -> None:
+    apply_ops(conn, [HashedFile(ref(p), st(i), H1) for i, p in enumerate([b"d/a", b"d/b", b"e"])], now=1.0)
+    apply_ops(conn, [Vanished(ref(b"d/a"))], now=2.0)
+    _forget(conn, b"d/a")
+    apply_ops(conn, [HashedFile(ref(b"d/a"), st(9), H2)], now=3.0)  # a new file at the path
+    r = apply_ops(conn, [Vanished(ref(b"d"), subtree=True)], now=4.0)
+    assert sorted(c.relpath for c in r.changes) == [b"d/a", b"d/b"]
+    r = apply_ops(conn, [VanishedRows(1, (b"d/a", b"e"), walk_started=5.0)], now=5.0)
+    assert [c.relpath for c in r.changes] == [b"e"]
+    assert [(x[1], x[2]) for x in rows(conn)] == [
+        (b"d/a", "forgotten"),
+        (b"d/b", "missing"),
+        (b"e", "missing"),
+        (b"d/a", "missing"),
+    ]
+
+
+def test_live_rows_use_the_partial_index_of_live_paths(conn: Connection) -> None:
+    # The statements spell the index's own condition, so SQLite can use it (see models.py).
+    plan = conn.exec_driver_sql(
+        f"EXPLAIN QUERY PLAN SELECT id FROM files WHERE root_id = 1 AND {models.LIVE_PATH_WHERE}"
+        " AND relpath IN (x'61', x'62')"
+    ).fetchall()
+    assert "uq_files_live_path" in str(plan)

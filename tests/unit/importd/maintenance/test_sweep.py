@@ -10,7 +10,12 @@ from importd.config import DEFAULT_IGNORES, IgnoreRules
 from importd.items import CatalogSnapshot, FileStat, s64
 from importd.maintenance.links import LinkClassifier
 from importd.maintenance.scrub import ScrubResult, ScrubTarget
-from importd.maintenance.sweep import finding_for_link, finding_for_scrub, findings_from_walk
+from importd.maintenance.sweep import (
+    finding_for_link,
+    finding_for_scrub,
+    findings_from_walk,
+    ghosts_from_missing,
+)
 from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk_listings
 
 IGNORE = IgnoreRules(DEFAULT_IGNORES)
@@ -59,7 +64,7 @@ def test_walk_while_stopped_gives_ghosts_orphans_changes_errors_and_links(tmp_pa
         ("orphan", b"added"),
         ("orphan", b"changed"),
     ]
-    assert FindingReport(findings).exit_status() == 1 | 2 | 4
+    assert FindingReport(findings).exit_status() == 8 | 16 | 32
 
 
 def test_scrub_results_map_to_findings() -> None:
@@ -82,3 +87,16 @@ def test_links_that_vanished_since_the_walk_are_not_findings(tmp_path: Path) -> 
     os.symlink("/nonexistent/outside", tmp_path / "out")
     finding = finding_for_link(classifier.classify("media", b"out"))
     assert finding is not None and finding.kind == "broken_link"
+
+
+def test_rows_marked_missing_are_ghosts_with_their_time_and_the_forget_fix() -> None:
+    (ghost,) = ghosts_from_missing(b"/srv/m", [(b"old/gone.mkv", 1_790_000_000.25)])
+    assert (ghost.kind, ghost.path, ghost.missing_since) == (
+        "ghost",
+        b"/srv/m/old/gone.mkv",
+        1_790_000_000.25,
+    )
+    assert ghost.detail == "missing since 2026-09-21T14:13:20.250Z"
+    assert ghost.suggestion == "restore the file, or importctl forget /srv/m/old/gone.mkv"
+    assert ghost.to_json()["missing_since"] == "2026-09-21T14:13:20.250Z"
+    assert FindingReport([ghost]).exit_status() == 8

@@ -130,10 +130,21 @@ class VanishedRows:
     root_id: int
     relpaths: tuple[bytes, ...]
     walk_started: float
+    # The subtree the walk covered (b"": the whole root), or None: rows of it that a hold kept
+    # and the walk found again are back, and their hold is released.
+    walked: bytes | None = None
+
+
+@record
+class ConfirmHeld:
+    """The operator confirms a root's held disappearance: its held rows become missing, with the
+    time they vanished."""
+
+    root_id: int
 
 
 HashOutcome = HashedFile | FileFailure | Unsettled | Vanished
-CatalogOp = HashedFile | MovedFile | FileFailure | Vanished | VanishedRows
+CatalogOp = HashedFile | MovedFile | FileFailure | Vanished | VanishedRows | ConfirmHeld
 
 
 # A catalog row as the snapshot reads it: (relpath, *signature). Kept whole: building a dict of

@@ -122,6 +122,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     )
     for root in data["roots"]:
         line = f"  {root['name']:<16} {root['state']:<9} {root['files']:>9} files  {shown(root['path'])}"
+        if root.get("held"):
+            line += f"  ({root['held']} held)"
         click.echo(line)
     last = data.get("last_scan")
     if last:
@@ -715,6 +717,19 @@ def cancel(ctx: click.Context, run_id: int, as_json: bool) -> None:
         emit_json(data)
     else:
         click.echo(f"run {run_id} cancelled")
+
+
+@cli.command("confirm-missing")
+@click.argument("root")
+@json_option
+@click.pass_context
+def confirm_missing(ctx: click.Context, root: str, as_json: bool) -> None:
+    """Apply a held mass disappearance: ROOT's held files become missing (since they vanished)."""
+    data = _client(ctx).confirm_missing(root)
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"{data['root']}: {data['confirmed']} files marked missing")
 
 
 @cli.command()

@@ -73,6 +73,7 @@ class Method(StrEnum):
     RESTORE = "restore"
     CHECK = "check"
     CHECK_RESULT = "check_result"
+    CONFIRM_MISSING = "confirm_missing"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -108,6 +109,7 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
         "budget": ((str, type(None)), False),
     },
     Method.CHECK_RESULT: {"run_id": ((int,), True)},
+    Method.CONFIRM_MISSING: {"root": ((str,), True)},
 }
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
@@ -173,13 +175,14 @@ class ScansReply(TypedDict):
 class RootStatus(TypedDict):
     name: str
     path: str
-    state: str  # watching | polling | offline | scanning
+    state: str  # watching | polling | offline | scanning | held
     files: int
     missing: int
     errors: int
     watch: str
     watch_error: str | None
     unreadable_dirs: int
+    held: int  # files a mass disappearance would have marked missing, held (see confirm_missing)
 
 
 class FileTotals(TypedDict):
@@ -418,6 +421,13 @@ class CancelReply(TypedDict):
     status: str
 
 
+class ConfirmMissingReply(TypedDict):
+    """`confirm_missing`: a root's held files, now marked missing (since they vanished)."""
+
+    root: str
+    confirmed: int
+
+
 class DupeMember(TypedDict):
     path: str
     blake3: str
@@ -609,6 +619,7 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.RESTORE: (RestoreReply, False),
     Method.CHECK: (SweepProgress, False),
     Method.CHECK_RESULT: (CheckResultReply, False),
+    Method.CONFIRM_MISSING: (ConfirmMissingReply, False),
 }
 
 

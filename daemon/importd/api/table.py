@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from importctl.protocol import Method
-from importd.api import entities, files, maintenance, media
+from importd.api import entities, files, holds, maintenance, media
 from importd.api.server import Params
 from importd.core import Core
 
@@ -34,4 +34,5 @@ TABLE: dict[str, Handler] = {
     Method.RESTORE: maintenance.restore,
     Method.CHECK: maintenance.check,
     Method.CHECK_RESULT: maintenance.check_result,
+    Method.CONFIRM_MISSING: holds.confirm_missing,
 }

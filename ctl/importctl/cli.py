@@ -811,6 +811,8 @@ def main(argv: list[str] | None = None) -> int:
             "busy": " (hint: retry in a moment)",
             "internal": " (hint: journalctl -u importd)",
         }.get(exc.code.value, "")
+        if "`importctl " in exc.message:
+            hint = ""  # the daemon's message names the command to run
         click.echo(f"importctl: {exc.code.value}: {exc.message}{hint}", err=True)
         return EXIT_DAEMON_ERROR
     except ClientError as exc:

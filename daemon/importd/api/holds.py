@@ -12,7 +12,10 @@ async def confirm_missing(core: Core, params: Params) -> ConfirmMissingReply:
     root = next((r for r in core.roots() if r.name == name), None)
     if root is None:
         known = ", ".join(r.name for r in core.roots()) or "none"
-        raise ApiError(ErrorCode.NOT_FOUND, f"no root named {name!r} (configured: {known})")
+        raise ApiError(
+            ErrorCode.NOT_FOUND,
+            f"no root named {name!r} (configured: {known}; `importctl status` lists them)",
+        )
     confirmed = await core.confirm_held(root.root_id)
     if not confirmed:
         raise ApiError(

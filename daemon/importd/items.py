@@ -119,6 +119,9 @@ class Vanished:
 
     ref: FileRef
     subtree: bool = False
+    # When it was seen gone (0: unknown): a row written since then is a new file at the path
+    # (a deletion waits for its burst to close, and a file may be put back meanwhile).
+    at: float = 0.0
 
 
 @record

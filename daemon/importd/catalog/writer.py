@@ -447,6 +447,8 @@ def _gone_row_ids(conn: Connection, burst: Sequence[Vanished]) -> list[int]:
         if op.subtree:
             low, high = subtree_bounds(op.ref.relpath)
             cond = or_(cond, and_(files.c.relpath >= low, files.c.relpath < high))
+        if op.at:
+            cond = and_(cond, files.c.last_seen < op.at)
         query = select(files.c.id).where(
             files.c.root_id == op.ref.root_id, files.c.status != STATUS_MISSING, cond
         )
@@ -879,7 +881,10 @@ class CatalogWriter:
         self._tg.start_soon(checkpoint)
 
     async def _run(self) -> None:
-        self.held = await self._transaction(holds.held_counts)
+        try:
+            self.held = await self._transaction(holds.held_counts)
+        except Exception as error:  # a hold from before shows again once one is decided or released
+            log.warning("cannot read the held rows: %s", error)
         async with self._recv:
             while True:
                 try:

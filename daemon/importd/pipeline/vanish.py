@@ -33,9 +33,9 @@ class GoneBursts:
         return len(self._window)
 
     def add(self, state: RootState, relpath: bytes, subtree: bool) -> None:
-        self._window.add(
-            state.root_id, Vanished(FileRef(state.root_id, state.name, relpath), subtree), self._clock()
-        )
+        now = self._clock()
+        gone = Vanished(FileRef(state.root_id, state.name, relpath), subtree, now)
+        self._window.add(state.root_id, gone, now)
         self._wake.set()
 
     async def run(self) -> None:

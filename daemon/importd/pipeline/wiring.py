@@ -86,7 +86,9 @@ class Pipeline:
         self.clock = clock
         # Set on SIGTERM: worker threads (walks, hashes) check it and give up early.
         self.stopping = threading.Event()
-        self.writer = CatalogWriter(engine)
+        self.writer = CatalogWriter(
+            engine, clock=clock
+        )  # one clock: a deletion's time is compared with rows'
         self.writer.limits = VanishLimits.of(config.safety)
         self.roots = Roots(
             self.request_scan, self._route_hints, config.reconcile_interval, notify_factory, clock

@@ -506,3 +506,10 @@ def test_a_full_disk_waits_shows_and_clears_when_space_returns(small_fs: Path) -
         assert count == 3001
 
     anyio.run(_run_writer, small_fs, body)
+
+
+def test_a_deletion_does_not_mark_a_file_registered_at_its_path_since(conn: Connection) -> None:
+    apply_ops(conn, [HashedFile(ref(b"a"), st(1), H1), HashedFile(ref(b"b"), st(2), H2)], now=1.0)
+    apply_ops(conn, [HashedFile(ref(b"a"), st(3), H3)], now=4.0)  # put back while the burst waited
+    r = apply_ops(conn, [Vanished(ref(b"a"), at=3.0), Vanished(ref(b"b"), at=3.0)], now=5.0)
+    assert [c.relpath for c in r.changes] == [b"b"]

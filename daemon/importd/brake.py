@@ -23,9 +23,11 @@ from importd.config import SafetyConfig
 MASS_MIN_FILES = 10
 # Watcher deletions of a root that arrive less than BURST_QUIET_S apart are one burst, closed at
 # most BURST_MAX_S after its first deletion (so a slow, steady trickle is still marked). A
-# deletion therefore reaches the catalog up to 1 s after the watcher saw it.
-BURST_QUIET_S = 1.0
-BURST_MAX_S = 5.0
+# deletion therefore reaches the catalog 0.3 s after the watcher saw it (a gap opens within a
+# second of the deletion); an `rm -r` or a sync tool emptying a folder delivers its events far
+# closer together than that.
+BURST_QUIET_S = 0.3
+BURST_MAX_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)

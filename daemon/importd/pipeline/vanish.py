@@ -1,6 +1,6 @@
 """Deletions on their way to the catalog: the watcher's (and the settle and hash stages') "this
 file is gone" are gathered per root into bursts (`importd.brake.BurstWindow`: events less than
-1 s apart, at most 5 s) and handed to the writer a burst at a time, so the brake judges a mass
+0.3 s apart, at most 3 s) and handed to the writer a burst at a time, so the brake judges a mass
 deletion as one event, not as a thousand single ones. Also logs what the brake holds.
 """
 

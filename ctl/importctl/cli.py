@@ -122,6 +122,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     )
     for root in data["roots"]:
         line = f"  {root['name']:<16} {root['state']:<9} {root['files']:>9} files  {shown(root['path'])}"
+        if root.get("held"):
+            line += f"  ({root['held']} held)"
         click.echo(line)
     last = data.get("last_scan")
     if last:
@@ -748,6 +750,19 @@ def cancel(ctx: click.Context, run_id: int, as_json: bool) -> None:
         click.echo(f"run {run_id} cancelled")
 
 
+@cli.command("confirm-missing")
+@click.argument("root")
+@json_option
+@click.pass_context
+def confirm_missing(ctx: click.Context, root: str, as_json: bool) -> None:
+    """Apply a held mass disappearance: ROOT's held files become missing (since they vanished)."""
+    data = _client(ctx).confirm_missing(root)
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"{data['root']}: {data['confirmed']} files marked missing")
+
+
 @cli.command()
 @click.option("--topic", "topics", multiple=True, help="only these topics (run, files, gaps)")
 @click.option("--count", type=int, default=0, help="stop after this many events")
@@ -827,8 +842,8 @@ def main(argv: list[str] | None = None) -> int:
             "busy": " (hint: retry in a moment)",
             "internal": " (hint: journalctl -u importd)",
         }.get(exc.code.value, "")
-        if "(hint: " in exc.message:
-            hint = ""  # the daemon's own hint fits the command better
+        if "(hint: " in exc.message or "`importctl " in exc.message:
+            hint = ""  # the daemon's own hint, or the command it names, fits better
         click.echo(f"importctl: {exc.code.value}: {exc.message}{hint}", err=True)
         return EXIT_DAEMON_ERROR
     except ClientError as exc:

@@ -23,6 +23,7 @@ from importctl.protocol import (
     ApplyLinksReply,
     CancelReply,
     CheckResultReply,
+    ConfirmMissingReply,
     ConflictReply,
     DupesReply,
     ErrorCode,
@@ -179,6 +180,9 @@ class Client:
 
     def cancel(self, run_id: int) -> CancelReply:
         return cast(CancelReply, self.call(Method.CANCEL, {"run_id": run_id}))
+
+    def confirm_missing(self, root: str) -> ConfirmMissingReply:
+        return cast(ConfirmMissingReply, self.call(Method.CONFIRM_MISSING, {"root": root}))
 
     def dupes(self, kind: str | None = None, threshold: float | None = None) -> DupesReply:
         return cast(DupesReply, self.call(Method.DUPES, {"kind": kind, "threshold": threshold}))

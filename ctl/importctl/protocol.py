@@ -74,6 +74,7 @@ class Method(StrEnum):
     CHECK = "check"
     CHECK_RESULT = "check_result"
     FORGET = "forget"
+    CONFIRM_MISSING = "confirm_missing"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -115,6 +116,7 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
         "undo": ((bool,), False),
         "dry_run": ((bool,), False),
     },
+    Method.CONFIRM_MISSING: {"root": ((str,), True)},
 }
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
@@ -180,13 +182,14 @@ class ScansReply(TypedDict):
 class RootStatus(TypedDict):
     name: str
     path: str
-    state: str  # watching | polling | offline | scanning
+    state: str  # watching | polling | offline | scanning | held
     files: int
     missing: int
     errors: int
     watch: str
     watch_error: str | None
     unreadable_dirs: int
+    held: int  # files a mass disappearance would have marked missing, held (see confirm_missing)
 
 
 class FileTotals(TypedDict):
@@ -425,6 +428,13 @@ class CancelReply(TypedDict):
     status: str
 
 
+class ConfirmMissingReply(TypedDict):
+    """`confirm_missing`: a root's held files, now marked missing (since they vanished)."""
+
+    root: str
+    confirmed: int
+
+
 class DupeMember(TypedDict):
     path: str
     blake3: str
@@ -636,6 +646,7 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.CHECK: (SweepProgress, False),
     Method.CHECK_RESULT: (CheckResultReply, False),
     Method.FORGET: (ForgetReply, False),
+    Method.CONFIRM_MISSING: (ConfirmMissingReply, False),
 }
 
 

@@ -138,6 +138,16 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class SafetyConfig:
+    """[safety]: the brake on a mass disappearance (see `importd.brake`). A reconcile or a burst
+    of watcher events that would mark more than `max_vanish_files` files, or more than
+    `max_vanish_percent` % of a root's live files, missing is held until the operator confirms."""
+
+    max_vanish_files: int = 1000
+    max_vanish_percent: float = 20.0
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None
     roots: tuple[RootConfig, ...]
@@ -150,6 +160,7 @@ class Config:
     reconcile_interval: float = 6 * 3600.0
     expectations: Expectations = field(default_factory=lambda: parse_expectations(None))
     media: MediaConfig = field(default_factory=MediaConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
     # Sections owned by later stages (entities, media, …), kept verbatim for them to validate.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -205,6 +216,7 @@ _TOP_KEYS = {
     "catalog",
     "control",
     "roots",
+    "safety",
 }
 # Sections that later pipeline stages validate themselves.
 _EXTRA_SECTIONS = {"expect", "media", "faces", "maintenance", "events"}
@@ -317,7 +329,9 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     except ExpectationError as exc:
         raise r.fail(exc.key, exc.problem) from None
     media = _parse_media(r, data.get("media", {}), data.get("faces", {}), state_dir)
+    safety = _parse_safety(r, data.get("safety", {}))
     return Config(
+        safety=safety,
         media=media,
         expectations=expectations,
         source=source,
@@ -331,6 +345,19 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         reconcile_interval=reconcile,
         extra=extra,
     )
+
+
+def _parse_safety(r: _Reader, safety: Any) -> SafetyConfig:
+    if not isinstance(safety, dict):
+        raise r.fail("safety", "must be a table")
+    r.unknown(safety, {"max_vanish_files", "max_vanish_percent"}, "safety.")
+    files = r.number(safety, "max_vanish_files", "safety.", 1000, 1)
+    if files != int(files):
+        raise r.fail("safety.max_vanish_files", "must be a whole number")
+    percent = r.number(safety, "max_vanish_percent", "safety.", 20.0, 0.0)
+    if not 0 < percent <= 100:
+        raise r.fail("safety.max_vanish_percent", f"must be above 0 and at most 100, not {percent:g}")
+    return SafetyConfig(max_vanish_files=int(files), max_vanish_percent=percent)
 
 
 def _parse_media(r: _Reader, media: Any, faces: Any, state_dir: Path) -> MediaConfig:

@@ -29,6 +29,7 @@ from importd.catalog import files as catalog_files
 from importd.catalog.entities import Resolved, ResolveError, load_states, resolve_conflict_tx
 from importd.catalog.writer import FileChange
 from importd.entities import AttributeSet, GapReport, compute_report
+from importd.items import ConfirmHeld
 from importd.pipeline.reconcile import WalkError
 from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
 
@@ -48,10 +49,11 @@ class RootView:
     name: str
     path: str  # as configured
     raw_path: bytes
-    state: str  # watching | polling | offline | scanning
+    state: str  # watching | polling | offline | scanning | held
     watch: str  # inotify | poll
     watch_error: str | None
     walk_errors: tuple[WalkError, ...]  # folders the last walk could not read
+    held: int = 0  # files a mass disappearance would have marked missing, held
 
     def absolute(self, relpath: bytes) -> bytes:
         return self.raw_path + b"/" + relpath if relpath else self.raw_path
@@ -64,6 +66,10 @@ class CancelOutcome:
     found: bool
     cancelled: bool
     state: str = ""
+
+
+def _shown_state(state: str) -> str:
+    return state if state != "starting" else "scanning"
 
 
 class Core:
@@ -97,19 +103,32 @@ class Core:
     # ----- roots and targets -----------------------------------------------------------------
 
     def roots(self) -> list[RootView]:
+        held = self._pipeline.writer.held
         return [
             RootView(
                 root_id=rid,
                 name=st.config.name,
                 path=str(st.config.path),
                 raw_path=st.raw_path,
-                state=st.state if st.state != "starting" else "scanning",
+                # Offline first: an unmounted root's hold waits for it to be back.
+                state="held" if held.get(rid) and st.state != "offline" else _shown_state(st.state),
                 watch=st.config.watch,
                 watch_error=st.watch_error,
                 walk_errors=tuple(st.walk_errors),
+                held=held.get(rid, 0),
             )
             for rid, st in self._pipeline.roots.by_id.items()
         ]
+
+    async def confirm_held(self, root_id: int) -> int:
+        """Apply a root's hold (its held rows become missing); returns how many were held (0:
+        nothing was)."""
+        writer = self._pipeline.writer
+        held = writer.held.get(root_id, 0)
+        if held:
+            await writer.put(ConfirmHeld(root_id))
+            await writer.flush()
+        return held
 
     def places(self) -> list[RootPlace]:
         return [RootPlace(rid, st.config.name, st.raw_path) for rid, st in self._pipeline.roots.by_id.items()]
@@ -129,6 +148,8 @@ class Core:
         out = []
         if self._pipeline.mapper.last_error:
             out.append(f"entities: mapping failing: {self._pipeline.mapper.last_error}")
+        if self._pipeline.writer.disk_full:
+            out.append("catalog: the disk is full: writes wait until space returns")
         if self._pipeline.writer.last_error:
             out.append(f"catalog: writes failing, retrying: {self._pipeline.writer.last_error}")
         return out

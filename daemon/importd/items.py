@@ -119,6 +119,9 @@ class Vanished:
 
     ref: FileRef
     subtree: bool = False
+    # When it was seen gone (0: unknown): a row written since then is a new file at the path
+    # (a deletion waits for its burst to close, and a file may be put back meanwhile).
+    at: float = 0.0
 
 
 @record
@@ -130,10 +133,21 @@ class VanishedRows:
     root_id: int
     relpaths: tuple[bytes, ...]
     walk_started: float
+    # The subtree the walk covered (b"": the whole root), or None: rows of it that a hold kept
+    # and the walk found again are back, and their hold is released.
+    walked: bytes | None = None
+
+
+@record
+class ConfirmHeld:
+    """The operator confirms a root's held disappearance: its held rows become missing, with the
+    time they vanished."""
+
+    root_id: int
 
 
 HashOutcome = HashedFile | FileFailure | Unsettled | Vanished
-CatalogOp = HashedFile | MovedFile | FileFailure | Vanished | VanishedRows
+CatalogOp = HashedFile | MovedFile | FileFailure | Vanished | VanishedRows | ConfirmHeld
 
 
 # A catalog row as the snapshot reads it: (relpath, *signature). Kept whole: building a dict of

@@ -71,10 +71,16 @@ async def status(core: Core, params: Params) -> StatusReply:
                 "watch": root.watch,
                 "watch_error": root.watch_error,
                 "unreadable_dirs": len(root.walk_errors),
+                "held": root.held,
             }
         )
         if root.watch_error:
             warnings.append(f"{root.name}: {root.watch_error}")
+        if root.held:
+            warnings.append(
+                f"{root.name}: {root.held} files vanished at once and are held, not marked missing: "
+                f"`importctl confirm-missing {root.name}` applies it; putting them back clears it"
+            )
     warnings += core.stage_warnings()
     files_per_s, mib_per_s = core.rates()
     return {

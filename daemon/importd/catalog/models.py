@@ -268,6 +268,19 @@ class FindingRow(SQLModel, table=True):
     missing_since: float | None = None
 
 
+class VanishHoldRow(SQLModel, table=True):
+    """A live row that a mass disappearance would have marked missing, held until the operator
+    confirms (`importctl confirm-missing`) or the file comes back. The row itself stays as it
+    was (`present`), so `find`, gaps and status counts do not change while it is held; `since`
+    is when it vanished, the `missing_since` a confirmation gives it."""
+
+    __tablename__ = "vanish_holds"
+
+    file_id: int = Field(foreign_key="files.id", primary_key=True)
+    root_id: int = Field(foreign_key="roots.id", index=True)
+    since: float
+
+
 def add_postgresql_options() -> None:
     """Give the partial index its PostgreSQL spelling too. Not in the declaration: naming a
     dialect's option there makes SQLAlchemy import that dialect (and its drivers' modules), 0.1 s

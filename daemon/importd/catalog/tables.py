@@ -35,6 +35,7 @@ video_fingerprints = _table("video_fingerprints")
 faces = _table("faces")
 symlinks = _table("symlinks")
 findings = _table("findings")
+vanish_holds = _table("vanish_holds")
 
 T = TypeVar("T")
 # SQLite's default limit on bound parameters is 32766; stay far below for IN lists.

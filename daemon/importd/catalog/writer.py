@@ -9,8 +9,11 @@ the partial unique index on live paths makes a replay unable to duplicate a row.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,10 +23,12 @@ from typing import Any, TypeVar, cast
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, exc, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from importd.brake import MASS_MIN_FILES, VanishLimits, should_hold
+from importd.catalog import holds
 from importd.catalog.engine import Checkpointer, dialect_insert, sqlite_file, writer_engine
 from importd.catalog.models import (
     GONE_STATUSES,
@@ -35,6 +40,7 @@ from importd.catalog.models import (
 from importd.catalog.tables import IN_CHUNK, chunks, contents, file_moves, files
 from importd.items import (
     CatalogOp,
+    ConfirmHeld,
     FileFailure,
     HashedFile,
     MovedFile,
@@ -88,6 +94,8 @@ class BatchResult:
     duplicates: int = 0
     touched_roots: set[int] = field(default_factory=set)
     changes: list[FileChange] = field(default_factory=list)
+    # Roots whose hold changed in this batch -> rows held now (0: the hold ended).
+    held: dict[int, int] = field(default_factory=dict)
 
     def add(self, other: BatchResult) -> None:
         for name in (
@@ -104,6 +112,24 @@ class BatchResult:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.touched_roots |= other.touched_roots
         self.changes.extend(other.changes)
+        self.held.update(other.held)
+
+
+@dataclass
+class HoldState:
+    """What the brake needs inside a transaction: its limits, and the rows held per root (roots
+    without a hold absent), kept up to date as the batch holds and releases."""
+
+    limits: VanishLimits
+    held: dict[int, int] = field(default_factory=dict)
+
+    def recount(self, conn: Connection, root_id: int, result: BatchResult) -> None:
+        n = holds.held_counts(conn).get(root_id, 0)
+        if n:
+            self.held[root_id] = n
+        else:
+            self.held.pop(root_id, None)
+        result.held[root_id] = n
 
 
 _CONTENT_COLUMNS = ("blake3", "size", "first_seen")
@@ -407,65 +433,118 @@ def _mark_missing_ids(conn: Connection, row_ids: Sequence[int], now: float) -> l
     return changes
 
 
-def _mark_vanished_rows(conn: Connection, op: VanishedRows, now: float) -> list[FileChange]:
-    changes: list[FileChange] = []
+def _vanished_row_ids(conn: Connection, op: VanishedRows) -> list[int]:
+    ids: list[int] = []
     for part in chunks(list(op.relpaths)):
-        res = conn.execute(
-            update(files)
-            .where(
+        ids += conn.execute(
+            select(files.c.id).where(
                 files.c.root_id == op.root_id,
                 files.c.relpath.in_(part),
                 files.c.status.not_in(GONE_STATUSES),
                 files.c.last_seen < op.walk_started,
             )
-            .values(status=STATUS_MISSING, missing_since=now)
-            .returning(files.c.id, files.c.root_id, files.c.relpath, files.c.blake3)
+        ).scalars()
+    return ids
+
+
+def _gone_row_ids(conn: Connection, burst: Sequence[Vanished]) -> list[int]:
+    ids: dict[int, None] = {}  # in order, once each
+    for op in burst:
+        cond = files.c.relpath == op.ref.relpath
+        if op.subtree:
+            low, high = subtree_bounds(op.ref.relpath)
+            cond = or_(cond, and_(files.c.relpath >= low, files.c.relpath < high))
+        if op.at:
+            cond = and_(cond, files.c.last_seen < op.at)
+        query = select(files.c.id).where(
+            files.c.root_id == op.ref.root_id, files.c.status.not_in(GONE_STATUSES), cond
         )
-        changes.extend(FileChange(i, r, bytes(p), "vanished", h) for i, r, p, h in res)
-    return changes
+        ids.update(dict.fromkeys(conn.execute(query).scalars()))
+    return list(ids)
 
 
-def apply_ops(conn: Connection, ops: Sequence[CatalogOp], now: float) -> BatchResult:
-    """Apply a batch in order; consecutive registrations are handled together, set-based."""
+def apply_ops(
+    conn: Connection, ops: Sequence[CatalogOp], now: float, brake: HoldState | None = None
+) -> BatchResult:
+    """Apply a batch in order; consecutive registrations are handled together, set-based, and
+    consecutive watcher deletions of one root are one burst for the brake (`brake`: None, no
+    brake)."""
     result = BatchResult()
     segment: list[HashedFile | MovedFile | FileFailure] = []
+    burst: list[Vanished] = []
     for op in ops:
-        if isinstance(op, Vanished | VanishedRows):
-            if segment:
-                result.add(_apply_registrations(conn, segment, now))
-                segment = []
-            result.add(_apply_vanished(conn, op, now))
+        if segment and not isinstance(op, HashedFile | MovedFile | FileFailure):
+            result.add(_apply_registrations(conn, segment, now, brake))
+            segment = []
+        if burst and not (isinstance(op, Vanished) and op.ref.root_id == burst[0].ref.root_id):
+            result.add(_vanish_or_hold(conn, burst[0].ref.root_id, _gone_row_ids(conn, burst), now, brake))
+            burst = []
+        if isinstance(op, Vanished):
+            burst.append(op)
+        elif isinstance(op, VanishedRows):
+            ids = _vanished_row_ids(conn, op)
+            result.add(_vanish_or_hold(conn, op.root_id, ids, now, brake, op.walked))
+        elif isinstance(op, ConfirmHeld):
+            result.add(_confirm_held(conn, op.root_id, brake))
         else:
             segment.append(op)
     if segment:
-        result.add(_apply_registrations(conn, segment, now))
+        result.add(_apply_registrations(conn, segment, now, brake))
+    if burst:
+        result.add(_vanish_or_hold(conn, burst[0].ref.root_id, _gone_row_ids(conn, burst), now, brake))
     return result
 
 
-def _apply_vanished(conn: Connection, op: Vanished | VanishedRows, now: float) -> BatchResult:
+def _vanish_or_hold(
+    conn: Connection,
+    root_id: int,
+    ids: list[int],
+    now: float,
+    brake: HoldState | None,
+    walked: bytes | None = None,
+) -> BatchResult:
+    """Mark these rows of a root missing, unless that is a mass disappearance (or the root is
+    held already): then they are held, unchanged. A walk (`walked`) first releases the held
+    rows it found again."""
     result = BatchResult()
-    if isinstance(op, VanishedRows):
-        result.changes = _mark_vanished_rows(conn, op, now)
+    if ids:
+        result.touched_roots.add(root_id)
+    if brake is not None:
+        if walked is not None and root_id in brake.held:
+            holds.release_found(conn, root_id, walked, set(ids))
+            brake.recount(conn, root_id, result)
+        if ids and (
+            root_id in brake.held
+            or (
+                len(ids) >= MASS_MIN_FILES
+                and should_hold(len(ids), holds.live_count(conn, root_id), brake.limits)
+            )
+        ):
+            holds.hold(conn, root_id, ids, now)
+            brake.recount(conn, root_id, result)
+            return result
+    if ids:
+        result.changes = _mark_missing_ids(conn, ids, now)
         result.vanished = len(result.changes)
-        return result
-    cond = files.c.relpath == op.ref.relpath
-    if op.subtree:
-        low, high = subtree_bounds(op.ref.relpath)
-        cond = or_(cond, and_(files.c.relpath >= low, files.c.relpath < high))
-    res = conn.execute(
-        update(files)
-        .where(files.c.root_id == op.ref.root_id, files.c.status.not_in(GONE_STATUSES), cond)
-        .values(status=STATUS_MISSING, missing_since=now)
-        .returning(files.c.id, files.c.root_id, files.c.relpath, files.c.blake3)
-    )
-    result.changes = [FileChange(i, r, bytes(p), "vanished", h) for i, r, p, h in res]
+    return result
+
+
+def _confirm_held(conn: Connection, root_id: int, brake: HoldState | None) -> BatchResult:
+    result = BatchResult()
+    result.changes = [FileChange(i, r, p, "vanished", h) for i, r, p, h in holds.confirm(conn, root_id)]
     result.vanished = len(result.changes)
-    result.touched_roots.add(op.ref.root_id)
+    result.touched_roots.add(root_id)
+    result.held[root_id] = 0
+    if brake is not None:
+        brake.held.pop(root_id, None)
     return result
 
 
 def _apply_registrations(
-    conn: Connection, ops: Sequence[HashedFile | MovedFile | FileFailure], now: float
+    conn: Connection,
+    ops: Sequence[HashedFile | MovedFile | FileFailure],
+    now: float,
+    brake: HoldState | None = None,
 ) -> BatchResult:
     result = BatchResult()
     # The last word on a path wins (a file hashed twice in one batch).
@@ -567,6 +646,10 @@ def _apply_registrations(
         _record_moves(conn, moved_rows, {v["row_id"]: (v["root_id"], v["relpath"]) for v in updates}, now)
     if updates:
         _update_rows(conn, updates)
+        # A held row written again is back: its hold ends.
+        if brake is not None and brake.held and holds.release(conn, [v["row_id"] for v in updates]):
+            for root_id in list(brake.held):
+                brake.recount(conn, root_id, result)
         for values in updates:
             row_id = values["row_id"]
             change = FileChange(
@@ -587,6 +670,77 @@ def _apply_registrations(
             changes.append(FileChange(row_id, root_id, relpath, "new", digest, duplicate))
         result.duplicates += duplicates
     return result
+
+
+# SQLite result codes (the primary code: the low byte of an extended one) of failures that pass:
+# busy or locked by another connection, out of memory, I/O error, disk full, cannot open the
+# file (a volume briefly away), a lock-protocol race.
+_TRANSIENT_SQLITE_CODES = {5, 6, 7, 10, 13, 14, 15}
+_TRANSIENT_WORDS = (
+    "database is locked",
+    "database table is locked",
+    "disk i/o error",
+    "database or disk is full",
+    "unable to open database file",
+)
+_TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY}
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The driver's own exception under SQLAlchemy's wrapper."""
+    orig = getattr(error, "orig", None)
+    return orig if isinstance(orig, BaseException) else error
+
+
+def is_transient(error: BaseException) -> bool:
+    """Will the same statement succeed if tried again later? Locks, a full disk, I/O errors and
+    lost connections pass; a constraint violation or bad data never does (SQLite's other result
+    codes, SQLAlchemy's IntegrityError, DataError, ProgrammingError, anything else)."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, exc.DisconnectionError | exc.TimeoutError):
+        return True
+    cause = _cause(error)
+    if isinstance(cause, sqlite3.Error):
+        code = getattr(cause, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return code & 0xFF in _TRANSIENT_SQLITE_CODES
+        return isinstance(cause, sqlite3.OperationalError) and any(
+            word in str(cause).lower() for word in _TRANSIENT_WORDS
+        )
+    if isinstance(cause, ConnectionError | TimeoutError):
+        return True
+    if isinstance(cause, OSError):
+        return cause.errno in _TRANSIENT_ERRNOS
+    # Another database's OperationalError is about the server or the connection, not the data.
+    return isinstance(error, exc.OperationalError)
+
+
+def is_disk_full(error: BaseException, db_file: str | None = None) -> bool:
+    """A full disk, said so, or an I/O error on a filesystem with no room left (SQLite reports
+    some writes that run out of space as SQLITE_IOERR)."""
+    cause = _cause(error)
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(cause, sqlite3.Error):
+        return False
+    code = getattr(cause, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or "database or disk is full" in str(cause).lower():
+        return True
+    if db_file is not None and (isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_IOERR):
+        try:
+            return os.statvfs(os.path.dirname(db_file) or ".").f_bavail == 0
+        except OSError:
+            return False
+    return False
+
+
+def _describe(op: CatalogOp) -> tuple[str, dict[str, str]]:
+    """What an op is about, for a log line, and its journald fields."""
+    if isinstance(op, VanishedRows | ConfirmHeld):
+        return f"{type(op).__name__} of root {op.root_id}", {}
+    path = display(op.ref.relpath)
+    return f"{type(op).__name__} of {op.ref.root_name}/{path}", {"root": op.ref.root_name, "path": path}
 
 
 @dataclass(slots=True)
@@ -640,7 +794,15 @@ class CatalogWriter:
         self._room = anyio.Event()  # set when pending ops drop below queue_size
         self.pending = 0
         self.last_error: str | None = None
+        # The catalog's disk is full: writes wait (and are retried) until space returns.
+        self.disk_full = False
+        # Ops that failed for good (a constraint, bad data) and were dropped, not retried.
+        self.dropped = 0
+        self._db_file = db_file
         self.totals = BatchResult()
+        # The brake on mass disappearance, and the rows it holds per root (read at `run`).
+        self.limits = VanishLimits()
+        self.held: dict[int, int] = {}
 
     def subscribe(self, listener: Listener) -> None:
         """`listener` gets the `BatchResult` of every committed batch of ops (not of `call`s),
@@ -726,6 +888,10 @@ class CatalogWriter:
         self._tg.start_soon(checkpoint)
 
     async def _run(self) -> None:
+        try:
+            self.held = await self._transaction(holds.held_counts)
+        except Exception as error:  # a hold from before shows again once one is decided or released
+            log.warning("cannot read the held rows: %s", error)
         async with self._recv:
             while True:
                 try:
@@ -772,23 +938,9 @@ class CatalogWriter:
             await self._commit_ops(ops)
 
     async def _commit_ops(self, ops: list[CatalogOp]) -> None:
-        delay = 0.5
-        while True:
-            now = self.clock()
-            try:
-                result = await self._transaction(functools.partial(apply_ops, ops=ops, now=now))
-            except Exception as exc:
-                # Never drop work: the pipeline waits (back-pressure) while the catalog is
-                # unwritable (disk full, locked by a stray process), and status says why.
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("catalog write failed, retrying in %.1fs: %s", delay, self.last_error)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            break
-        self.last_error = None
+        result = await self._commit_or_isolate(ops)
         self._maybe_checkpoint()
-        self.totals.add(dataclasses.replace(result, changes=[]))  # counts only: changes are per batch
+        self.totals.add(dataclasses.replace(result, changes=[], held={}))  # counts only
         try:
             await self._announce(result)
         finally:
@@ -796,6 +948,67 @@ class CatalogWriter:
             self.pending -= len(ops)
             if self.pending < self.queue_size:
                 self._room.set()
+
+    async def _commit_or_isolate(self, ops: list[CatalogOp]) -> BatchResult:
+        """The batch in one transaction; if it fails for good, each op in a transaction of its
+        own, so one bad item fails alone with its reason and the rest go in."""
+        outcome = await self._commit_retrying(ops)
+        if isinstance(outcome, BatchResult):
+            return outcome
+        if len(ops) == 1:
+            return await self._fail_op(ops[0], outcome)
+        log.warning(
+            "a batch of %d catalog writes failed (%s: %s): writing them one at a time",
+            len(ops),
+            type(outcome).__name__,
+            outcome,
+        )
+        total = BatchResult()
+        for op in ops:
+            one = await self._commit_retrying([op])
+            total.add(one if isinstance(one, BatchResult) else await self._fail_op(op, one))
+        return total
+
+    async def _commit_retrying(self, ops: list[CatalogOp]) -> BatchResult | Exception:
+        """Commit `ops`; a transient failure is retried with a doubling back-off (the pipeline
+        waits meanwhile: back-pressure), and status says why. A permanent one is returned."""
+        delay = 0.5
+        while True:
+            now = self.clock()
+            brake = HoldState(self.limits, dict(self.held))
+            try:
+                result = await self._transaction(functools.partial(apply_ops, ops=ops, now=now, brake=brake))
+            except Exception as error:
+                if not is_transient(error):
+                    return error
+                self.last_error = f"{type(error).__name__}: {error}"
+                self.disk_full = is_disk_full(error, self._db_file)
+                log.error("catalog write failed, retrying in %.1fs: %s", delay, self.last_error)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if self.last_error is not None:
+                log.info("catalog writes go through again")
+            self.last_error = None
+            self.disk_full = False
+            self.held = brake.held
+            return result
+
+    async def _fail_op(self, op: CatalogOp, error: Exception) -> BatchResult:
+        """One op the catalog refuses for good. A file's registration becomes an `error` row
+        with the reason (as a file that cannot be read does); anything else (a failure row, a
+        deletion, a confirmation) is dropped with a logged error: the next reconcile redoes it."""
+        reason = f"catalog refused the write: {type(error).__name__}: {error}"[:2000]
+        what, extra = _describe(op)
+        if isinstance(op, HashedFile | MovedFile):
+            log.error("%s: %s", what, reason, extra=extra)
+            outcome = await self._commit_retrying([FileFailure(op.ref, op.stat, reason)])
+            if isinstance(outcome, BatchResult):
+                return outcome
+            reason = f"{reason}; and as an error row: {type(outcome).__name__}: {outcome}"[:2000]
+        log.error("dropped %s: %s", what, reason, extra=extra)
+        self.dropped += 1
+        return BatchResult()
 
     async def _transaction(self, fn: Callable[[Connection], T]) -> T:
         """`fn` in one transaction, committed when it returns."""

@@ -395,8 +395,9 @@ class Scans:
             scan.state = "failed"
             scan.message = f"root went offline during the walk: {state.watch_error}"
             return
-        if diff.vanished:
-            await self._writer.put(VanishedRows(scan.root_id, tuple(diff.vanished), scan.started or 0.0))
+        # Put even when nothing vanished: a walk that found held files again ends their hold.
+        walk_started = scan.started or 0.0
+        await self._writer.put(VanishedRows(scan.root_id, tuple(diff.vanished), walk_started, scan.prefix))
         scan.vanished = len(diff.vanished)
         scan.errors += len(diff.errors)
         if self.on_links is not None:

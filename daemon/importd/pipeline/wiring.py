@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from importd.brake import VanishLimits
 from importd.catalog import files as catalog_files
 from importd.catalog import roots as catalog_roots
 from importd.catalog import runs as catalog_runs
@@ -51,6 +52,7 @@ from importd.pipeline.reconcile import WalkedFile
 from importd.pipeline.roots import Roots, RootState
 from importd.pipeline.scans import Scan, Scans
 from importd.pipeline.settle import SettleTracker
+from importd.pipeline.vanish import GoneBursts
 from importd.pipeline.walklane import LaneExits, WalkLane
 from importd.pipeline.watch import Hint, NotifyFactory, RenameHint, kernel_inotify
 
@@ -84,7 +86,10 @@ class Pipeline:
         self.clock = clock
         # Set on SIGTERM: worker threads (walks, hashes) check it and give up early.
         self.stopping = threading.Event()
-        self.writer = CatalogWriter(engine)
+        self.writer = CatalogWriter(
+            engine, clock=clock
+        )  # one clock: a deletion's time is compared with rows'
+        self.writer.limits = VanishLimits.of(config.safety)
         self.roots = Roots(
             self.request_scan, self._route_hints, config.reconcile_interval, notify_factory, clock
         )
@@ -124,6 +129,8 @@ class Pipeline:
         self.writer.subscribe(self.scans.count_committed)
         self.writer.subscribe(self.mapper.committed)
         self.writer.subscribe(self.media.committed)
+        self.gone = GoneBursts(self.roots, self.writer, clock)
+        self.writer.subscribe(self.gone.held_changed)
         self.tracker: SettleTracker[Key] = SettleTracker(config.settle_seconds)
         self._settle_wake = anyio.Event()
         self._settled_send: MemoryObjectSendStream[SettledFile]
@@ -152,6 +159,7 @@ class Pipeline:
         startup = [scan.done for scan in self.scans.by_id.values()]
         await self.media.start(tg, after=startup)
         tg.start_soon(self._settle_driver)
+        tg.start_soon(self.gone.run)
         for _ in range(self.config.hash_workers):
             tg.start_soon(self._identify_and_hash)
         tg.start_soon(self.roots.run_scheduler)
@@ -182,6 +190,7 @@ class Pipeline:
         self.roots.reconcile_interval = config.reconcile_interval
         self.mapper.set_expectations(config.expectations)
         self.media.reconfigure(config.media)
+        self.writer.limits = VanishLimits.of(config.safety)
 
     async def shutdown(self) -> None:
         """After the stages' tasks were cancelled: stop the threads, close every queue."""
@@ -198,7 +207,11 @@ class Pipeline:
 
     def queue_sizes(self) -> dict[str, int]:
         queued = self._settled_send.statistics().current_buffer_used
-        return {"settling": len(self.tracker), "hashing": self._hashing + self.lane.hashing + queued}
+        # Deletions waiting for their burst to close settle too.
+        return {
+            "settling": len(self.tracker) + len(self.gone),
+            "hashing": self._hashing + self.lane.hashing + queued,
+        }
 
     # ----- watch hints and walks -> settle ---------------------------------------------------
 
@@ -411,7 +424,7 @@ class Pipeline:
         key = (state.root_id, relpath)
         self.tracker.forget(key)
         if self.roots.check_online(state):
-            await self.writer.put(Vanished(FileRef(state.root_id, state.name, relpath), subtree))
+            self.gone.add(state, relpath, subtree)  # to the writer a burst at a time (the brake)
         self.scans.file_done(key)
 
 

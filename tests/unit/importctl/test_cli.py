@@ -362,3 +362,21 @@ def test_forget_completes_like_the_other_commands(monkeypatch: pytest.MonkeyPatc
     with CliRunner().isolation() as (out, _, _), pytest.raises(SystemExit):
         cli.cli.main([], prog_name="importctl")
     assert "plain,forget" in out.getvalue().decode().splitlines()
+
+
+def test_confirm_missing_text_json_and_nothing_held(run: Callable[..., Run]) -> None:
+    ctl = run({"confirm_missing": {"root": "films", "confirmed": 1500}})
+    assert ctl("confirm-missing", "films") == (0, "films: 1500 files marked missing\n", "")
+    code, out, _ = ctl("confirm-missing", "films", "--json")
+    assert code == 0 and json.loads(out) == {"root": "films", "confirmed": 1500}
+    assert ctl.client.calls[-1] == ("confirm_missing", ("films",))
+    message = "nothing is held for root 'films' (`importctl status` shows which roots are held)"
+    nothing = run({"confirm_missing": DaemonError(ErrorCode.NOT_FOUND, message)})
+    assert nothing("confirm-missing", "films") == (1, "", f"importctl: not_found: {message}\n")
+    assert nothing("confirm-missing")[0] == 2
+
+
+def test_a_held_root_shows_its_count(run: Callable[..., Run]) -> None:
+    held = {**STATUS, "roots": [{**STATUS["roots"][0], "state": "held", "held": 12}]}  # type: ignore[dict-item]
+    _, out, _ = run({"status": held})("status")
+    assert "films            held" in out and "(12 held)" in out

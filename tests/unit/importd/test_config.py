@@ -1,8 +1,9 @@
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from importd.config import ConfigError, IgnoreRules, load_config, parse_config
+from importd.config import ConfigError, IgnoreRules, SafetyConfig, load_config, parse_config
 
 
 def test_minimal_contract_config(tmp_path: Path) -> None:
@@ -47,6 +48,14 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"roots": [{"name": "a", "path": "/a"}, {"name": "b", "path": "/a/sub"}]}, "roots[1].path"),
         ({"roots": {"name": "a"}}, "roots"),
         ({"frobnicate": 1}, "frobnicate"),
+        ({"safety": 5}, "safety"),
+        ({"safety": {"max_vanish_files": 0}}, "safety.max_vanish_files"),
+        ({"safety": {"max_vanish_files": 10.5}}, "safety.max_vanish_files"),
+        ({"safety": {"max_vanish_files": "many"}}, "safety.max_vanish_files"),
+        ({"safety": {"max_vanish_percent": 0}}, "safety.max_vanish_percent"),
+        ({"safety": {"max_vanish_percent": 101}}, "safety.max_vanish_percent"),
+        ({"safety": {"max_vanish_percent": True}}, "safety.max_vanish_percent"),
+        ({"safety": {"max_vanish": 1}}, "safety.max_vanish"),
     ],
 )
 def test_invalid_values_name_the_key(data: dict[str, object], key: str) -> None:
@@ -88,3 +97,15 @@ def test_ignore_rules_components_and_paths() -> None:
     assert not rules.path_ignored("renders/final.exr")
     assert not rules.path_ignored("@eaDirectory/x")
     assert rules.name_ignored("caf\udce9.tmp")  # surrogate-escaped bytes match too
+
+
+def test_the_safety_section_and_its_defaults() -> None:
+    assert parse_config({}).safety == SafetyConfig(max_vanish_files=1000, max_vanish_percent=20.0)
+    got = parse_config({"safety": {"max_vanish_files": 50, "max_vanish_percent": 2.5}}).safety
+    assert got == SafetyConfig(max_vanish_files=50, max_vanish_percent=2.5)
+
+
+def test_the_example_config_is_valid_and_states_the_default_limits() -> None:
+    example = Path(__file__).parents[3] / "config" / "importd.example.toml"
+    data = tomllib.loads(example.read_text(encoding="utf-8"))
+    assert data["safety"] == {"max_vanish_files": 1000, "max_vanish_percent": 20}

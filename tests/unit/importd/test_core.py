@@ -46,6 +46,20 @@ def test_no_roots(tmp_path: Path) -> None:
     run_service(config_for(tmp_path, {}), body, started_up)
 
 
+def test_a_full_catalog_disk_is_a_warning_until_writes_go_through(tmp_path: Path) -> None:
+    def body(service: Service) -> None:
+        writer = service.pipeline.writer
+        writer.disk_full, writer.last_error = True, "OperationalError: database or disk is full"
+        assert service.core.stage_warnings() == [
+            "catalog: the disk is full: writes wait until space returns",
+            "catalog: writes failing, retrying: OperationalError: database or disk is full",
+        ]
+        writer.disk_full, writer.last_error = False, None  # what a write that goes through does
+        assert service.core.stage_warnings() == []
+
+    run_service(config_for(tmp_path, {}), body, started_up)
+
+
 def test_roots_scans_and_cancel(tmp_path: Path) -> None:
     films = tmp_path / "films"
     (films / "sub").mkdir(parents=True)

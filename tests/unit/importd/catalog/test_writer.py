@@ -1,16 +1,23 @@
 """The catalog writer's set-based batch logic, on a real SQLite database."""
 
+import errno
 import logging
+import os
+import sqlite3
+import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
+from importd.brake import VanishLimits
 from importd.catalog import (
+    holds,
     models,
     writer,
 )
@@ -21,6 +28,7 @@ from importd.catalog.roots import ensure_roots
 from importd.catalog.writer import apply_ops
 from importd.items import (
     CatalogOp,
+    ConfirmHeld,
     FileFailure,
     FileRef,
     FileStat,
@@ -330,3 +338,225 @@ def test_live_rows_use_the_partial_index_of_live_paths(conn: Connection) -> None
         " AND relpath IN (x'61', x'62')"
     ).fetchall()
     assert "uq_files_live_path" in str(plan)
+
+
+# -- the brake on mass disappearance ----------------------------------------------------------
+
+
+def _seed(conn: Connection, n: int) -> list[bytes]:
+    paths = [b"f%03d" % i for i in range(n)]
+    apply_ops(conn, [HashedFile(ref(p), st(i + 1), "%064x" % (i + 1)) for i, p in enumerate(paths)], now=1.0)
+    return paths
+
+
+def _statuses(c: Connection) -> dict[str, int]:
+    return {str(s): int(n) for s, n in c.execute(text("SELECT status, count(*) FROM files GROUP BY status"))}
+
+
+def test_a_reconcile_over_the_limit_is_held_and_the_rows_stay_present(conn: Connection) -> None:
+    paths = _seed(conn, 50)
+    brake = writer.HoldState(VanishLimits(1000, 20.0))
+    r = apply_ops(conn, [VanishedRows(1, tuple(paths[:15]), 5.0, b"")], now=6.0, brake=brake)
+    assert r.vanished == 0 and r.changes == [] and r.held == {1: 15}
+    assert brake.held == {1: 15} and holds.held_counts(conn) == {1: 15}
+    assert _statuses(conn) == {"present": 50}
+    # The next reconcile still misses them: still held, nothing marked, their first time kept.
+    r = apply_ops(conn, [VanishedRows(1, tuple(paths[:15]), 7.0, b"")], now=8.0, brake=brake)
+    assert r.vanished == 0 and _statuses(conn) == {"present": 50}
+    assert {s for (s,) in conn.execute(text("SELECT since FROM vanish_holds"))} == {6.0}
+    # Confirmed: missing since they vanished, and the gaps hear of it (vanished changes).
+    r = apply_ops(conn, [ConfirmHeld(1)], now=20.0, brake=brake)
+    assert r.vanished == 15 and {c.kind for c in r.changes} == {"vanished"} and r.held == {1: 0}
+    assert brake.held == {} and holds.held_counts(conn) == {}
+    assert _statuses(conn) == {"present": 35, "missing": 15}
+    assert {s for (s,) in conn.execute(text("SELECT missing_since FROM files WHERE status = 'missing'"))} == {
+        6.0
+    }
+
+
+def test_a_single_deletion_and_a_small_share_are_marked_at_once(conn: Connection) -> None:
+    paths = _seed(conn, 50)
+    brake = writer.HoldState(VanishLimits(1000, 20.0))
+    r = apply_ops(conn, [Vanished(ref(paths[0]))], now=6.0, brake=brake)
+    assert r.vanished == 1 and r.held == {} and brake.held == {}
+    r = apply_ops(conn, [VanishedRows(1, tuple(paths[1:10]), 7.0, b"")], now=8.0, brake=brake)
+    assert r.vanished == 9 and brake.held == {}
+    assert _statuses(conn) == {"present": 40, "missing": 10}
+
+
+def test_a_burst_of_watcher_deletions_is_judged_as_one(conn: Connection) -> None:
+    paths = _seed(conn, 50)
+    brake = writer.HoldState(VanishLimits(1000, 20.0))
+    burst: list[CatalogOp] = [Vanished(ref(p)) for p in paths[:15]]
+    r = apply_ops(conn, burst, now=6.0, brake=brake)
+    assert r.vanished == 0 and r.held == {1: 15} and _statuses(conn) == {"present": 50}
+    # While held, whatever else vanishes joins the hold.
+    apply_ops(conn, [Vanished(ref(paths[20]))], now=7.0, brake=brake)
+    assert brake.held == {1: 16} and _statuses(conn) == {"present": 50}
+
+
+def test_a_subtree_deletion_over_the_file_limit_is_held(conn: Connection) -> None:
+    apply_ops(
+        conn, [HashedFile(ref(b"d/%03d" % i), st(i + 1), "%064x" % (i + 1)) for i in range(30)], now=1.0
+    )
+    apply_ops(
+        conn, [HashedFile(ref(b"e/%03d" % i), st(i + 100), "%064x" % (i + 100)) for i in range(300)], now=1.0
+    )
+    brake = writer.HoldState(VanishLimits(20, 100.0))
+    r = apply_ops(conn, [Vanished(ref(b"d"), subtree=True)], now=6.0, brake=brake)
+    assert r.held == {1: 30} and _statuses(conn) == {"present": 330}
+
+
+def test_files_found_again_release_the_hold_and_nothing_changed(conn: Connection) -> None:
+    paths = _seed(conn, 50)
+    before = rows(conn)
+    brake = writer.HoldState(VanishLimits(1000, 20.0))
+    apply_ops(conn, [VanishedRows(1, tuple(paths[:20]), 5.0, b"")], now=6.0, brake=brake)
+    # A walk of a folder that holds none of them changes nothing; a whole-root walk that misses
+    # only five releases the other fifteen (five of fifty is under the limit, but the root is
+    # still held: they stay held).
+    apply_ops(conn, [VanishedRows(1, (), 7.0, b"elsewhere")], now=7.0, brake=brake)
+    assert brake.held == {1: 20}
+    r = apply_ops(conn, [VanishedRows(1, tuple(paths[:5]), 8.0, b"")], now=9.0, brake=brake)
+    assert r.held == {1: 5} and brake.held == {1: 5}
+    # A held file written again (the watcher saw it come back) is released too.
+    r = apply_ops(
+        conn,
+        [HashedFile(ref(p), st(i + 1), "%064x" % (i + 1)) for i, p in enumerate(paths[:5])],
+        now=10.0,
+        brake=brake,
+    )
+    assert r.held == {1: 0} and brake.held == {} and holds.held_counts(conn) == {}
+    assert [(i, p, s, h) for i, p, s, h in rows(conn)] == before, "same rows, same ids, all present"
+
+
+def test_without_a_brake_everything_is_marked_as_before(conn: Connection) -> None:
+    paths = _seed(conn, 50)
+    r = apply_ops(conn, [VanishedRows(1, tuple(paths[:40]), 5.0)], now=6.0)
+    assert r.vanished == 40 and r.held == {}
+
+
+# -- failures: transient ones wait, permanent ones fail their own item -------------------------
+
+
+def _sqlite_error(code: int, message: str, kind: type[sqlite3.Error] = sqlite3.OperationalError) -> Exception:
+    err = kind(message)
+    err.sqlite_errorcode = code
+    return sa_exc.OperationalError("INSERT ...", (), err)
+
+
+def test_transient_and_permanent_failures_are_told_apart() -> None:
+    assert writer.is_transient(_sqlite_error(sqlite3.SQLITE_BUSY, "database is locked"))
+    assert writer.is_transient(_sqlite_error(sqlite3.SQLITE_FULL, "database or disk is full"))
+    assert writer.is_transient(_sqlite_error(sqlite3.SQLITE_IOERR_WRITE, "disk I/O error"))
+    assert writer.is_transient(
+        sa_exc.OperationalError("x", (), sqlite3.OperationalError("database is locked"))
+    )
+    assert writer.is_transient(OSError(errno.ENOSPC, "No space left on device"))
+    assert writer.is_transient(ConnectionResetError())
+    constraint = sqlite3.IntegrityError("UNIQUE constraint failed: files.root_id, files.relpath")
+    constraint.sqlite_errorcode = sqlite3.SQLITE_CONSTRAINT_UNIQUE
+    assert not writer.is_transient(sa_exc.IntegrityError("INSERT ...", (), constraint))
+    assert not writer.is_transient(_sqlite_error(sqlite3.SQLITE_ERROR, "no such table: files"))
+    assert not writer.is_transient(sa_exc.DataError("x", (), Exception("bad value")))
+    assert not writer.is_transient(TypeError("bad data"))
+    assert writer.is_disk_full(_sqlite_error(sqlite3.SQLITE_FULL, "database or disk is full"))
+    assert not writer.is_disk_full(_sqlite_error(sqlite3.SQLITE_BUSY, "database is locked"))
+
+
+def test_a_permanent_failure_fails_its_own_item_and_the_batch_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    got: list[writer.BatchResult] = []
+
+    async def body(w: writer.CatalogWriter) -> None:
+        # Injected: the catalog refuses a present row at b"bad", and any row at b"worse".
+        await w.call(
+            lambda c: c.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON files WHEN (NEW.relpath = X'626164' AND "
+                "NEW.status = 'present') OR NEW.relpath = X'776f727365' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        )
+        w.subscribe(got.append)
+        await w.put_many(
+            [
+                HashedFile(ref(b"a"), st(1), H1),
+                HashedFile(ref(b"bad"), st(2), H2),
+                HashedFile(ref(b"worse"), st(3), H3),
+                HashedFile(ref(b"c"), st(4), H3),
+            ]
+        )
+        await w.flush()
+        assert w.last_error is None and w.pending == 0 and w.dropped == 1
+        found = {
+            bytes(p): (s, e)
+            for p, s, e in await w.call(
+                lambda c: list(c.exec_driver_sql("SELECT relpath, status, error FROM files"))
+            )
+        }
+        assert found[b"a"] == ("present", None) and found[b"c"] == ("present", None)
+        assert found[b"bad"][0] == "error" and "refused by the test" in found[b"bad"][1]
+        assert b"worse" not in found, "its failure row was refused too: dropped, logged"
+
+    with caplog.at_level(logging.WARNING, logger="importd.catalog"):
+        anyio.run(_run_writer, tmp_path, body)
+    assert sorted(c.kind for r in got for c in r.changes) == ["error", "new", "new"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("writing them one at a time" in m for m in messages)
+    assert any(m.startswith("dropped HashedFile of r/worse") for m in messages)
+    assert not any("retrying" in m for m in messages), "a permanent failure is never retried"
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs of our own, to fill up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (the catalog on a full disk)")
+    where = tmp_path / "small"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_disk_waits_shows_and_clears_when_space_returns(small_fs: Path) -> None:
+    filler = small_fs / "filler"
+
+    async def body(w: writer.CatalogWriter) -> None:
+        await w.put_many([HashedFile(ref(b"first"), st(1), H1)])
+        await w.flush()
+        with filler.open("wb") as out:  # fill every block that is left
+            try:
+                while True:
+                    out.write(b"\0" * 65536)
+                    out.flush()
+            except OSError:
+                pass
+        many: list[CatalogOp] = [
+            HashedFile(ref(b"p%05d" % i), st(i + 10, 4096), "%064x" % (i + 10)) for i in range(3000)
+        ]
+        await w.put_many(many)
+        with anyio.fail_after(20):
+            while not w.disk_full:
+                await anyio.sleep(0.05)
+        assert w.last_error is not None and w.pending == 3000, "nothing dropped: the ops wait"
+        filler.unlink()
+        with anyio.fail_after(30):
+            await w.flush()
+        assert not w.disk_full and w.last_error is None and w.dropped == 0
+        count = await w.call(lambda c: c.exec_driver_sql("SELECT count(*) FROM files").scalar_one())
+        assert count == 3001
+
+    anyio.run(_run_writer, small_fs, body)
+
+
+def test_a_deletion_does_not_mark_a_file_registered_at_its_path_since(conn: Connection) -> None:
+    apply_ops(conn, [HashedFile(ref(b"a"), st(1), H1), HashedFile(ref(b"b"), st(2), H2)], now=1.0)
+    apply_ops(conn, [HashedFile(ref(b"a"), st(3), H3)], now=4.0)  # put back while the burst waited
+    r = apply_ops(conn, [Vanished(ref(b"a"), at=3.0), Vanished(ref(b"b"), at=3.0)], now=5.0)
+    assert [c.relpath for c in r.changes] == [b"b"]

@@ -389,6 +389,9 @@ async def test_a_deleted_file_becomes_missing_never_deleted(tmp_path: Path) -> N
     clock.ahead()
     roots = [RootConfig("scanned", scanned, watch="poll"), RootConfig("watched", watched)]
     async with running(tmp_path, roots, clock) as h:
+        # Time passes (the clock is frozen otherwise): a deletion is judged against when each
+        # row was last seen, which must be before the deletion was.
+        clock.advance(1.0)
         (scanned / "a").unlink()
         scan = await h.scan("scanned")
         assert scan.vanished == 1

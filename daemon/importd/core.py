@@ -131,7 +131,7 @@ class Core:
         return held
 
     def places(self) -> list[RootPlace]:
-        return [RootPlace(rid, st.config.name, st.raw_path) for rid, st in self._pipeline.roots.by_id.items()]
+        return self._pipeline.roots.places()
 
     def resolve(self, target: str | None) -> list[Place] | TargetError:
         """`scan`'s ROOT or PATH (see `importd.targets`)."""

@@ -55,7 +55,7 @@ from importd.maintenance.sweep import (
 from importd.maintenance.trash import Trash, TrashFailure
 from importd.paths import display, wire
 from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk, walk_listings
-from importd.targets import RootPlace, TargetError, resolve_target
+from importd.targets import TargetError, resolve_target
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -190,8 +190,7 @@ class Maintenance:
 
     def scope_for(self, target: str | None) -> Scope:
         """All roots, a root by name, or a folder/file by absolute path (ValueError otherwise)."""
-        roots = [RootPlace(rid, st.config.name, st.raw_path) for rid, st in self.roots.by_id.items()]
-        found = resolve_target(target, roots)
+        found = resolve_target(target, self.roots.places())
         if isinstance(found, TargetError):
             raise ValueError(found.message)
         return [(place.root_id, place.relpath) for place in found]

@@ -29,6 +29,7 @@ from importd.pipeline.watch import (
     WatcherUp,
     WatchEvent,
 )
+from importd.targets import RootPlace
 
 log = logging.getLogger("importd.pipeline")
 
@@ -118,6 +119,10 @@ class Roots:
 
     def names(self) -> dict[int, str]:
         return {rid: st.config.name for rid, st in self.by_id.items()}
+
+    def places(self) -> list[RootPlace]:
+        """The roots as target resolution sees them (`importd.targets`)."""
+        return [RootPlace(rid, st.config.name, st.raw_path) for rid, st in self.by_id.items()]
 
     def add(self, root_id: int, config: RootConfig, first_import: bool) -> RootState:
         state = RootState(config, root_id, os.fsencode(str(config.path)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -153,8 +154,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"last sweep: run {sweep['run_id']} {sweep['state']} at {sweep['finished']}: {found}")
     comp = data.get("completeness")
     if comp:
+        orphaned = f"; {comp['orphaned']} orphaned left out" if comp.get("orphaned") else ""
         click.echo(
-            f"completeness: {comp['percent']:.1f}% ({comp['satisfied']} of {comp['required']} requirements)"
+            f"completeness: {comp['percent']:.1f}% ({comp['satisfied']} of {comp['required']} "
+            f"requirements{orphaned})"
         )
     for warning in data.get("warnings", []):
         click.echo(f"warning: {warning}", err=True)
@@ -567,21 +570,33 @@ def _gap_text(report: GapsReply) -> str:
     """The checklist: completeness, totals per kind, then one block per entity with ☐ items.
     Rendered from the JSON, so text and --json say the same."""
     c = report["completeness"]
+    orphans = report.get("orphaned", [])
+    left_out = f"; {len(orphans)} orphaned left out" if orphans else ""
     lines = [
-        f"Completeness: {c['percent']:.1f}% ({c['satisfied']} of {c['required']} requirements satisfied)"
+        f"Completeness: {c['percent']:.1f}% ({c['satisfied']} of {c['required']} requirements "
+        f"satisfied{left_out})"
     ]
     totals = report.get("totals")
     if totals:
         lines.append(
             "Missing: " + ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in totals.items())
         )
-    if not report["entities"]:
+    if not report["entities"] and not orphans:
         lines.append("Nothing missing.")
     for entity in report["entities"]:
         lines.append("")
         lines.append(f"{entity['type']} {shown(entity['name'])}")
         for item in entity["missing"]:
             lines.append(f"  ☐ {item['kind']}: {shown(str(item['name']))}")
+    if orphans:
+        lines.append("")
+        lines.append(f"Orphaned ({len(orphans)}): every file gone, left out of completeness")
+        for orphan in orphans:
+            lines.append(
+                f"  {orphan['type']} {shown(orphan['name'])}: all files gone since {orphan['since']}"
+            )
+            where = shlex.quote(shown(orphan["path"])) if "path" in orphan else "FOLDER"
+            lines.append(f"    restore them, or settle it: importctl forget {where}")
     return "\n".join(lines)
 
 
@@ -665,28 +680,43 @@ def conflicts(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     if not rows:
         click.echo("no open conflicts")
     for r in rows:
+        status = f" [{r['status']}]" if r["status"] != "open" else ""
+        if r["kind"] == "merge":
+            click.echo(
+                f"#{r['id']} {r['type']} {shown(r['entity'])}: every file moved to {shown(r['source'])}, "
+                f"the folder of {shown(r['other'] or '?')}: merge them?{status}"
+            )
+            continue
         click.echo(
             f"#{r['id']} {r['type']} {shown(r['entity'])}: {r['attribute']} is {json.dumps(r['current'])}, "
-            f"{shown(r['source'])} says {json.dumps(r['proposed'])}"
-            + (f" [{r['status']}]" if r["status"] != "open" else "")
+            f"{shown(r['source'])} says {json.dumps(r['proposed'])}{status}"
         )
     if rows and not show_all:
-        click.echo("settle with: importctl resolve ID --keep | --take-new", err=True)
+        click.echo(
+            "settle with: importctl resolve ID --keep | --take-new (values), --merge | --keep-apart (merges)",
+            err=True,
+        )
 
 
 @cli.command()
 @click.argument("conflict_id", type=int)
 @click.option("--keep", "action", flag_value="keep", help="keep the entity's current value")
 @click.option("--take-new", "action", flag_value="take_new", help="take the value from the metadata file")
+@click.option("--merge", "action", flag_value="merge", help="merge the two entities (a merge proposal)")
+@click.option("--keep-apart", "action", flag_value="keep_apart", help="keep the two entities apart")
 @json_option
 @click.pass_context
 def resolve(ctx: click.Context, conflict_id: int, action: str | None, as_json: bool) -> None:
-    """Settle conflict CONFLICT_ID."""
+    """Settle conflict CONFLICT_ID (see importctl conflicts)."""
     if action is None:
-        raise click.UsageError("say --keep or --take-new")
+        raise click.UsageError("say --keep or --take-new (a value), --merge or --keep-apart (a merge)")
     data = _client(ctx).resolve(conflict_id, action)
     if as_json:
         emit_json(data)
+    elif data["status"] == "merged":
+        click.echo(f"#{conflict_id} {shown(data['entity'])} merged into {shown(str(data['value']))}")
+    elif data["status"] == "kept_apart":
+        click.echo(f"#{conflict_id} {shown(data['entity'])} kept apart from {shown(str(data['value']))}")
     else:
         click.echo(
             f"#{conflict_id} {shown(data['entity'])}: {data['attribute']} = "
@@ -802,7 +832,8 @@ def _event_line(event: Event) -> str:
         report = cast(GapsEvent, event.get("data", {}))
         c = report.get("completeness", {})
         names = ", ".join(shown(e["name"]) for e in report.get("changed", [])[:5])
-        return f"gaps: completeness {c.get('percent')}% ({names})"
+        renamed = "".join(f"; {shown(r['old'])} is now {shown(r['new'])}" for r in report.get("renamed", []))
+        return f"gaps: completeness {c.get('percent')}% ({names}){renamed}"
     return json.dumps(event, ensure_ascii=True)
 
 

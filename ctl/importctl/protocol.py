@@ -128,9 +128,9 @@ MAX_UNMATCHED_LIMIT = 1_000_000
 DEFAULT_RUN_LOG_LIMIT = 10_000
 MAX_RUN_LOG_LIMIT = 1_000_000
 DEFAULT_CONFLICT_STATUS = "open"
-CONFLICT_STATUSES = ("open", "kept", "taken", "all")
+CONFLICT_STATUSES = ("open", "kept", "taken", "merged", "kept_apart", "all")
 DUPE_KINDS = ("exact", "near", "face")
-RESOLVE_ACTIONS = ("keep", "take_new")
+RESOLVE_ACTIONS = ("keep", "take_new", "merge", "keep_apart")  # the first two for attributes
 # A run (scan) in one of these states has ended.
 TERMINAL_STATES = ("completed", "partial", "failed", "cancelled", "skipped")
 
@@ -218,6 +218,7 @@ class Completeness(TypedDict):
     percent: float
     satisfied: int
     required: int
+    orphaned: NotRequired[int]  # entities left out: every file gone (absent from old stored reports)
 
 
 class FacesStatus(TypedDict):
@@ -345,10 +346,20 @@ class EntityGaps(TypedDict):
     missing: list[MissingItem]
 
 
+class OrphanedEntity(TypedDict):
+    """An entity none of whose files is present: listed once, left out of completeness."""
+
+    type: str
+    name: str
+    since: Stamp  # when its last file went missing
+    path: NotRequired[str]  # the folder its files were in, for `importctl forget`
+
+
 class GapsReply(TypedDict):
     completeness: Completeness
     totals: NotRequired[dict[str, int]]
     entities: list[EntityGaps]
+    orphaned: NotRequired[list[OrphanedEntity]]  # absent from reports stored before it existed
 
 
 class UnmatchedFile(TypedDict):
@@ -364,14 +375,20 @@ class UnmatchedReply(TypedDict):
 
 
 class ConflictReply(TypedDict):
+    """kind `attribute`: `current` and `proposed` are values of `attribute`. kind `merge`: every
+    file of `entity` moved into the folder of `other`; `current`/`proposed` are the two names,
+    `source` the folder, `attribute` empty."""
+
     id: int
+    kind: str  # attribute | merge
     entity: str
     type: str
+    other: str | None
     attribute: str
     current: object  # any JSON value
     proposed: object
     source: str
-    status: str  # open | kept | taken
+    status: str  # open | kept | taken | merged | kept_apart
     created: Stamp
     resolved: Stamp
 
@@ -379,9 +396,9 @@ class ConflictReply(TypedDict):
 class ResolveReply(TypedDict):
     id: int
     entity: str
-    attribute: str
-    value: object
-    status: str  # kept | taken
+    attribute: str  # empty for a merge proposal
+    value: object  # the attribute's value now; for a merge proposal, the other entity's name
+    status: str  # kept | taken | merged | kept_apart
 
 
 class RunCounts(TypedDict):
@@ -672,9 +689,16 @@ class FilesEvent(TypedDict):
     sample: list[FileSample]  # the first few of the batch
 
 
+class EntityRenamed(TypedDict):
+    type: str
+    old: str
+    new: str
+
+
 class GapsEvent(TypedDict):
     completeness: Completeness
     changed: list[EntityGaps]  # at most 50
+    renamed: list[EntityRenamed]  # entities that followed their files to a new folder
 
 
 EventData = ScanReply | FilesEvent | GapsEvent  # by topic: run, files, gaps

@@ -28,7 +28,7 @@ from importctl.protocol import (
 from importd.catalog import files as catalog_files
 from importd.catalog.entities import Resolved, ResolveError, load_states, resolve_conflict_tx
 from importd.catalog.writer import FileChange
-from importd.entities import AttributeSet, GapReport, compute_report
+from importd.entities import GapReport, compute_report
 from importd.items import ConfirmHeld
 from importd.pipeline.reconcile import WalkError
 from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
@@ -235,9 +235,9 @@ class Core:
             )
         except ResolveError as exc:
             return exc
-        if done.applied:
-            mapper = self._pipeline.mapper
-            mapper.emit(mapper.live.apply(AttributeSet(done.entity, done.attribute, done.value)))
+        mapper = self._pipeline.mapper
+        for event in done.events:
+            mapper.emit(mapper.live.apply(event))
         return done
 
     # ----- forgetting ghosts -----------------------------------------------------------------

@@ -171,6 +171,11 @@ def _publish_events(pipeline: Pipeline, events: EventBus) -> None:
 
     def gaps_changed(changes: list[GapChange]) -> None:
         entities = []
+        renamed = [
+            {"type": c.rename.type, "old": c.rename.old_name, "new": c.rename.new_name}
+            for c in changes
+            if c.rename is not None
+        ]
         for change in changes[:50]:
             after = change.after or change.before
             if after is None:
@@ -184,7 +189,7 @@ def _publish_events(pipeline: Pipeline, events: EventBus) -> None:
                 }
             )
         completeness = pipeline.mapper.live.completeness().to_json()
-        events.publish(Topic.GAPS, {"completeness": completeness, "changed": entities})
+        events.publish(Topic.GAPS, {"completeness": completeness, "changed": entities, "renamed": renamed})
 
     pipeline.writer.subscribe(lambda result: events.publish_changes(result.changes, roots.names()))
     pipeline.scans.listeners.append(run_changed)

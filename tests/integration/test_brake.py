@@ -64,7 +64,9 @@ def test_a_reconcile_removing_30_percent_is_held_then_confirmed(make_daemon, tmp
     state, warnings = studio_status(d)
     assert state["state"] != "held" and state["held"] == 0 and state["missing"] == 12
     assert not any("confirm-missing" in w for w in warnings)
-    wait_for(lambda: gaps(d)["completeness"]["percent"] < before_gaps["completeness"]["percent"], what="gaps")
+    # Their folders are gone whole: three orphaned characters, not three checklists.
+    wait_for(lambda: len(gaps(d)["orphaned"]) == 3, what="orphaned")
+    assert gaps(d)["completeness"]["orphaned"] == 3
     # Nothing held any more: a one-line error with a hint, exit 1.
     res = d.ctl("confirm-missing", "studio")
     assert res.returncode == 1 and b"nothing is held" in res.stderr and res.stderr.count(b"\n") == 1

@@ -80,7 +80,7 @@ def test_characters_tree_gaps_and_completeness(make_daemon, tmp_path) -> None:  
     assert missing_of(report, "Alice") == []
     assert missing_of(report, "Bob") == [("attribute", "age"), ("role", "source_image"), ("scene", "dance")]
     # 2 characters x (1 attribute + 1 role + 2 scenes) = 8 requirements, Bob misses 3.
-    assert report["completeness"] == {"percent": 62.5, "satisfied": 5, "required": 8}
+    assert report["completeness"] == {"percent": 62.5, "satisfied": 5, "required": 8, "orphaned": 0}
     assert [e["name"] for e in report["entities"]] == ["Bob"], "only entities with something missing"
     text = d.ctl("gaps").stdout.decode()
     assert "62.5% (5 of 8" in text and "☐ scene: dance" in text and "☐ attribute: age" in text

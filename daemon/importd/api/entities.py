@@ -32,10 +32,10 @@ from importctl.protocol import (
 )
 from importd.api.server import ApiError, Params
 from importd.catalog import runs as catalog_runs
-from importd.catalog.entities import ResolveError, conflict_rows, unmatched_by_folder
+from importd.catalog.entities import ResolveError, conflict_rows, orphan_folders, unmatched_by_folder
 from importd.catalog.roots import root_paths
 from importd.core import Core
-from importd.entities import fold
+from importd.entities import GapReport, fold
 from importd.paths import wire
 
 
@@ -56,7 +56,21 @@ async def gaps(core: Core, params: Params) -> GapsReply:
     out = cast(GapsReply, report.to_json())
     if entity_type is not None or name is not None:
         out["completeness"] = cast(Completeness, report.completeness.to_json())
+    if report.orphaned:
+        await _orphan_paths(core, report, out)
     return out
+
+
+async def _orphan_paths(core: Core, report: GapReport, out: GapsReply) -> None:
+    """Where each orphaned entity's files were: the folder `importctl forget` settles."""
+    refs = [(e.type, e.key) for e in report.orphaned]
+    async with core.engine.connect() as conn:
+        folders = await conn.run_sync(orphan_folders, refs)
+    roots = {root.root_id: root.raw_path for root in core.roots()}
+    for item, ref in zip(out.get("orphaned", []), refs, strict=True):
+        where = folders.get(ref)
+        if where is not None and where[0] in roots and where[1]:
+            item["path"] = wire(roots[where[0]] + b"/" + where[1])
 
 
 def _narrow(report: GapsReply, entity_type: str | None, name: str | None) -> GapsReply:
@@ -109,14 +123,16 @@ async def unmatched(core: Core, params: Params) -> UnmatchedReply:
 async def conflicts(core: Core, params: Params) -> list[ConflictReply]:
     status = params.get("status", DEFAULT_CONFLICT_STATUS)
     if status not in CONFLICT_STATUSES:
-        raise ApiError(ErrorCode.INVALID, "status must be open, kept, taken or all")
+        raise ApiError(ErrorCode.INVALID, f"status must be one of {', '.join(CONFLICT_STATUSES)}")
     async with AsyncSession(core.engine) as session:
         rows = await conflict_rows(session, None if status == "all" else status)
     return [
         {
             "id": r["id"],
+            "kind": r["kind"],
             "entity": r["entity_name"],
             "type": r["entity_type"],
+            "other": r["other_name"],
             "attribute": r["attribute"],
             "current": json.loads(r["current"]),
             "proposed": json.loads(r["proposed"]),
@@ -142,7 +158,7 @@ async def resolve(core: Core, params: Params) -> ResolveReply:
         "entity": done.entity.name,
         "attribute": done.attribute,
         "value": done.value,
-        "status": "taken" if done.applied else "kept",
+        "status": done.status,
     }
 
 

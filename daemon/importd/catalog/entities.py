@@ -17,12 +17,14 @@ from typing import Any
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 from sqlmodel import select as typed_select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from importd.catalog.engine import dialect_insert
 from importd.catalog.models import (
+    GONE_STATUSES,
     STATUS_FORGOTTEN,
     STATUS_PRESENT,
     ConflictRow,
@@ -37,8 +39,11 @@ from importd.entities import (
     AttributeSet,
     Conflict,
     EntityRef,
+    EntityRemoved,
+    EntityRenamed,
     EntitySeen,
     EntityState,
+    FileForgotten,
     FileId,
     FileLinked,
     FileMissing,
@@ -131,11 +136,26 @@ class _Batch:
             for part in chunks(keys_of_type):
                 rows = self.conn.execute(
                     select(entities.c.id, entities.c.key, entities.c.name, entities.c.attributes).where(
-                        entities.c.type == etype, entities.c.key.in_(part)
+                        entities.c.type == etype, entities.c.key.in_(part), entities.c.merged_into.is_(None)
                     )
                 )
                 for eid, key, name, attrs in rows:
                     self.entities[(etype, key)] = _Entity(eid, etype, key, name, json.loads(attrs))
+
+    def by_id(self, entity_id: int) -> _Entity | None:
+        for entity in self.entities.values():
+            if entity.id == entity_id:
+                return entity
+        row = self.conn.execute(
+            select(entities.c.type, entities.c.key, entities.c.name, entities.c.attributes).where(
+                entities.c.id == entity_id, entities.c.merged_into.is_(None)
+            )
+        ).first()
+        if row is None:
+            return None
+        entity = _Entity(entity_id, row.type, row.key, row.name, json.loads(row.attributes))
+        self.entities[(row.type, row.key)] = entity
+        return entity
 
     def ensure(self, etype: str, key: str, name: str, root_id: int, source: str) -> _Entity:
         entity = self.entities.get((etype, key))
@@ -224,8 +244,14 @@ class _Batch:
 
 
 def apply_mapping(
-    conn: Connection, items: Sequence[MappedFile], now: float, run_ids: Mapping[int, int | None]
+    conn: Connection,
+    items: Sequence[MappedFile],
+    now: float,
+    run_ids: Mapping[int, int | None],
+    fully_carried: frozenset[int] = frozenset(),
 ) -> MappingOutcome:
+    """`fully_carried`: entities none of whose present files stays where it was (the mapper
+    checked their paths on disk), so the moves in `items` carry the whole entity."""
     batch = _Batch(conn, now, run_ids)
     file_ids = [item.change.file_id for item in items]
     linked: dict[int, int | None] = {}
@@ -237,6 +263,13 @@ def apply_mapping(
     batch.load_entities(
         (item.mapping.entity_type, item.mapping.key) for item in items if item.mapping and item.mapping.key
     )
+    gone_since = _gone_since(
+        conn,
+        [i.change.file_id for i in items if i.change.kind == "vanished" and linked.get(i.change.file_id)],
+    )
+    if fully_carried:
+        _follow_carried_entities(batch, items, linked, fully_carried)
+    kept_apart = _merge_pairs_held(conn, {eid for eid in linked.values() if eid is not None})
     for item in items:
         change = item.change
         root_id = change.root_id
@@ -250,13 +283,14 @@ def apply_mapping(
             )
         if change.kind in ("vanished", "error"):
             if linked.get(change.file_id) is not None:
-                batch.out.events.append(FileMissing(change.file_id))
+                # An unreadable file is there: it satisfies nothing, but it is not gone.
+                batch.out.events.append(FileMissing(change.file_id, gone_since.get(change.file_id)))
             continue
         if change.kind == "forgotten":
-            # Settled by the operator: the gap report treats it as a file that is not there (no
-            # highest episode either). The link row stays, for `forget --undo`.
+            # Settled by the operator: the gap report counts it for nothing (no highest episode
+            # either). The link row stays, for `forget --undo`.
             if linked.get(change.file_id) is not None:
-                batch.out.events.append(FileUnlinked(change.file_id))
+                batch.out.events.append(FileForgotten(change.file_id))
             continue
         if change.kind == "unforgotten":
             back = _link_state(conn, change.file_id)
@@ -278,6 +312,11 @@ def apply_mapping(
             continue
         batch.load_entities([(mapping.entity_type, mapping.key)])
         entity = batch.ensure(mapping.entity_type, mapping.key, mapping.entity_name, root_id, path)
+        owner = linked.get(change.file_id)
+        if owner is not None and owner != entity.id and (owner, entity.id) in kept_apart:
+            # A merge proposal is open (or was refused) between its entity and the one its new
+            # folder names: it stays with its entity until the operator merges them.
+            entity = batch.by_id(owner) or entity
         batch.link(change.file_id, root_id, entity, mapping)
         ref = EntityRef(entity.type, entity.key, entity.name)
         batch.out.events.append(
@@ -291,6 +330,133 @@ def apply_mapping(
             _apply_metadata(batch, item, entity, root_id, path)
     batch.flush_entities()
     return batch.out
+
+
+def _follow_carried_entities(
+    batch: _Batch,
+    items: Sequence[MappedFile],
+    linked: Mapping[int, int | None],
+    fully_carried: frozenset[int],
+) -> None:
+    """Moves that carry every present file of an entity to one new key: the entity follows its
+    files (same id, attributes, conflicts and history; new key and name) when no entity holds
+    that key, and a merge proposal is recorded when one does. Runs before the batch's files are
+    linked, so they link to the renamed entity."""
+    targets: dict[int, dict[tuple[str, str], MappedFile]] = {}
+    for item in items:
+        mapping = item.mapping
+        old = linked.get(item.change.file_id)
+        if (
+            item.change.kind != "moved"
+            or old is None
+            or old not in fully_carried
+            or mapping is None
+            or mapping.role == "table"
+            or not mapping.key
+            or mapping.entity_name is None
+        ):
+            continue
+        targets.setdefault(old, {}).setdefault((mapping.entity_type, mapping.key), item)
+    for old_id, to in targets.items():
+        if len(to) != 1:
+            continue  # split over several entities: each part maps as it comes
+        ((etype, key), item) = next(iter(to.items()))
+        assert item.mapping is not None and item.mapping.entity_name is not None
+        row = batch.conn.execute(
+            select(entities.c.type, entities.c.key, entities.c.name, entities.c.attributes).where(
+                entities.c.id == old_id, entities.c.merged_into.is_(None)
+            )
+        ).first()
+        if row is None or row.type != etype:
+            continue
+        name = safe_text(item.mapping.entity_name)
+        folder = display(item.change.relpath.rsplit(b"/", 1)[0]) if b"/" in item.change.relpath else "."
+        holder = batch.entities.get((etype, key))
+        if key == row.key and name == row.name:
+            continue
+        if holder is not None and holder.id != old_id:
+            _propose_merge(batch, item.change.root_id, old_id, row.name, holder, folder)
+            continue
+        batch.conn.execute(
+            update(entities).where(entities.c.id == old_id).values(key=key, name=name, updated=batch.now)
+        )
+        moved = batch.entities.pop((etype, row.key), None) or _Entity(
+            old_id, etype, key, name, json.loads(row.attributes)
+        )
+        moved.key, moved.name = key, name
+        batch.entities[(etype, key)] = moved
+        batch.out.events.append(EntityRenamed(row.key, EntityRef(etype, key, name)))
+        batch._log(item.change.root_id, "renamed", moved, f"{row.name} → {name}: its files moved to {folder}")
+
+
+def _gone_since(conn: Connection, file_ids: list[int]) -> dict[int, float]:
+    """When these files were marked missing, as their rows say (the orphaned entity's date)."""
+    out: dict[int, float] = {}
+    for part in chunks(file_ids):
+        out.update(
+            (fid, since)
+            for fid, since in conn.execute(
+                select(files.c.id, func.coalesce(files.c.missing_since, files.c.last_seen)).where(
+                    files.c.id.in_(part), files.c.status.in_(GONE_STATUSES)
+                )
+            )
+        )
+    return out
+
+
+def _merge_pairs_held(conn: Connection, entity_ids: set[int]) -> set[tuple[int, int]]:
+    """(entity, other) pairs whose merge proposal is open or was refused (kept apart)."""
+    pairs: set[tuple[int, int]] = set()
+    for part in chunks(sorted(entity_ids)):
+        pairs.update(
+            (eid, other)
+            for eid, other in conn.execute(
+                select(conflicts.c.entity_id, conflicts.c.other_entity_id).where(
+                    conflicts.c.kind == "merge",
+                    conflicts.c.status.in_(("open", "kept_apart")),
+                    conflicts.c.entity_id.in_(part),
+                )
+            )
+        )
+    return pairs
+
+
+def _propose_merge(
+    batch: _Batch, root_id: int, entity_id: int, name: str, into: _Entity, folder: str
+) -> None:
+    open_already = batch.conn.execute(
+        select(conflicts.c.id).where(
+            conflicts.c.kind == "merge",
+            conflicts.c.entity_id == entity_id,
+            conflicts.c.other_entity_id == into.id,
+            conflicts.c.status == "open",
+        )
+    ).first()
+    if open_already is not None:
+        return
+    conflict_id = batch.conn.execute(
+        conflicts.insert()
+        .values(
+            entity_id=entity_id,
+            kind="merge",
+            other_entity_id=into.id,
+            attribute="",
+            current=dumps(name),
+            proposed=dumps(into.name),
+            source=safe_text(folder),
+            status="open",
+            created=batch.now,
+        )
+        .returning(conflicts.c.id)
+    ).scalar_one()
+    batch.out.conflicts += 1
+    batch._log(
+        root_id,
+        "skipped",
+        into,
+        f"merge proposed (#{conflict_id}): every file of {name} moved to {folder}, the folder of "
+        f"{into.name}; importctl resolve {conflict_id} --merge | --keep-apart",
+    )
 
 
 def _apply_metadata(batch: _Batch, item: MappedFile, entity: _Entity, root_id: int, path: str) -> None:
@@ -344,6 +510,7 @@ def _link_state(conn: Connection, file_id: int) -> tuple[EntityRef, LinkState] |
             entity_links.c.role,
             entity_links.c.link_attributes,
             files.c.status,
+            func.coalesce(files.c.missing_since, files.c.last_seen),
         )
         .join(entities, entities.c.id == entity_links.c.entity_id)
         .join(files, files.c.id == entity_links.c.file_id)
@@ -351,16 +518,30 @@ def _link_state(conn: Connection, file_id: int) -> tuple[EntityRef, LinkState] |
     ).first()
     if row is None:
         return None
-    etype, key, name, role, attrs, status = row
-    return EntityRef(etype, key, name), LinkState(role or "", json.loads(attrs), status == STATUS_PRESENT)
+    etype, key, name, role, attrs, status, since = row
+    return EntityRef(etype, key, name), _link(role, attrs, status, since)
+
+
+def _link(role: str | None, attrs: str, status: str, gone_since: float | None) -> LinkState:
+    """The link as the gap report holds it; `gone_since` only counts for a file that is gone (a
+    row in error is there, just unreadable)."""
+    return LinkState(
+        role or "",
+        json.loads(attrs),
+        status == STATUS_PRESENT,
+        gone_since if status in GONE_STATUSES else None,
+        forgotten=status == STATUS_FORGOTTEN,
+    )
 
 
 def load_states(conn: Connection) -> list[EntityState]:
     """Entities with their links, for building the live gap report at start-up (and for
-    `gaps --recompute`). A forgotten file's link is left out: it is not there."""
+    `gaps --recompute`). Merged entities are left out: their files belong to the other one."""
     by_id: dict[int, tuple[str, str, str, dict[str, Any]]] = {}
     for eid, etype, key, name, attrs in conn.execute(
-        select(entities.c.id, entities.c.type, entities.c.key, entities.c.name, entities.c.attributes)
+        select(entities.c.id, entities.c.type, entities.c.key, entities.c.name, entities.c.attributes).where(
+            entities.c.merged_into.is_(None)
+        )
     ):
         by_id[eid] = (etype, key, name, json.loads(attrs))
     links: dict[int, dict[FileId, LinkState]] = {}
@@ -371,12 +552,13 @@ def load_states(conn: Connection) -> list[EntityState]:
             entity_links.c.role,
             entity_links.c.link_attributes,
             files.c.status,
+            func.coalesce(files.c.missing_since, files.c.last_seen),
         )
         .join(files, files.c.id == entity_links.c.file_id)
-        .where(entity_links.c.entity_id.is_not(None), files.c.status != STATUS_FORGOTTEN)
+        .where(entity_links.c.entity_id.is_not(None))
     )
-    for fid, eid, role, attrs, status in rows:
-        links.setdefault(eid, {})[fid] = LinkState(role or "", json.loads(attrs), status == STATUS_PRESENT)
+    for fid, eid, role, attrs, status, since in rows:
+        links.setdefault(eid, {})[fid] = _link(role, attrs, status, since)
     return [
         EntityState(etype, key, name, attrs, links.get(eid, {}))
         for eid, (etype, key, name, attrs) in by_id.items()
@@ -394,10 +576,14 @@ def live_files_of_root(conn: Connection, root_id: int) -> list[FileChange]:
 
 @dataclass(frozen=True)
 class Resolved:
+    """A settled conflict: for an attribute, its value now; for a merge proposal, `value` is the
+    other entity's name. `events` bring the live gap report up to date."""
+
     entity: EntityRef
     attribute: str
     value: Any
-    applied: bool
+    status: str  # kept | taken | merged | kept_apart
+    events: tuple[GapEvent, ...] = ()
 
 
 class ResolveError(Exception):
@@ -407,25 +593,33 @@ class ResolveError(Exception):
         self.message = message
 
 
+_ACTIONS = {"attribute": ("keep", "take_new"), "merge": ("merge", "keep_apart")}
+
+
 def resolve_conflict_tx(conn: Connection, conflict_id: int, action: str, now: float) -> Resolved:
-    """Settle one conflict: keep the entity's value, or take the proposed one. Runs inside the
-    writer's transaction; a conflict whose current value changed since is refused (stale)."""
+    """Settle one conflict or merge proposal. Runs inside the writer's transaction; an attribute
+    conflict whose current value changed since is refused (stale)."""
     row = conn.execute(select(conflicts).where(conflicts.c.id == conflict_id)).first()
     if row is None:
         raise ResolveError("not_found", f"no conflict {conflict_id}")
     if row.status != "open":
         raise ResolveError("invalid", f"conflict {conflict_id} is already resolved ({row.status})")
+    if action not in _ACTIONS.get(row.kind, ()):
+        wanted = " or ".join("--" + a.replace("_", "-") for a in _ACTIONS.get(row.kind, ()))
+        raise ResolveError("invalid", f"conflict {conflict_id} ({row.kind}): settle it with {wanted}")
     ent = conn.execute(select(entities).where(entities.c.id == row.entity_id)).one()
+    ref = EntityRef(ent.type, ent.key, ent.name)
+    if row.kind == "merge":
+        return _settle_merge(conn, row, ent, action, now)
     attrs = json.loads(ent.attributes)
     conflict = Conflict(
         ent.name, row.attribute, json.loads(row.current), json.loads(row.proposed), row.source
     )
-    ref = EntityRef(ent.type, ent.key, ent.name)
     if action == "keep":
         conn.execute(
             update(conflicts).where(conflicts.c.id == conflict_id).values(status="kept", resolved=now)
         )
-        return Resolved(ref, row.attribute, attrs.get(row.attribute), False)
+        return Resolved(ref, row.attribute, attrs.get(row.attribute), "kept")
     result = resolve_conflict(attrs, conflict, "take_new")
     if isinstance(result, ResolveFailure):
         raise ResolveError("invalid", f"conflict {conflict_id}: {result.reason}")
@@ -433,17 +627,142 @@ def resolve_conflict_tx(conn: Connection, conflict_id: int, action: str, now: fl
         update(entities).where(entities.c.id == ent.id).values(attributes=dumps(result), updated=now)
     )
     conn.execute(update(conflicts).where(conflicts.c.id == conflict_id).values(status="taken", resolved=now))
+    _log_settled(
+        conn,
+        ent.id,
+        ent.name,
+        "updated",
+        f"{row.attribute} set to the value from {row.source}",
+        conflict_id,
+        now,
+    )
+    value = result.get(row.attribute)
+    return Resolved(ref, row.attribute, value, "taken", (AttributeSet(ref, row.attribute, value),))
+
+
+def _settle_merge(conn: Connection, row: Any, ent: Any, action: str, now: float) -> Resolved:
+    """`--keep-apart`: nothing changes. `--merge`: the other entity takes this one's links, open
+    conflicts and attributes (a differing value becomes a conflict of its own, never applied
+    silently); this one keeps its row, marked merged, its key moved aside."""
+    into = conn.execute(select(entities).where(entities.c.id == row.other_entity_id)).one()
+    ref = EntityRef(ent.type, ent.key, ent.name)
+    if action == "keep_apart":
+        conn.execute(
+            update(conflicts).where(conflicts.c.id == row.id).values(status="kept_apart", resolved=now)
+        )
+        _log_settled(conn, ent.id, ent.name, "kept apart", f"not merged into {into.name}", row.id, now)
+        return Resolved(ref, "", into.name, "kept_apart")
+    if into.merged_into is not None:
+        raise ResolveError("invalid", f"conflict {row.id}: {into.name} was itself merged since")
+    batch = _Batch(conn, now, {})
+    target = _Entity(into.id, into.type, into.key, into.name, json.loads(into.attributes))
+    batch.merge(target, json.loads(ent.attributes), 0, f"the merge of {ent.name}")
+    batch.flush_entities()  # its log lines belong to no run (root 0 has no run)
+    into_ref = EntityRef(into.type, into.key, into.name)
+    moved = conn.execute(
+        select(
+            entity_links.c.file_id,
+            entity_links.c.role,
+            entity_links.c.link_attributes,
+            files.c.status,
+            func.coalesce(files.c.missing_since, files.c.last_seen),
+        )
+        .join(files, files.c.id == entity_links.c.file_id)
+        .where(entity_links.c.entity_id == ent.id)
+    ).all()
+    conn.execute(update(entity_links).where(entity_links.c.entity_id == ent.id).values(entity_id=into.id))
+    conn.execute(
+        update(conflicts)
+        .where(conflicts.c.entity_id == ent.id, conflicts.c.status == "open", conflicts.c.kind == "attribute")
+        .values(entity_id=into.id)
+    )
+    conn.execute(
+        update(entities)
+        .where(entities.c.id == ent.id)
+        .values(merged_into=into.id, key=f"merged{ent.id}:{ent.key}", updated=now)
+    )
+    conn.execute(update(conflicts).where(conflicts.c.id == row.id).values(status="merged", resolved=now))
+    _log_settled(conn, into.id, into.name, "merged", f"{ent.name} merged into it", row.id, now)
+    events: list[GapEvent] = [EntityRemoved(ent.type, ent.key)]
+    events.extend(
+        FileLinked(fid, into_ref, _link(role, attrs, status, since))
+        for fid, role, attrs, status, since in moved
+    )
+    events.extend(batch.out.events)
+    return Resolved(ref, "", into.name, "merged", tuple(events))
+
+
+def _log_settled(
+    conn: Connection, entity_id: int, name: str, action: str, detail: str, conflict_id: int, now: float
+) -> None:
     conn.execute(
         run_log.insert().values(
             run_id=None,
-            entity_id=ent.id,
-            entity=ent.name,
-            action="updated",
-            detail=f"{row.attribute} set to the value from {row.source} (importctl resolve {conflict_id})",
+            entity_id=entity_id,
+            entity=name,
+            action=action,
+            detail=f"{detail} (importctl resolve {conflict_id})",
             at=now,
         )
     )
-    return Resolved(ref, row.attribute, result.get(row.attribute), True)
+
+
+def entity_members(
+    conn: Connection, file_ids: Sequence[int], limit: int
+) -> list[tuple[int, str, str, int, int, bytes]]:
+    """(entity_id, type, key, file_id, root_id, relpath) of every present file of the entities
+    these files are linked to, these files included; at most `limit` rows."""
+    owners: set[int] = set()
+    for part in chunks(list(file_ids)):
+        owners.update(
+            eid
+            for (eid,) in conn.execute(
+                select(entity_links.c.entity_id).where(
+                    entity_links.c.file_id.in_(part), entity_links.c.entity_id.is_not(None)
+                )
+            )
+        )
+    out: list[tuple[int, str, str, int, int, bytes]] = []
+    for part in chunks(sorted(owners)):
+        rows = conn.execute(
+            select(
+                entities.c.id, entities.c.type, entities.c.key, files.c.id, files.c.root_id, files.c.relpath
+            )
+            .join(entity_links, entity_links.c.entity_id == entities.c.id)
+            .join(files, files.c.id == entity_links.c.file_id)
+            .where(entities.c.id.in_(part), files.c.status == STATUS_PRESENT)
+            .limit(limit - len(out) + 1)
+        )
+        out.extend((eid, et, ek, fid, rid, bytes(rel)) for eid, et, ek, fid, rid, rel in rows)
+        if len(out) > limit:
+            break
+    return out
+
+
+def orphan_folders(
+    conn: Connection, refs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, bytes]]:
+    """{(type, key): (root_id, folder)}: the folder holding every gone file of each entity (what
+    `importctl forget` settles), when they share one root."""
+    out: dict[tuple[str, str], tuple[int, bytes]] = {}
+    for etype, key in refs:
+        rows = conn.execute(
+            select(files.c.root_id, files.c.relpath)
+            .join(entity_links, entity_links.c.file_id == files.c.id)
+            .join(entities, entities.c.id == entity_links.c.entity_id)
+            .where(entities.c.type == etype, entities.c.key == key, files.c.status != STATUS_FORGOTTEN)
+        ).all()
+        if not rows or len({rid for rid, _ in rows}) != 1:
+            continue
+        parents = [bytes(rel).split(b"/")[:-1] for _, rel in rows]
+        common = parents[0]
+        for parts in parents[1:]:
+            n = 0
+            while n < min(len(common), len(parts)) and common[n] == parts[n]:
+                n += 1
+            common = common[:n]
+        out[(etype, key)] = (rows[0][0], b"/".join(common))
+    return out
 
 
 async def unmatched_rows(
@@ -474,10 +793,12 @@ async def unmatched_by_folder(session: AsyncSession, root_id: int | None) -> lis
 
 # Lists are read as the models' columns, not as a model per row (which made reading 500
 # conflicts 1.85 times slower).
+_OTHER = aliased(EntityRow)
 _CONFLICT: tuple[Any, ...] = (
     *(getattr(ConflictRow, name) for name in ConflictRow.model_fields),
     col(EntityRow.type).label("entity_type"),
     col(EntityRow.name).label("entity_name"),
+    col(_OTHER.name).label("other_name"),
 )
 
 
@@ -485,6 +806,7 @@ async def conflict_rows(session: AsyncSession, status: str | None) -> list[dict[
     stmt = (
         typed_select(*_CONFLICT)
         .join(EntityRow, col(EntityRow.id) == col(ConflictRow.entity_id))
+        .outerjoin(_OTHER, col(_OTHER.id) == col(ConflictRow.other_entity_id))
         .order_by(col(ConflictRow.id))
     )
     if status:

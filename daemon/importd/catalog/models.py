@@ -112,7 +112,9 @@ class RunRow(SQLModel, table=True):
 class EntityRow(SQLModel, table=True):
     """A character, a film, a series…: what an operator thinks in. Matched by (type, key), where
     the key is the rule set's match key (a folded name, a path or an id); `name` keeps the tree's
-    spelling. Attributes come from metadata files and sidecars, as JSON."""
+    spelling. Attributes come from metadata files and sidecars, as JSON. An entity merged into
+    another (`importctl resolve --merge`) keeps its row with `merged_into` set, and its key moves
+    aside (`merged<id>:<key>`) so a folder of that name found later is a new entity."""
 
     __tablename__ = "entities"
     __table_args__ = (Index("uq_entities_type_key", "type", "key", unique=True),)
@@ -124,6 +126,7 @@ class EntityRow(SQLModel, table=True):
     attributes: str = "{}"
     first_seen: float
     updated: float
+    merged_into: int | None = Field(default=None, foreign_key="entities.id")
 
 
 class EntityFileRow(SQLModel, table=True):
@@ -143,8 +146,10 @@ class EntityFileRow(SQLModel, table=True):
 
 
 class ConflictRow(SQLModel, table=True):
-    """A metadata value that differs from the one the entity already holds: never applied
-    silently; `importctl resolve` keeps the current one or takes the new one."""
+    """What is never applied silently. kind `attribute`: a metadata value that differs from the
+    one the entity holds; `importctl resolve` keeps it or takes the new one. kind `merge`: every
+    file of the entity moved into another entity's folder (`other_entity_id`); `resolve` merges
+    the two or keeps them apart."""
 
     __tablename__ = "conflicts"
 
@@ -154,9 +159,11 @@ class ConflictRow(SQLModel, table=True):
     current: str
     proposed: str
     source: str
-    status: str = Field(default="open", max_length=16)  # open | kept | taken
+    status: str = Field(default="open", max_length=16)  # open | kept | taken | merged | kept_apart
     created: float
     resolved: float | None = None
+    kind: str = Field(default="attribute", max_length=16, sa_column_kwargs={"server_default": "attribute"})
+    other_entity_id: int | None = Field(default=None, foreign_key="entities.id")
 
 
 class RunLogRow(SQLModel, table=True):

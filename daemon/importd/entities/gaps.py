@@ -12,7 +12,14 @@ Expectations are set per entity type (`[expect.<type>]` in the config):
 Episodes are the `season`/`episode` link attributes of files in the role `episode`; a file with
 no season is in season 1; season 0 (specials) is never expected to be complete. A file that went
 missing satisfies nothing, but still counts as "linked" for the highest episode number, so losing
-the last episode opens a gap instead of silently shrinking the season.
+the last episode opens a gap instead of silently shrinking the season. A forgotten file (settled by
+the operator with `importctl forget`) counts for nothing at all.
+
+Orphaned entities. An entity that had files and none of them is present any more is not a list
+of N missing items: it is listed once, as orphaned, with the time its last file went missing,
+whatever its type expects; it is left out of completeness, which counts such entities beside
+it. An entity all of whose files were forgotten is retired: it leaves the report. An entity that
+never had files (found in a table) is judged on its requirements as any other.
 
 Completeness. Every (entity, expected item) pair is one requirement: one per required attribute,
 per required role, per expected scene and per expected episode of each entity whose type has
@@ -34,6 +41,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final, TypeAlias
 
+from importctl.protocol import iso_utc
 from importd.entities.expectations import CONTIGUOUS, Expectations, TypeExpectation
 from importd.entities.keys import fold
 from importd.entities.metadata import JsonValue, is_filled
@@ -46,9 +54,11 @@ __all__ = [
     "EntityGaps",
     "EntityRef",
     "EntityRemoved",
+    "EntityRenamed",
     "EntitySeen",
     "EntityState",
     "ExpectationsChanged",
+    "FileForgotten",
     "FileId",
     "FileLinked",
     "FileMissing",
@@ -60,6 +70,7 @@ __all__ = [
     "LinkState",
     "LiveGapReport",
     "Missing",
+    "Rename",
     "compute_report",
     "entity_gaps",
     "gap_text",
@@ -75,12 +86,14 @@ FileId: TypeAlias = str | int
 
 @dataclass(frozen=True)
 class LinkState:
-    """One file's link to its entity: the rule's role and link attributes, and whether the
-    file is currently there."""
+    """One file's link to its entity: the rule's role and link attributes, whether the file is
+    currently there, since when it is not, and whether the operator settled it as gone."""
 
     role: str
     attributes: Mapping[str, LinkValue] = field(default_factory=dict)
     present: bool = True
+    missing_since: float | None = None
+    forgotten: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,12 +116,20 @@ class Missing:
 
 @dataclass(frozen=True)
 class EntityGaps:
+    """One entity's place in the report. An orphaned entity (`orphaned_since` set: when its last
+    file went missing) requires nothing and misses nothing: it is listed once, on its own."""
+
     type: str
     name: str
     key: str
     satisfied: int
     required: int
     missing: tuple[Missing, ...]
+    orphaned_since: float | None = None
+
+    @property
+    def orphaned(self) -> bool:
+        return self.orphaned_since is not None
 
     @cached_property
     def sort_key(self) -> tuple[str, str, str, str]:
@@ -123,6 +144,7 @@ class EntityGaps:
 class Completeness:
     satisfied: int
     required: int
+    orphaned: int = 0  # entities left out: all their files gone
 
     @property
     def percent(self) -> float:
@@ -131,7 +153,12 @@ class Completeness:
         return (self.satisfied * 1000 // self.required) / 10
 
     def to_json(self) -> dict[str, Any]:
-        return {"percent": self.percent, "satisfied": self.satisfied, "required": self.required}
+        return {
+            "percent": self.percent,
+            "satisfied": self.satisfied,
+            "required": self.required,
+            "orphaned": self.orphaned,
+        }
 
 
 @dataclass(frozen=True)
@@ -144,8 +171,14 @@ class GapReport:
     @property
     def completeness(self) -> Completeness:
         return Completeness(
-            satisfied=sum(e.satisfied for e in self.entities), required=sum(e.required for e in self.entities)
+            satisfied=sum(e.satisfied for e in self.entities),
+            required=sum(e.required for e in self.entities),
+            orphaned=sum(1 for e in self.entities if e.orphaned),
         )
+
+    @property
+    def orphaned(self) -> tuple[EntityGaps, ...]:
+        return tuple(e for e in self.entities if e.orphaned)
 
     def totals(self) -> dict[str, int]:
         """Missing items per kind."""
@@ -180,6 +213,9 @@ class GapReport:
                 for e in self.entities
                 if e.missing
             ],
+            "orphaned": [
+                {"type": e.type, "name": e.name, "since": iso_utc(e.orphaned_since)} for e in self.orphaned
+            ],
         }
 
     def to_text(self) -> str:
@@ -190,8 +226,10 @@ def gap_text(report: Mapping[str, Any]) -> str:
     """The operator's checklist, rendered from the JSON form (also a stored run's), so text and
     JSON cannot disagree."""
     c = report["completeness"]
+    orphaned = f"; {c['orphaned']} orphaned left out" if c.get("orphaned") else ""
     lines = [
-        f"Completeness: {c['percent']:.1f}% ({c['satisfied']} of {c['required']} requirements satisfied)"
+        f"Completeness: {c['percent']:.1f}% ({c['satisfied']} of {c['required']} requirements "
+        f"satisfied{orphaned})"
     ]
     totals = report.get("totals")
     if totals:
@@ -203,6 +241,9 @@ def gap_text(report: Mapping[str, Any]) -> str:
         lines.append("")
         lines.append(f"{entity['type']}: {entity['name']}")
         lines.extend(f"  ☐ {item['kind']} {item['name']}" for item in entity["missing"])
+    for orphan in report.get("orphaned", ()):
+        lines.append("")
+        lines.append(f"{orphan['type']}: {orphan['name']}: all files gone since {orphan['since']}")
     return "\n".join(lines) + "\n"
 
 
@@ -214,9 +255,23 @@ def entity_gaps(
     links: Iterable[LinkState],
     expectation: TypeExpectation | None,
 ) -> EntityGaps | None:
-    """One entity's requirements and what it misses; None when its type expects nothing."""
+    """One entity's requirements and what it misses; None when its type expects nothing, or when
+    every file it had was forgotten (retired). Orphaned when it had files and none is present."""
+    had_files = False
+    counted: list[LinkState] = []
+    for link in links:
+        had_files = True
+        if not link.forgotten:
+            counted.append(link)
+    if had_files and not counted:
+        return None
+    if counted and all(link.missing_since is not None for link in counted):
+        # None present (a missing file has `missing_since`), and none merely unreadable.
+        since = max(link.missing_since or 0.0 for link in counted)
+        return EntityGaps(entity_type, name, key, 0, 0, (), since)
     if expectation is None:
         return None
+    links = counted
     missing: list[Missing] = []
     required = 0
     if expectation.attributes:
@@ -310,6 +365,15 @@ class EntityRemoved:
 
 
 @dataclass(frozen=True)
+class EntityRenamed:
+    """The entity found under `old_key` is now `entity` (its files moved to a new folder): same
+    entity, new key and name."""
+
+    old_key: str
+    entity: EntityRef
+
+
+@dataclass(frozen=True)
 class FileLinked:
     """A file now belongs to this entity (it leaves any entity it belonged to before)."""
 
@@ -325,6 +389,15 @@ class FileUnlinked:
 
 @dataclass(frozen=True)
 class FileMissing:
+    file_id: FileId
+    since: float | None = None
+
+
+@dataclass(frozen=True)
+class FileForgotten:
+    """Settled by the operator as gone (`importctl forget`): it counts for nothing, yet the
+    entity remembers it had it."""
+
     file_id: FileId
 
 
@@ -350,9 +423,11 @@ class ExpectationsChanged:
 GapEvent: TypeAlias = (
     EntitySeen
     | EntityRemoved
+    | EntityRenamed
     | FileLinked
     | FileUnlinked
     | FileMissing
+    | FileForgotten
     | FileRestored
     | AttributeSet
     | ExpectationsChanged
@@ -360,11 +435,20 @@ GapEvent: TypeAlias = (
 
 
 @dataclass(frozen=True)
+class Rename:
+    type: str
+    old_name: str
+    new_name: str
+
+
+@dataclass(frozen=True)
 class GapChange:
-    """An entity's gaps before and after an event (None: it had/has no requirements)."""
+    """An entity's gaps before and after an event (None: it had/has no requirements); `rename`
+    when the event renamed it (announced even for a type that expects nothing)."""
 
     before: EntityGaps | None
     after: EntityGaps | None
+    rename: Rename | None = None
 
 
 @dataclass
@@ -389,6 +473,7 @@ class LiveGapReport:
         self._gaps: dict[_Id, EntityGaps] = {}
         self._satisfied = 0
         self._required = 0
+        self._orphaned = 0
         self._sorted: GapReport | None = None
         for state in entities:
             entity = self._ensure(EntityRef(state.type, state.key, state.name))
@@ -403,7 +488,7 @@ class LiveGapReport:
         return self._expectations
 
     def completeness(self) -> Completeness:
-        return Completeness(self._satisfied, self._required)
+        return Completeness(self._satisfied, self._required, self._orphaned)
 
     def report(self) -> GapReport:
         if self._sorted is None:
@@ -421,6 +506,8 @@ class LiveGapReport:
                 return self._refresh((ref.type, ref.key))
             case EntityRemoved(type=entity_type, key=key):
                 return self._remove((entity_type, key))
+            case EntityRenamed(old_key=old_key, entity=ref):
+                return self._rename((ref.type, old_key), ref)
             case FileLinked(file_id=file_id, entity=ref, link=link):
                 owner = self._file_owner.get(file_id)
                 changes = self._unlink(file_id) if owner != (ref.type, ref.key) else []
@@ -429,10 +516,12 @@ class LiveGapReport:
                 return changes + self._refresh((ref.type, ref.key))
             case FileUnlinked(file_id=file_id):
                 return self._unlink(file_id)
-            case FileMissing(file_id=file_id):
-                return self._set_present(file_id, False)
+            case FileMissing(file_id=file_id, since=since):
+                return self._set_present(file_id, False, since)
             case FileRestored(file_id=file_id):
-                return self._set_present(file_id, True)
+                return self._set_present(file_id, True, None)
+            case FileForgotten(file_id=file_id):
+                return self._forget(file_id)
             case AttributeSet(entity=ref, attribute=attribute, value=value):
                 attributes = self._ensure(ref).attributes
                 if value is None:
@@ -461,6 +550,29 @@ class LiveGapReport:
         self._by_type[ident[0]].discard(ident[1])
         return self._store(ident, None)
 
+    def _rename(self, old: _Id, ref: EntityRef) -> list[GapChange]:
+        entity = self._entities.pop(old, None)
+        if entity is None:
+            self._ensure(ref)
+            return self._refresh((ref.type, ref.key))
+        new = (ref.type, ref.key)
+        rename = Rename(ref.type, entity.name, ref.name)
+        before = self._gaps.get(old)
+        self._by_type[old[0]].discard(old[1])
+        self._store(old, None)
+        into = self._entities.get(new)
+        if into is not None:  # never expected (the catalog checked), but never lose links
+            into.links.update(entity.links)
+            into.attributes = {**entity.attributes, **into.attributes}
+            entity = into
+        entity.name = ref.name
+        self._entities[new] = entity
+        self._by_type.setdefault(ref.type, set()).add(ref.key)
+        for file_id in entity.links:
+            self._file_owner[file_id] = new
+        self._refresh(new)
+        return [GapChange(before, self._gaps.get(new), rename)]
+
     def _unlink(self, file_id: FileId) -> list[GapChange]:
         owner = self._file_owner.pop(file_id, None)
         if owner is None:
@@ -468,14 +580,24 @@ class LiveGapReport:
         del self._entities[owner].links[file_id]
         return self._refresh(owner)
 
-    def _set_present(self, file_id: FileId, present: bool) -> list[GapChange]:
+    def _set_present(self, file_id: FileId, present: bool, since: float | None) -> list[GapChange]:
         owner = self._file_owner.get(file_id)
         if owner is None:
             return []
         links = self._entities[owner].links
-        if links[file_id].present == present:
+        link = links[file_id]
+        if link.present == present and not link.forgotten:
             return []
-        links[file_id] = LinkState(links[file_id].role, links[file_id].attributes, present)
+        links[file_id] = LinkState(link.role, link.attributes, present, None if present else since)
+        return self._refresh(owner)
+
+    def _forget(self, file_id: FileId) -> list[GapChange]:
+        owner = self._file_owner.get(file_id)
+        if owner is None:
+            return []
+        links = self._entities[owner].links
+        link = links[file_id]
+        links[file_id] = LinkState(link.role, link.attributes, False, link.missing_since, forgotten=True)
         return self._refresh(owner)
 
     def _set_expectations(self, expectations: Expectations) -> list[GapChange]:
@@ -511,10 +633,12 @@ class LiveGapReport:
         if before is not None:
             self._satisfied -= before.satisfied
             self._required -= before.required
+            self._orphaned -= before.orphaned
             del self._gaps[ident]
         if gaps is not None:
             self._satisfied += gaps.satisfied
             self._required += gaps.required
+            self._orphaned += gaps.orphaned
             self._gaps[ident] = gaps
         self._sorted = None
         return [GapChange(before, gaps)]

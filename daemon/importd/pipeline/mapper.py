@@ -26,6 +26,7 @@ from importd.catalog.entities import (
     MappedFile,
     MappingOutcome,
     apply_mapping,
+    entity_members,
     live_files_of_root,
     load_states,
 )
@@ -37,6 +38,7 @@ from importd.entities import (
     ExpectationsChanged,
     GapChange,
     LiveGapReport,
+    PathMapping,
     RuleSet,
     id_key,
     read_metadata_json,
@@ -47,6 +49,10 @@ log = logging.getLogger("importd.entities")
 
 READ_ROLES = ("metadata", "sidecar", "table")
 MAX_METADATA_BYTES = 4 << 20
+# Beyond this many present files among the entities a batch moves files out of, no entity is
+# followed to a new key (their files just map where they now are): checking each file's old
+# place on disk would cost more than it is worth for one batch.
+MAX_CARRIED_MEMBERS = 200_000
 
 
 def _read_small(path: bytes) -> tuple[bytes | None, str | None]:
@@ -173,9 +179,12 @@ class EntityMapper:
                 item = items[i]
                 items[i] = MappedFile(item.change, item.mapping, data, error)
         items = self._resolve_ids(items)
+        carried = await self._fully_carried(items)
         run_ids = dict(self.run_ids())
         try:
-            outcome = await self.writer.call(lambda c: apply_mapping(c, items, self.clock(), run_ids))
+            outcome = await self.writer.call(
+                lambda c: apply_mapping(c, items, self.clock(), run_ids, carried)
+            )
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("mapping %d file(s) to entities failed", len(items))
@@ -188,17 +197,60 @@ class EntityMapper:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
 
+    async def _fully_carried(self, items: list[MappedFile]) -> frozenset[int]:
+        """The entities whose every present file is on the move: some of them move in this batch
+        to a new key, and none of the others is still where its row says. Another file of the
+        entity counts as moving when its row already holds a path that maps elsewhere (a later
+        batch of the same folder move, committed but not mapped yet) or when its path is gone
+        from disk (not committed yet). A file that stays keeps the entity where it is."""
+        moved = [
+            item.change.file_id
+            for item in items
+            if item.change.kind == "moved" and item.mapping is not None and item.mapping.key
+        ]
+        if not moved:
+            return frozenset()
+        async with self.engine.connect() as conn:
+            members = await conn.run_sync(entity_members, moved, MAX_CARRIED_MEMBERS)
+        if len(members) > MAX_CARRIED_MEMBERS:
+            return frozenset()
+        in_batch = {item.change.file_id for item in items}
+        owners = {eid for eid, _, _, fid, _, _ in members if fid in in_batch}
+        staying: set[int] = set()
+        roots = self.root_paths()
+        to_stat: list[tuple[int, bytes]] = []
+        for eid, etype, key, fid, rid, rel in members:
+            if fid in in_batch or eid in staying:
+                continue
+            mapping = self._mapping_of(rid, rel)
+            if mapping is None or (mapping.entity_type, mapping.key) != (etype, key):
+                continue  # its row already says it moved: it is on its way
+            if rid not in roots:
+                staying.add(eid)
+                continue
+            to_stat.append((eid, roots[rid] + b"/" + rel))
+        if to_stat:
+            there = await anyio.to_thread.run_sync(lambda: [os.path.lexists(p) for _, p in to_stat])
+            staying.update(eid for (eid, _), exists in zip(to_stat, there, strict=True) if exists)
+        return frozenset(owners - staying)
+
+    def _mapping_of(self, root_id: int, relpath: bytes) -> PathMapping | None:
+        rule_set = self.rule_sets.get(root_id)
+        if rule_set is None:
+            return None
+        mapping = rule_set.map_path(wire(relpath))
+        if mapping is not None and mapping.match_key == "path" and mapping.key:
+            # Path keys are relative to a root: the same relative path in two roots is two
+            # entities.
+            mapping = mapping.with_key(f"root{root_id}/{mapping.key}")
+        return mapping
+
     def _map(self, changes: Sequence[FileChange]) -> list[MappedFile]:
         out: list[MappedFile] = []
         for change in changes:
-            rule_set = self.rule_sets.get(change.root_id)
             mapping = None
-            if rule_set is not None and change.kind not in ("vanished", "error", "forgotten", "unforgotten"):
-                mapping = rule_set.map_path(wire(change.relpath))
-                if mapping is not None and mapping.match_key == "path" and mapping.key:
-                    # Path keys are relative to a root: the same relative path in two roots is
-                    # two entities.
-                    mapping = mapping.with_key(f"root{change.root_id}/{mapping.key}")
+            if change.kind not in ("vanished", "error", "forgotten", "unforgotten"):
+                mapping = self._mapping_of(change.root_id, change.relpath)
             out.append(MappedFile(change, mapping))
         return out
 

@@ -35,7 +35,7 @@ def test_no_roots(tmp_path: Path) -> None:
         assert core.counters() == dict.fromkeys(
             ("hashed_files", "hashed_bytes", "registered", "moved", "vanished", "errors"), 0
         )
-        assert core.completeness() == {"percent": 100.0, "satisfied": 0, "required": 0}
+        assert core.completeness() == {"percent": 100.0, "satisfied": 0, "required": 0, "orphaned": 0}
         media = core.media_status()
         assert media["enabled"] is False and set(media["faces"]) == {"state", "reason", "path"}
         assert core.media.config.enabled is False and core.media_config().near_threshold == 10

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from importd.catalog.entities import (
@@ -24,8 +24,8 @@ from importd.catalog.entities import (
 from importd.catalog.files import forget
 from importd.catalog.tables import entities, run_log
 from importd.catalog.writer import FileChange, apply_ops
-from importd.entities import FileLinked, load_rule_set
-from importd.items import FileRef, Vanished
+from importd.entities import EntityRemoved, EntityRenamed, FileLinked, load_rule_set
+from importd.items import FileRef, FileStat, MovedFile, Vanished
 from importd.paths import wire
 from tests.unit.importd.catalog.conftest import read, register
 
@@ -61,8 +61,8 @@ def test_a_conflict_is_kept_or_taken_once(catalog: Connection) -> None:
     _map(catalog, {b"Bob/metadata.json": json.dumps({"age": 21}).encode()}, 6.0)
     (conflict,) = read(catalog, conflict_rows, "open")
     assert (conflict["entity_name"], conflict["attribute"], conflict["proposed"]) == ("Bob", "age", "21")
-    done = resolve_conflict_tx(catalog, conflict["id"], "take", 7.0)
-    assert (done.attribute, done.value, done.applied) == ("age", 21, True)
+    done = resolve_conflict_tx(catalog, conflict["id"], "take_new", 7.0)
+    assert (done.attribute, done.value, done.status) == ("age", 21, "taken")
     (attrs,) = catalog.execute(select(entities.c.attributes)).one()
     assert json.loads(attrs)["age"] == 21
     assert read(catalog, conflict_rows, "open") == [] and len(read(catalog, conflict_rows, "taken")) == 1
@@ -97,9 +97,10 @@ def test_a_forgotten_file_is_not_there_for_the_gap_report_and_undo_links_it_agai
     forget(catalog, 1, b"Dan/intro.mp4", undo=False, dry_run=False)
     gone = FileChange(intro.file_id, 1, intro.relpath, "forgotten")
     outcome = apply_mapping(catalog, [MappedFile(gone, None)], 7.0, {})
-    assert [type(e).__name__ for e in outcome.events] == ["FileUnlinked"]
+    assert [type(e).__name__ for e in outcome.events] == ["FileForgotten"]
     (state,) = load_states(catalog)
-    assert intro.file_id not in state.links and len(state.links) == 1, "the recomputation agrees"
+    assert state.links[intro.file_id].forgotten, "the recomputation agrees"
+    assert [link.forgotten for link in state.links.values()].count(False) == 1
     assert read(catalog, links_of_files, [intro.file_id]), "the link row stays, for the undo"
 
     forget(catalog, 1, b"Dan/intro.mp4", undo=True, dry_run=False)
@@ -109,3 +110,102 @@ def test_a_forgotten_file_is_not_there_for_the_gap_report_and_undo_links_it_agai
     assert (event.entity.name, event.link.role, event.link.present) == ("Dan", "scene_video", False)
     (state,) = load_states(catalog)
     assert state.links[intro.file_id] == event.link
+
+
+def _move(conn: Connection, moves: dict[bytes, bytes], now: float) -> list[MappedFile]:
+    """Rename rows (old relpath -> new relpath) as identify does, and map the changes."""
+    rows = {c.relpath: c for c in live_files_of_root(conn, 1)}
+    ops = [
+        MovedFile(
+            FileRef(1, "r", new), FileStat(99, i, 1000, 1, 7), rows[old].file_id, rows[old].blake3 or ""
+        )
+        for i, (old, new) in enumerate(moves.items())
+    ]
+    apply_ops(conn, ops, now)
+    return [
+        MappedFile(
+            FileChange(rows[old].file_id, 1, new, "moved", rows[old].blake3), RULES.map_path(wire(new))
+        )
+        for old, new in moves.items()
+    ]
+
+
+def _entity(conn: Connection, name: str) -> dict[str, object]:
+    row = conn.execute(select(entities).where(entities.c.name == name)).one()
+    return dict(row._mapping)
+
+
+BOB = {b"Bob/intro.mp4": b"i", b"Bob/source.jpg": b"s", b"Bob/metadata.json": b'{"age": 30}'}
+
+
+def test_an_entity_whose_every_file_moves_to_a_free_key_is_renamed(catalog: Connection) -> None:
+    _map(catalog, BOB, 5.0)
+    bob = _entity(catalog, "Bob")
+    items = _move(catalog, {rel: b"Bobby/" + rel.split(b"/")[1] for rel in BOB}, 6.0)
+    outcome = apply_mapping(catalog, items, 6.0, {1: None}, frozenset({int(str(bob["id"]))}))
+    assert isinstance(outcome.events[0], EntityRenamed)
+    assert (outcome.events[0].old_key, outcome.events[0].entity.name) == ("name:bob", "Bobby")
+    bobby = _entity(catalog, "Bobby")
+    assert bobby["id"] == bob["id"] and bobby["key"] == "name:bobby"
+    assert json.loads(str(bobby["attributes"])) == {"age": 30}, "its attributes came along"
+    assert catalog.execute(select(func.count()).select_from(entities)).scalar_one() == 1
+    logged = catalog.execute(
+        select(run_log.c.action, run_log.c.detail).where(run_log.c.action == "renamed")
+    ).all()
+    assert [(a, d) for a, d in logged] == [("renamed", "Bob → Bobby: its files moved to Bobby")]
+    (state,) = load_states(catalog)
+    assert (state.key, state.name, len(state.links)) == ("name:bobby", "Bobby", 3)
+
+
+def test_a_partial_move_leaves_the_entity_and_makes_a_new_one(catalog: Connection) -> None:
+    _map(catalog, BOB, 5.0)
+    items = _move(catalog, {b"Bob/intro.mp4": b"Bobby/intro.mp4"}, 6.0)
+    outcome = apply_mapping(catalog, items, 6.0, {1: None}, frozenset())
+    assert not any(isinstance(e, EntityRenamed) for e in outcome.events)
+    assert {s.name for s in load_states(catalog)} == {"Bob", "Bobby"}
+
+
+def test_moving_onto_another_entity_proposes_a_merge_then_merges(catalog: Connection) -> None:
+    _map(
+        catalog, {**BOB, b"Alice/intro.mp4": b"a", b"Alice/metadata.json": b'{"notes": "n", "age": 31}'}, 5.0
+    )
+    bob, alice = _entity(catalog, "Bob"), _entity(catalog, "Alice")
+    moves = {b"Bob/source.jpg": b"Alice/source.jpg", b"Bob/metadata.json": b"Alice/bob.json"}
+    moves[b"Bob/intro.mp4"] = b"Alice/dance.mp4"
+    items = _move(catalog, moves, 6.0)
+    outcome = apply_mapping(catalog, items, 6.0, {1: None}, frozenset({int(str(bob["id"]))}))
+    assert outcome.conflicts == 1
+    (proposal,) = read(catalog, conflict_rows, "open")
+    assert (proposal["kind"], proposal["entity_name"], proposal["other_name"]) == ("merge", "Bob", "Alice")
+    states = {s.name: s for s in load_states(catalog)}
+    assert len(states["Bob"].links) == 2, "while the proposal is open, the moved files stay with Bob"
+    with pytest.raises(ResolveError, match="--merge or --keep-apart"):
+        resolve_conflict_tx(catalog, proposal["id"], "keep", 7.0)
+
+    done = resolve_conflict_tx(catalog, proposal["id"], "merge", 7.0)
+    assert (done.status, done.value) == ("merged", "Alice")
+    assert isinstance(done.events[0], EntityRemoved)
+    states = {s.name: s for s in load_states(catalog)}
+    assert set(states) == {"Alice"}, "a merged entity leaves the report; its row stays"
+    assert len(states["Alice"].links) == 4, "bob.json matches no rule"
+    assert _entity(catalog, "Bob")["merged_into"] == alice["id"]
+    (age,) = read(catalog, conflict_rows, "open")
+    assert (age["attribute"], age["current"], age["proposed"]) == ("age", "31", "30"), "never silently"
+    with pytest.raises(ResolveError, match="already resolved"):
+        resolve_conflict_tx(catalog, proposal["id"], "merge", 8.0)
+
+
+def test_kept_apart_the_moved_files_stay_with_their_entity(catalog: Connection) -> None:
+    _map(catalog, {**BOB, b"Alice/intro.mp4": b"a"}, 5.0)
+    bob = _entity(catalog, "Bob")
+    items = _move(catalog, {rel: b"Alice/" + rel.split(b"/")[1] for rel in BOB if b"intro" not in rel}, 6.0)
+    items += _move(catalog, {b"Bob/intro.mp4": b"Alice/dance.mp4"}, 6.0)
+    apply_mapping(catalog, items, 6.0, {1: None}, frozenset({int(str(bob["id"]))}))
+    (proposal,) = read(catalog, conflict_rows, "open")
+    done = resolve_conflict_tx(catalog, proposal["id"], "keep_apart", 7.0)
+    assert (done.status, done.events) == ("kept_apart", ())
+    # Mapped again (a rule reload), the files still belong to Bob.
+    again = [MappedFile(c, RULES.map_path(wire(c.relpath))) for c in live_files_of_root(catalog, 1)]
+    apply_mapping(catalog, again, 8.0, {1: None})
+    states = {s.name: s for s in load_states(catalog)}
+    assert (len(states["Bob"].links), len(states["Alice"].links)) == (3, 1)

@@ -16,9 +16,11 @@ from importd.entities.gaps import (
     Completeness,
     EntityRef,
     EntityRemoved,
+    EntityRenamed,
     EntitySeen,
     EntityState,
     ExpectationsChanged,
+    FileForgotten,
     FileId,
     FileLinked,
     FileMissing,
@@ -94,7 +96,7 @@ def character_tree(tmp_path: Path) -> Path:
 def test_report_lists_what_each_entity_misses(character_tree: Path) -> None:
     report = compute_report(snapshot(load_rule_set("characters"), character_tree), CHARACTERS)
     assert report.to_json() == {
-        "completeness": {"percent": 70.0, "satisfied": 7, "required": 10},
+        "completeness": {"percent": 70.0, "satisfied": 7, "required": 10, "orphaned": 0},
         "totals": {"attribute": 1, "role": 1, "scene": 1, "episode": 0},
         "entities": [
             {
@@ -107,6 +109,7 @@ def test_report_lists_what_each_entity_misses(character_tree: Path) -> None:
                 ],
             }
         ],
+        "orphaned": [],
     }
     assert report.to_text() == (
         "Completeness: 70.0% (7 of 10 requirements satisfied)\n"
@@ -125,7 +128,12 @@ def test_a_full_library_reports_nothing_missing() -> None:
     assert report == GapReport(())
     assert report.to_text().endswith("Nothing missing.\n")
     assert report.completeness == Completeness(0, 0)
-    assert report.to_json()["completeness"] == {"percent": 100.0, "satisfied": 0, "required": 0}
+    assert report.to_json()["completeness"] == {
+        "percent": 100.0,
+        "satisfied": 0,
+        "required": 0,
+        "orphaned": 0,
+    }
 
 
 def test_deleting_a_source_image_opens_a_gap_and_restoring_closes_it(character_tree: Path) -> None:
@@ -374,6 +382,19 @@ class Model:
             self.entity(event.entity).name = event.entity.name
         elif isinstance(event, EntityRemoved):
             self.entities.pop((event.type, event.key), None)
+        elif isinstance(event, EntityRenamed):
+            ref = event.entity
+            moved = self.entities.pop((ref.type, event.old_key), None)
+            if moved is None:
+                self.entity(ref)
+                return
+            into = self.entities.get((ref.type, ref.key))
+            if into is not None:
+                into.links.update(moved.links)
+                into.attributes = {**moved.attributes, **into.attributes}
+                moved = into
+            moved.name = ref.name
+            self.entities[(ref.type, ref.key)] = moved
         elif isinstance(event, FileLinked):
             old = self.owner(event.file_id)
             if old is not None:
@@ -387,8 +408,16 @@ class Model:
             old = self.owner(event.file_id)
             if old is not None:
                 link = old.links[event.file_id]
+                present = isinstance(event, FileRestored)
+                if link.present != present or link.forgotten:
+                    since = event.since if isinstance(event, FileMissing) else None
+                    old.links[event.file_id] = LinkState(link.role, link.attributes, present, since)
+        elif isinstance(event, FileForgotten):
+            old = self.owner(event.file_id)
+            if old is not None:
+                link = old.links[event.file_id]
                 old.links[event.file_id] = LinkState(
-                    link.role, link.attributes, isinstance(event, FileRestored)
+                    link.role, link.attributes, False, link.missing_since, forgotten=True
                 )
         elif isinstance(event, AttributeSet):
             attributes = self.entity(event.entity).attributes
@@ -413,8 +442,10 @@ operations = st.lists(
     st.one_of(
         st.tuples(st.just("link"), st.integers(0, 99), st.integers(0, 99)),
         st.tuples(st.just("unlink"), st.integers(0, 99)),
-        st.tuples(st.just("missing"), st.integers(0, 99)),
+        st.tuples(st.just("missing"), st.integers(0, 99), st.sampled_from([None, 1.0, 2.0])),
         st.tuples(st.just("restored"), st.integers(0, 99)),
+        st.tuples(st.just("forgotten"), st.integers(0, 99)),
+        st.tuples(st.just("renamed"), st.integers(0, 99), st.integers(0, 99)),
         attribute_operations,
         attribute_operations,  # twice as likely: setting then clearing one attribute takes two
         st.tuples(st.just("seen"), st.integers(0, 99), st.sampled_from(CHARACTER_NAMES + SERIES_NAMES)),
@@ -447,7 +478,12 @@ def to_event(
     if kind == "unlink":
         return FileUnlinked(file_id(op[1]))
     if kind == "missing":
-        return FileMissing(file_id(op[1]))
+        return FileMissing(file_id(op[1]), op[2])  # type: ignore[arg-type]
+    if kind == "forgotten":
+        return FileForgotten(file_id(op[1]))
+    if kind == "renamed":
+        old, new = ref(op[1]), ref(op[2])
+        return EntityRenamed(old.key, EntityRef(old.type, new.key, new.name))
     if kind == "restored":
         return FileRestored(file_id(op[1]))
     if kind == "attribute":
@@ -488,9 +524,65 @@ def test_live_report_equals_full_recomputation_after_every_event(
         full = compute_report(model.state(), model.expectations)
         assert live.report() == full, event
         assert live.completeness() == full.completeness
-        assert (changes == []) == (live.report() == before)
+        assert (changes == []) == (live.report() == before) or isinstance(event, EntityRenamed)
         for change in changes:
             gone_or_new = change.after or change.before
+            if change.rename is not None and gone_or_new is None:
+                continue  # a rename is announced even when the entity has nothing to report
             assert gone_or_new is not None
             assert live.entity(gone_or_new.type, gone_or_new.key) == change.after
     assert LiveGapReport(model.expectations, model.state()).report() == live.report()
+
+
+def _alice(**links: LinkState) -> EntityState:
+    return EntityState("character", "name:alice", "Alice", {"age": 3, "notes": "n"}, dict(links))
+
+
+def test_an_entity_whose_every_file_is_gone_is_orphaned_once_and_left_out_of_completeness() -> None:
+    gone = LinkState("source_image", {}, False, missing_since=1_700_000_000.0)
+    intro = LinkState("scene_video", {"scene_type": "intro"}, False, missing_since=1_700_000_060.0)
+    report = compute_report([_alice(a=gone, b=intro)], CHARACTERS)
+    (orphan,) = report.orphaned
+    assert (orphan.name, orphan.missing, orphan.orphaned_since) == ("Alice", (), 1_700_000_060.0)
+    assert report.completeness == Completeness(0, 0, orphaned=1)
+    assert report.to_json()["entities"] == []
+    assert report.to_json()["orphaned"] == [
+        {"type": "character", "name": "Alice", "since": "2023-11-14T22:14:20.000Z"}
+    ]
+    assert "character: Alice: all files gone since 2023-11-14T22:14:20.000Z" in report.to_text()
+    # A type that expects nothing still shows its orphans: all its files are gone all the same.
+    assert compute_report([_alice(a=gone)], Expectations({})).orphaned
+
+
+def test_an_unreadable_file_is_there_and_forgotten_files_retire_their_entity() -> None:
+    error = LinkState("source_image", {}, False)  # in error: not present, but not gone either
+    gone = LinkState("scene_video", {"scene_type": "intro"}, False, missing_since=5.0)
+    report = compute_report([_alice(a=error, b=gone)], CHARACTERS)
+    assert not report.orphaned and report.entities[0].missing
+    forgotten = LinkState("scene_video", {"scene_type": "intro"}, False, 5.0, forgotten=True)
+    assert compute_report([_alice(b=forgotten)], CHARACTERS) == GapReport(()), "retired"
+    live = LiveGapReport(CHARACTERS, [_alice(b=gone)])
+    assert live.completeness() == Completeness(0, 0, 1)
+    live.apply(FileForgotten("b"))
+    assert live.report() == GapReport(()) and live.completeness() == Completeness(0, 0, 0)
+    live.apply(FileRestored("b"))
+    assert live.report().entities[0].missing, "back: judged on its requirements again"
+
+
+def test_a_renamed_entity_keeps_its_files_and_announces_the_rename() -> None:
+    intro = LinkState("scene_video", {"scene_type": "intro"})
+    live = LiveGapReport(CHARACTERS, [_alice(a=intro)])
+    (change,) = live.apply(EntityRenamed("name:alice", EntityRef("character", "name:alicia", "Alicia")))
+    assert change.rename is not None and (change.rename.old_name, change.rename.new_name) == (
+        "Alice",
+        "Alicia",
+    )
+    assert change.before is not None and change.after is not None
+    assert (change.before.name, change.after.name, change.after.missing) == (
+        "Alice",
+        "Alicia",
+        change.before.missing,
+    )
+    assert live.entity("character", "name:alice") is None
+    live.apply(FileMissing("a", 9.0))
+    assert live.report().orphaned[0].name == "Alicia", "its file followed it"

@@ -725,6 +725,65 @@ def resolve(ctx: click.Context, conflict_id: int, action: str | None, as_json: b
 
 
 @cli.command()
+@click.option("--type", "entity_type", default=None, help="only entities of this type")
+@json_option
+@click.pass_context
+def entities(ctx: click.Context, entity_type: str | None, as_json: bool) -> None:
+    """Every entity, with its files, missing items and open conflicts."""
+    rows = _client(ctx).entities(entity_type)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no entities")
+        return
+    click.echo(f"{'id':>6}  {'type':<12} {'files':>6} {'present':>7} {'missing':>7} {'conflicts':>9}  name")
+    for e in rows:
+        flag = "  (orphaned: every file gone)" if e["orphaned"] else ""
+        click.echo(
+            f"{e['id']:>6}  {e['type']:<12} {e['files']:>6} {e['present']:>7} {e['missing']:>7} "
+            f"{e['conflicts']:>9}  {shown(e['name'])}{flag}"
+        )
+
+
+@cli.command()
+@click.argument("entity_spec", metavar="ENTITY")
+@json_option
+@click.pass_context
+def entity(ctx: click.Context, entity_spec: str, as_json: bool) -> None:
+    """One entity's page: attributes with their sources, files by role, tags, missing items and
+    open conflicts. ENTITY is TYPE:NAME, a NAME unique across types, or a numeric id."""
+    e = _client(ctx).entity(entity_spec)
+    if as_json:
+        emit_json(e)
+        return
+    click.echo(f"{e['type']} {shown(e['name'])}  (#{e['id']}, key {shown(e['key'])})")
+    click.echo(f"first seen {e['first_seen']}, updated {e['updated']}")
+    if e["orphaned_since"]:
+        click.echo(f"orphaned: all files gone since {e['orphaned_since']}")
+    click.echo("attributes:" if e["attributes"] else "attributes: none")
+    for name, attr in e["attributes"].items():
+        origin = (
+            f"{attr['source']}: {shown(attr['detail'] or '')}, {attr['at']}"
+            if attr["source"]
+            else "source unknown"
+        )
+        click.echo(f"  {shown(name)} = {json.dumps(attr['value'], ensure_ascii=False)}    ({origin})")
+    click.echo("files:" if e["files"] else "files: none")
+    for f in e["files"]:
+        click.echo(f"  {f['role'] or '-':<14} {f['status']:<9} {shown(f['path'])}")
+    if e["tags"]:
+        click.echo("tags: " + ", ".join(shown(t["name"]) for t in e["tags"]))
+    if e["missing"]:
+        click.echo("missing:")
+        for item in e["missing"]:
+            click.echo(f"  ☐ {item['kind']}: {shown(str(item['name']))}")
+    if e["conflicts"]:
+        ids = ", ".join(f"#{c}" for c in e["conflicts"])
+        click.echo(f"open conflicts: {ids} (importctl conflicts; importctl resolve ID ...)")
+
+
+@cli.command()
 @click.option(
     "--limit", type=click.IntRange(1, MAX_RUNS_LIMIT), default=DEFAULT_RUNS_LIMIT, show_default=True
 )

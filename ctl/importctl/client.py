@@ -26,6 +26,8 @@ from importctl.protocol import (
     ConfirmMissingReply,
     ConflictReply,
     DupesReply,
+    EntityReply,
+    EntitySummaryReply,
     ErrorCode,
     ErrorReply,
     Event,
@@ -183,6 +185,12 @@ class Client:
 
     def confirm_missing(self, root: str) -> ConfirmMissingReply:
         return cast(ConfirmMissingReply, self.call(Method.CONFIRM_MISSING, {"root": root}))
+
+    def entities(self, entity_type: str | None = None) -> list[EntitySummaryReply]:
+        return cast(list[EntitySummaryReply], self.call(Method.ENTITIES, {"type": entity_type}))
+
+    def entity(self, entity: str) -> EntityReply:
+        return cast(EntityReply, self.call(Method.ENTITY, {"entity": entity}))
 
     def dupes(self, kind: str | None = None, threshold: float | None = None) -> DupesReply:
         return cast(DupesReply, self.call(Method.DUPES, {"kind": kind, "threshold": threshold}))

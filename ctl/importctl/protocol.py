@@ -75,6 +75,8 @@ class Method(StrEnum):
     CHECK_RESULT = "check_result"
     FORGET = "forget"
     CONFIRM_MISSING = "confirm_missing"
+    ENTITIES = "entities"
+    ENTITY = "entity"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -117,6 +119,8 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
         "dry_run": ((bool,), False),
     },
     Method.CONFIRM_MISSING: {"root": ((str,), True)},
+    Method.ENTITIES: {"type": ((str, type(None)), False)},
+    Method.ENTITY: {"entity": ((str,), True)},
 }
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
@@ -360,6 +364,57 @@ class GapsReply(TypedDict):
     totals: NotRequired[dict[str, int]]
     entities: list[EntityGaps]
     orphaned: NotRequired[list[OrphanedEntity]]  # absent from reports stored before it existed
+
+
+class EntitySummaryReply(TypedDict):
+    """`entities`' items."""
+
+    id: int
+    type: str
+    name: str
+    key: str
+    files: int  # linked files, forgotten ones aside
+    present: int
+    missing: int  # items the gap report lists for it
+    conflicts: int  # open ones
+    orphaned: bool
+
+
+class AttributeValue(TypedDict):
+    value: object  # any JSON value
+    source: (
+        str | None
+    )  # folder_rule | metadata | sidecar | nfo | table | csv | legacy | provider | resolved | merge
+    detail: str | None  # the file, run or conflict it came from
+    at: Stamp
+
+
+class EntityFile(TypedDict):
+    role: str | None
+    path: str
+    status: str
+
+
+class TagReply(TypedDict):
+    name: str
+    color: str | None
+
+
+class EntityReply(TypedDict):
+    """`entity ENTITY`: ENTITY is `TYPE:NAME`, a NAME unique across types, or a numeric id."""
+
+    id: int
+    type: str
+    name: str
+    key: str
+    first_seen: Stamp
+    updated: Stamp
+    attributes: dict[str, AttributeValue]
+    files: list[EntityFile]
+    tags: list[TagReply]
+    missing: list[MissingItem]
+    orphaned_since: Stamp  # when its last file went missing; null unless orphaned
+    conflicts: list[int]  # open conflict and merge proposal ids
 
 
 class UnmatchedFile(TypedDict):
@@ -664,6 +719,8 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.CHECK_RESULT: (CheckResultReply, False),
     Method.FORGET: (ForgetReply, False),
     Method.CONFIRM_MISSING: (ConfirmMissingReply, False),
+    Method.ENTITIES: (EntitySummaryReply, True),
+    Method.ENTITY: (EntityReply, False),
 }
 
 

@@ -28,7 +28,7 @@ from importctl.protocol import (
 from importd.catalog import files as catalog_files
 from importd.catalog.entities import Resolved, ResolveError, load_states, resolve_conflict_tx
 from importd.catalog.writer import FileChange
-from importd.entities import GapReport, compute_report
+from importd.entities import EntityGaps, GapReport, compute_report
 from importd.items import ConfirmHeld
 from importd.pipeline.reconcile import WalkError
 from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
@@ -220,6 +220,10 @@ class Core:
 
     def gap_report(self) -> GapReport:
         return self._pipeline.mapper.live.report()
+
+    def gap_report_of(self, entity_type: str, key: str) -> EntityGaps | None:
+        """One entity's line of the live gap report (None: its type expects nothing of it)."""
+        return self._pipeline.mapper.live.entity(entity_type, key)
 
     async def recomputed_gap_report(self) -> GapReport:
         """The full recomputation from the catalog, to check the live report against."""

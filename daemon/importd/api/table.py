@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from importctl.protocol import Method
-from importd.api import entities, files, holds, maintenance, media
+from importd.api import entities, entity_views, files, holds, maintenance, media
 from importd.api.server import Params
 from importd.core import Core
 
@@ -36,4 +36,6 @@ TABLE: dict[str, Handler] = {
     Method.CHECK_RESULT: maintenance.check_result,
     Method.FORGET: files.forget,
     Method.CONFIRM_MISSING: holds.confirm_missing,
+    Method.ENTITIES: entity_views.entities,
+    Method.ENTITY: entity_views.entity,
 }

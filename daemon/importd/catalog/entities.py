@@ -32,7 +32,15 @@ from importd.catalog.models import (
     EntityRow,
     FileRow,
 )
-from importd.catalog.tables import chunks, conflicts, entities, entity_links, files, run_log
+from importd.catalog.tables import (
+    attribute_sources,
+    chunks,
+    conflicts,
+    entities,
+    entity_links,
+    files,
+    run_log,
+)
 from importd.catalog.writer import FileChange
 from importd.entities import (
     Attributes,
@@ -171,7 +179,11 @@ class _Batch:
         self._log(root_id, "created", entity, f"from {source}")
         return entity
 
-    def merge(self, entity: _Entity, incoming: Mapping[str, Any], root_id: int, source: str) -> None:
+    def merge(
+        self, entity: _Entity, incoming: Mapping[str, Any], root_id: int, source: str, kind: str
+    ) -> None:
+        """Fill the entity's empty attributes from `incoming` (from `source`, of `kind`: see
+        ATTRIBUTE_SOURCE_KINDS); a differing value becomes an open conflict."""
         if not incoming:
             return
         merge = merge_attributes(entity.attributes, incoming, entity=entity.name, source=source)
@@ -182,6 +194,7 @@ class _Batch:
             ref = EntityRef(entity.type, entity.key, entity.name)
             for attribute, value in changed.items():
                 self.out.events.append(AttributeSet(ref, attribute, value))
+            record_sources(self.conn, entity.id, changed, kind, source, self.run_ids.get(root_id), self.now)
             self._log(root_id, "updated", entity, f"{', '.join(sorted(changed))} from {source}")
         for conflict in merge.conflicts:
             existing = self.conn.execute(
@@ -325,7 +338,7 @@ def apply_mapping(
         if linked.get(change.file_id) == entity.id and change.kind == "revived":
             batch.out.events.append(FileRestored(change.file_id))
         if mapping.entity_attributes:
-            batch.merge(entity, dict(mapping.entity_attributes), root_id, path)
+            batch.merge(entity, dict(mapping.entity_attributes), root_id, path, "folder_rule")
         if mapping.role in ("metadata", "sidecar"):
             _apply_metadata(batch, item, entity, root_id, path)
     batch.flush_entities()
@@ -404,6 +417,34 @@ def _gone_since(conn: Connection, file_ids: list[int]) -> dict[int, float]:
     return out
 
 
+def record_sources(
+    conn: Connection,
+    entity_id: int,
+    values: Mapping[str, Any],
+    kind: str,
+    source: str,
+    run_id: int | None,
+    now: float,
+) -> None:
+    """Remember where these attribute values came from (one row per attribute: the latest)."""
+    for attribute in values:
+        row = {
+            "entity_id": entity_id,
+            "attribute": attribute,
+            "kind": kind,
+            "source": safe_text(source)[:2000],
+            "run_id": run_id,
+            "at": now,
+        }
+        stmt = dialect_insert(conn, attribute_sources).values(row)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["entity_id", "attribute"],
+                set_={k: v for k, v in row.items() if k not in ("entity_id", "attribute")},
+            )
+        )
+
+
 def _merge_pairs_held(conn: Connection, entity_ids: set[int]) -> set[tuple[int, int]]:
     """(entity, other) pairs whose merge proposal is open or was refused (kept apart)."""
     pairs: set[tuple[int, int]] = set()
@@ -473,7 +514,7 @@ def _apply_metadata(batch: _Batch, item: MappedFile, entity: _Entity, root_id: i
         batch._log(root_id, "failed", entity, f"{path}: {parsed.reason}")
         return
     assert isinstance(parsed, Attributes)
-    batch.merge(entity, parsed.values, root_id, path)
+    batch.merge(entity, parsed.values, root_id, path, mapping.role)
 
 
 def _apply_table(batch: _Batch, item: MappedFile, root_id: int, path: str) -> None:
@@ -492,7 +533,7 @@ def _apply_table(batch: _Batch, item: MappedFile, root_id: int, path: str) -> No
     for (etype, key), (name, attrs) in zip(keys, parsed.rows, strict=True):
         entity = batch.ensure(etype, key, name, root_id, path)
         batch.out.events.append(_seen(entity))
-        batch.merge(entity, attrs, root_id, path)
+        batch.merge(entity, attrs, root_id, path, "table")
 
 
 def _seen(entity: _Entity) -> GapEvent:
@@ -627,6 +668,9 @@ def resolve_conflict_tx(conn: Connection, conflict_id: int, action: str, now: fl
         update(entities).where(entities.c.id == ent.id).values(attributes=dumps(result), updated=now)
     )
     conn.execute(update(conflicts).where(conflicts.c.id == conflict_id).values(status="taken", resolved=now))
+    record_sources(
+        conn, ent.id, {row.attribute: result.get(row.attribute)}, "resolved", row.source, None, now
+    )
     _log_settled(
         conn,
         ent.id,
@@ -656,7 +700,7 @@ def _settle_merge(conn: Connection, row: Any, ent: Any, action: str, now: float)
         raise ResolveError("invalid", f"conflict {row.id}: {into.name} was itself merged since")
     batch = _Batch(conn, now, {})
     target = _Entity(into.id, into.type, into.key, into.name, json.loads(into.attributes))
-    batch.merge(target, json.loads(ent.attributes), 0, f"the merge of {ent.name}")
+    batch.merge(target, json.loads(ent.attributes), 0, f"the merge of {ent.name}", "merge")
     batch.flush_entities()  # its log lines belong to no run (root 0 has no run)
     into_ref = EntityRef(into.type, into.key, into.name)
     moved = conn.execute(

@@ -25,6 +25,10 @@ STATUS_ERROR = "error"
 STATUS_FORGOTTEN = "forgotten"
 LIVE_STATUSES = (STATUS_PRESENT, STATUS_ERROR)
 GONE_STATUSES = (STATUS_MISSING, STATUS_FORGOTTEN)
+# Where an attribute's value came from (`attribute_sources.kind`).
+ATTRIBUTE_SOURCE_KINDS = (
+    "folder_rule", "metadata", "sidecar", "nfo", "table", "csv", "legacy", "provider", "resolved", "merge",
+)  # fmt: skip
 # Spelled exactly so in the statements that look live rows up by path: SQLite uses a partial
 # index only for a query whose WHERE holds the index's own condition, term for term.
 LIVE_PATH_WHERE = "status NOT IN ('missing', 'forgotten')"
@@ -286,6 +290,52 @@ class VanishHoldRow(SQLModel, table=True):
     file_id: int = Field(foreign_key="files.id", primary_key=True)
     root_id: int = Field(foreign_key="roots.id", index=True)
     since: float
+
+
+class AttributeSourceRow(SQLModel, table=True):
+    """Where an entity's attribute value came from and when: the folder rule, a metadata.json,
+    a sidecar, an NFO file, a CSV import, a legacy catalog, a provider, or a settled conflict.
+    One row per attribute: the source of the value the entity holds now."""
+
+    __tablename__ = "attribute_sources"
+
+    entity_id: int = Field(foreign_key="entities.id", primary_key=True)
+    attribute: str = Field(primary_key=True)
+    kind: str = Field(max_length=16)  # ATTRIBUTE_SOURCE_KINDS
+    source: str  # a path, a file name, "run 12"…
+    run_id: int | None = Field(default=None, foreign_key="runs.id")
+    at: float
+
+
+class TagRow(SQLModel, table=True):
+    """A tag, as old catalogs and NFO files carry them; matched by its folded name."""
+
+    __tablename__ = "tags"
+    __table_args__ = (Index("uq_tags_key", "key", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str
+    name: str
+    color: str | None = None
+    created: float
+
+
+class FileTagRow(SQLModel, table=True):
+    __tablename__ = "file_tags"
+
+    file_id: int = Field(foreign_key="files.id", primary_key=True)
+    tag_id: int = Field(foreign_key="tags.id", primary_key=True, index=True)
+    source: str
+    at: float
+
+
+class EntityTagRow(SQLModel, table=True):
+    __tablename__ = "entity_tags"
+
+    entity_id: int = Field(foreign_key="entities.id", primary_key=True)
+    tag_id: int = Field(foreign_key="tags.id", primary_key=True, index=True)
+    source: str
+    at: float
 
 
 def add_postgresql_options() -> None:

@@ -36,6 +36,10 @@ faces = _table("faces")
 symlinks = _table("symlinks")
 findings = _table("findings")
 vanish_holds = _table("vanish_holds")
+attribute_sources = _table("attribute_sources")
+tags = _table("tags")
+file_tags = _table("file_tags")
+entity_tags = _table("entity_tags")
 
 T = TypeVar("T")
 # SQLite's default limit on bound parameters is 32766; stay far below for IN lists.

@@ -17,8 +17,6 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel
 	$(PIP) install -e '.[dev]'
-	@# insightface 2.1 without its opencv-python dependency (we ship the headless build).
-	$(PIP) install --no-deps 'insightface==2.1'
 	@# systemd-python builds only against libsystemd's headers; without them
 	@# importd falls back to its own sd_notify and stderr priority prefixes.
 	if pkg-config --exists libsystemd 2>/dev/null; then $(PIP) install -e '.[systemd]'; \

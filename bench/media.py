@@ -170,6 +170,11 @@ def make_videos(directory: Path, count: int) -> list[str]:
     Keyframes every 2 s, as cameras and web exports have them: fingerprinting seeks to 8 points, and
     each seek decodes from the keyframe before it.
     """
+    from importd.media.ffmpeg import current_ffmpeg
+
+    ffmpeg = current_ffmpeg().path  # the one importd fingerprints with: PATH's, else the wheel's
+    if ffmpeg is None:
+        raise RuntimeError(f"no ffmpeg: {current_ffmpeg().problem}")
     directory.mkdir(parents=True, exist_ok=True)
     sources = ["testsrc2", "mandelbrot", "life", "cellauto", "smptebars", "gradients"]
     paths = []
@@ -179,7 +184,7 @@ def make_videos(directory: Path, count: int) -> list[str]:
         path = directory / f"clip{i:03d}.mp4"
         # fmt: off
         subprocess.run(
-            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
              "-f", "lavfi", "-i", f"{source}=s=640x360:r=25{extra},trim=duration=6,format=yuv420p",
              "-f", "lavfi", "-i", f"sine=frequency={220 + 10 * i}:d=6",
              "-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-c:a", "aac", "-shortest", str(path)],

@@ -1,8 +1,10 @@
-"""Small ONNX models that insightface's own loader accepts, so tests run the real face path.
+"""Small ONNX models that insightface's loader (and so importd's media/face_onnx.py) accepts, so tests
+run the real face path.
 
-`model_zoo.get_model` routes a file by its shapes: five or more outputs make an SCRFD detector, a
-square 112×112 input with one output an ArcFace recogniser. The models here keep those contracts and
-behave predictably on drawn pictures instead of real faces:
+insightface's `model_zoo.get_model`, and `face_onnx.task_of` after it, routes a file by its shapes:
+five or more outputs make an SCRFD detector, a square 112×112 input with one output an ArcFace
+recogniser. The models here keep those contracts and behave predictably on drawn pictures instead of
+real faces:
 
 * the detector ("det_10g.onnx") finds a *face* at the top-left corner of every bright square that
   covers whole 32-pixel cells of its input (a white 128×128 square on a dark background at a

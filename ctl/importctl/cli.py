@@ -100,6 +100,9 @@ def _client(ctx: click.Context) -> Client:
     return obj.client
 
 
+_FFMPEG_SOURCES = {"path": "PATH", "imageio-ffmpeg": "the imageio-ffmpeg wheel"}
+
+
 @cli.command()
 @json_option
 @click.pass_context
@@ -140,6 +143,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"{media['failed']} failed; faces {faces['state']}"
             + (f" ({faces['reason']})" if faces["reason"] else "")
         )
+        ffmpeg = media.get("ffmpeg")
+        if ffmpeg:
+            click.echo(
+                f"ffmpeg: {shown(ffmpeg['path'])} (from {_FFMPEG_SOURCES.get(ffmpeg['source'] or '', '?')})"
+                if ffmpeg["path"]
+                else f"ffmpeg: none ({ffmpeg['problem']}): video fingerprints fail"
+            )
     maint = data.get("maintenance")
     if maint:
         scrub = maint["scrub"]

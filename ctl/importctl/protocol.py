@@ -231,6 +231,15 @@ class FacesStatus(TypedDict):
     path: str | None
 
 
+class FfmpegStatus(TypedDict):
+    """The ffmpeg video fingerprints run: `source` is "path" (the system's) or "imageio-ffmpeg" (the
+    wheel's static build); both None when there is none, and `problem` says why."""
+
+    path: str | None
+    source: str | None  # path | imageio-ffmpeg | None
+    problem: str | None
+
+
 class MediaStatus(TypedDict):
     enabled: bool
     ready: bool
@@ -240,6 +249,7 @@ class MediaStatus(TypedDict):
     done: int
     failed: int
     faces: FacesStatus
+    ffmpeg: FfmpegStatus
 
 
 class ScrubState(TypedDict):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
 import threading
 import time
 import zlib
@@ -16,8 +15,7 @@ from PIL import Image
 
 from tests import media_models
 from tests.conftest import CORPUS, Daemon, blake3_of, wait_for
-
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs Debian's ffmpeg")
+from tests.videos import run_ffmpeg as ffmpeg
 
 
 def media_idle(d: Daemon) -> bool:
@@ -111,11 +109,14 @@ def test_corrupt_garbage_empty_and_bomb_files_are_registered_with_reasons(make_d
     assert d.proc is not None and d.proc.poll() is None
 
 
-@needs_ffmpeg
-def test_videos_with_a_shared_intro_do_not_match_and_a_reencode_does(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    def ffmpeg(*args: str) -> None:
-        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
-
+# Default: the system's ffmpeg where there is one (CI installs Debian's), else the imageio-ffmpeg
+# wheel's; forced: the wheel's, even beside the system's, so both paths run wherever the suite does.
+@pytest.mark.parametrize("forced", [None, "imageio-ffmpeg"], ids=["resolved", "wheel"])
+def test_videos_with_a_shared_intro_do_not_match_and_a_reencode_does(  # type: ignore[no-untyped-def]
+    make_daemon, tmp_path, monkeypatch, forced
+) -> None:
+    if forced:
+        monkeypatch.setenv("IMPORTD_FFMPEG", forced)
     work = tmp_path / "work"
     work.mkdir()
     x264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
@@ -127,6 +128,10 @@ def test_videos_with_a_shared_intro_do_not_match_and_a_reencode_does(make_daemon
         "-i", str(work / "a.mp4"), "-c:v", "mpeg4", "-q:v", "8", "-s", "240x180", str(work / "a again.avi")
     )
     d = make_daemon().start()
+    used = d.status()["media"]["ffmpeg"]
+    assert used["path"] and os.access(used["path"], os.X_OK), used
+    assert used["source"] == (forced or ("path" if shutil.which("ffmpeg") else "imageio-ffmpeg"))
+    assert f"ffmpeg: {used['path']}" in d.ctl("status").stdout.decode()
     root = d.roots["legacy"]
     for f in work.iterdir():
         shutil.copy(f, root / f.name)

@@ -1,21 +1,21 @@
-"""Faces: detection boxes and 512-d embeddings with insightface models on onnxruntime.
+"""Faces: detection boxes and 512-d embeddings with insightface's models on onnxruntime.
 
-Only the detector and the recogniser of a buffalo_l-shaped pack are loaded (not `FaceAnalysis`, which
-would also load the landmark and gender/age models for every worker, and in insightface 2.1 tries to
-download a pack it cannot find). Nothing is ever downloaded: a missing or unusable pack makes faces
-`FacesDisabled` with the reason and the path, and everything else carries on.
+Only the detector and the recogniser of a buffalo_l-shaped pack are loaded (not the landmark and
+gender/age models insightface's `FaceAnalysis` would load for every worker), and run by
+`media/face_onnx.py` (insightface's processing, without the insightface package and its GUI OpenCV).
+Nothing is ever downloaded: a missing or unusable pack makes faces `FacesDisabled` with the reason and
+the path, and everything else carries on.
 
-insightface and onnxruntime are imported only by `FaceModel.load`, inside a pool worker; the daemon's
-own process needs nothing more than `check_pack`.
+OpenCV and onnxruntime are imported only by `FaceModel.load`, inside a pool worker; the daemon's own
+process needs nothing more than `check_pack`.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,9 @@ import numpy.typing as npt
 from importd.media.failure import ExtractionFailure, describe
 from importd.media.image import DEFAULT_MAX_PIXELS, decode_upright_rgb
 from importd.media.pack import DETECTION_FILE, RECOGNITION_FILE, FacesDisabled, check_pack_files
+
+if TYPE_CHECKING:
+    from importd.media import face_onnx
 
 EXTRACTOR = "faces"
 
@@ -82,7 +85,13 @@ def check_pack(
 class FaceModel:
     """A loaded detector + recogniser pair. Build with `FaceModel.load`; use from one thread."""
 
-    def __init__(self, detector: Any, recogniser: Any, settings: FaceSettings, pack_dir: str) -> None:
+    def __init__(
+        self,
+        detector: face_onnx.Detector,
+        recogniser: face_onnx.Recogniser,
+        settings: FaceSettings,
+        pack_dir: str,
+    ) -> None:
         self._detector = detector
         self._recogniser = recogniser
         self.settings = settings
@@ -95,7 +104,6 @@ class FaceModel:
     def load(
         cls, pack_dir: str | os.PathLike[str], settings: FaceSettings = FaceSettings()
     ) -> FaceModel | FacesDisabled:
-        # Checked here, before insightface sees the path: given a missing file it would try to download.
         problem = check_pack(pack_dir, settings)
         if problem is not None:
             return problem
@@ -103,7 +111,8 @@ class FaceModel:
         try:
             import cv2
             import onnxruntime  # type: ignore[import-untyped]
-            from insightface.model_zoo import get_model  # type: ignore[import-untyped]
+
+            from importd.media import face_onnx
         except ImportError as error:
             return FacesDisabled(f"face libraries unavailable: {describe(error)}", directory)
         onnxruntime.set_default_logger_severity(3)  # its warnings go to stderr, not to our log
@@ -111,26 +120,30 @@ class FaceModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = settings.threads
         options.inter_op_num_threads = 1
-        models = {}
+        sessions = {}
         for task, name in (
             ("detection", settings.detection_file),
             ("recognition", settings.recognition_file),
         ):
-            path = os.path.join(directory, name)
             try:
-                model = get_model(path, providers=["CPUExecutionProvider"], sess_options=options)
+                session = face_onnx.open_session(os.path.join(directory, name), options)
             except Exception as error:  # corrupt or foreign ONNX files
                 return FacesDisabled(f"cannot load {name}: {describe(error)}", directory)
-            if model is None or getattr(model, "taskname", None) != task:
-                found = getattr(model, "taskname", "unrecognised")
-                return FacesDisabled(f"{name} is not a face {task} model ({found})", directory)
-            models[task] = model
-        detector, recogniser = models["detection"], models["recognition"]
-        size = (settings.det_size, settings.det_size)
-        detector.prepare(-1, input_size=size, det_thresh=settings.detect_threshold)
-        recogniser.prepare(-1)
-        if getattr(detector, "use_kps", False) is not True:
+            found = face_onnx.task_of(session)
+            if found != task:
+                return FacesDisabled(
+                    f"{name} is not a face {task} model ({found or 'unrecognised'})", directory
+                )
+            sessions[task] = session
+        detector = face_onnx.Detector(sessions["detection"])
+        if not detector.use_kps:
             return FacesDisabled(f"{settings.detection_file} gives no landmarks to align faces", directory)
+        try:
+            recogniser = face_onnx.Recogniser(
+                sessions["recognition"], os.path.join(directory, settings.recognition_file)
+            )
+        except Exception as error:  # onnx cannot read what onnxruntime could
+            return FacesDisabled(f"cannot load {settings.recognition_file}: {describe(error)}", directory)
         return cls(detector, recogniser, settings, directory)
 
     def detect(self, path: str | bytes) -> list[Face] | ExtractionFailure:
@@ -149,15 +162,13 @@ class FaceModel:
     def detect_pixels(self, rgb: npt.NDArray[np.uint8], *, scale: float = 1.0) -> list[Face]:
         """Faces in an H×W×3 RGB array (e.g. a video keyframe); boxes are divided by `scale`."""
         import cv2
-        from insightface.utils import face_align  # type: ignore[import-untyped]
+
+        from importd.media.face_onnx import align
 
         settings = self.settings
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # insightface works in OpenCV's BGR order
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # the models were trained on OpenCV's BGR order
         boxes, landmarks = self._detector.detect(
-            bgr,
-            input_size=(settings.det_size, settings.det_size),
-            max_num=settings.max_faces,
-            det_thresh=settings.detect_threshold,
+            bgr, (settings.det_size, settings.det_size), settings.detect_threshold, settings.max_faces
         )
         kept: list[tuple[tuple[float, float, float, float], float, Any]] = []
         for row, points in zip(
@@ -172,16 +183,11 @@ class FaceModel:
             kept.append(((x1, y1, x2, y2), score, points))
         if not kept:
             return []
-        side = int(self._recogniser.input_size[0])
-        with warnings.catch_warnings():
-            # insightface 2.1 aligns with scikit-image's SimilarityTransform.estimate, deprecated in
-            # scikit-image 0.26 (removed in 2.2: keep scikit-image below 2.2 until insightface moves).
-            warnings.filterwarnings("ignore", message="`estimate` is deprecated", category=FutureWarning)
-            crops = [face_align.norm_crop(bgr, landmark=points, image_size=side) for _, _, points in kept]
+        crops = [align(bgr, points, self._recogniser.side) for _, _, points in kept]
         if self._one_at_a_time:
-            features = np.concatenate([self._recogniser.get_feat(crop) for crop in crops]).astype(np.float32)
+            features = np.concatenate([self._recogniser.embed([crop]) for crop in crops])
         else:
-            features = np.asarray(self._recogniser.get_feat(crops), dtype=np.float32)
+            features = self._recogniser.embed(crops)
         faces = []
         for (box, score, _), feature in zip(kept, features, strict=True):
             norm = float(np.linalg.norm(feature))

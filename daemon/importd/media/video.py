@@ -1,10 +1,11 @@
 """Video and audio: technical facts with pymediainfo, and a perceptual fingerprint of sampled frames.
 
-Frames come from Debian's ffmpeg run as a subprocess rather than PyAV: a decoder that hangs or crashes
-on a damaged file takes down a child process we can time out and kill, not our worker; Debian patches
-its FFmpeg libraries with the rest of the system instead of us shipping PyAV's bundled copy; and with
-input seeking (`-ss` before `-i`) one process decodes only the few frames we ask for, whatever the
-file's length. PyAV would save the ~50 ms process start-up per video, which is noise next to decoding.
+Frames come from ffmpeg run as a subprocess rather than PyAV: a decoder that hangs or crashes on a
+damaged file takes down a child process we can time out and kill, not our worker. The system's ffmpeg
+(Debian's, patched with the rest of the system) comes first, else the static build the imageio-ffmpeg
+wheel ships (media/ffmpeg.py chooses). With input seeking (`-ss` before `-i`) one process decodes only
+the few frames we ask for, whatever the file's length. PyAV would save the ~50 ms process start-up per
+video, which is noise next to decoding.
 
 pymediainfo must not `parse` concurrently from threads with different options; we call it from
 single-threaded pool workers only.
@@ -23,13 +24,12 @@ from PIL import Image
 from pymediainfo import MediaInfo
 
 from importd.media.failure import ExtractionFailure, describe
+from importd.media.ffmpeg import Ffmpeg, current_ffmpeg
 from importd.media.hashes import hamming, is_low_detail, perceptual_hashes
 from importd.runtime import die_with_parent
 
 AV_EXTRACTOR = "av"
 FINGERPRINT_EXTRACTOR = "video_fp"
-
-FFMPEG = "/usr/bin/ffmpeg"
 
 # Eight frames at the middle of eight equal slices of the running time: a shared intro, logo or black
 # lead-in covers one or two samples at most, so it cannot make two different videos match.
@@ -139,14 +139,18 @@ def extract_av(path: str | bytes) -> AVFacts | ExtractionFailure:
 
 
 def video_fingerprint(
-    path: str | bytes, duration_s: float, *, frames: int = FINGERPRINT_FRAMES
+    path: str | bytes, duration_s: float, *, frames: int = FINGERPRINT_FRAMES, ffmpeg: Ffmpeg | None = None
 ) -> VideoFingerprint | ExtractionFailure:
-    """Hash `frames` frames spread over the running time (`duration_s`, from `extract_av`)."""
+    """Hash `frames` frames spread over the running time (`duration_s`, from `extract_av`), with
+    `ffmpeg` (by default the one `media.ffmpeg` resolves for this process)."""
     if not duration_s or duration_s <= 0:
         return ExtractionFailure(FINGERPRINT_EXTRACTOR, "unknown duration; cannot place sample frames")
     positions = [duration_s * (i + 0.5) / frames for i in range(frames)]
+    binary = ffmpeg or current_ffmpeg()
+    if binary.path is None:
+        return ExtractionFailure(FINGERPRINT_EXTRACTOR, f"ffmpeg unavailable: {binary.problem}")
     try:
-        pictures = _grab_frames(path, positions)
+        pictures = _grab_frames(binary.path, path, positions)
     except subprocess.TimeoutExpired:
         return ExtractionFailure(FINGERPRINT_EXTRACTOR, f"ffmpeg took longer than {_FFMPEG_TIMEOUT_S:g} s")
     except FfmpegError as error:
@@ -206,12 +210,12 @@ class FfmpegError(Exception):
     pass
 
 
-def _grab_frames(path: str | bytes, positions: list[float]) -> list[Image.Image | None]:
+def _grab_frames(ffmpeg: str, path: str | bytes, positions: list[float]) -> list[Image.Image | None]:
     """One ffmpeg run: an input per position (fast input seeking), a 64×64 grey raw frame out of each."""
     source: str | bytes = (b"file:" + path) if isinstance(path, bytes) else "file:" + path
     # "file:" stops ffmpeg reading "a:b.mp4" as protocol "a" or "-x.mp4" as an option.
     with tempfile.TemporaryDirectory(prefix="importd-frames-") as scratch:
-        command: list[str | bytes] = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error"]
+        command: list[str | bytes] = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
         for position in positions:
             # One decoding thread per input: the pool already runs a worker per core, and threads
             # cost 40 % more CPU here for these few frames.

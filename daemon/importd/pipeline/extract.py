@@ -37,6 +37,7 @@ from importd.config import MediaConfig
 # Only light modules here: the heavy ones (numpy, Pillow, scipy, numba, onnxruntime) load when
 # the first media file is met, so a daemon cataloguing none never pays for them.
 from importd.media.failure import ExtractionFailure
+from importd.media.ffmpeg import current_ffmpeg
 from importd.media.pack import check_pack_files
 from importd.media.pool import ExtractionPool, Priority
 from importd.media.versions import EXTRACTOR_VERSIONS, MediaKind, WorkKey, media_kind_of_path, pending_work
@@ -338,6 +339,7 @@ class MediaStage:
                 self.faces.add((digest, i), np.asarray(face.embedding, dtype=np.float32))
 
     def status(self) -> dict[str, Any]:
+        ffmpeg = current_ffmpeg()  # resolved as the pool's workers resolve it
         return {
             "enabled": self.config.enabled,
             # Until ready (numba compiled, indexes loaded), work waits in the intake queue.
@@ -352,6 +354,7 @@ class MediaStage:
                 "reason": self.faces_disabled,
                 "path": str(self.config.faces_pack) if self.config.faces_pack else None,
             },
+            "ffmpeg": {"path": ffmpeg.path, "source": ffmpeg.source, "problem": ffmpeg.problem},
         }
 
 

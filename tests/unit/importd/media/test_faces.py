@@ -1,4 +1,5 @@
-"""Faces through insightface's real loading and inference path, with small ONNX models built here."""
+"""Faces through the real loading and inference path (media/face_onnx.py on onnxruntime), with small
+ONNX models built here."""
 
 from __future__ import annotations
 

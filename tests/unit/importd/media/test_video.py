@@ -1,9 +1,12 @@
-"""extract_av and video_fingerprint on real files made with ffmpeg in the test."""
+"""extract_av and video_fingerprint on real files made with ffmpeg in the test.
+
+The ffmpeg is the one importd resolves (the system's on PATH, else the imageio-ffmpeg wheel's), so
+these run on a machine with Python and nothing else.
+"""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -22,14 +25,9 @@ from importd.media.video import (
     video_fingerprint,
 )
 from importd.media.video_groups import video_groups
-
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs Debian's ffmpeg")
+from tests.videos import run_ffmpeg as ffmpeg
 
 SIZE = "320x240"
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
 
 def make_video(path: Path, graph: str, *encode: str) -> Path:

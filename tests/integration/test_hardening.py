@@ -227,3 +227,54 @@ def test_prelude_refuses_wx_memory() -> None:
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) & PR_MDWE_REFUSE_EXEC_GAIN
     assert ctypes.CDLL(None).prctl(66, 0, 0, 0, 0) == 0, "the test process itself stays as it was"
+
+
+# ---------------------------------------------------------------------------------------------
+# Roots read-only, as ProtectSystem=strict leaves them without a ReadWritePaths= drop-in
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount in a mount namespace needs root")
+def test_a_read_only_root_refuses_repairs_and_the_trash_cleanly(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    d = make_daemon(extra="[media]\nenabled = false\n")
+    root = d.roots["legacy"]
+    (root / "Films" / "Old").mkdir(parents=True)
+    (root / "Films" / "Old" / "a.mkv").write_bytes(os.urandom(3000))
+    (root / "links").mkdir()
+    os.symlink("../Films/Old/a.mkv", root / "links" / "a")
+    os.symlink("../never-there.mkv", root / "links" / "orphan")
+    # The daemon sees the root through a read-only bind mount of its own; the test, outside that
+    # namespace, still changes the tree underneath (inotify follows the inodes).
+    remount = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    sandbox = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", remount, str(root)]
+    logf = open(d.log, "ab")  # noqa: SIM115  (handed to the child, closed right after)
+    d.proc = subprocess.Popen(
+        [*sandbox, str(BIN / "importd"), "run", "--config", str(d.config)],
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "IMPORTD_SOCKET")},
+    )
+    logf.close()
+    try:
+        wait_for(lambda: d.socket.exists() and d.status(), timeout=60, what="daemon socket")
+        d.wait_idle()
+        (root / "Films" / "Old").rename(root / "Films" / "New")
+        wait_for(lambda: d.status()["counters"]["moved"] >= 1, what="move registered")
+        d.wait_idle()
+        said = d.ctl("repair-links", "--yes")
+        assert said.returncode == 1, "a failed repair fails the command"
+        assert said.stdout.decode().count("Read-only file system") == 2, said.stdout
+        done = d.ctl("repair-links", "--yes", "--json")
+        results = {os.path.basename(r["link"]): r for r in json.loads(done.stdout)["results"]}
+        assert {name: (r["action"], r["status"]) for name, r in results.items()} == {
+            "a": ("repair", "failed"),
+            "orphan": ("trash", "failed"),
+        }
+        assert all("Read-only file system" in r["detail"] for r in results.values()), results
+        # Nothing changed under the root, nothing half-done is left, and the daemon goes on.
+        assert os.readlink(root / "links" / "a") == "../Films/Old/a.mkv"
+        assert os.readlink(root / "links" / "orphan") == "../never-there.mkv"
+        assert sorted(os.listdir(root / "links")) == ["a", "orphan"]
+        assert d.ctl_json("trash")["items"] == []
+        assert d.status()["files"]["present"] == 1
+    finally:
+        d.kill()

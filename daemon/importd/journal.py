@@ -230,9 +230,11 @@ class _NativeJournalHandler(logging.Handler):
     """Entries to journald's socket in its native protocol, without libsystemd.
 
     logging-journald's transport writes each field as ``NAME=value`` or, for values that may hold
-    a newline or any byte, ``NAME``, a 64-bit little-endian length and the raw value; an entry too
-    big for one datagram goes as a sealed memfd passed with SCM_RIGHTS, as journald expects. Every
-    value here goes in the length-prefixed form: paths are bytes from the disk.
+    a newline or any byte, ``NAME``, a 64-bit length and the raw value; an entry too big for one
+    datagram goes as a sealed memfd passed with SCM_RIGHTS, as journald expects. Every value here
+    goes in the length-prefixed form: paths are bytes from the disk. (The transport packs the
+    length in the machine's byte order; journald reads little-endian, which x86-64 and arm64 are.
+    A big-endian machine needs systemd-python.)
     """
 
     def __init__(self, transport: JournaldTransport) -> None:
@@ -326,7 +328,10 @@ def setup_logging(
             handler = _FieldJournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
         else:
             native = _native_handler(environ)
-            handler, unreachable = (native, None) if isinstance(native, logging.Handler) else (None, native)
+            if isinstance(native, OSError):
+                unreachable = native
+            else:
+                handler = native
         if handler is not None:
             handler.setFormatter(_JournalFormatter())
         else:

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Check importd's unit files with `systemd-analyze verify`; exits non-zero on any problem.
+# Check importd's unit files with `systemd-analyze verify`, and that every service is hardened:
+# `systemd-analyze security --offline=true` must score it at most $IMPORTD_MAX_EXPOSURE (2.0 unless
+# set; 0 is the safest, 10 the least safe). Exits non-zero on any problem.
 #
 #   units/verify.sh [UNIT_FILE...]      (default: every .service/.timer/.socket beside this script)
 #
@@ -60,6 +62,18 @@ if systemd-analyze --help 2>&1 | grep -q -- '--recursive-errors'; then
     flags+=(--recursive-errors=no)
 fi
 
+max_exposure=${IMPORTD_MAX_EXPOSURE:-2.0}
+if ! [[ $max_exposure =~ ^[0-9]+(\.[0-9])?$ ]]; then
+    echo "verify.sh: IMPORTD_MAX_EXPOSURE=$max_exposure: expected a score such as 2.0" >&2
+    exit 2
+fi
+
+# The overall exposure of a service (e.g. 0.7), or nothing when systemd-analyze gave none.
+exposure() {
+    systemd-analyze security --offline=true --no-pager "$1" 2>&1 |
+        sed -nE 's/.*Overall exposure level for [^:]*: ([0-9]+\.[0-9]+).*/\1/p' | tail -n 1
+}
+
 status=0
 for unit in "${units[@]}"; do
     name=$(basename "$unit")
@@ -76,6 +90,19 @@ for unit in "${units[@]}"; do
             echo "  (about other units, ignored:)"
             printf '%s\n' "$output" | sed 's/^/  /'
         fi
+    fi
+    [[ $name == *.service ]] || continue
+    score=$(exposure "$work/$name")
+    if [[ -z $score ]]; then
+        echo "FAIL $name: systemd-analyze security gave no exposure level:" >&2
+        systemd-analyze security --offline=true --no-pager "$work/$name" 2>&1 | sed 's/^/  /' >&2
+        status=1
+    elif awk -v s="$score" -v m="$max_exposure" 'BEGIN { exit !(s > m) }'; then
+        echo "FAIL $name: exposure $score is above $max_exposure; what counts against it:" >&2
+        systemd-analyze security --offline=true --no-pager "$work/$name" 2>&1 | grep '✗' | sed 's/^/  /' >&2
+        status=1
+    else
+        echo "ok   $name: exposure $score (at most $max_exposure)"
     fi
 done
 exit $status

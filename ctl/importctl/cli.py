@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
+from click.shell_completion import shell_complete
 
 from importctl import __version__
 from importctl.client import DEFAULT_TIMEOUT_S, Client, ClientError, DaemonError, DaemonUnreachable
@@ -63,6 +64,8 @@ def human_bytes(n: float) -> str:
 class Context:
     def __init__(self, socket: Path | None, timeout: float) -> None:
         self.client = Client(socket, timeout)
+        # `--version` shows both versions itself: no mismatch warning after it.
+        self.versions_shown = False
 
     def checked(self) -> Client:
         return self.client
@@ -72,7 +75,19 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="print machine-readable JSON")(fn)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# click's completion protocol: `_IMPORTCTL_COMPLETE=bash_source importctl` prints the script to
+# source, and the script calls back with `bash_complete` (zsh_*, fish_* alike). See the README.
+PROG_NAME = "importctl"
+COMPLETE_VAR = "_IMPORTCTL_COMPLETE"
+
+
+# invoke_without_command: `importctl --version` alone reaches the callback, after --socket and
+# --timeout are parsed (an eager --version would run before them).
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    invoke_without_command=True,
+    no_args_is_help=True,
+)
 @click.option(
     "--socket",
     type=click.Path(path_type=Path),
@@ -87,11 +102,37 @@ def json_option(fn: F) -> F:
     show_default=True,
     help="seconds to wait for the daemon",
 )
-@click.version_option(__version__, prog_name="importctl")
+@click.option(
+    "--version",
+    "show_version",
+    is_flag=True,
+    help="print importctl's version, and importd's when it answers, then exit",
+)
 @click.pass_context
-def cli(ctx: click.Context, socket: Path | None, timeout: float) -> None:
+def cli(ctx: click.Context, socket: Path | None, timeout: float, show_version: bool) -> None:
     """Ask importd what it knows of the legacy roots."""
     ctx.obj = Context(socket, timeout)
+    if show_version:
+        print_versions(ctx.obj)
+        ctx.exit(0)
+    if ctx.invoked_subcommand is None:
+        raise click.UsageError("Missing command.", ctx)
+
+
+def print_versions(obj: Context) -> None:
+    """``importctl X`` and ``importd Y``, or why importd did not say; never an error exit."""
+    obj.versions_shown = True
+    click.echo(f"importctl {__version__}")
+    client = obj.client
+    try:
+        status = client.status()
+    except ClientError as exc:
+        reason = f"{exc.code.value}: {exc.message}" if isinstance(exc, DaemonError) else str(exc)
+        click.echo(f"importd: unreachable ({reason})")
+        return
+    daemon = status.get("version") or client.daemon_version or "unknown"
+    note = "" if daemon == __version__ else "; differs from importctl: upgrade both together"
+    click.echo(f"importd {daemon} (pid {status.get('pid')}, {client.socket_path}{note})")
 
 
 def _client(ctx: click.Context) -> Client:
@@ -908,7 +949,9 @@ def _event_line(event: Event) -> str:
 
 def _warn_on_version_mismatch(ctx: click.Context | None) -> None:
     obj = ctx.find_object(Context) if ctx is not None else None
-    daemon = obj.client.daemon_version if obj is not None else None
+    if obj is None or obj.versions_shown:
+        return
+    daemon = obj.client.daemon_version
     if daemon and daemon != __version__:
         click.echo(
             f"importctl: warning: importctl {__version__} talks to importd {daemon}; "
@@ -919,8 +962,12 @@ def _warn_on_version_mismatch(ctx: click.Context | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; maps client errors to one stderr line and an exit code."""
+    instruction = os.environ.get(COMPLETE_VAR)
+    if instruction:
+        # What click's own `main` does first: answer the shell (or print its script) and stop.
+        return shell_complete(cli, {}, PROG_NAME, COMPLETE_VAR, instruction)
     try:
-        with cli.make_context("importctl", list(sys.argv[1:] if argv is None else argv)) as ctx:
+        with cli.make_context(PROG_NAME, list(sys.argv[1:] if argv is None else argv)) as ctx:
             try:
                 cli.invoke(ctx)
             finally:

@@ -2,10 +2,12 @@
 
 Logging has three destinations, chosen once by `setup_logging`:
 
-- ``JOURNAL``: journald's native protocol through systemd-python, with the ``extra`` keys
-  ``root``, ``path`` and ``hash`` as the journal fields ``IMPORTD_ROOT``, ``IMPORTD_PATH`` and
-  ``IMPORTD_HASH`` (raw bytes, so ``journalctl IMPORTD_PATH=...`` matches the name on disk);
-- ``PREFIXED``: stderr is journald's stream but systemd-python is missing: ``<6>`` priority
+- ``JOURNAL``: stderr is journald's stream ($JOURNAL_STREAM names it), so entries go to journald's
+  native socket instead, with the ``extra`` keys ``root``, ``path`` and ``hash`` as the journal
+  fields ``IMPORTD_ROOT``, ``IMPORTD_PATH`` and ``IMPORTD_HASH`` (raw bytes, so
+  ``journalctl IMPORTD_PATH=...`` matches the name on disk). systemd-python sends them where it is
+  built; elsewhere logging-journald, pure Python, speaks the same protocol (see `_NativeJournalHandler`);
+- ``PREFIXED``: stderr is journald's stream but its socket cannot be reached: ``<6>`` priority
   prefixes (sd-daemon(3)) and ``root=... path=...`` appended to the line;
 - ``PLAIN``: run by hand: timestamped lines on stderr.
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Final, TextIO
 
 import anyio
+from logging_journald import JournaldTransport
 
 try:
     from systemd import daemon as _sd_daemon
@@ -42,6 +45,7 @@ __all__ = [
     "choose_log_mode",
     "escape",
     "format_fields",
+    "journal_fields",
     "parse_log_level",
     "run_watchdog",
     "setup_logging",
@@ -54,6 +58,9 @@ SYSLOG_IDENTIFIER: Final = "importd"
 FIELDS: Final[Mapping[str, str]] = {"root": "IMPORTD_ROOT", "path": "IMPORTD_PATH", "hash": "IMPORTD_HASH"}
 # Set to 1 to behave as if systemd-python were not installed (tests, or a broken libsystemd).
 NO_SYSTEMD_PYTHON_ENV: Final = "IMPORTD_NO_SYSTEMD_PYTHON"
+# journald's native socket, for the pure-Python sender; the variable points it elsewhere (tests).
+JOURNAL_SOCKET: Final = "/run/systemd/journal/socket"
+JOURNAL_SOCKET_ENV: Final = "IMPORTD_JOURNAL_SOCKET"
 
 _LEVELS: Final[Mapping[str, int]] = {
     "debug": logging.DEBUG,
@@ -201,6 +208,64 @@ class _JournalFormatter(_LineFormatter):
         return "\n".join([self.body(record), *self.detail_lines(record)])
 
 
+def journal_fields(record: logging.LogRecord) -> dict[str, object]:
+    """The journal fields of a record besides MESSAGE: only well-formed names, IMPORTD_* as bytes."""
+    fields: dict[str, object] = {
+        "PRIORITY": str(syslog_priority(record.levelno)),
+        "SYSLOG_IDENTIFIER": SYSLOG_IDENTIFIER,
+        "LOGGER": record.name,
+        "THREAD_NAME": record.threadName,
+        "CODE_FILE": record.pathname,
+        "CODE_LINE": record.lineno,
+        "CODE_FUNC": record.funcName,
+    }
+    for key, value in _record_fields(record).items():
+        fields[FIELDS[key]] = _as_bytes(value)
+    if record.exc_text:
+        fields["EXCEPTION_TEXT"] = "\n".join(map(escape, record.exc_text.splitlines()))
+    return fields
+
+
+class _NativeJournalHandler(logging.Handler):
+    """Entries to journald's socket in its native protocol, without libsystemd.
+
+    logging-journald's transport writes each field as ``NAME=value`` or, for values that may hold
+    a newline or any byte, ``NAME``, a 64-bit length and the raw value; an entry too big for one
+    datagram goes as a sealed memfd passed with SCM_RIGHTS, as journald expects. Every value here
+    goes in the length-prefixed form: paths are bytes from the disk. (The transport packs the
+    length in the machine's byte order; journald reads little-endian, which x86-64 and arm64 are.
+    A big-endian machine needs systemd-python.)
+    """
+
+    def __init__(self, transport: JournaldTransport) -> None:
+        super().__init__()
+        self.transport = transport
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            fields = {"MESSAGE": message, **journal_fields(record)}
+            self.transport.send([(name, _as_bytes(value)) for name, value in fields.items()])
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        self.transport.socket.close()
+        super().close()
+
+
+def _native_handler(environ: Mapping[str, str]) -> _NativeJournalHandler | OSError:
+    path = environ.get(JOURNAL_SOCKET_ENV) or JOURNAL_SOCKET
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+            probe.connect(path)
+    except OSError as error:  # no journald here (a container), or the socket is not ours to use
+        return error
+    # Not connected: each entry is addressed to the path, as libsystemd's sd_journal_sendv does,
+    # so a restarted journald (a new socket at the same path) gets the next entry.
+    return _NativeJournalHandler(JournaldTransport(path, connected=False))
+
+
 if _sd_journal is not None:
 
     class _FieldJournalHandler(_sd_journal.JournalHandler):  # type: ignore[misc]
@@ -215,21 +280,7 @@ if _sd_journal is not None:
         def emit(self, record: logging.LogRecord) -> None:
             try:
                 message = self.format(record)
-                fields: dict[str, object] = dict(self._extra)
-                for key, value in _record_fields(record).items():
-                    fields[FIELDS[key]] = _as_bytes(value)
-                if record.exc_text:
-                    fields["EXCEPTION_TEXT"] = "\n".join(map(escape, record.exc_text.splitlines()))
-                self.send(
-                    message,
-                    PRIORITY=str(syslog_priority(record.levelno)),
-                    LOGGER=record.name,
-                    THREAD_NAME=record.threadName,
-                    CODE_FILE=record.pathname,
-                    CODE_LINE=record.lineno,
-                    CODE_FUNC=record.funcName,
-                    **fields,
-                )
+                self.send(message, **{**self._extra, **journal_fields(record)})
             except Exception:
                 self.handleError(record)
 
@@ -244,18 +295,18 @@ def _stream_is_journal(stream: TextIO, journal_stream: str) -> bool:
     return (status.st_dev, status.st_ino) == (device, inode)
 
 
+def _systemd_python_usable(environ: Mapping[str, str]) -> bool:
+    return _sd_journal is not None and environ.get(NO_SYSTEMD_PYTHON_ENV) != "1"
+
+
 def choose_log_mode(environ: Mapping[str, str], stream: TextIO) -> LogMode:
+    """JOURNAL under journald, else PLAIN; `setup_logging` falls back to PREFIXED when journald's
+    socket cannot be reached."""
     journal_stream = environ.get("JOURNAL_STREAM", "")
-    stream_is_journal = _stream_is_journal(stream, journal_stream)
     # A service whose stderr was redirected elsewhere (stdout still on the journal) keeps
-    # JOURNAL_STREAM and INVOCATION_ID: the native protocol still reaches journald, but priority
-    # prefixes would land in whatever stderr now is.
-    under_journald = stream_is_journal or bool(environ.get("INVOCATION_ID") and journal_stream)
-    journal_usable = _sd_journal is not None and environ.get(NO_SYSTEMD_PYTHON_ENV) != "1"
-    if under_journald and journal_usable:
+    # JOURNAL_STREAM and INVOCATION_ID: the native protocol still reaches journald.
+    if _stream_is_journal(stream, journal_stream) or (environ.get("INVOCATION_ID") and journal_stream):
         return LogMode.JOURNAL
-    if stream_is_journal:
-        return LogMode.PREFIXED
     return LogMode.PLAIN
 
 
@@ -268,12 +319,25 @@ def setup_logging(
     """
     levelno = parse_log_level(level)
     stream = sys.stderr if stream is None else stream
-    mode = choose_log_mode(os.environ if environ is None else environ, stream)
-    handler: logging.Handler
+    environ = os.environ if environ is None else environ
+    mode = choose_log_mode(environ, stream)
+    handler: logging.Handler | None = None
+    unreachable: OSError | None = None
     if mode is LogMode.JOURNAL:
-        handler = _FieldJournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
-        handler.setFormatter(_JournalFormatter())
-    else:
+        if _systemd_python_usable(environ):
+            handler = _FieldJournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+        else:
+            native = _native_handler(environ)
+            if isinstance(native, OSError):
+                unreachable = native
+            else:
+                handler = native
+        if handler is not None:
+            handler.setFormatter(_JournalFormatter())
+        else:
+            on_journal = _stream_is_journal(stream, environ.get("JOURNAL_STREAM", ""))
+            mode = LogMode.PREFIXED if on_journal else LogMode.PLAIN
+    if handler is None:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(_PrefixedFormatter() if mode is LogMode.PREFIXED else _PlainFormatter())
     handler.set_name(_HANDLER_NAME)
@@ -284,6 +348,11 @@ def setup_logging(
         old.close()
     logger.addHandler(handler)
     logger.setLevel(levelno)
+    if unreachable is not None:
+        log.warning(
+            "journald's socket cannot be reached (%s): the IMPORTD_* fields are in the message text only",
+            unreachable,
+        )
     return mode
 
 

@@ -3,12 +3,15 @@ systemd-analyze for the unit. Only journald itself is faked (its `sendv`): CI ha
 
 from __future__ import annotations
 
+import array
+import fcntl
 import io
 import logging
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -303,12 +306,15 @@ def journal_file(tmp_path: Path) -> Iterator[tuple[io.TextIOWrapper, str]]:
         yield stream, f"{status.st_dev}:{status.st_ino}"
 
 
-def test_stderr_on_the_journal_stream_without_systemd_python_gets_prefixes(
-    journal_file: tuple[io.TextIOWrapper, str],
+def test_stderr_on_the_journal_stream_means_the_journal_with_or_without_systemd_python(
+    journal_file: tuple[io.TextIOWrapper, str], tmp_path: Path
 ) -> None:
     stream, journal_stream = journal_file
     environ = {"JOURNAL_STREAM": journal_stream, "IMPORTD_NO_SYSTEMD_PYTHON": "1"}
-    assert choose_log_mode(environ, stream) is LogMode.PREFIXED
+    assert choose_log_mode(environ, stream) is LogMode.JOURNAL
+    # journald's socket out of reach: priority prefixes on its stream instead.
+    missing = {**environ, "IMPORTD_JOURNAL_SOCKET": str(tmp_path / "no-journal")}
+    assert setup_logging("info", stream=stream, environ=missing) is LogMode.PREFIXED
 
 
 def test_journal_stream_naming_another_file_means_by_hand(journal_file: tuple[io.TextIOWrapper, str]) -> None:
@@ -319,18 +325,20 @@ def test_journal_stream_naming_another_file_means_by_hand(journal_file: tuple[io
     assert choose_log_mode({"JOURNAL_STREAM": journal_stream}, io.StringIO()) is LogMode.PLAIN
 
 
-def test_redirected_stderr_under_systemd_without_systemd_python_stays_plain(
-    journal_file: tuple[io.TextIOWrapper, str],
+def test_redirected_stderr_under_systemd_without_the_journal_socket_stays_plain(
+    journal_file: tuple[io.TextIOWrapper, str], tmp_path: Path
 ) -> None:
     stream, _ = journal_file
-    environ = {"INVOCATION_ID": "0f", "JOURNAL_STREAM": "1:2", "IMPORTD_NO_SYSTEMD_PYTHON": "1"}
-    assert choose_log_mode(environ, stream) is LogMode.PLAIN
+    environ = {
+        "INVOCATION_ID": "0f",
+        "JOURNAL_STREAM": "1:2",
+        "IMPORTD_NO_SYSTEMD_PYTHON": "1",
+        "IMPORTD_JOURNAL_SOCKET": str(tmp_path / "no-journal"),
+    }
+    assert setup_logging("info", stream=stream, environ=environ) is LogMode.PLAIN
 
 
-def test_systemd_python_under_journald_means_the_native_journal(
-    journal_file: tuple[io.TextIOWrapper, str],
-) -> None:
-    pytest.importorskip("systemd.journal")
+def test_under_journald_means_the_native_journal(journal_file: tuple[io.TextIOWrapper, str]) -> None:
     stream, journal_stream = journal_file
     assert choose_log_mode({"JOURNAL_STREAM": journal_stream}, stream) is LogMode.JOURNAL
     # stderr redirected by the unit, stdout still on the journal: the native socket still works.
@@ -406,13 +414,22 @@ def test_setup_again_replaces_its_handler_and_leaves_others(capsys: pytest.Captu
 
 
 # ---------------------------------------------------------------------------------------------
-# journald's stream, without systemd-python
+# journald's stream, its socket out of reach
+
+UNREACHABLE = "<4>importd.journal: journald's socket cannot be reached ("
+
+
+def without_socket(journal_stream: str) -> dict[str, str]:
+    return {
+        "JOURNAL_STREAM": journal_stream,
+        "IMPORTD_NO_SYSTEMD_PYTHON": "1",
+        "IMPORTD_JOURNAL_SOCKET": "/nonexistent/journal/socket",
+    }
 
 
 def test_prefixed_lines_carry_the_syslog_priority(journal_file: tuple[io.TextIOWrapper, str]) -> None:
     stream, journal_stream = journal_file
-    environ = {"JOURNAL_STREAM": journal_stream, "IMPORTD_NO_SYSTEMD_PYTHON": "1"}
-    assert setup_logging("debug", stream=stream, environ=environ) is LogMode.PREFIXED
+    assert setup_logging("debug", stream=stream, environ=without_socket(journal_stream)) is LogMode.PREFIXED
     logger = logging.getLogger("importd.pipeline")
     logger.debug("d")
     logger.info("settled", extra={"root": "/srv/legacy", "path": ODD_PATH, "hash": "af13"})
@@ -420,7 +437,10 @@ def test_prefixed_lines_carry_the_syslog_priority(journal_file: tuple[io.TextIOW
     logger.error("e")
     logger.critical("c")
     stream.flush()
-    assert Path(stream.name).read_text(encoding="utf-8").splitlines() == [
+    lines = Path(stream.name).read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith(UNREACHABLE), "the operator is told why the fields are missing"
+    assert lines[0].endswith("the IMPORTD_* fields are in the message text only")
+    assert lines[1:] == [
         "<7>importd.pipeline: d",
         f'<6>importd.pipeline: settled root=/srv/legacy path="{ODD_PATH_SHOWN}" hash=af13',
         "<4>importd.pipeline: w",
@@ -431,17 +451,15 @@ def test_prefixed_lines_carry_the_syslog_priority(journal_file: tuple[io.TextIOW
 
 def test_every_traceback_line_keeps_the_priority(journal_file: tuple[io.TextIOWrapper, str]) -> None:
     stream, journal_stream = journal_file
-    setup_logging(
-        "info", stream=stream, environ={"JOURNAL_STREAM": journal_stream, "IMPORTD_NO_SYSTEMD_PYTHON": "1"}
-    )
+    setup_logging("info", stream=stream, environ=without_socket(journal_stream))
     try:
         raise OSError(f"cannot read {ODD_PATH}")
     except OSError:
         logging.getLogger("importd.service").exception("crashed")
     stream.flush()
     lines = Path(stream.name).read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "<3>importd.service: crashed"
-    assert lines[1] == "<3>Traceback (most recent call last):"
+    assert lines[1] == "<3>importd.service: crashed"
+    assert lines[2] == "<3>Traceback (most recent call last):"
     # journald makes each line an entry: even the exception text's own newline keeps the priority.
     assert lines[-2:] == ["<3>OSError: cannot read /srv/legacy/Clip 01\\xff", "<3>final.mov"]
 
@@ -451,11 +469,7 @@ def test_real_stderr_on_the_journal_stream_is_detected(tmp_path: Path) -> None:
     stderr_file = tmp_path / "stderr"
     stderr_file.touch()
     status = stderr_file.stat()
-    env = {
-        **os.environ,
-        "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}",
-        "IMPORTD_NO_SYSTEMD_PYTHON": "1",
-    }
+    env = {**os.environ, **without_socket(f"{status.st_dev}:{status.st_ino}")}
     code = (
         "import logging; from importd.journal import setup_logging; "
         "print(setup_logging('info').value); logging.getLogger('importd.x').warning('hello')"
@@ -471,7 +485,9 @@ def test_real_stderr_on_the_journal_stream_is_detected(tmp_path: Path) -> None:
         )
     assert done.returncode == 0
     assert done.stdout.strip() == "prefixed"
-    assert stderr_file.read_text() == "<4>importd.x: hello\n"
+    lines = stderr_file.read_text().splitlines()
+    assert lines[0].startswith(UNREACHABLE)
+    assert lines[1:] == ["<4>importd.x: hello"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,6 +550,185 @@ def test_an_exception_goes_to_the_journal_in_one_entry(journal_entries: list[dic
     assert entry["PRIORITY"] == "3"
     assert str(entry["MESSAGE"]).startswith("hash failed\nTraceback")
     assert str(entry["EXCEPTION_TEXT"]).endswith("OSError: cannot read /srv/legacy/Clip 01\\xff\nfinal.mov")
+
+
+# ---------------------------------------------------------------------------------------------
+# The native journal without systemd-python: a datagram socket stands in for journald's
+
+
+def parse_entry(data: bytes) -> dict[str, bytes]:
+    """journald's native format: ``NAME=value\\n``, or ``NAME\\n`` + le64 length + value + ``\\n``."""
+    entry: dict[str, bytes] = {}
+    at = 0
+    while at < len(data):
+        end = data.index(b"\n", at)
+        line = data[at:end]
+        if b"=" in line:
+            name, _, value = line.partition(b"=")
+            at = end + 1
+        else:
+            name, (size,) = line, struct.unpack_from("<Q", data, end + 1)
+            value = data[end + 9 : end + 9 + size]
+            assert data[end + 9 + size : end + 10 + size] == b"\n"
+            at = end + 10 + size
+        assert re.fullmatch(rb"[A-Z0-9_]+", name), name
+        entry[name.decode()] = value
+    return entry
+
+
+class FakeJournald:
+    """A bound AF_UNIX datagram socket at journald's place; reads entries as journald would."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.settimeout(2.0)
+        self.via_memfd = 0
+
+    def entry(self) -> dict[str, bytes]:
+        data, ancillary, _, _ = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(array.array("i").itemsize))
+        for level, kind, payload in ancillary:
+            assert (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+            [fd] = array.array("i", payload)
+            try:
+                # journald refuses a memfd the sender could still change.
+                seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+                assert seals & fcntl.F_SEAL_WRITE and seals & fcntl.F_SEAL_SHRINK
+                data = os.pread(fd, os.fstat(fd).st_size, 0)
+            finally:
+                os.close(fd)
+            self.via_memfd += 1
+        return parse_entry(data)
+
+    def restart(self) -> None:
+        """journald restarted: a new socket at the same path."""
+        self.sock.close()
+        self.path.unlink()
+        self.__init__(self.path)  # type: ignore[misc]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def journald(tmp_path: Path) -> Iterator[FakeJournald]:
+    fake = FakeJournald(tmp_path / "journal.sock")
+    environ = {
+        "INVOCATION_ID": "0f",
+        "JOURNAL_STREAM": "1:2",
+        "IMPORTD_NO_SYSTEMD_PYTHON": "1",
+        "IMPORTD_JOURNAL_SOCKET": str(fake.path),
+    }
+    assert setup_logging("info", environ=environ) is LogMode.JOURNAL
+    yield fake
+    fake.close()
+
+
+def test_native_entries_carry_the_importd_fields_as_bytes(journald: FakeJournald) -> None:
+    log_settled(root="/srv/legacy", path=ODD_PATH, hash="af1349b9")
+    entry = journald.entry()
+    assert entry["IMPORTD_ROOT"] == b"/srv/legacy"
+    assert entry["IMPORTD_PATH"] == b"/srv/legacy/Clip 01\xff\nfinal.mov"  # newline and all, exact
+    assert entry["IMPORTD_HASH"] == b"af1349b9"
+    assert entry["SYSLOG_IDENTIFIER"] == b"importd"
+    assert entry["PRIORITY"] == b"6"
+    assert entry["LOGGER"] == b"importd.pipeline"
+    assert entry["CODE_FUNC"] == b"log_settled"
+    assert int(entry["CODE_LINE"]) > 0
+    assert entry["MESSAGE"] == (
+        f'settled {ODD_PATH_SHOWN} root=/srv/legacy path="{ODD_PATH_SHOWN}" hash=af1349b9'.encode()
+    )
+    logging.getLogger("importd.pipeline").warning("no fields")
+    plain = journald.entry()
+    assert plain["PRIORITY"] == b"4"
+    assert not any(name.startswith("IMPORTD_") for name in plain)
+    assert journald.via_memfd == 0
+
+
+def test_native_and_systemd_python_send_the_same_fields(
+    journald: FakeJournald, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_settled(root="/srv/legacy", path="/srv/legacy/a.mov", hash="af13")
+    native = journald.entry()
+    journal = pytest.importorskip("systemd.journal")
+    sent: list[tuple[str | bytes, ...]] = []
+    monkeypatch.setattr(journal, "sendv", lambda *lines: sent.append(lines))
+    monkeypatch.delenv("IMPORTD_NO_SYSTEMD_PYTHON", raising=False)
+    setup_logging("info", environ={"INVOCATION_ID": "0f", "JOURNAL_STREAM": "1:2"})
+    log_settled(root="/srv/legacy", path="/srv/legacy/a.mov", hash="af13")
+    names = {
+        (line if isinstance(line, bytes) else line.encode()).partition(b"=")[0].decode() for line in sent[0]
+    }
+    assert names == set(native)
+
+
+def test_a_traceback_is_one_native_entry(journald: FakeJournald) -> None:
+    try:
+        raise OSError(f"cannot read {ODD_PATH}")
+    except OSError:
+        logging.getLogger("importd.pipeline").exception("hash failed", extra={"path": ODD_PATH})
+    entry = journald.entry()
+    assert entry["PRIORITY"] == b"3"
+    message = entry["MESSAGE"].decode()
+    assert message.splitlines()[0] == f'hash failed path="{ODD_PATH_SHOWN}"'
+    assert "Traceback (most recent call last):" in message
+    assert (
+        entry["EXCEPTION_TEXT"].decode().endswith("OSError: cannot read /srv/legacy/Clip 01\\xff\nfinal.mov")
+    )
+
+
+def test_an_entry_too_big_for_a_datagram_goes_as_a_sealed_memfd(journald: FakeJournald) -> None:
+    big = "x" * (1 << 20)  # above the 208 KiB a datagram may carry by default
+    logging.getLogger("importd.pipeline").info("%s", big, extra={"path": ODD_PATH})
+    entry = journald.entry()
+    assert journald.via_memfd == 1
+    assert entry["MESSAGE"].startswith(big.encode())
+    assert entry["IMPORTD_PATH"] == os.fsencode(ODD_PATH)
+
+
+def test_a_restarted_journald_gets_the_next_entry(journald: FakeJournald) -> None:
+    logging.getLogger("importd.pipeline").info("before")
+    assert journald.entry()["MESSAGE"] == b"before"
+    journald.restart()
+    logging.getLogger("importd.pipeline").info("after")
+    assert journald.entry()["MESSAGE"] == b"after"
+
+
+def test_a_real_process_under_journald_sends_native_entries(tmp_path: Path) -> None:
+    """stderr is the journal stream (fd 2, as systemd hands it over); no systemd-python."""
+    fake = FakeJournald(tmp_path / "journal.sock")
+    stderr_file = tmp_path / "stderr"
+    stderr_file.touch()
+    status = stderr_file.stat()
+    env = {
+        **os.environ,
+        "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}",
+        "IMPORTD_NO_SYSTEMD_PYTHON": "1",
+        "IMPORTD_JOURNAL_SOCKET": str(fake.path),
+    }
+    code = (
+        "import logging; from importd.journal import setup_logging; print(setup_logging('info').value); "
+        "logging.getLogger('importd.x').warning('hello', extra={'root': '/srv/legacy'})"
+    )
+    try:
+        with open(stderr_file, "a") as stderr:
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                env=env,
+                stderr=stderr,
+                stdout=subprocess.PIPE,
+                text=True,
+                timeout=30,
+            )
+        assert done.returncode == 0
+        assert done.stdout.strip() == "journal"
+        entry = fake.entry()
+        assert (entry["MESSAGE"], entry["IMPORTD_ROOT"]) == (b"hello root=/srv/legacy", b"/srv/legacy")
+        assert stderr_file.read_text() == "", "nothing on the stream: the entry went to the socket"
+    finally:
+        fake.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -622,7 +817,7 @@ def test_the_shipped_unit_verifies() -> None:
     assert "ok   importd.service" in done.stdout
 
 
-def test_the_commented_hardening_verifies_once_enabled(tmp_path: Path) -> None:
+def test_the_commented_examples_verify_once_enabled(tmp_path: Path) -> None:
     hardened = re.sub(r"(?m)^#([A-Z][A-Za-z]+=)", r"\1", UNIT.read_text())
     assert "\nProtectSystem=strict\n" in hardened
     (tmp_path / "importd.service").write_text(hardened)

@@ -21,12 +21,14 @@ from importctl import __version__
 from importctl.client import DEFAULT_TIMEOUT_S, Client, ClientError, DaemonError, DaemonUnreachable
 from importctl.protocol import (
     DEFAULT_ERRORS_LIMIT,
+    DEFAULT_PREVIEW_LIMIT,
     DEFAULT_RUNS_LIMIT,
     DEFAULT_UNMATCHED_LIMIT,
     DUPE_KINDS,
     EXIT_DAEMON_ERROR,
     EXIT_UNREACHABLE,
     MAX_ERRORS_LIMIT,
+    MAX_PREVIEW_LIMIT,
     MAX_RUNS_LIMIT,
     MAX_UNMATCHED_LIMIT,
     TERMINAL_STATES,
@@ -832,6 +834,67 @@ def entity(ctx: click.Context, entity_spec: str, as_json: bool) -> None:
     if e["conflicts"]:
         ids = ", ".join(f"#{c}" for c in e["conflicts"])
         click.echo(f"open conflicts: {ids} (importctl conflicts; importctl resolve ID ...)")
+
+
+@cli.command()
+@click.argument("target", metavar="ROOT|PATH")
+@click.option("--rules", "rules", default=None, help="a shipped rule set's name, or a rule set file (TOML)")
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_PREVIEW_LIMIT), default=DEFAULT_PREVIEW_LIMIT, show_default=True
+)
+@json_option
+@click.pass_context
+def preview(ctx: click.Context, target: str, rules: str | None, limit: int, as_json: bool) -> None:
+    """What a rule set would make of a root or folder now: entities created, updated or left
+    unchanged, files per role, unmatched files, and the gap report that would result. Nothing
+    is written. Without --rules, the root's own rules."""
+    rules_file: tuple[str, str] | None = None
+    if rules is not None and ("/" in rules or rules.endswith(".toml") or os.path.isfile(rules)):
+        try:
+            with open(rules, encoding="utf-8") as fh:
+                rules_file = (os.path.basename(rules), fh.read())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(f"cannot read {rules}: {exc}", param_hint="--rules") from None
+        rules = None
+    if os.path.exists(target) and not os.path.isabs(target):
+        target = os.path.abspath(target)
+    data = _client(ctx).preview(target, rules, rules_file, limit)
+    if as_json:
+        emit_json(data)
+        return
+    t = data["totals"]
+    click.echo(f"preview of {shown(data['target'])} with rules {shown(data['rules'])}: nothing written")
+    click.echo(
+        f"files: {data['files']}, mapped {data['mapped']} ({data['mapped_percent']:.1f}%), "
+        f"unmatched {t['unmatched']}"
+    )
+    if data["roles"]:
+        click.echo("roles: " + ", ".join(f"{role} {n}" for role, n in data["roles"].items()))
+    click.echo(f"entities: {t['create']} to create, {t['update']} to update, {t['unchanged']} unchanged")
+    for row in data["rows"]:
+        if row["action"] == "unchanged" or row["entity"] is None:
+            continue
+        files = f"+{row['new_files']} file{'s' if row['new_files'] != 1 else ''}"
+        click.echo(f"  {row['action']:<8} {row['entity']['type']} {shown(row['entity']['name'])}  ({files})")
+        for c in row["changes"]:
+            if c["conflict"]:
+                click.echo(
+                    f"      {c['field']}: keeps {json.dumps(c['current'])}, the tree says "
+                    f"{json.dumps(c['proposed'])} (would be a conflict)"
+                )
+            else:
+                click.echo(f"      {c['field']}: {json.dumps(c['current'])} → {json.dumps(c['proposed'])}")
+        for err in row["errors"]:
+            click.echo(f"      ! {shown(err['message'])}")
+    if len(data["rows"]) < data["rows_total"]:
+        click.echo(f"  … {data['rows_total'] - len(data['rows'])} more (--limit, or --json)")
+    if data["unmatched_by_folder"]:
+        click.echo("unmatched files by folder:")
+        for folder, n in list(data["unmatched_by_folder"].items())[:20]:
+            click.echo(f"  {n:>7}  {shown(folder)}")
+    click.echo("")
+    click.echo("gaps that would result:")
+    click.echo(_gap_text(data["gaps"]))
 
 
 @cli.command()

@@ -37,6 +37,7 @@ from importctl.protocol import (
     InfoReply,
     LinkAction,
     Method,
+    PreviewReply,
     RepairLinksReply,
     Reply,
     Request,
@@ -191,6 +192,19 @@ class Client:
 
     def entity(self, entity: str) -> EntityReply:
         return cast(EntityReply, self.call(Method.ENTITY, {"entity": entity}))
+
+    def preview(
+        self,
+        target: str,
+        rules: str | None = None,
+        rules_file: tuple[str, str] | None = None,
+        limit: int = 1000,
+    ) -> PreviewReply:
+        """`rules`: a shipped set's name; `rules_file`: (name, TOML text) of a rule file."""
+        params: dict[str, object] = {"target": target, "cwd": _cwd(), "rules": rules, "limit": limit}
+        if rules_file is not None:
+            params["rules_name"], params["rules_file"] = rules_file
+        return cast(PreviewReply, self.call(Method.PREVIEW, params))
 
     def dupes(self, kind: str | None = None, threshold: float | None = None) -> DupesReply:
         return cast(DupesReply, self.call(Method.DUPES, {"kind": kind, "threshold": threshold}))

@@ -77,6 +77,7 @@ class Method(StrEnum):
     CONFIRM_MISSING = "confirm_missing"
     ENTITIES = "entities"
     ENTITY = "entity"
+    PREVIEW = "preview"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -121,6 +122,14 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.CONFIRM_MISSING: {"root": ((str,), True)},
     Method.ENTITIES: {"type": ((str, type(None)), False)},
     Method.ENTITY: {"entity": ((str,), True)},
+    Method.PREVIEW: {
+        "target": ((str,), True),
+        "cwd": ((str, type(None)), False),
+        "rules": ((str, type(None)), False),
+        "rules_file": ((str, type(None)), False),
+        "rules_name": ((str, type(None)), False),
+        "limit": ((int,), False),
+    },
 }
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
@@ -131,6 +140,8 @@ DEFAULT_UNMATCHED_LIMIT = 1000
 MAX_UNMATCHED_LIMIT = 1_000_000
 DEFAULT_RUN_LOG_LIMIT = 10_000
 MAX_RUN_LOG_LIMIT = 1_000_000
+DEFAULT_PREVIEW_LIMIT = 1000
+MAX_PREVIEW_LIMIT = 1_000_000
 DEFAULT_CONFLICT_STATUS = "open"
 CONFLICT_STATUSES = ("open", "kept", "taken", "merged", "kept_apart", "all")
 DUPE_KINDS = ("exact", "near", "face")
@@ -425,6 +436,54 @@ class EntityReply(TypedDict):
     missing: list[MissingItem]
     orphaned_since: Stamp  # when its last file went missing; null unless orphaned
     conflicts: list[int]  # open conflict and merge proposal ids
+
+
+class PreviewEntityRef(TypedDict):
+    type: str
+    name: str
+
+
+class FieldChange(TypedDict):
+    field: str
+    current: object
+    proposed: object
+    conflict: bool  # differs from the value held: listed, never applied
+
+
+class RowError(TypedDict):
+    column: str | None
+    message: str
+
+
+class PreviewRow(TypedDict):
+    """One entity of a preview (the CSV and legacy imports' rows share this shape)."""
+
+    row: int
+    key: str
+    action: str  # create | update | unchanged
+    entity: PreviewEntityRef | None
+    changes: list[FieldChange]
+    errors: list[RowError]
+    files: dict[str, int]  # role -> files the tree has in it
+    new_files: int  # files not linked to it yet
+
+
+class PreviewReply(TypedDict):
+    """`preview ROOT|PATH`: what a rule set would make of a tree now; nothing is written."""
+
+    run_id: None
+    committed: bool  # always false
+    target: str
+    rules: str
+    totals: dict[str, int]  # create, update, unchanged (entities), unmatched (files)
+    rows: list[PreviewRow]  # at most `limit`
+    rows_total: int
+    files: int
+    mapped: int
+    mapped_percent: float  # rounded down to one decimal
+    roles: dict[str, int]
+    unmatched_by_folder: dict[str, int]
+    gaps: GapsReply  # the report that would result, for these entities
 
 
 class UnmatchedFile(TypedDict):
@@ -731,6 +790,7 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.CONFIRM_MISSING: (ConfirmMissingReply, False),
     Method.ENTITIES: (EntitySummaryReply, True),
     Method.ENTITY: (EntityReply, False),
+    Method.PREVIEW: (PreviewReply, False),
 }
 
 

@@ -28,13 +28,13 @@ from importctl.protocol import (
 from importd.catalog import files as catalog_files
 from importd.catalog.entities import Resolved, ResolveError, load_states, resolve_conflict_tx
 from importd.catalog.writer import FileChange
-from importd.entities import EntityGaps, GapReport, compute_report
+from importd.entities import EntityGaps, Expectations, GapReport, RuleSet, compute_report
 from importd.items import ConfirmHeld
 from importd.pipeline.reconcile import WalkError
 from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
 
 if TYPE_CHECKING:
-    from importd.config import MediaConfig
+    from importd.config import IgnoreRules, MediaConfig
     from importd.maintenance.operations import Maintenance
     from importd.pipeline.extract import MediaStage
     from importd.pipeline.scans import Scan
@@ -129,6 +129,13 @@ class Core:
             await writer.put(ConfirmHeld(root_id))
             await writer.flush()
         return held
+
+    def root_setup(self, root_id: int) -> tuple[IgnoreRules, RuleSet | None, Expectations] | None:
+        """A root's ignore rules and rule set, and the expectations: what a preview needs."""
+        state = self._pipeline.roots.get(root_id)
+        if state is None:
+            return None
+        return state.config.ignore, state.config.rule_set, self._pipeline.mapper.live.expectations
 
     def places(self) -> list[RootPlace]:
         return self._pipeline.roots.places()

@@ -12,9 +12,10 @@ from typing import Any
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.engine import Connection
 
-from importd.catalog.models import STATUS_FORGOTTEN, STATUS_PRESENT
+from importd.catalog.models import GONE_STATUSES, STATUS_FORGOTTEN, STATUS_PRESENT
 from importd.catalog.tables import (
     attribute_sources,
+    chunks,
     conflicts,
     entities,
     entity_links,
@@ -181,3 +182,37 @@ def entity_page(conn: Connection, entity: EntityId) -> EntityPage:
         )
     ]
     return page
+
+
+def entities_by_keys(
+    conn: Connection, keys: list[tuple[str, str]], root_id: int
+) -> tuple[dict[tuple[str, str], tuple[str, dict[str, Any]]], dict[tuple[str, str], set[bytes]]]:
+    """For a preview: the entities the catalog holds under these keys ({(type, key): (name,
+    attributes)}), and the relpaths under `root_id` of the live files linked to each."""
+    held: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    ids: dict[int, tuple[str, str]] = {}
+    by_type: dict[str, list[str]] = {}
+    for etype, key in keys:
+        by_type.setdefault(etype, []).append(key)
+    for etype, wanted in by_type.items():
+        for part in chunks(sorted(set(wanted))):
+            for eid, key, name, attrs in conn.execute(
+                select(entities.c.id, entities.c.key, entities.c.name, entities.c.attributes).where(
+                    entities.c.type == etype, entities.c.key.in_(part), entities.c.merged_into.is_(None)
+                )
+            ):
+                held[(etype, key)] = (name, json.loads(attrs))
+                ids[eid] = (etype, key)
+    linked: dict[tuple[str, str], set[bytes]] = {}
+    for id_part in chunks(sorted(ids)):
+        for eid, rel in conn.execute(
+            select(entity_links.c.entity_id, files.c.relpath)
+            .join(files, files.c.id == entity_links.c.file_id)
+            .where(
+                entity_links.c.entity_id.in_(id_part),
+                files.c.root_id == root_id,
+                files.c.status.not_in(GONE_STATUSES),
+            )
+        ):
+            linked.setdefault(ids[eid], set()).add(bytes(rel))
+    return held, linked

@@ -48,6 +48,7 @@ __all__ = [
     "RuleSet",
     "load_rule_set",
     "parse_rule",
+    "parse_rule_set_file",
     "parse_rules",
     "rule_set_for_root",
     "shipped_rule_sets",
@@ -300,21 +301,27 @@ def load_rule_set(name: str, *, match_key: str | None = None) -> RuleSet:
     known = shipped_rule_sets()
     if not _SET_NAME.fullmatch(name) or name not in known:
         raise RuleError("rules", f"no shipped rule set {name!r} (shipped: {', '.join(known)})")
-    where = f"rule set {name!r}"
     resource = resources.files(__package__) / "rulesets" / f"{name}.toml"
+    return parse_rule_set_file(resource.read_bytes(), name, match_key=match_key)
+
+
+def parse_rule_set_file(data: bytes, name: str, *, match_key: str | None = None) -> RuleSet:
+    """A rule set file's content (the shipped sets' format: `description`, `match_key`,
+    `[[rules]]`), named `name` in errors."""
+    where = f"rule set {name!r}"
     try:
-        data = tomllib.loads(resource.read_text(encoding="utf-8"))
+        table = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RuleError(where, f"invalid TOML: {exc}") from None
-    unknown = sorted(set(data) - _SET_KEYS)
+    unknown = sorted(set(table) - _SET_KEYS)
     if unknown:
         raise RuleError(where, f"unknown key {unknown[0]!r}")
-    default = match_key if match_key is not None else data.get("match_key")
+    default = match_key if match_key is not None else table.get("match_key")
     try:
-        rule_set = parse_rules(data.get("rules", []), name=name, match_key=default)
+        rule_set = parse_rules(table.get("rules", []), name=name, match_key=default)
     except RuleError as exc:
         raise RuleError(f"{where}: {exc.where}", exc.problem) from None
-    return replace(rule_set, description=str(data.get("description", "")))
+    return replace(rule_set, description=str(table.get("description", "")))
 
 
 def rule_set_for_root(rules: object, *, match_key: object = None) -> RuleSet:

@@ -55,7 +55,7 @@ MAX_METADATA_BYTES = 4 << 20
 MAX_CARRIED_MEMBERS = 200_000
 
 
-def _read_small(path: bytes) -> tuple[bytes | None, str | None]:
+def read_metadata_file(path: bytes) -> tuple[bytes | None, str | None]:
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_METADATA_BYTES + 1)
@@ -174,7 +174,7 @@ class EntityMapper:
             paths = [
                 roots.get(items[i].change.root_id, b"") + b"/" + items[i].change.relpath for i in to_read
             ]
-            results = await anyio.to_thread.run_sync(lambda: [_read_small(p) for p in paths])
+            results = await anyio.to_thread.run_sync(lambda: [read_metadata_file(p) for p in paths])
             for i, (data, error) in zip(to_read, results, strict=True):
                 item = items[i]
                 items[i] = MappedFile(item.change, item.mapping, data, error)
@@ -266,7 +266,9 @@ class EntityMapper:
                 out.append(item)
                 continue
             scope = os.fsencode(m.scope)
-            data, _ = _read_small(roots.get(item.change.root_id, b"") + b"/" + scope + b"/metadata.json")
+            data, _ = read_metadata_file(
+                roots.get(item.change.root_id, b"") + b"/" + scope + b"/metadata.json"
+            )
             parsed = read_metadata_json(data) if data is not None else None
             ident = parsed.values.get("id") if isinstance(parsed, Attributes) else None
             key = id_key(ident) if ident not in (None, "") else None

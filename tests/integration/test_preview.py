@@ -67,12 +67,16 @@ def test_a_preview_against_the_catalog_and_with_a_rule_file(make_daemon, tmp_pat
     root.mkdir()
     character(root, "Alice", age=30)
     d = make_daemon({"studio": root}, extra=EXPECT)
-    d.write_config(f'\n[[roots]]\nname = "studio"\npath = "{root}"\nrules = "characters"\n')
+    # Polled once an hour: the changes below stay unseen by the daemon, as between two polls.
+    d.write_config(
+        f'\n[[roots]]\nname = "studio"\npath = "{root}"\nrules = "characters"\nwatch = "poll"\n'
+        "poll_interval_seconds = 3600\n"
+    )
     d.start()
     d.wait_idle()
     p = d.ctl_json("preview", "studio")
     assert p["totals"] == {"create": 0, "update": 0, "unchanged": 1, "unmatched": 0}, "the root's own rules"
-    # A new file and a differing value, not yet seen by the daemon's rules run.
+    # A new file and a differing value, not yet seen by the daemon.
     (root / "Alice" / "dance.mp4").write_bytes(b"new")
     (root / "Alice" / "metadata.json").write_text(json.dumps({"age": 31, "notes": "n"}), encoding="utf-8")
     p = d.ctl_json("preview", str(root / "Alice"))

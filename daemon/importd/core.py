@@ -159,6 +159,16 @@ class Core:
             out.append("catalog: the disk is full: writes wait until space returns")
         if self._pipeline.writer.last_error:
             out.append(f"catalog: writes failing, retrying: {self._pipeline.writer.last_error}")
+        for root_id, scan in sorted(self._pipeline.scans.failed.items()):
+            state = self._pipeline.roots.get(root_id)
+            if state is None:
+                continue
+            where = f"{state.name}/{os.fsdecode(scan.prefix)}" if scan.prefix else state.name
+            run = f"; importctl run {scan.run_id} has its log" if scan.run_id is not None else ""
+            out.append(
+                f"{where}: the last scan failed ({scan.message or 'no reason given'}): "
+                f"`importctl scan {state.name}` tries again{run}"
+            )
         return out
 
     def queue(self) -> QueueStatus:

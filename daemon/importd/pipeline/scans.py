@@ -195,6 +195,9 @@ class Scans:
         self.roots = roots
         self.by_id: dict[int, Scan] = {}
         self.last: Scan | None = None
+        # Per root, the last scan that failed, until a later scan of that root (or of the same
+        # folder, or above it) ends without failing: `status` warns of it.
+        self.failed: dict[int, Scan] = {}
         self.counters = Counters()
         # Set by the service: records the symlinks a walk met (maintenance owns them).
         self.on_links: OnLinks | None = None
@@ -449,6 +452,16 @@ class Scans:
         if state.state == "scanning" and state.scanning == 0:
             state.state = "polling" if state.polling else "watching"
         self.last = scan
+        if scan.state == "failed":
+            self.failed[scan.root_id] = scan
+        elif scan.state in ("completed", "partial"):
+            failed = self.failed.get(scan.root_id)
+            if failed is not None and (
+                not scan.prefix
+                or failed.prefix == scan.prefix
+                or failed.prefix.startswith(scan.prefix + b"/")
+            ):
+                del self.failed[scan.root_id]
         if not scan.prefix:
             state.last_full_scan = scan.finished
         if scan.files_seen >= RELEASE_MEMORY_AFTER:

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import anyio.from_thread
 import pytest
 
+from importctl.protocol import TERMINAL_STATES
 from importd.core import CancelOutcome, Core
+from importd.pipeline.scans import Scans
 from importd.service import Service
 from importd.targets import Place, TargetError
 from tests.unit.importd.inprocess import config_for, run_service, started_up
@@ -93,3 +96,51 @@ def test_roots_scans_and_cancel(tmp_path: Path) -> None:
         assert core.cancel(scan["scan_id"]) == CancelOutcome(found=True, cancelled=False, state=outcome.state)
 
     run_service(config_for(tmp_path, {"films": films}), body, started_up)
+
+
+def test_a_failed_scan_is_a_warning_until_a_scan_of_that_root_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "films"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "one.txt").write_text("1")
+    failing = {"on": True}
+    real = Scans._reconcile
+
+    async def reconcile(self, state, scan):  # type: ignore[no-untyped-def]
+        if failing["on"]:
+            raise OSError(5, "Input/output error")
+        await real(self, state, scan)
+
+    def body(service: Service) -> None:
+        core = service.core
+        scans = service.pipeline.scans
+        monkeypatch.setattr(Scans, "_reconcile", reconcile)
+
+        def scan(target: str | None) -> None:
+            places = core.resolve(target)
+            assert not isinstance(places, TargetError)
+            (reply,) = anyio.from_thread.run(core.request_scans, places)
+            ran = scans.by_id[reply["scan_id"]]
+            deadline = time.monotonic() + 20
+            # `finished` is stamped, and `failed` updated, in one step as the run ends.
+            while not (ran.state in TERMINAL_STATES and ran.finished) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert ran.state in TERMINAL_STATES
+
+        scan(str(root / "a"))
+        (warning,) = core.stage_warnings()
+        assert warning.startswith("films/a: the last scan failed (OSError: [Errno 5] Input/output error)")
+        assert "`importctl scan films` tries again; importctl run " in warning
+        failing["on"] = False
+        scan(str(root / "a"))
+        assert core.stage_warnings() == [], "a later scan of the same folder ended well"
+        failing["on"] = True
+        scan("films")
+        failing["on"] = False
+        scan(str(root / "a"))
+        assert len(core.stage_warnings()) == 1, "a folder's scan does not clear the whole root's failure"
+        scan("films")
+        assert core.stage_warnings() == []
+
+    run_service(config_for(tmp_path, {"films": root}), body, started_up)

@@ -15,7 +15,8 @@ import os
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from bench.core import DaemonRun, RootSpec, find_importd
 from bench.report import Check, Target
 from importd.media.failure import ExtractionFailure
 from importd.media.hash_index import NEAR_DUPLICATE_MAX_DISTANCE, HashIndex
@@ -259,7 +261,6 @@ DUPES_RUNS = 3
 
 
 def _dupes_at(home: Path, n: int) -> dict[str, Any]:
-    from bench.core import DaemonRun, RootSpec, find_importd
     from bench.maintenance import find_importctl
 
     radius = NEAR_DUPLICATE_MAX_DISTANCE
@@ -267,14 +268,14 @@ def _dupes_at(home: Path, n: int) -> dict[str, Any]:
     empty = home / "root"
     empty.mkdir(parents=True, exist_ok=True)
     roots = [RootSpec("empty", empty)]
-    with DaemonRun(find_importd(), home, roots, settle_seconds=1.0) as daemon:  # creates the catalog
-        daemon.wait_ready()
+    with _daemon(DaemonRun(find_importd(), home, roots, settle_seconds=1.0)) as daemon:
+        daemon.wait_ready()  # the catalog is created
     started = time.perf_counter()
     _seed_catalog(daemon.db, hashes)
     seed_s = time.perf_counter() - started
     argv = [str(find_importctl()), "--socket", str(daemon.socket), "--timeout", "900"]
     argv += ["dupes", "--kind", "near"]
-    with DaemonRun(find_importd(), home, roots, settle_seconds=1.0) as daemon:
+    with _daemon(DaemonRun(find_importd(), home, roots, settle_seconds=1.0)) as daemon:
         daemon.wait_ready()
         _wait_media_ready(daemon)
         first = _timed_run(argv)
@@ -299,6 +300,17 @@ def _dupes_at(home: Path, n: int) -> dict[str, Any]:
     if faiss_pairs is not None:  # every pair found: the groups must be its connected components
         figures["groups_match_faiss"] = len(groups) == _component_count(faiss_pairs, n)
     return figures
+
+
+@contextmanager
+def _daemon(daemon: DaemonRun) -> Iterator[DaemonRun]:
+    """A daemon run, stopped at the end, with its log pipe closed (DaemonRun leaves it open)."""
+    try:
+        with daemon:
+            yield daemon
+    finally:
+        if daemon.proc is not None and daemon.proc.stderr is not None:
+            daemon.proc.stderr.close()
 
 
 def _timed_run(argv: list[str]) -> float:

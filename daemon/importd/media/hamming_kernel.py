@@ -107,9 +107,9 @@ def _view(arena: Words) -> _View:
     total = built + len(tail)
     alive = np.ones(total, np.bool_)
     if arena[H_DEAD_COUNT]:
-        dead = int(arena[H_DEAD])
-        bits = np.unpackbits(arena[dead : dead + (total + 63) // 64].view(np.uint8), bitorder="little")
-        alive = ~bits[:total].astype(np.bool_)
+        every = np.arange(total, dtype=np.uint64)
+        bitmap = arena[int(arena[H_DEAD]) + (every >> np.uint64(6)).astype(np.int64)]
+        alive = (bitmap >> (every & np.uint64(63))) & np.uint64(1) == 0
     heads = [
         arena[H_CHUNK + H_CHUNK_WORDS * c : H_CHUNK + H_CHUNK_WORDS * (c + 1)].tolist() for c in range(m)
     ]

@@ -2,7 +2,8 @@
 them run against those builds.
 
 The extensions (pyproject.toml's [tool.setuptools.ext-modules]) read files, take sizes and offsets
-from callers and split work between threads: an out-of-bounds write there corrupts the daemon's
+from callers (the near-duplicate index follows word offsets stored in its arena) and split work
+between threads: an out-of-bounds write there corrupts the daemon's
 memory silently instead of failing a test. Here every source of each extension is compiled again
 with -fsanitize=address,undefined (UB aborts rather than warns), into a copy of the `importd`
 package that goes first on PYTHONPATH, and the tests run with the sanitizer runtimes preloaded
@@ -29,6 +30,8 @@ TESTS = [
     "tests/unit/importd/pipeline/test_hasher_small.py",
     "tests/unit/importd/pipeline/test_reconcile.py",
     "tests/unit/importd/maintenance/test_scrub.py",
+    "tests/unit/importd/media/test_hamming_kernel.py",
+    "tests/unit/importd/media/test_hash_index.py",
 ]
 FLAGS = [
     "-shared",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Submodules load on first use: numpy, scipy, Pillow and numba cost tens of MB and a second of
+# Submodules load on first use: numpy, scipy and Pillow cost tens of MB and a second of
 # start-up, which a daemon cataloguing no media (or `importctl`) should not pay.
 _WHERE: dict[str, str] = {
     "AVFacts": "video",
@@ -36,7 +36,6 @@ _WHERE: dict[str, str] = {
     "VideoFingerprint": "video",
     "WorkKey": "versions",
     "check_pack": "faces",
-    "compile_search": "hash_index",
     "default_pool_size": "pool",
     "extract_av": "video",
     "extract_image": "image",
@@ -70,7 +69,6 @@ if TYPE_CHECKING:
     from importd.media.hash_index import (
         NEAR_DUPLICATE_MAX_DISTANCE,
         HashIndex,
-        compile_search,
     )
     from importd.media.hashes import (
         hamming,
@@ -151,7 +149,6 @@ __all__ = [
     "WorkKey",
     "check_pack",
     "check_pack_files",
-    "compile_search",
     "default_pool_size",
     "extract_av",
     "extract_image",

@@ -10,18 +10,17 @@ compared): at 100,000 hashes and r = 10, five 11-bit chunks probed at radius 1 a
 at radius 0, 61 probes and about 3,100 hashes compared; wide radii compare every hash instead.
 
 The tables are flat (CSR: hashes sorted by chunk value, plus offsets), in one uint64 array with
-everything else a search reads, searched by numba-compiled code (hamming_kernel.py, which no other
-module imports: this one builds the arena it reads and calls its three entry points). A chunk probed
-at radius 1 also has neighbour blocks: for each chunk value, the run bounds of it and of its
-neighbours side by side, so that a query finds all its runs on that chunk in two cache lines. Recent
-additions sit in an unsorted tail, compared one by one until the next rebuild; removals are marked
-in a bitmap until then. `groups` joins the tables with themselves instead of querying every hash.
+everything else a search reads (the arena, laid out as hamming_kernel.py describes), searched by
+hamming_kernel's `collect` and `collect_pairs` (C where built, numpy otherwise; no other module
+calls them). Recent additions sit in an unsorted tail, compared one by one until the next rebuild;
+removals are marked in a bitmap until then. `groups` folds both into the tables first (a rebuild)
+and joins the tables with themselves instead of querying every hash.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import lru_cache
 from math import comb
 from typing import Any, Generic, cast
@@ -56,12 +55,6 @@ NEAR_DUPLICATE_MAX_DISTANCE = 10
 _MASK64 = (1 << 64) - 1
 _SLOT_MASK = hamming_kernel.SLOT_MASK
 _DISTANCE_SHIFT = hamming_kernel.DISTANCE_SHIFT
-_RESULT_DISTANCE_BITS = hamming_kernel.RESULT_DISTANCE_BITS
-_RESULT_DISTANCE_MASK = (1 << _RESULT_DISTANCE_BITS) - 1
-
-# What `HashIndex.query` needs, in one tuple: the arena's words (held so that they outlive the call),
-# their address and length, the radius of the installed plan (None: none yet), the compiled search.
-_Handle = tuple[npt.NDArray[np.uint64], int, int, int | None, Callable[[int, int, int], tuple[int, int]]]
 
 
 class HashIndex(Generic[K]):
@@ -83,7 +76,6 @@ class HashIndex(Generic[K]):
         self._count = 0  # slots in use, dead ones included
         self._dead = 0
         self._arena = _Arena.build(self._values[:0], _layout(0, chunks), min_rebuild)
-        self._handle: _Handle = self._arena.handle(None)
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -119,45 +111,20 @@ class HashIndex(Generic[K]):
 
     def query(self, value: int, max_distance: int) -> list[tuple[K, int]]:
         """Every key whose hash is within `max_distance` bits of `value`, nearest first (then by
-        insertion order)."""
-        # Kept short, and on small ints: with cold caches each line of Python here costs 0.1 to 0.5 µs.
-        words, address, length, radius, search = self._handle
-        if max_distance != radius:
-            words, address, length, radius, search = self._handle = self._arena.handle(max_distance)
-        if value < 0:
-            value = int(value) & _MASK64  # the signed form; the kernel takes the unsigned one
-        try:
-            first, second = search(value, address, length)
-        except OverflowError:  # wider than 64 bits
-            value = int(value) & _MASK64
-            first, second = search(value, address, length)
+        insertion order). A hash wider than 64 bits counts by its low 64."""
+        hits = self._arena.search(int(value) & _MASK64, max_distance)
         keys: list[Any] = self._keys  # live slots always hold a key
-        # Hits as slot << 7 | distance (hamming_kernel.RESULT_DISTANCE_BITS), -1 for none.
-        if second == -1:
-            return [(keys[first >> 7], first & 127)] if first >= 0 else []
-        if second >= 0:
-            return [(keys[first >> 7], first & 127), (keys[second >> 7], second & 127)]
-        return self._hits(value, first, words)
+        return [(keys[hit & _SLOT_MASK], hit >> _DISTANCE_SHIFT) for hit in hits]
 
     def groups(self, max_distance: int) -> list[NearGroup[K]]:
         """All groups of two or more keys linked by distances ≤ `max_distance`, largest first."""
-        live = np.flatnonzero(self._alive[: self._count])
-        if len(live) < 2:
+        if self._dead or self._count > self._arena.built:
+            self._rebuild()  # the join reads the tables only
+        if self._count < 2:
             return []
-        self._handle = self._arena.handle(max_distance)
-        _, address, length, _, _ = self._handle
-        size = 2 * len(live) + 1024
-        while True:
-            hits = np.empty(size, np.uint64)
-            owners = np.empty(size, np.uint64)
-            found = hamming_kernel.collect_pairs(self._values, address, length, hits, owners)
-            if found <= size:
-                break
-            size = found
-        if found == 0:
+        source, target = self._arena.pairs(max_distance)
+        if len(source) == 0:
             return []
-        source = owners[:found].astype(np.int64)
-        target = (hits[:found] & np.uint64(_SLOT_MASK)).astype(np.int64)
         degree_array, members_by_label = components(source, target, self._count)
         # Plain lists: numpy indexing one element at a time made this loop the slowest part.
         degree = degree_array.tolist()
@@ -175,20 +142,6 @@ class HashIndex(Generic[K]):
         return result
 
     # -- internals -------------------------------------------------------------------------------
-
-    def _hits(self, value: int, found: int, words: npt.NDArray[np.uint64]) -> list[tuple[K, int]]:
-        """The `found` hits of a query that had more than one, from the result area when they fit."""
-        arena = self._arena
-        if found <= arena.out_capacity:
-            results = words[arena.out : arena.out + found].tolist()
-        else:
-            room = np.empty(found, np.uint64)
-            hamming_kernel.collect(np.uint64(value), int(words.ctypes.data), len(words), room)
-            room.sort()
-            slots, distances = room & np.uint64(_SLOT_MASK), room >> np.uint64(_DISTANCE_SHIFT)
-            results = ((slots << np.uint64(_RESULT_DISTANCE_BITS)) | distances).tolist()
-        keys: list[Any] = self._keys
-        return [(keys[r >> _RESULT_DISTANCE_BITS], r & _RESULT_DISTANCE_MASK) for r in results]
 
     def _store(self, key: K, value: int) -> int:
         if key in self._slot_of:
@@ -221,39 +174,26 @@ class HashIndex(Generic[K]):
         values = self._values[: self._count]
         tail = max(self._min_rebuild, self._count // 8)
         self._arena = _Arena.build(values, _layout(self._count, self._fixed_chunks), tail)
-        self._handle = self._arena.handle(self._handle[3])
 
 
 class _Arena:
-    """The search structure in one uint64 array (word offsets in hamming_kernel.py), 64-byte aligned:
+    """The search structure in one uint64 array (word offsets in hamming_kernel.py):
 
-    header | plan | scratch | result area | per chunk: offsets (absolute word index of each chunk
-    value's run, CSR) | per chunk: the hashes sorted by chunk value | their slots, in the same order
-    | the tail: hashes added since the build, unsorted | removal bitmap | neighbour blocks
-    (hamming_kernel.H_CHUNK) of the chunks the default radius probes at radius 1, where they take
-    at most _NEIGHBOUR_BYTES a hash: 1.3 MB, 13 bytes a hash, at 100,000 hashes.
-
-    A radius-1 probe of an 11-bit chunk reads the offsets of 12 chunk values, 9 cache lines apart:
-    with cold caches each is a miss, most of them TLB misses too. Its neighbour block holds the
-    same 12 run bounds in 2 lines.
+    header | plan | per chunk: offsets (absolute word index of each chunk value's run, CSR) | per
+    chunk: the hashes sorted by chunk value | their slots, in the same order | the tail: hashes
+    added since the build, unsorted | removal bitmap.
     """
 
     def __init__(
-        self,
-        words: npt.NDArray[np.uint64],
-        layout: tuple[int, ...],
-        built: int,
-        tail_capacity: int,
-        probe_capacity: int,
+        self, words: npt.NDArray[np.uint64], layout: tuple[int, ...], built: int, tail_capacity: int
     ) -> None:
         self.words = words
         self.layout = layout
         self.built = built
         self.tail_capacity = tail_capacity
-        self.probe_capacity = probe_capacity
-        self.out = int(words[hamming_kernel.H_OUT])
-        self.out_capacity = int(words[hamming_kernel.H_OUT_CAP])
+        self.probe_capacity = max(256, built // 8)
         self._installed: int | None = None
+        self._room = np.empty(64, np.uint64)  # hits of a query; grows to the largest answer
 
     @classmethod
     def build(cls, values: npt.NDArray[np.uint64], layout: tuple[int, ...], tail_capacity: int) -> _Arena:
@@ -261,50 +201,53 @@ class _Arena:
         n, m = len(values), len(layout)
         shifts = np.concatenate([[0], np.cumsum(layout)[:-1]]).astype(np.int64)
         probe_capacity = max(256, n // 8)
-        # What every query reads comes first.
-        plan_at = _align(hk.H_CHUNK + 4 * m)
-        scratch_at = _align(plan_at + hk.P_RADII + 2 * m + 1 + probe_capacity)
-        out_at = _align(scratch_at + 2 * probe_capacity + hk.REPORTED)
-        offsets_at = _align(out_at + _OUT_CAPACITY)
-        values_at = _align(offsets_at + sum((1 << w) + 1 for w in layout))
+        plan_at = hk.H_CHUNK + hk.H_CHUNK_WORDS * 16
+        offsets_at = plan_at + hk.P_RADII + 2 * m + 1 + probe_capacity
+        values_at = offsets_at + sum((1 << w) + 1 for w in layout)
         slots_at = values_at + m * n
-        tail_at = _align(slots_at + m * n)
-        dead_at = _align(tail_at + tail_capacity)
-        blocks_at = _align(dead_at + (n + tail_capacity + 63) // 64)
-        default_radii = _probing(layout, n, NEAR_DUPLICATE_MAX_DISTANCE)[1] or [-1] * m
-        block_words = [_neighbour_words(w, n, r) for w, r in zip(layout, default_radii, strict=True)]
-        total = blocks_at + sum(block_words)
-        words = _line_aligned_zeros(total)
-        words[: hk.H_PLAN + 1] = [m, n, slots_at - values_at, tail_at, 0, dead_at, 0, plan_at]
-        words[hk.H_SCRATCH] = scratch_at
-        words[hk.H_OUT] = out_at
-        words[hk.H_OUT_CAP] = _OUT_CAPACITY
-        words[hk.H_SCAN_FROM] = values_at
+        tail_at = slots_at + m * n
+        dead_at = tail_at + tail_capacity
+        words = np.zeros(dead_at + (n + tail_capacity + 63) // 64, np.uint64)
+        words[: hk.H_VALUES + 1] = [m, n, slots_at - values_at, tail_at, 0, dead_at, 0, plan_at, values_at]
         at = offsets_at
         for c, (shift, width) in enumerate(zip(shifts.tolist(), layout, strict=True)):
             chunk_values = ((values >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
             order = np.argsort(chunk_values, kind="stable")
             run_starts = np.searchsorted(chunk_values[order], np.arange((1 << width) + 1))
             first = values_at + c * n
-            words[hk.H_CHUNK + 4 * c : hk.H_CHUNK + 4 * c + 3] = [shift, width, at]
+            head = hk.H_CHUNK + hk.H_CHUNK_WORDS * c
+            words[head : head + hk.H_CHUNK_WORDS] = [shift, width, at]
             words[at : at + (1 << width) + 1] = run_starts + first
             words[first : first + n] = values[order]
             words[first + slots_at - values_at : first + slots_at - values_at + n] = order
             at += (1 << width) + 1
-            if block_words[c]:
-                blocks = words[blocks_at : blocks_at + block_words[c]].view(np.uint32)
-                blocks.reshape(1 << width, -1)[:, : 2 * (width + 1)] = _neighbour_bounds(run_starts, width)
-                words[hk.H_CHUNK + 4 * c + 3] = 2 * blocks_at
-                blocks_at += block_words[c]
-        return cls(words, layout, n, tail_capacity, probe_capacity)
+        return cls(words, layout, n, tail_capacity)
 
-    def handle(self, radius: int | None) -> _Handle:
-        """The tuple `HashIndex.query` uses, with the plan for `radius` installed."""
-        if radius is not None and radius != self._installed:
-            self._install(radius)
-        # Compiling waits for the first search, so that building an index never does.
-        search = _no_plan if radius is None else _search()
-        return self.words, int(self.words.ctypes.data), len(self.words), radius, search
+    def search(self, value: int, radius: int) -> list[int]:
+        """The hits (distance << 56 | slot) of every live hash within `radius` of `value`, in order."""
+        self._install(radius)
+        collect = hamming_kernel.kernel.collect
+        found = collect(self.words, value, self._room)
+        if found > len(self._room):
+            self._room = np.empty(found, np.uint64)
+            found = collect(self.words, value, self._room)
+        hits: list[int] = np.sort(self._room[:found]).tolist()
+        return hits
+
+    def pairs(self, radius: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Every pair of live table hashes within `radius`, once, as two arrays of slots."""
+        self._install(radius)
+        collect_pairs = hamming_kernel.kernel.collect_pairs
+        size = 2 * self.built + 1024
+        while True:
+            hits, owners = np.empty(size, np.uint64), np.empty(size, np.uint64)
+            found = collect_pairs(self.words, hits, owners)
+            if found <= size:
+                break
+            size = found
+        source = owners[:found].astype(np.int64)
+        target = (hits[:found] & np.uint64(_SLOT_MASK)).astype(np.int64)
+        return source, target
 
     def append(self, slot: int, value: np.uint64) -> bool:
         """Put a new hash in the tail; False when it is full (time to rebuild)."""
@@ -324,56 +267,12 @@ class _Arena:
             self.words[hk.H_DEAD_COUNT] += np.uint64(1)
 
     def _install(self, radius: int) -> None:
-        hk = hamming_kernel
+        if radius == self._installed:
+            return
         plan = _plan(self.layout, self.built, max(0, min(64, int(radius))), self.probe_capacity)
-        at = int(self.words[hk.H_PLAN])
+        at = int(self.words[hamming_kernel.H_PLAN])
         self.words[at : at + len(plan)] = plan
         self._installed = radius
-
-
-_OUT_CAPACITY = 256
-
-
-@lru_cache(maxsize=1)
-def _search() -> Callable[[int, int, int], tuple[int, int]]:
-    return hamming_kernel.compiled_search()
-
-
-def _no_plan(query: int, address: int, length: int) -> tuple[int, int]:
-    raise AssertionError("searched before a plan was installed")
-
-
-# Neighbour blocks are built for a chunk that the default radius probes at radius 1, when they take
-# at most this many bytes a hash (2.6 a hash for each 11-bit chunk at 100,000 hashes, 12.6 for the
-# one 16-bit chunk at a million), or at most _NEIGHBOUR_SMALL bytes in all.
-_NEIGHBOUR_BYTES = 16
-_NEIGHBOUR_SMALL = 1 << 16
-
-
-def _neighbour_words(width: int, n: int, default_radius: int) -> int:
-    """Arena words for a chunk's neighbour blocks, 0 when it gets none."""
-    size = (1 << width) * hamming_kernel.neighbour_stride(width) * 4
-    fits = size <= max(_NEIGHBOUR_BYTES * n, _NEIGHBOUR_SMALL)
-    return size // 8 if default_radius == 1 and fits else 0
-
-
-def _neighbour_bounds(run_starts: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint32]:
-    """Per chunk value v (rows), the (start, end) of the runs of v, v ^ 1, v ^ 2, v ^ 4, ...: the
-    order of `_masks(width, 1)`, which the plan probes in."""
-    values = np.arange(1 << width)[:, None] ^ _masks(width, 1)[None, :]
-    bounds = np.stack([run_starts[values], run_starts[values + 1]], axis=-1)
-    return bounds.reshape(1 << width, -1).astype(np.uint32)
-
-
-def _line_aligned_zeros(words: int) -> npt.NDArray[np.uint64]:
-    """Zeroed words starting on a cache line, so that runs and prefetches split into lines evenly."""
-    raw = np.zeros(words + 8, np.uint64)
-    start = (-raw.ctypes.data % 64) // 8
-    return raw[start : start + words]
-
-
-def _align(word: int) -> int:
-    return -(-word // 8) * 8  # next multiple of 8 words: a cache line
 
 
 # Cost model for choosing chunk widths and per-chunk radii, in units of one hash compared inside a
@@ -447,13 +346,3 @@ def _masks(width: int, radius: int) -> npt.NDArray[np.int64]:
     for r in range(1, min(radius, width) + 1):
         masks += [sum(1 << b for b in bits) for bits in itertools.combinations(range(width), r)]
     return np.array(masks, dtype=np.int64)
-
-
-def compile_search() -> None:
-    """Compile the search loops now (a few seconds of CPU) rather than on the first query; the
-    daemon calls this in a worker thread at start-up so the event loop never waits for numba."""
-    index: HashIndex[int] = HashIndex()
-    index.add_many([(0, 0), (1, 1)])
-    index.query(0, 0)
-    index.query(0, 64)
-    index.groups(1)

@@ -34,7 +34,7 @@ from importd.catalog.tables import chunks
 from importd.catalog.writer import BatchResult, CatalogWriter, FileChange
 from importd.config import MediaConfig
 
-# Only light modules here: the heavy ones (numpy, Pillow, scipy, numba, onnxruntime) load when
+# Only light modules here: the heavy ones (numpy, Pillow, scipy, onnxruntime) load when
 # the first media file is met, so a daemon cataloguing none never pays for them.
 from importd.media.failure import ExtractionFailure
 from importd.media.ffmpeg import current_ffmpeg
@@ -165,9 +165,9 @@ class MediaStage:
             tg.start_soon(self._catch_up, after)
 
     async def ensure_loaded(self) -> None:
-        """Load the media libraries, compile the near-duplicate search, build the indexes from
-        the catalog and start the worker pool: once, when the first media content is met (or
-        when `importctl dupes`/`info` asks)."""
+        """Load the media libraries, build the near-duplicate indexes from the catalog and start
+        the worker pool: once, when the first media content is met (or when `importctl
+        dupes`/`info` asks)."""
         async with self._load_lock:
             if self.loaded.is_set():
                 return
@@ -175,12 +175,11 @@ class MediaStage:
 
             from importd.media.embedding_index import EmbeddingIndex
             from importd.media.faces import FaceSettings
-            from importd.media.hash_index import HashIndex, compile_search
+            from importd.media.hash_index import HashIndex
 
             self.face_settings = FaceSettings(
                 min_det_score=self.config.face_min_score, min_face_px=self.config.face_min_px
             )
-            await anyio.to_thread.run_sync(compile_search, abandon_on_cancel=True)
             with anyio.CancelScope(shield=True):  # a query torn by cancellation can hang the exit
                 async with self.engine.connect() as conn:
                     images, videos, faces = await conn.run_sync(load_indexes)
@@ -342,7 +341,7 @@ class MediaStage:
         ffmpeg = current_ffmpeg()  # resolved as the pool's workers resolve it
         return {
             "enabled": self.config.enabled,
-            # Until ready (numba compiled, indexes loaded), work waits in the intake queue.
+            # Until ready (indexes loaded), work waits in the intake queue.
             "ready": self.ready.is_set(),
             "intake": self._intake_send.statistics().current_buffer_used + self._planning,
             "queued": self.counters.queued,

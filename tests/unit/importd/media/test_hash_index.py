@@ -1,4 +1,4 @@
-"""HashIndex against a brute-force scan and a model."""
+"""HashIndex against a brute-force scan and a model, on both search kernels (C and numpy)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from importd.media import hash_index
-from importd.media.hash_index import (
-    NEAR_DUPLICATE_MAX_DISTANCE,
-    HashIndex,
-    _layout,
-    _probing,
-    compile_search,
-)
+from importd.media import hamming_kernel, hash_index
+from importd.media.hash_index import NEAR_DUPLICATE_MAX_DISTANCE, HashIndex, _layout, _probing
 from importd.media.hashes import hamming, to_signed64, to_unsigned64
+
+
+@pytest.fixture(autouse=True, params=["c", "numpy"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> hamming_kernel.Kernel:
+    """Every test runs on the C loops and on the numpy ones: both must answer alike."""
+    chosen = hamming_kernel.COMPILED if request.param == "c" else hamming_kernel.NUMPY
+    if chosen is None:
+        pytest.skip("the C extension is not built")
+    monkeypatch.setattr(hamming_kernel, "kernel", chosen)
+    return chosen
 
 
 def near(value: int, bits: list[int]) -> int:
@@ -50,8 +54,7 @@ def test_query_equals_brute_force(chunks: int | None) -> None:
             assert as_pairs(index.query(items[key], radius)) == brute(items, items[key], radius)
 
 
-def test_empty_index_and_compile_ahead() -> None:
-    compile_search()
+def test_empty_index() -> None:
     index: HashIndex[str] = HashIndex()
     assert index.query(12345, 10) == [] and index.groups(10) == [] and len(index) == 0
     index.add("only", 12345)
@@ -290,59 +293,45 @@ def test_plans_cover_the_radius() -> None:
     assert _layout(0, 8) == (8,) * 8 and _layout(0, 5) == (13, 13, 13, 13, 12)
 
 
-# -- neighbour blocks and the result encoding ---------------------------------------------------------
+# -- distances either side of the radius, and the result order --------------------------------------
 
 
-def blocked_chunks(index: HashIndex[int]) -> list[int]:
-    """The chunks that have neighbour blocks (hamming_kernel.H_CHUNK: word 3 of each chunk's head)."""
-    from importd.media import hamming_kernel as hk
-
-    words = index._arena.words
-    return [c for c in range(int(words[hk.H_CHUNKS])) if words[hk.H_CHUNK + 4 * c + 3]]
-
-
-def test_neighbour_blocks_answer_like_the_offsets_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same hashes with and without neighbour blocks, at distances either side of the radius,
-    through removals and the tail."""
+def test_copies_either_side_of_the_radius() -> None:
+    """Copies at every distance up to 14 (10 is in range, 11 is not), through removals and the tail,
+    at the default radius and at radii that probe some chunks at radius 1."""
     rng = np.random.default_rng(33)
     values = [int(v) for v in rng.integers(0, 2**64 - 1, 3000, dtype=np.uint64)]
-    for i in range(0, 3000, 3):  # copies at every distance up to 14: 10 is in range, 11 is not
+    for i in range(0, 3000, 3):
         values[i + 1] = near(values[i], rng.choice(64, i // 3 % 15, replace=False).tolist())
-    blocked: HashIndex[int] = HashIndex(min_rebuild=600)
-    blocked.add_many(enumerate(values[:2500]))
-    monkeypatch.setattr(hash_index, "_NEIGHBOUR_BYTES", 0)
-    monkeypatch.setattr(hash_index, "_NEIGHBOUR_SMALL", 0)
-    plain: HashIndex[int] = HashIndex(min_rebuild=600)
-    plain.add_many(enumerate(values[:2500]))
-    # 3,000 hashes: eight 8-bit chunks, three of them probed at radius 1 at the default radius.
-    assert blocked_chunks(blocked) == [5, 6, 7] and blocked_chunks(plain) == []
-    for index in (blocked, plain):
-        for key in range(2500, 3000):  # into the tail
-            index.add(key, values[key])
-        for key in range(0, 3000, 7):
-            index.remove(key)
+    index: HashIndex[int] = HashIndex(min_rebuild=600)
+    index.add_many(enumerate(values[:2500]))
+    for key in range(2500, 3000):  # into the tail
+        index.add(key, values[key])
+    for key in range(0, 3000, 7):
+        index.remove(key)
     items = {k: v for k, v in enumerate(values) if k % 7}
     for key in rng.choice(3000, 80, replace=False).tolist():
         for radius in (NEAR_DUPLICATE_MAX_DISTANCE, 1, 3):
-            expected = brute(items, values[key], radius)
-            assert as_pairs(blocked.query(values[key], radius)) == expected
-            assert as_pairs(plain.query(values[key], radius)) == expected
+            assert as_pairs(index.query(values[key], radius)) == brute(items, values[key], radius)
     for i in range(0, 3000, 3):
         if i % 7 and (i + 1) % 7:
             distance = hamming(values[i], values[i + 1])
-            found = {k for k, _ in blocked.query(values[i], NEAR_DUPLICATE_MAX_DISTANCE)}
+            found = {k for k, _ in index.query(values[i], NEAR_DUPLICATE_MAX_DISTANCE)}
             assert (i + 1 in found) == (distance <= NEAR_DUPLICATE_MAX_DISTANCE)
-    assert [g.members for g in blocked.groups(NEAR_DUPLICATE_MAX_DISTANCE)] == [
-        g.members for g in plain.groups(NEAR_DUPLICATE_MAX_DISTANCE)
-    ]
+    keys = np.array(list(items))
+    hashes = np.array(list(items.values()), np.uint64)
+    close = np.bitwise_count(hashes[:, None] ^ hashes[None, :]) <= NEAR_DUPLICATE_MAX_DISTANCE
+    rows, cols = np.nonzero(np.triu(close, 1))
+    group_of = {k: i for i, g in enumerate(index.groups(NEAR_DUPLICATE_MAX_DISTANCE)) for k, _ in g.members}
+    assert len(rows) > 500
+    assert all(
+        group_of[a] == group_of[b] for a, b in zip(keys[rows].tolist(), keys[cols].tolist(), strict=True)
+    )
+    assert set(group_of) == set(keys[rows].tolist()) | set(keys[cols].tolist())
 
 
 def test_one_two_and_more_hits_in_order() -> None:
-    """Up to two hits come back from the kernel as a pair of small ints, more through the result
-    area: each nearest first, ties in insertion order, for hashes given signed, unsigned or wider."""
-    from importd.media import hamming_kernel
-
-    assert hamming_kernel.RESULT_DISTANCE_BITS == 7  # HashIndex.query spells out 7 and 127
+    """Hits nearest first, ties in insertion order, for hashes given signed, unsigned or wider."""
     base = 0xFEDC_BA98_7654_3210
     index: HashIndex[str] = HashIndex()
     index.add_many([("far", near(base, [1, 2, 3])), ("near", near(base, [5])), ("same", base)])

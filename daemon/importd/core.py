@@ -21,6 +21,7 @@ from importctl.protocol import (
     Completeness,
     MaintenanceStatus,
     MediaStatus,
+    MigrationStatus,
     QueueStatus,
     ScanReply,
     StatusCounters,
@@ -29,6 +30,8 @@ from importd.catalog import files as catalog_files
 from importd.catalog.entities import Resolved, ResolveError, load_states, resolve_conflict_tx
 from importd.catalog.writer import FileChange
 from importd.entities import EntityGaps, GapReport, compute_report
+from importd.imports.legacy import LegacyMapping, MappingError
+from importd.imports.migration import MigrationResult, migrate
 from importd.items import ConfirmHeld
 from importd.pipeline.reconcile import WalkError
 from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
@@ -262,6 +265,33 @@ class Core:
                 [FileChange(r.row_id, place.root_id, r.relpath, kind) for r in rows]
             )
         return rows
+
+    # ----- a legacy catalog's migration and its backlog ---------------------------------------
+
+    async def migrate_legacy(
+        self, db_path: str, mapping: LegacyMapping, *, commit: bool, limit: int
+    ) -> MigrationResult | MappingError:
+        pipeline = self._pipeline
+        result = await migrate(
+            db_path,
+            mapping,
+            engine=self.engine,
+            writer=pipeline.writer,
+            roots=[(p.root_id, p.name, p.path) for p in self.places()],
+            emit=pipeline.emit_gap_events,
+            clock=self._clock,
+            commit=commit,
+            limit=limit,
+        )
+        if commit and not isinstance(result, MappingError):
+            await pipeline.backlog.refresh()
+        return result
+
+    def migration_status(self) -> MigrationStatus:
+        return self._pipeline.backlog.status()
+
+    async def pause_migration(self, paused: bool) -> None:
+        await self._pipeline.backlog.set_paused(paused)
 
     # ----- media -----------------------------------------------------------------------------
 

@@ -194,3 +194,51 @@ def test_mapping_errors_are_one_line_with_a_hint(make_daemon, tmp_path) -> None:
     err = d.ctl("migrate-legacy", str(tmp_path / "none.db"), "--mapping", str(bad)).stderr.decode()
     assert "not_found" in err and "no legacy catalog" in err
     assert d.ctl("pause", "everything").returncode == 2
+
+
+def test_the_backlog_survives_a_crash_midway_and_its_counts_add_up(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    late = tmp_path / "late"
+    late.mkdir()
+    d = make_daemon({"late": late})
+    d.write_config(
+        f'\n[[roots]]\nname = "late"\npath = "{late}"\nwatch = "poll"\npoll_interval_seconds = 3600\n'
+    )
+    d.start()
+    d.wait_idle()
+    files = 600
+    for i in range(files):
+        (late / f"d{i // 100}").mkdir(exist_ok=True)
+        (late / f"d{i // 100}" / f"f{i}.bin").write_bytes(os.urandom(64 << 10))
+    db = tmp_path / "old.db"
+    legacy_db(
+        db,
+        [(i + 1, str(late / f"d{i // 100}" / f"f{i}.bin"), None, f"F{i}", i, None) for i in range(files)],
+        [],
+    )
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING.replace('root = "studio"\n', ""), encoding="utf-8")
+    client = d.client()
+    client.pause("migration")
+    reply = client.migrate_legacy(str(db), str(mapping), commit=True, limit=0)
+    assert reply["totals"]["backlog"] == files and reply["rows"] == [] and reply["more"] == files
+    client.resume("migration")
+    wait_for(lambda: client.status()["migration"]["done"] > 0, timeout=60, interval=0.01, what="progress")
+    d.kill()  # kill -9, midway or after
+    d.start()
+    mig = d.client().status()["migration"]
+    assert mig["pending"] + mig["done"] + mig["missing"] + mig["failed"] == files
+    assert mig["done"] > 0 and mig["state"] in ("running", "done")
+    mig = wait_for(
+        lambda: (m := d.client().status()["migration"])["state"] == "done" and m, timeout=120, what="backlog"
+    )
+    assert (mig["pending"], mig["done"], mig["missing"], mig["failed"]) == (0, files, 0, 0)
+    # Each row linked once: one value per file, no row in the old catalog twice.
+    conn = sqlite3.connect(f"file:{d.db}?mode=ro", uri=True)
+    try:
+        names = conn.execute(
+            "SELECT count(*), count(DISTINCT file_id) FROM file_attributes WHERE name = 'name'"
+        )
+        assert names.fetchone() == (files, files)
+        assert conn.execute("SELECT count(*) FROM files WHERE status = 'present'").fetchone() == (files,)
+    finally:
+        conn.close()

@@ -28,12 +28,13 @@ from importd.catalog.tables import (
     chunks,
     entity_links,
     file_attributes,
+    file_tags,
     files,
     legacy_backlog,
     roots,
     run_log,
 )
-from importd.catalog.tags import ensure_tags, tag_file
+from importd.catalog.tags import ensure_tags
 from importd.entities import GapEvent
 from importd.imports.legacy import Known
 
@@ -102,6 +103,7 @@ def link(conn: Connection, links: Sequence[Link], source: str, run_id: int, now:
         entity_of.update((int(fid), int(eid)) for fid, eid in rows_of)
     batch = _Batch(conn, now, {0: run_id})
     rows: list[dict[str, Any]] = []
+    tagged: list[dict[str, Any]] = []
     for item in links:
         where = f"{source} row {item.legacy_id}"
         values: Mapping[str, Any] = item.record.get("values", {})
@@ -111,8 +113,11 @@ def link(conn: Connection, links: Sequence[Link], source: str, run_id: int, now:
                  "run_id": run_id, "at": now}
                 for name, value in values.items()
             ]  # fmt: skip
-            ids = [tag_ids[name].id for name, _ in item.record.get("tags", []) if name in tag_ids]
-            tag_file(conn, fid, ids, source, now)
+            tagged += [
+                {"file_id": fid, "tag_id": tag_ids[name].id, "source": source, "at": now}
+                for name, _ in item.record.get("tags", [])
+                if name in tag_ids
+            ]
             entity_id = entity_of.get(fid)
             incoming = item.record.get("entity_values", {})
             if entity_id is not None and incoming:
@@ -128,6 +133,9 @@ def link(conn: Connection, links: Sequence[Link], source: str, run_id: int, now:
             ),
             rows,
         )
+    if tagged:  # tag_file's statement, for many files at once
+        stmt = dialect_insert(conn, file_tags).on_conflict_do_nothing(index_elements=["file_id", "tag_id"])
+        conn.execute(stmt, tagged)
     batch.flush_entities()
     return batch.out.events
 

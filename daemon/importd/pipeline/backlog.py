@@ -36,8 +36,8 @@ from importd.items import FileFailure, FileRef, FileStat, HashedFile, HashOutcom
 log = logging.getLogger("importd.backlog")
 
 BATCH_FILES = 64
-BATCH_BYTES = 32 << 20
-IDLE_POLL_S = 0.2
+BATCH_BYTES = 64 << 20  # the live line's own batch bound (wiring.HASH_BATCH_BYTES)
+IDLE_POLL_S = 0.05
 MAX_TRIES = 3
 RATE_WINDOW_S = 10.0
 
@@ -150,6 +150,7 @@ class LegacyBacklog:
                 await anyio.sleep(5)
 
     async def _one_batch(self, rows: list[catalog_legacy.Pending]) -> None:
+        started = time.monotonic()
         roots = self.roots()
         outcomes: list[tuple[int, str, str | None]] = []
         present = [r for r in rows if r.root_id in roots]
@@ -190,26 +191,38 @@ class LegacyBacklog:
             else:
                 linked.append(r)
         now = self.clock()
+        last_try = {r.id for r in linked if self._tries.get(r.id, 0) + 1 >= MAX_TRIES}
 
         def write(c: Connection) -> tuple[list[tuple[int, str, str | None]], list[GapEvent]]:
-            return _link_registered(c, linked, now)
+            # Linking and leaving `pending` in one transaction: a crash between them would
+            # link a row twice.
+            done, events = _link_registered(c, linked, now)
+            registered = {bid for bid, _, _ in done}
+            gave_up = [
+                (r.id, "failed", "the file could not be registered")
+                for r in linked
+                if r.id not in registered and r.id in last_try
+            ]
+            catalog_legacy.settle(c, outcomes + done + gave_up, now)
+            return outcomes + done + gave_up, events
 
-        done, events = await self.writer.call(write) if linked else ([], [])
-        outcomes += done
-        settled_ids = {bid for bid, _, _ in done}
+        outcomes, events = await self.writer.call(write)
+        left = {bid for bid, _, _ in outcomes}
         for r in linked:
-            if r.id not in settled_ids:  # not registered (yet): tried again, a few times
-                tries = self._tries.get(r.id, 0) + 1
-                self._tries[r.id] = tries
-                if tries >= MAX_TRIES:
-                    outcomes.append((r.id, "failed", "the file could not be registered"))
-        await self.writer.call(lambda c: catalog_legacy.settle(c, outcomes, now))
+            if r.id not in left:  # not registered (yet): tried again, a few times
+                self._tries[r.id] = self._tries.get(r.id, 0) + 1
         self.emit(events)
         for bid, state, _ in outcomes:
             self._tries.pop(bid, None)
             self.counts[state] += 1
             self.counts["pending"] -= 1
         self._settled.append((time.monotonic(), len(outcomes)))
+        log.debug(
+            "legacy backlog: %d rows settled in %.3f s (%d hashed)",
+            len(outcomes),
+            time.monotonic() - started,
+            len(hashed),
+        )
         if not outcomes:  # everything changed while read: let it settle before the next try
             await anyio.sleep(IDLE_POLL_S)
 

@@ -198,7 +198,7 @@ class LegacyBacklog:
             # link a row twice.
             done, events = _link_registered(c, linked, now)
             registered = {bid for bid, _, _ in done}
-            gave_up = [
+            gave_up: list[tuple[int, str, str | None]] = [
                 (r.id, "failed", "the file could not be registered")
                 for r in linked
                 if r.id not in registered and r.id in last_try

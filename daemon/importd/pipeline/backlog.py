@@ -4,7 +4,8 @@ migration was committed, hashed in the background and then linked.
 It feeds the pipeline's own identify -> hash -> register line (no hasher of its own), a small
 batch at a time, and only while the live line is idle: before each batch it waits until nothing
 is settling or hashing (the watcher's changes, a walk), so a live change waits at most for the
-one batch in hand (BATCH_FILES files, BATCH_BYTES bytes). Its state is in the catalog
+one batch in hand (BATCH_FILES files, BATCH_BYTES bytes), which is hashed at low CPU and I/O
+priority (the wiring hands it the hasher on a lowered thread, as a sweep's). Its state is in the catalog
 (`legacy_backlog`, `backlog_control`), so a restart resumes where it was, paused if it was.
 
 Per row: gone -> `missing`; unreadable -> `failed` (the file's row is in error, as any other);

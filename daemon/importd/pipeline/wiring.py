@@ -14,6 +14,7 @@ items from one stage to the next. What the writer commits goes on to whoever sub
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat as stat_mod
@@ -44,6 +45,7 @@ from importd.items import (
     Vanished,
     is_regular,
 )
+from importd.maintenance.priority import run_lowered
 from importd.paths import display
 from importd.pipeline.backlog import BacklogLine, LegacyBacklog
 from importd.pipeline.extract import MediaStage
@@ -132,7 +134,7 @@ class Pipeline:
         self.backlog = LegacyBacklog(
             engine,
             self.writer,
-            BacklogLine(self._identify, self._hash, self._record_outcomes),
+            BacklogLine(self._identify, self._hash_lowered, self._record_outcomes),
             live_busy=self._live_busy,
             roots=lambda: {rid: (st.name, st.raw_path) for rid, st in self.roots.by_id.items()},
             emit=self.emit_gap_events,
@@ -393,6 +395,14 @@ class Pipeline:
             return await anyio.to_thread.run_sync(
                 self.hasher.hash_batch, self.roots.paths(), to_hash, abandon_on_cancel=True
             )
+
+    async def _hash_lowered(self, to_hash: list[SettledFile]) -> list[HashOutcome]:
+        """`_hash` at low CPU and I/O priority (the legacy backlog's): on a thread of its own
+        that ends with the batch, as a sweep's hashing (maintenance/priority.py)."""
+        work = functools.partial(self.hasher.hash_batch, self.roots.paths(), to_hash)
+        big = any(s.stat.size >= PIPELINE_FROM for s in to_hash)
+        async with self._hash_limiter if big else self._small_limiter:
+            return await anyio.to_thread.run_sync(run_lowered, work, abandon_on_cancel=True)
 
     async def _put_and_done(self, found: Identified) -> None:
         for op in found.ops:

@@ -94,6 +94,7 @@ class Core:
         self.catalog = catalog  # the catalog URL, password redacted
         self._started = started_monotonic
         self._clock = clock
+        self._migrating = False  # a legacy migration is being committed
 
     # ----- the daemon ------------------------------------------------------------------------
 
@@ -272,17 +273,28 @@ class Core:
         self, db_path: str, mapping: LegacyMapping, *, commit: bool, limit: int
     ) -> MigrationResult | MappingError:
         pipeline = self._pipeline
-        result = await migrate(
-            db_path,
-            mapping,
-            engine=self.engine,
-            writer=pipeline.writer,
-            roots=[(p.root_id, p.name, p.path) for p in self.places()],
-            emit=pipeline.emit_gap_events,
-            clock=self._clock,
-            commit=commit,
-            limit=limit,
-        )
+        if commit and self._migrating:
+            return MappingError(
+                "a legacy migration is being committed already",
+                "wait for it: importctl runs shows it",
+                "busy",
+            )
+        self._migrating = self._migrating or commit
+        try:
+            result = await migrate(
+                db_path,
+                mapping,
+                engine=self.engine,
+                writer=pipeline.writer,
+                roots=[(p.root_id, p.name, p.path) for p in self.places()],
+                emit=pipeline.emit_gap_events,
+                clock=self._clock,
+                commit=commit,
+                limit=limit,
+            )
+        finally:
+            if commit:
+                self._migrating = False
         if commit and not isinstance(result, MappingError):
             await pipeline.backlog.refresh()
         return result

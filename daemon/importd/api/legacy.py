@@ -49,8 +49,7 @@ async def migrate_legacy(core: Core, params: Params) -> MigrateLegacyReply:
         raise ApiError(ErrorCode.INVALID, f"{mapping_path}: {mapping.message} (hint: {mapping.hint})")
     result = await core.migrate_legacy(db, mapping, commit=bool(params.get("commit")), limit=limit)
     if isinstance(result, MappingError):
-        code = ErrorCode.NOT_FOUND if result.message.startswith("no legacy catalog") else ErrorCode.INVALID
-        raise ApiError(code, f"{result.message} (hint: {result.hint})")
+        raise ApiError(ErrorCode(result.code), f"{result.message} (hint: {result.hint})")
     t = result.totals
     return {
         "run_id": result.run_id,

@@ -58,6 +58,7 @@ class MappingError:
 
     message: str
     hint: str
+    code: str = "invalid"  # the API's error code: invalid | not_found | busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +177,9 @@ def open_read_only(path: str) -> sqlite3.Connection | MappingError:
     """The old catalog, read-only: a write through this connection fails, and nothing (no WAL,
     no journal) is created beside it."""
     if not os.path.isfile(path):
-        return MappingError(f"no legacy catalog at {path}", "give the path of the old SQLite file")
+        return MappingError(
+            f"no legacy catalog at {path}", "give the path of the old SQLite file", "not_found"
+        )
     uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)

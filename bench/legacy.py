@@ -5,7 +5,8 @@ here, and its backlog's hashing beside b3sum.
      backlog excluded): preview and commit in rows/s, beside reading the same rows out of the old
      catalog alone (the same query, in a fresh Python); and the daemon's peak RSS during each,
      beside the same on a catalog a quarter that size: streamed, it must not grow with the old
-     catalog (under 16 MiB either way; the peak is reset through /proc/PID/clear_refs before
+     catalog (a preview under 16 MiB, a commit under 48 MiB: the catalog writer's page cache,
+     32 MiB at most, fills as it writes; the peak is reset through /proc/PID/clear_refs before
      each call).
   2. the backlog: files on a polled root between polls (not catalogued), committed to the
      backlog paused, then resumed and timed to `done`, beside `find | xargs b3sum` on the same
@@ -35,6 +36,7 @@ from bench.core import (
     make_tree,
     timed_shell,
     wait_past_settle,
+    wait_roots_idle,
     warm,
 )
 from bench.maintenance import find_importctl, registered_daemon
@@ -45,6 +47,9 @@ MIB = 1 << 20
 # Streamed, the peak is a batch's worth (1,000 rows) whatever the old catalog's size: a few MiB
 # of allocator noise, never the 100,000 rows (tens of MiB as Python objects).
 RSS_TARGET = Target("value_at_most", 16)
+# A commit also fills the catalog writer's page cache (PRAGMA cache_size: 32 MiB), which is
+# bounded by that setting, not by the old catalog: the same 16 MiB on top of it.
+COMMIT_RSS_TARGET = Target("value_at_most", 48)
 MAPPING = """
 [files]
 table = "models"
@@ -158,6 +163,9 @@ def bench_legacy_migration(work_dir: Path, quick: bool = False) -> dict[str, Any
     mapping.write_text(MAPPING, encoding="utf-8")
     daemon = registered_daemon(work_dir / "legacy" / "daemon", "legacy", root, tree.files)
     try:
+        # The first import is followed by a second, stat-only reconcile behind the watch: wait
+        # for it, so the migration is measured alone.
+        wait_roots_idle(daemon, timeout=600)
         places = _catalogued(daemon, root)
         full, quarter = work_dir / "legacy" / "full.db", work_dir / "legacy" / "quarter.db"
         legacy_catalog(full, places)
@@ -182,7 +190,7 @@ def bench_legacy_migration(work_dir: Path, quick: bool = False) -> dict[str, Any
         Check("  peak RSS growth, preview", big["preview"]["peak_growth_mib"], "MiB",
               RSS_TARGET, small["preview"]["peak_growth_mib"], quarter_rows),
         Check("  peak RSS growth, commit", big["commit"]["peak_growth_mib"], "MiB",
-              RSS_TARGET, small["commit"]["peak_growth_mib"], quarter_rows),
+              COMMIT_RSS_TARGET, small["commit"]["peak_growth_mib"], quarter_rows),
     ]  # fmt: skip
     return {
         "rows": n,

@@ -10,8 +10,10 @@ and the run's log. Nothing is written by a preview.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import stat as stat_mod
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,7 @@ from importd.imports import legacy
 from importd.paths import wire
 
 READ_BATCH = 1000
+log = logging.getLogger("importd.imports")
 
 
 @dataclass
@@ -148,6 +151,7 @@ async def _one_batch(
         located.append(
             digest if isinstance(digest, legacy.Invalid) else legacy.locate_row(row, mapping, roots)
         )
+    t0 = time.perf_counter()
     places = [p for p in located if isinstance(p, legacy.Located)]
     on_disk = dict(
         zip(
@@ -156,10 +160,12 @@ async def _one_batch(
             strict=True,
         )
     )
+    t1 = time.perf_counter()
     wanted = [d for d in digests if isinstance(d, str)]
     async with engine.connect() as conn:
         by_hash = await conn.run_sync(catalog_legacy.known_by_hash, wanted)
         at_path = await conn.run_sync(catalog_legacy.known_at_paths, [(p.root_id, p.relpath) for p in places])
+    t2 = time.perf_counter()
     links: list[catalog_legacy.Link] = []
     backlog: list[tuple[int, bytes, str, dict[str, Any]]] = []
     gone: list[tuple[int, bytes, str, dict[str, Any]]] = []  # kept as `missing`, never dropped
@@ -214,6 +220,12 @@ async def _one_batch(
             )
         else:
             result.more += 1
+    t3 = time.perf_counter()
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "legacy batch of %d rows: stat %.3f s, catalog %.3f s, decide %.3f s",
+            len(batch), t1 - t0, t2 - t1, t3 - t2,
+        )  # fmt: skip
     if result.run_id is None:
         return
     run_id, now = result.run_id, clock()

@@ -21,6 +21,7 @@ from importctl import __version__
 from importctl.client import DEFAULT_TIMEOUT_S, Client, ClientError, DaemonError, DaemonUnreachable
 from importctl.protocol import (
     DEFAULT_ERRORS_LIMIT,
+    DEFAULT_LEGACY_ROWS_LIMIT,
     DEFAULT_PREVIEW_LIMIT,
     DEFAULT_RUNS_LIMIT,
     DEFAULT_UNMATCHED_LIMIT,
@@ -28,16 +29,20 @@ from importctl.protocol import (
     EXIT_DAEMON_ERROR,
     EXIT_UNREACHABLE,
     MAX_ERRORS_LIMIT,
+    MAX_LEGACY_ROWS_LIMIT,
     MAX_PREVIEW_LIMIT,
     MAX_RUNS_LIMIT,
     MAX_UNMATCHED_LIMIT,
+    PAUSABLE,
     TERMINAL_STATES,
     Event,
     FilesEvent,
+    FileTag,
     GapsEvent,
     GapsReply,
     LinkAction,
     LinkProposal,
+    MigrationStatus,
     ScanReply,
     Topic,
     display_path,
@@ -212,8 +217,18 @@ def status(ctx: click.Context, as_json: bool) -> None:
             f"completeness: {comp['percent']:.1f}% ({comp['satisfied']} of {comp['required']} "
             f"requirements{orphaned})"
         )
+    mig = data.get("migration")
+    if mig and (mig["pending"] or mig["done"] or mig["missing"] or mig["failed"]):
+        click.echo(_migration_line(mig))
     for warning in data.get("warnings", []):
         click.echo(f"warning: {warning}", err=True)
+
+
+def _migration_line(mig: MigrationStatus) -> str:
+    return (
+        f"migration: {mig['state']}, {mig['pending']} pending, {mig['done']} done, "
+        f"{mig['missing']} missing, {mig['failed']} failed; {mig['rate_per_s']:.1f} rows/s"
+    )
 
 
 @cli.command()
@@ -290,6 +305,8 @@ def find(ctx: click.Context, query: str, show_all: bool, as_json: bool) -> None:
             click.echo(f"         {entity['type']} {shown(entity['name'])} ({entity['role']}{approved})")
         if r.get("error"):
             click.echo(f"         error: {r['error']}")
+        if r.get("tags"):
+            click.echo(f"         tags: {_tag_list(r['tags'])}")
 
 
 @cli.command()
@@ -365,6 +382,10 @@ def info(ctx: click.Context, query: str, as_json: bool) -> None:
         click.echo(
             f"  {e['type']} {shown(e['name'])} ({e['role']}{', pre-approved' if e['pre_approved'] else ''})"
         )
+    if f.get("tags"):
+        click.echo(f"  tags: {_tag_list(f['tags'])}")
+    for name, v in data.get("attributes", {}).items():
+        click.echo(f"  {name} = {json.dumps(v['value'], ensure_ascii=False)}  ({v['source']}: {v['detail']})")
     media = data.get("media")
     if media:
         details = ", ".join(f"{k} {v}" for k, v in media.items() if v not in (None, [], "") and k != "kind")
@@ -378,6 +399,10 @@ def info(ctx: click.Context, query: str, as_json: bool) -> None:
     for group in data.get("duplicates", []):
         paths = group.get("paths") or [m["path"] for m in group.get("members", [])]
         click.echo(f"  {group['kind']} duplicates: " + ", ".join(shown(p) for p in paths if p != f["path"]))
+
+
+def _tag_list(tags: list[FileTag]) -> str:
+    return ", ".join(t["name"] + (f" ({t['color']})" if t["color"] else "") for t in tags)
 
 
 def _who() -> str:
@@ -987,6 +1012,81 @@ def watch(ctx: click.Context, topics: tuple[str, ...], count: int, idle: float, 
                 click.echo(json.dumps(event, ensure_ascii=True))
             else:
                 click.echo(_event_line(event))
+
+
+@cli.command("migrate-legacy")
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option(
+    "--mapping", "mapping", required=True, type=click.Path(dir_okay=False), help="the mapping (TOML)"
+)
+@click.option("--commit", is_flag=True, help="apply it (without: a preview, nothing written)")
+@click.option(
+    "--limit",
+    type=click.IntRange(0, MAX_LEGACY_ROWS_LIMIT),
+    default=DEFAULT_LEGACY_ROWS_LIMIT,
+    show_default=True,
+    help="rows listed (the totals count them all)",
+)
+@json_option
+@click.pass_context
+def migrate_legacy(
+    ctx: click.Context, db: str, mapping: str, commit: bool, limit: int, as_json: bool
+) -> None:
+    """Bring a legacy catalog (SQLite) in through a MAPPING: a preview, or with --commit a run."""
+    data = _client(ctx).migrate_legacy(db, mapping, commit, limit)
+    if as_json:
+        emit_json(data)
+    else:
+        for r in data["rows"]:
+            if r["action"] == "link":
+                continue
+            why = r["detail"] or "; ".join(f"{e['column']}: {e['message']}" for e in r["errors"])
+            where = shown(r["path"]) if r["path"] else "-"
+            click.echo(f"{r['action']:<8} row {r['key']}: {where}" + (f" ({why})" if why else ""))
+        t = data["totals"]
+        counts = ", ".join(f"{n} {k}" for k, n in t.items() if k != "rows")
+        verb = f"committed as run {data['run_id']}" if data["committed"] else "preview, nothing written"
+        click.echo(f"{t['rows']} rows: {counts} ({verb})")
+        if data["more"]:
+            click.echo(f"({data['more']} rows not listed; --limit N lists more)")
+    if data["totals"]["invalid"]:
+        ctx.exit(EXIT_DAEMON_ERROR)
+
+
+@cli.command()
+@click.argument("what", type=click.Choice(PAUSABLE))
+@json_option
+@click.pass_context
+def pause(ctx: click.Context, what: str, as_json: bool) -> None:
+    """Pause the legacy catalog's background hashing backlog (kept across restarts)."""
+    data = _client(ctx).pause(what)
+    emit_json(data) if as_json else click.echo(_migration_line(data["migration"]))
+
+
+@cli.command()
+@click.argument("what", type=click.Choice(PAUSABLE))
+@json_option
+@click.pass_context
+def resume(ctx: click.Context, what: str, as_json: bool) -> None:
+    """Resume the legacy catalog's background hashing backlog."""
+    data = _client(ctx).resume(what)
+    emit_json(data) if as_json else click.echo(_migration_line(data["migration"]))
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def tags(ctx: click.Context, as_json: bool) -> None:
+    """Every tag with its colour and how many files and entities carry it."""
+    rows = _client(ctx).tags()
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no tags")
+    for t in rows:
+        color = f" ({t['color']})" if t["color"] else ""
+        click.echo(f"{t['name']}{color}: {t['files']} files, {t['entities']} entities")
 
 
 def _event_line(event: Event) -> str:

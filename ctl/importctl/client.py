@@ -16,6 +16,7 @@ import zmq
 from importctl.protocol import (
     DEFAULT_CONFLICT_STATUS,
     DEFAULT_ERRORS_LIMIT,
+    DEFAULT_LEGACY_ROWS_LIMIT,
     DEFAULT_RUN_LOG_LIMIT,
     DEFAULT_RUNS_LIMIT,
     DEFAULT_UNMATCHED_LIMIT,
@@ -37,6 +38,8 @@ from importctl.protocol import (
     InfoReply,
     LinkAction,
     Method,
+    MigrateLegacyReply,
+    PauseReply,
     PreviewReply,
     RepairLinksReply,
     Reply,
@@ -49,6 +52,7 @@ from importctl.protocol import (
     ScansReply,
     StatusReply,
     SweepProgress,
+    TagCountReply,
     TrashReply,
     UnmatchedReply,
     decode_reply,
@@ -58,6 +62,7 @@ from importctl.protocol import (
 )
 
 DEFAULT_TIMEOUT_S = 10.0
+MIGRATION_TIMEOUT_S = 3600.0
 UNREACHABLE_HINT = "is importd running? try: systemctl status importd (or start it with: importd run)"
 
 
@@ -234,6 +239,32 @@ class Client:
     def forget(self, path: str, undo: bool = False, dry_run: bool = False) -> ForgetReply:
         params = {"path": path, "cwd": _cwd(), "undo": undo, "dry_run": dry_run}
         return cast(ForgetReply, self.call(Method.FORGET, params))
+
+    def migrate_legacy(
+        self, db: str, mapping: str, commit: bool = False, limit: int = DEFAULT_LEGACY_ROWS_LIMIT
+    ) -> MigrateLegacyReply:
+        """Paths are made absolute here: the daemon reads both files (they must be readable by
+        the service). A migration reads the whole old catalog, so it waits longer than a call."""
+        params = {
+            "db": os.path.abspath(db),
+            "mapping": os.path.abspath(mapping),
+            "commit": commit,
+            "limit": limit,
+        }
+        saved, self.timeout = self.timeout, max(self.timeout, MIGRATION_TIMEOUT_S)
+        try:
+            return cast(MigrateLegacyReply, self.call(Method.MIGRATE_LEGACY, params))
+        finally:
+            self.timeout = saved
+
+    def pause(self, what: str) -> PauseReply:
+        return cast(PauseReply, self.call(Method.PAUSE, {"what": what}))
+
+    def resume(self, what: str) -> PauseReply:
+        return cast(PauseReply, self.call(Method.RESUME, {"what": what}))
+
+    def tags(self) -> list[TagCountReply]:
+        return cast(list[TagCountReply], self.call(Method.TAGS))
 
     def events(self, topics: tuple[str, ...] = ()) -> EventStream:
         return EventStream(events_path_for(self.socket_path), topics)

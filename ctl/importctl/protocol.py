@@ -78,6 +78,10 @@ class Method(StrEnum):
     ENTITIES = "entities"
     ENTITY = "entity"
     PREVIEW = "preview"
+    MIGRATE_LEGACY = "migrate_legacy"
+    PAUSE = "pause"
+    RESUME = "resume"
+    TAGS = "tags"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -130,6 +134,15 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
         "rules_name": ((str, type(None)), False),
         "limit": ((int,), False),
     },
+    Method.MIGRATE_LEGACY: {
+        "db": ((str,), True),
+        "mapping": ((str,), True),
+        "commit": ((bool,), False),
+        "limit": ((int,), False),
+    },
+    Method.PAUSE: {"what": ((str,), True)},
+    Method.RESUME: {"what": ((str,), True)},
+    Method.TAGS: {},
 }
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
@@ -146,6 +159,9 @@ DEFAULT_CONFLICT_STATUS = "open"
 CONFLICT_STATUSES = ("open", "kept", "taken", "merged", "kept_apart", "all")
 DUPE_KINDS = ("exact", "near", "face")
 RESOLVE_ACTIONS = ("keep", "take_new", "merge", "keep_apart")  # the first two for attributes
+DEFAULT_LEGACY_ROWS_LIMIT = 1000  # rows a migrate-legacy reply lists (its totals count them all)
+MAX_LEGACY_ROWS_LIMIT = 1_000_000
+PAUSABLE = ("migration",)  # what `pause`/`resume` control
 # A run (scan) in one of these states has ended.
 TERMINAL_STATES = ("completed", "partial", "failed", "cancelled", "skipped")
 
@@ -307,6 +323,18 @@ class MaintenanceStatus(TypedDict):
     running: NotRequired[SweepProgress]
 
 
+class MigrationStatus(TypedDict):
+    """The legacy catalog's backlog: rows waiting to be hashed in the background, and how many
+    left `pending` (pending + done + missing + failed = every backlog row)."""
+
+    state: str  # running | paused | done
+    pending: int
+    done: int
+    missing: int
+    failed: int
+    rate_per_s: float
+
+
 class StatusReply(TypedDict):
     version: str
     uptime_s: float
@@ -324,6 +352,7 @@ class StatusReply(TypedDict):
     media: MediaStatus
     maintenance: MaintenanceStatus
     warnings: list[str]
+    migration: MigrationStatus
 
 
 class EntityLink(TypedDict):
@@ -331,6 +360,11 @@ class EntityLink(TypedDict):
     name: str
     role: str | None
     pre_approved: bool
+
+
+class FileTag(TypedDict):
+    name: str
+    color: str | None
 
 
 class FileReply(TypedDict):
@@ -350,6 +384,7 @@ class FileReply(TypedDict):
     inode: int
     dev: int
     entity: EntityLink | None
+    tags: list[FileTag]
 
 
 class ErrorReply(TypedDict):
@@ -650,6 +685,15 @@ class InfoDuplicates(TypedDict):
     face: NotRequired[int]  # face: which face of this content
 
 
+class FileValue(TypedDict):
+    """A value an old catalog held about the file (`info`'s `attributes`)."""
+
+    value: object  # any JSON value
+    source: str  # legacy
+    detail: str  # the old catalog and row
+    at: Stamp
+
+
 class InfoReply(TypedDict):
     file: FileReply
     paths: list[str]
@@ -658,6 +702,7 @@ class InfoReply(TypedDict):
     extractions: list[ExtractionReply]
     faces: list[FaceReply]
     duplicates: list[InfoDuplicates]
+    attributes: dict[str, FileValue]
 
 
 class LinkCandidate(TypedDict):
@@ -764,6 +809,60 @@ class ForgetReply(TypedDict):
     files: list[ForgottenFile]
 
 
+class LegacyRowError(TypedDict):
+    column: str
+    message: str
+
+
+class LegacyRowReply(TypedDict):
+    """One row of the old catalog and what the migration does with it."""
+
+    row: int  # 1-based, in the old catalog's id order
+    key: str  # the row's id there
+    path: str | None
+    action: str  # link | backlog | stale | missing | outside | invalid
+    detail: str | None
+    tags: list[str]
+    errors: list[LegacyRowError]
+
+
+class LegacyTotals(TypedDict):
+    rows: int
+    link: int
+    backlog: int
+    stale: int
+    missing: int
+    outside: int
+    invalid: int
+
+
+class MigrateLegacyReply(TypedDict):
+    """`migrate_legacy`: the preview's shape is the CSV import's (run_id, committed, totals,
+    rows); `more` counts rows decided but not listed (beyond `limit`)."""
+
+    run_id: int | None
+    committed: bool
+    totals: LegacyTotals
+    rows: list[LegacyRowReply]
+    more: int
+
+
+class PauseReply(TypedDict):
+    """`pause` and `resume`: what was asked of, and its state now."""
+
+    what: str  # migration
+    migration: MigrationStatus
+
+
+class TagCountReply(TypedDict):
+    """`tags`' items."""
+
+    name: str
+    color: str | None
+    files: int
+    entities: int
+
+
 # What each method answers; a list reply is the shape of its items in a list.
 REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.STATUS: (StatusReply, False),
@@ -791,6 +890,10 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.ENTITIES: (EntitySummaryReply, True),
     Method.ENTITY: (EntityReply, False),
     Method.PREVIEW: (PreviewReply, False),
+    Method.MIGRATE_LEGACY: (MigrateLegacyReply, False),
+    Method.PAUSE: (PauseReply, False),
+    Method.RESUME: (PauseReply, False),
+    Method.TAGS: (TagCountReply, True),
 }
 
 

@@ -21,6 +21,7 @@ from importctl.protocol import (
     Completeness,
     MaintenanceStatus,
     MediaStatus,
+    MigrationStatus,
     QueueStatus,
     ScanReply,
     StatusCounters,
@@ -29,6 +30,8 @@ from importd.catalog import files as catalog_files
 from importd.catalog.entities import Resolved, ResolveError, load_states, resolve_conflict_tx
 from importd.catalog.writer import FileChange
 from importd.entities import EntityGaps, Expectations, GapReport, RuleSet, compute_report
+from importd.imports.legacy import LegacyMapping, MappingError
+from importd.imports.migration import MigrationResult, migrate
 from importd.items import ConfirmHeld
 from importd.pipeline.reconcile import WalkError
 from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
@@ -91,6 +94,7 @@ class Core:
         self.catalog = catalog  # the catalog URL, password redacted
         self._started = started_monotonic
         self._clock = clock
+        self._migrating = False  # a legacy migration is being committed
 
     # ----- the daemon ------------------------------------------------------------------------
 
@@ -279,6 +283,44 @@ class Core:
                 [FileChange(r.row_id, place.root_id, r.relpath, kind) for r in rows]
             )
         return rows
+
+    # ----- a legacy catalog's migration and its backlog ---------------------------------------
+
+    async def migrate_legacy(
+        self, db_path: str, mapping: LegacyMapping, *, commit: bool, limit: int
+    ) -> MigrationResult | MappingError:
+        pipeline = self._pipeline
+        if commit and self._migrating:
+            return MappingError(
+                "a legacy migration is being committed already",
+                "wait for it: importctl runs shows it",
+                "busy",
+            )
+        self._migrating = self._migrating or commit
+        try:
+            result = await migrate(
+                db_path,
+                mapping,
+                engine=self.engine,
+                writer=pipeline.writer,
+                roots=[(p.root_id, p.name, p.path) for p in self.places()],
+                emit=pipeline.emit_gap_events,
+                clock=self._clock,
+                commit=commit,
+                limit=limit,
+            )
+        finally:
+            if commit:
+                self._migrating = False
+        if commit and not isinstance(result, MappingError):
+            await pipeline.backlog.refresh()
+        return result
+
+    def migration_status(self) -> MigrationStatus:
+        return self._pipeline.backlog.status()
+
+    async def pause_migration(self, paused: bool) -> None:
+        await self._pipeline.backlog.set_paused(paused)
 
     # ----- media -----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from importd.catalog.entities import links_of_files
 from importd.catalog.media import extraction_failures
 from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, STATUS_PRESENT
 from importd.catalog.roots import root_paths
+from importd.catalog.tags import tags_of_files
 from importd.core import Core
 from importd.paths import display, wire
 from importd.targets import TargetError
@@ -100,6 +101,7 @@ async def status(core: Core, params: Params) -> StatusReply:
         "media": core.media_status(),
         "maintenance": await core.maintenance_status(),
         "warnings": warnings,
+        "migration": core.migration_status(),
     }
 
 
@@ -204,6 +206,8 @@ async def file_replies(core: Core, rows: list[dict[str, Any]]) -> list[FileReply
         roots = await conn.run_sync(root_paths)
     async with AsyncSession(core.engine) as session:
         entities = await links_of_files(session, [r["id"] for r in rows])
+    async with core.engine.connect() as conn:
+        tags = await conn.run_sync(tags_of_files, [r["id"] for r in rows])
     out: list[FileReply] = []
     for r in rows:
         name, path, reconciled = roots.get(r["root_id"], ("?", "", None))
@@ -235,6 +239,7 @@ async def file_replies(core: Core, rows: list[dict[str, Any]]) -> list[FileReply
                 }
                 if entity is not None
                 else None,
+                "tags": [{"name": t.name, "color": t.color} for t in tags.get(r["id"], [])],
             }
         )
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +18,12 @@ from importctl.protocol import (
     InfoDuplicates,
     InfoReply,
     MediaFacts,
+    iso_utc,
 )
 from importd.api.files import HEX, find
 from importd.api.server import ApiError, Params
 from importd.catalog import media as catalog_media
+from importd.catalog.legacy import attributes_at
 from importd.core import Core
 from importd.paths import wire
 
@@ -93,6 +96,13 @@ async def info(core: Core, params: Params) -> InfoReply:
         "extractions": extractions,
         "faces": [],
         "duplicates": duplicates,
+        "attributes": {},
+    }
+    async with core.engine.connect() as conn:
+        values = await conn.run_sync(attributes_at, row["root"], os.fsencode(row["relpath"]))
+    out["attributes"] = {
+        name: {"value": value, "source": kind, "detail": source, "at": iso_utc(at)}
+        for name, (value, kind, source, at) in values.items()
     }
     if not digest:
         return out

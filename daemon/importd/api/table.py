@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from importctl.protocol import Method
-from importd.api import entities, entity_views, files, holds, maintenance, media, preview
+from importd.api import entities, entity_views, files, holds, legacy, maintenance, media, preview
 from importd.api.server import Params
 from importd.core import Core
 
@@ -39,4 +39,8 @@ TABLE: dict[str, Handler] = {
     Method.ENTITIES: entity_views.entities,
     Method.ENTITY: entity_views.entity,
     Method.PREVIEW: preview.preview,
+    Method.MIGRATE_LEGACY: legacy.migrate_legacy,
+    Method.PAUSE: legacy.pause,
+    Method.RESUME: legacy.resume,
+    Method.TAGS: legacy.tags,
 }

@@ -338,6 +338,53 @@ class EntityTagRow(SQLModel, table=True):
     at: float
 
 
+class LegacyBacklogRow(SQLModel, table=True):
+    """A legacy catalog's row whose file was on disk but not catalogued when the migration was
+    committed: hashed in the background (`pipeline/backlog.py`), then linked. `record` keeps
+    what the old row said (name, attributes, tags, its hash) as JSON until then; `state` is
+    pending | done | missing | failed, and a row is never deleted."""
+
+    __tablename__ = "legacy_backlog"
+    __table_args__ = (Index("ix_legacy_backlog_state", "state", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True)
+    root_id: int = Field(foreign_key="roots.id")
+    relpath: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    legacy_id: str
+    record: str = "{}"
+    state: str = Field(default="pending", max_length=16)
+    error: str | None = None
+    added: float
+    settled: float | None = None
+
+
+class BacklogControlRow(SQLModel, table=True):
+    """Whether a background backlog is paused (`importctl pause migration`): kept in the catalog
+    so a restart resumes it as it was."""
+
+    __tablename__ = "backlog_control"
+
+    name: str = Field(primary_key=True, max_length=32)
+    paused: bool = False
+    updated: float
+
+
+class FileAttributeRow(SQLModel, table=True):
+    """A value an old catalog held about one file (its name, a rating…): kept per file, shown by
+    `importctl info`; also merged into the file's entity when it has one."""
+
+    __tablename__ = "file_attributes"
+
+    file_id: int = Field(foreign_key="files.id", primary_key=True)
+    name: str = Field(primary_key=True)
+    value: str  # JSON
+    kind: str = Field(max_length=16)  # ATTRIBUTE_SOURCE_KINDS
+    source: str
+    run_id: int | None = Field(default=None, foreign_key="runs.id")
+    at: float
+
+
 def add_postgresql_options() -> None:
     """Give the partial index its PostgreSQL spelling too. Not in the declaration: naming a
     dialect's option there makes SQLAlchemy import that dialect (and its drivers' modules), 0.1 s

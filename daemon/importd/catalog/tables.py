@@ -40,6 +40,9 @@ attribute_sources = _table("attribute_sources")
 tags = _table("tags")
 file_tags = _table("file_tags")
 entity_tags = _table("entity_tags")
+legacy_backlog = _table("legacy_backlog")
+backlog_control = _table("backlog_control")
+file_attributes = _table("file_attributes")
 
 T = TypeVar("T")
 # SQLite's default limit on bound parameters is 32766; stay far below for IN lists.

@@ -14,6 +14,7 @@ items from one stage to the next. What the writer commits goes on to whoever sub
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat as stat_mod
@@ -32,6 +33,7 @@ from importd.catalog import roots as catalog_roots
 from importd.catalog import runs as catalog_runs
 from importd.catalog.writer import CatalogWriter
 from importd.config import Config, RootConfig
+from importd.entities import GapEvent
 from importd.items import (
     FileFailure,
     FileRef,
@@ -43,7 +45,9 @@ from importd.items import (
     Vanished,
     is_regular,
 )
+from importd.maintenance.priority import run_lowered
 from importd.paths import display
+from importd.pipeline.backlog import BacklogLine, LegacyBacklog
 from importd.pipeline.extract import MediaStage
 from importd.pipeline.hasher import PIPELINE_FROM, BatchHasher
 from importd.pipeline.identify import Identified, catalog_matches, disk_view, identify, inodes_of
@@ -125,6 +129,18 @@ class Pipeline:
             clock=clock,
         )
         self.mapper.on_outcome = self.scans.count_mapped
+        # The legacy catalog's backlog feeds the same identify -> hash -> register line, only
+        # while the live line is idle.
+        self.backlog = LegacyBacklog(
+            engine,
+            self.writer,
+            BacklogLine(self._identify, self._hash_lowered, self._record_outcomes),
+            live_busy=self._live_busy,
+            roots=lambda: {rid: (st.name, st.raw_path) for rid, st in self.roots.by_id.items()},
+            emit=self.emit_gap_events,
+            drain_mapping=self.mapper.drain,
+            clock=clock,
+        )
         # Registration ends the line: what the writer committed goes on to whoever listens.
         self.writer.subscribe(self.scans.count_committed)
         self.writer.subscribe(self.mapper.committed)
@@ -163,6 +179,8 @@ class Pipeline:
         for _ in range(self.config.hash_workers):
             tg.start_soon(self._identify_and_hash)
         tg.start_soon(self.roots.run_scheduler)
+        await self.backlog.load()
+        tg.start_soon(self.backlog.run)
 
     async def apply_roots(self, wanted: Sequence[RootConfig]) -> None:
         """(Re)configure roots: used at start-up and on SIGHUP."""
@@ -204,6 +222,16 @@ class Pipeline:
 
     async def request_scan(self, root_id: int, prefix: bytes, trigger: str) -> Scan:
         return await self.scans.request(root_id, prefix, trigger)
+
+    def emit_gap_events(self, events: list[GapEvent]) -> None:
+        """A write outside the mapper (a migration, the backlog): its events to the live report."""
+        for event in events:
+            self.mapper.emit(self.mapper.live.apply(event))
+
+    def _live_busy(self) -> bool:
+        sizes = self.queue_sizes()
+        scanning = any(st.state in ("starting", "scanning") for st in self.roots.by_id.values())
+        return bool(sizes["settling"] or sizes["hashing"] or self.scans.waiting or scanning)
 
     def queue_sizes(self) -> dict[str, int]:
         queued = self._settled_send.statistics().current_buffer_used
@@ -367,6 +395,14 @@ class Pipeline:
             return await anyio.to_thread.run_sync(
                 self.hasher.hash_batch, self.roots.paths(), to_hash, abandon_on_cancel=True
             )
+
+    async def _hash_lowered(self, to_hash: list[SettledFile]) -> list[HashOutcome]:
+        """`_hash` at low CPU and I/O priority (the legacy backlog's): on a thread of its own
+        that ends with the batch, as a sweep's hashing (maintenance/priority.py)."""
+        work = functools.partial(self.hasher.hash_batch, self.roots.paths(), to_hash)
+        big = any(s.stat.size >= PIPELINE_FROM for s in to_hash)
+        async with self._hash_limiter if big else self._small_limiter:
+            return await anyio.to_thread.run_sync(run_lowered, work, abandon_on_cancel=True)
 
     async def _put_and_done(self, found: Identified) -> None:
         for op in found.ops:

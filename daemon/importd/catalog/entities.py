@@ -180,13 +180,24 @@ class _Batch:
         return entity
 
     def merge(
-        self, entity: _Entity, incoming: Mapping[str, Any], root_id: int, source: str, kind: str
+        self,
+        entity: _Entity,
+        incoming: Mapping[str, Any],
+        root_id: int,
+        source: str,
+        kind: str,
+        *,
+        overwrite: bool = False,
     ) -> None:
         """Fill the entity's empty attributes from `incoming` (from `source`, of `kind`: see
-        ATTRIBUTE_SOURCE_KINDS); a differing value becomes an open conflict."""
+        ATTRIBUTE_SOURCE_KINDS); a differing value becomes an open conflict, or, when the
+        operator said so (`importctl import-csv --overwrite`), replaces the value."""
         if not incoming:
             return
         merge = merge_attributes(entity.attributes, incoming, entity=entity.name, source=source)
+        if overwrite and merge.conflicts:
+            taken = {c.attribute: c.proposed for c in merge.conflicts}
+            merge = merge._replace(merged={**merge.merged, **taken}, conflicts=[])
         changed = {k: v for k, v in merge.merged.items() if entity.attributes.get(k, None) != v}
         if changed:
             entity.attributes = dict(merge.merged)

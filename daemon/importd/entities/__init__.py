@@ -13,6 +13,15 @@ from importd.entities.expectations import (
     TypeExpectation,
     parse_expectations,
 )
+from importd.entities.fields import (
+    FIELD_TYPES,
+    FieldError,
+    FieldFailure,
+    FieldRules,
+    FieldSpec,
+    check_field,
+    parse_fields,
+)
 from importd.entities.gaps import (
     KINDS,
     AttributeSet,
@@ -79,6 +88,7 @@ from importd.entities.rules import (
 )
 
 __all__ = [
+    "FIELD_TYPES",
     "KINDS",
     "MATCH_KEY_MODES",
     "ROLE_EPISODE",
@@ -101,6 +111,10 @@ __all__ = [
     "ExpectationError",
     "Expectations",
     "ExpectationsChanged",
+    "FieldError",
+    "FieldFailure",
+    "FieldRules",
+    "FieldSpec",
     "FileForgotten",
     "FileId",
     "FileLinked",
@@ -129,6 +143,7 @@ __all__ = [
     "RuleSet",
     "TableRows",
     "TypeExpectation",
+    "check_field",
     "compile_pattern",
     "compute_report",
     "entity_gaps",
@@ -142,6 +157,7 @@ __all__ = [
     "name_key",
     "parse_episode",
     "parse_expectations",
+    "parse_fields",
     "parse_rule",
     "parse_rules",
     "path_key",

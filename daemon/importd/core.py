@@ -29,7 +29,7 @@ from importctl.protocol import (
 from importd.catalog import files as catalog_files
 from importd.catalog.entities import Resolved, ResolveError, load_states, resolve_conflict_tx
 from importd.catalog.writer import FileChange
-from importd.entities import EntityGaps, FieldRules, GapEvent, GapReport, compute_report
+from importd.entities import EntityGaps, FieldRules, GapChange, GapEvent, GapReport, compute_report
 from importd.items import ConfirmHeld
 from importd.pipeline.reconcile import WalkError
 from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
@@ -283,8 +283,10 @@ class Core:
     def apply_gap_events(self, events: Sequence[GapEvent]) -> None:
         """Bring the live gap report up to date with what a write outside the mapper did."""
         mapper = self._pipeline.mapper
+        changes: list[GapChange] = []
         for event in events:
-            mapper.emit(mapper.live.apply(event))
+            changes.extend(mapper.live.apply(event))
+        mapper.emit(changes)  # once: a listener publishes what changed, per call
 
     # ----- media -----------------------------------------------------------------------------
 

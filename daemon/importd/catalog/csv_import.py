@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, select, text
 from sqlalchemy.engine import Connection
 
-from importd.catalog.entities import _Batch, _Entity, _seen
+from importd.catalog.entities import _Batch, _Entity, _seen, safe_text
 from importd.catalog.models import LIVE_PATH_WHERE
 from importd.catalog.tables import chunks, entities, entity_links, files
-from importd.entities import FieldRules, GapEvent, id_key, name_key, path_key
-from importd.imports.csv_mapping import Change, CsvImportSpec, ParsedRow, RowPlan, plan_row
+from importd.entities import FieldRules, GapEvent, path_key
+from importd.imports.csv_mapping import Change, CsvImportSpec, ParsedRow, RowPlan, entity_key, plan_row
 
 # The run's rows in `_Batch` are logged under this pseudo root (a CSV run belongs to no root).
 _NO_ROOT = 0
@@ -69,6 +69,8 @@ def csv_batch(
     found = _find(batch, [r for r in rows if not r.errors], spec, roots)
     out = CsvBatchOutcome()
     etype = spec.entity_type
+    to_apply: list[tuple[ParsedRow, _Found, str, str]] = []
+    creating: dict[str, int] = {}  # new key -> its row
     for parsed in rows:
         where = f"{source} row {parsed.row}"
         if parsed.errors:
@@ -88,6 +90,15 @@ def csv_batch(
             if write:
                 batch._log(_NO_ROOT, "unmatched", None, f"{where}: no {etype} {parsed.key!r}")
             continue
+        if hit.entity is None and hit.new_key in creating:
+            # Two spellings of one new folder (absolute and relative): made once.
+            error = ((parsed.key_column, f"duplicate key: row {creating[hit.new_key]} has it already"),)
+            out.rows.append(CsvRowOutcome(parsed.row, parsed.key, "invalid", None, (), error))
+            if write:
+                batch._log(_NO_ROOT, "invalid", None, f"{where}: {error[0][1]}")
+            continue
+        if hit.entity is None and hit.new_key is not None:
+            creating[hit.new_key] = parsed.row
         current = hit.entity.attributes if hit.entity is not None else None
         plan: RowPlan = plan_row(current, parsed, rules, etype, overwrite=spec.overwrite)
         name = hit.entity.name if hit.entity is not None else (hit.new_name or parsed.key)
@@ -99,16 +110,38 @@ def csv_batch(
         if plan.action == "invalid":
             batch._log(_NO_ROOT, "invalid", None, f"{where}: {_errors_text(plan.errors)}")
             continue
-        entity = hit.entity
-        if entity is None:
-            assert hit.new_key is not None
-            entity = batch.ensure(etype, hit.new_key, name, _NO_ROOT, where)
-            batch.out.events.append(_seen(entity))
+        to_apply.append((parsed, hit, name, where))
+    if not write:
+        return out
+    _create(
+        batch, etype, [(hit.new_key, name, where) for _, hit, name, where in to_apply if hit.entity is None]
+    )
+    for parsed, hit, _, where in to_apply:
+        entity = hit.entity or batch.entities[(etype, hit.new_key or "")]
         batch.merge(entity, parsed.values, _NO_ROOT, where, "csv", overwrite=spec.overwrite)
-    if write:
-        batch.flush_entities()
-        out.events = batch.out.events
+    batch.flush_entities()
+    out.events = batch.out.events
     return out
+
+
+def _create(batch: _Batch, etype: str, new: Sequence[tuple[str | None, str, str]]) -> None:
+    """The batch's new entities in one statement (one INSERT per entity cost more than the rest
+    of the row's work together)."""
+    if not new:
+        return
+    values = [
+        {"type": etype, "key": key, "name": safe_text(name), "attributes": "{}",
+         "first_seen": batch.now, "updated": batch.now}
+        for key, name, _ in new
+    ]  # fmt: skip
+    stmt = entities.insert().returning(entities.c.id, sort_by_parameter_order=True)
+    ids = batch.conn.execute(stmt, values).scalars().all()
+    for (key, name, where), eid in zip(new, ids, strict=True):
+        assert key is not None
+        entity = _Entity(int(eid), etype, key, safe_text(name), {})
+        batch.entities[(etype, key)] = entity
+        batch._log(_NO_ROOT, "created", entity, f"from {where}")
+        batch.out.events.append(_seen(entity))
 
 
 def _errors_text(errors: Sequence[tuple[str, str]]) -> str:
@@ -121,9 +154,7 @@ def _find(
     etype = spec.entity_type
     if spec.key_mode == "path":
         return {r.row: _find_folder(batch, r, etype, roots) for r in rows}
-    keyed: dict[int, str | None] = {
-        r.row: (name_key(r.key) if spec.key_mode == "name" else id_key(r.key)) for r in rows
-    }
+    keyed: dict[int, str | None] = {r.row: entity_key(spec.key_mode, r.key) for r in rows}
     batch.load_entities((etype, k) for k in keyed.values() if k)
     out: dict[int, _Found] = {}
     by_name: dict[str, list[_Entity]] = {}

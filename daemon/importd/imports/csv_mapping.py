@@ -17,6 +17,7 @@ import overwrites.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -27,9 +28,7 @@ from importd.entities import (
     JsonValue,
     check_field,
     fold,
-    id_key,
     is_filled,
-    name_key,
     same_value,
 )
 
@@ -42,7 +41,9 @@ __all__ = [
     "MappingError",
     "ParsedRow",
     "RowPlan",
+    "SeenKeys",
     "bind_columns",
+    "entity_key",
     "file_key",
     "parse_row",
     "plan_row",
@@ -145,12 +146,23 @@ def parse_row(
     return parsed
 
 
+# Every row's key is folded once or twice and never again: kept out of `fold`'s cache, which
+# would otherwise hold the last 65,536 names of a big file (the only memory that grew with it).
+_fold_once = fold.__wrapped__
+
+
+def entity_key(mode: str, text: str) -> str | None:
+    """The catalog key the `name` and `id` modes look for: `keys.name_key` and `keys.id_key`."""
+    folded = _fold_once(text)
+    if mode == "name":
+        return "name:" + folded
+    return "id:" + folded if folded else None
+
+
 def file_key(mode: str, text: str) -> str | None:
     """What makes two rows of one file the same entity: the folded key."""
-    if mode == "name":
-        return name_key(text)
-    if mode == "id":
-        return id_key(text)
+    if mode in ("name", "id"):
+        return entity_key(mode, text)
     parts = [fold(p) for p in text.replace("\\", "/").split("/") if p not in ("", ".")]
     return "path:" + "/".join(parts) if parts else None
 
@@ -197,3 +209,50 @@ def plan_row(
     if any(c.conflict for c in changes):
         return RowPlan("conflict", tuple(changes))
     return RowPlan("update" if changes else "unchanged", tuple(changes))
+
+
+class SeenKeys:
+    """The keys a file has given so far, each with the row that gave it first, by a 64-bit hash
+    of the folded key (two keys sharing one is a 1-in-2^64 chance per pair).
+
+    An open-addressing table in two flat arrays: 16 bytes a slot and no Python object per row.
+    A dict of ints cost 120 bytes a row, and those small objects, mixed in the allocator's
+    arenas with every batch's short-lived ones, kept the arenas from being given back: the
+    daemon's peak grew with the file."""
+
+    def __init__(self, capacity: int = 1 << 12) -> None:
+        self._hashes = array("q", bytes(8 * capacity))
+        self._rows = array("q", bytes(8 * capacity))
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def first(self, key: str, row: int) -> int:
+        """The first row that gave `key`: `row` itself when none did before."""
+        digest = hash(key) or 1  # 0 marks a free slot
+        mask = len(self._hashes) - 1
+        slot = digest & mask
+        while self._hashes[slot]:
+            if self._hashes[slot] == digest:
+                return self._rows[slot]
+            slot = (slot + 1) & mask
+        self._hashes[slot] = digest
+        self._rows[slot] = row
+        self._count += 1
+        if self._count * 2 > len(self._hashes):
+            self._grow()
+        return row
+
+    def _grow(self) -> None:
+        hashes, rows = self._hashes, self._rows
+        self._hashes = array("q", bytes(16 * len(hashes)))
+        self._rows = array("q", bytes(16 * len(rows)))
+        mask = len(self._hashes) - 1
+        for digest, row in zip(hashes, rows, strict=True):
+            if digest:
+                slot = digest & mask
+                while self._hashes[slot]:
+                    slot = (slot + 1) & mask
+                self._hashes[slot] = digest
+                self._rows[slot] = row

@@ -27,7 +27,7 @@ _BOMS: Final = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _DELIMITERS: Final = ",;\t"
-_CHUNK: Final = 1 << 20
+_CHUNK: Final = 64 << 10
 SAMPLE_CHARS: Final = 64 << 10
 
 

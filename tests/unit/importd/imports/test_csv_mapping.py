@@ -11,6 +11,7 @@ from importd.imports.csv_mapping import (
     Change,
     CsvImportSpec,
     MappingError,
+    SeenKeys,
     bind_columns,
     file_key,
     parse_row,
@@ -87,3 +88,12 @@ def test_plans() -> None:
     assert plan_row({"code": "C-2"}, no_code, RULES, "character", overwrite=False).action == "update"
     missing = plan_row({}, no_code, RULES, "character", overwrite=False)
     assert (missing.action, missing.errors) == ("invalid", (("Code", "code is required"),))
+
+
+def test_seen_keys_remember_the_first_row_as_they_grow() -> None:
+    seen = SeenKeys(capacity=4)
+    for row in range(2, 5002):
+        assert seen.first(f"name:n{row}", row) == row
+    assert len(seen) == 5000
+    assert seen.first("name:n17", 9000) == 17 and seen.first("name:n5001", 9001) == 5001
+    assert len(seen) == 5000

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -95,7 +95,7 @@ def _delimiter(sample: str) -> str:
         return max(present, key=first.count)
 
 
-def read_records(path: Path, fmt: CsvFormat) -> Iterator[tuple[int, list[str]]]:
+def read_records(path: Path, fmt: CsvFormat) -> Generator[tuple[int, list[str]], None, None]:
     """(row number, cells) for every record that holds a non-blank cell, the header first."""
     with open(path, encoding=fmt.encoding, errors="replace", newline="") as fh:
         reader = csv.reader(fh, delimiter=fmt.delimiter)

@@ -5,11 +5,14 @@ Exit codes: 0 ok, 1 the daemon answered with an error, 2 usage, 3 daemon unreach
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -21,6 +24,7 @@ from importctl import __version__
 from importctl.client import DEFAULT_TIMEOUT_S, Client, ClientError, DaemonError, DaemonUnreachable
 from importctl.protocol import (
     DEFAULT_ERRORS_LIMIT,
+    DEFAULT_IMPORT_ROWS_LIMIT,
     DEFAULT_LEGACY_ROWS_LIMIT,
     DEFAULT_PREVIEW_LIMIT,
     DEFAULT_RUNS_LIMIT,
@@ -28,13 +32,16 @@ from importctl.protocol import (
     DUPE_KINDS,
     EXIT_DAEMON_ERROR,
     EXIT_UNREACHABLE,
+    IMPORT_KEY_MODES,
     MAX_ERRORS_LIMIT,
+    MAX_IMPORT_ROWS_LIMIT,
     MAX_LEGACY_ROWS_LIMIT,
     MAX_PREVIEW_LIMIT,
     MAX_RUNS_LIMIT,
     MAX_UNMATCHED_LIMIT,
     PAUSABLE,
     TERMINAL_STATES,
+    CsvImportReply,
     Event,
     FilesEvent,
     FileTag,
@@ -1121,6 +1128,161 @@ def _warn_on_version_mismatch(ctx: click.Context | None) -> None:
             "upgrade both together (the --json shapes may differ)",
             err=True,
         )
+
+
+@cli.command("import-csv")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--map", "maps", multiple=True, metavar="COLUMN=FIELD", help="a column as a field (repeat)")
+@click.option(
+    "--mapping",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="a TOML mapping: type, key and [columns] (--map, --type, --key win over it)",
+)
+@click.option(
+    "--key",
+    "key_mode",
+    type=click.Choice(IMPORT_KEY_MODES),
+    default=None,
+    help="how rows find entities [default: name]",
+)
+@click.option("--type", "entity_type", default=None, help="the entity type of every row")
+@click.option("--create", is_flag=True, help="create an entity for a row that matches none")
+@click.option("--overwrite", is_flag=True, help="replace differing values (otherwise: conflicts)")
+@click.option("--commit", is_flag=True, help="write it (as a run); without it, a preview")
+@click.option(
+    "--limit",
+    type=click.IntRange(0, MAX_IMPORT_ROWS_LIMIT),
+    default=DEFAULT_IMPORT_ROWS_LIMIT,
+    show_default=True,
+    help="rows listed (the totals count every row)",
+)
+@json_option
+@click.pass_context
+def import_csv(
+    ctx: click.Context,
+    file: Path,
+    maps: tuple[str, ...],
+    mapping: Path | None,
+    key_mode: str | None,
+    entity_type: str | None,
+    create: bool,
+    overwrite: bool,
+    commit: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Bring a spreadsheet's rows in as entity attributes: a preview, or with --commit a run.
+
+    Exit status 1 when a row is invalid (nothing of it is written; the other rows are)."""
+    from importctl.csv_mapping import CsvMapping, MappingFileError, load_mapping, parse_map_option
+
+    try:
+        spec = load_mapping(mapping) if mapping else CsvMapping()
+        for text in maps:
+            spec.with_option(*parse_map_option(text))
+    except MappingFileError as exc:
+        raise click.UsageError(str(exc)) from None
+    etype = entity_type or spec.entity_type
+    if not etype:
+        raise click.UsageError('say the entity type: --type T (or type = "T" in the --mapping file)')
+    if not spec.columns:
+        raise click.UsageError("map the columns: --map COLUMN=FIELD ... (or [columns] in a --mapping file)")
+    client = _client(ctx)
+    call = functools.partial(
+        client.import_csv,
+        os.path.abspath(file),
+        etype,
+        key_mode or spec.key or "name",
+        spec.columns,
+        create=create,
+        overwrite=overwrite,
+        commit=commit,
+        limit=limit,
+    )
+    reply = _with_progress(client, call) if sys.stderr.isatty() and not as_json else call()
+    for warning in reply["warnings"]:
+        click.echo(f"importctl: warning: {shown(reply['file'])}: {warning}", err=True)
+    if as_json:
+        emit_json(reply)
+    else:
+        _print_import(reply)
+    if reply["totals"]["invalid"]:
+        ctx.exit(EXIT_DAEMON_ERROR)
+
+
+def _with_progress(client: Client, call: Callable[..., CsvImportReply]) -> CsvImportReply:
+    """Run the import in a thread; show how many rows the daemon has read meanwhile."""
+    job = uuid.uuid4().hex
+    done: list[CsvImportReply] = []
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            done.append(call(job=job))
+        except BaseException as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    shown_once = False
+    while worker.is_alive():
+        worker.join(0.5)
+        if not worker.is_alive():
+            break
+        try:
+            progress = client.import_progress(job)
+        except ClientError:
+            continue
+        if progress["state"] == "running":
+            click.echo(f"\rimport-csv: {progress['rows']:>9} rows read", nl=False, err=True)
+            shown_once = True
+    if shown_once:
+        click.echo("", err=True)
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
+def _print_import(reply: CsvImportReply) -> None:
+    what = f"run {reply['run_id']}, committed" if reply["committed"] else "preview, nothing written"
+    delimiter = _DELIMITER_NAMES.get(reply["delimiter"], reply["delimiter"])
+    click.echo(f"{shown(reply['file'])} ({reply['encoding']}, {delimiter}): {what}")
+    for row in reply["rows"]:
+        if row["action"] == "unchanged":
+            continue
+        entity = row["entity"]
+        who = shown(entity["name"]) if entity else shown(row["key"])
+        click.echo(f"  row {row['row']:>6}  {row['action']:<9}  {who}")
+        for change in row["changes"]:
+            current, proposed = change["current"], change["proposed"]
+            kept = row["action"] == "conflict" and current is not None
+            note = "   (kept: a conflict; --overwrite replaces it)" if kept else ""
+            click.echo(f"      {shown(change['field'])}: {_value(current)} → {_value(proposed)}{note}")
+        for error in row["errors"]:
+            where = f"{shown(error['column'])}: " if error["column"] else ""
+            click.echo(f"      ✗ {where}{error['message']}")
+        if row["action"] == "unmatched":
+            click.echo("      no such entity (--create makes one)")
+    t = reply["totals"]
+    click.echo(
+        f"totals: {t['create']} create, {t['update']} update, {t['unchanged']} unchanged, "
+        f"{t['invalid']} invalid, {t['conflict']} conflict, {t['unmatched']} unmatched"
+    )
+    left = sum(t.values()) - len(reply["rows"])  # type: ignore[arg-type]
+    if left > 0:
+        click.echo(f"({left} more rows not listed: --limit N, or --json)")
+    if reply["committed"] and t["conflict"]:
+        click.echo("differing values are open conflicts: importctl conflicts; importctl resolve ID ...")
+    if reply["run_id"] is not None:
+        click.echo(f"see: importctl run {reply['run_id']}")
+
+
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+def _value(value: object) -> str:
+    return "–" if value is None else json.dumps(value, ensure_ascii=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from importctl.protocol import (
     CheckResultReply,
     ConfirmMissingReply,
     ConflictReply,
+    CsvImportReply,
     DupesReply,
     EntityReply,
     EntitySummaryReply,
@@ -35,6 +36,7 @@ from importctl.protocol import (
     FileReply,
     ForgetReply,
     GapsReply,
+    ImportProgressReply,
     InfoReply,
     LinkAction,
     Method,
@@ -63,6 +65,8 @@ from importctl.protocol import (
 
 DEFAULT_TIMEOUT_S = 10.0
 MIGRATION_TIMEOUT_S = 3600.0
+# An import answers when its last row is in: a big spreadsheet takes minutes, not seconds.
+IMPORT_TIMEOUT_S = 24 * 3600.0
 UNREACHABLE_HINT = "is importd running? try: systemctl status importd (or start it with: importd run)"
 
 
@@ -268,6 +272,40 @@ class Client:
 
     def events(self, topics: tuple[str, ...] = ()) -> EventStream:
         return EventStream(events_path_for(self.socket_path), topics)
+
+    def import_csv(
+        self,
+        path: str,
+        entity_type: str,
+        key: str,
+        columns: list[tuple[str, str]],
+        *,
+        create: bool = False,
+        overwrite: bool = False,
+        commit: bool = False,
+        limit: int | None = None,
+        job: str | None = None,
+    ) -> CsvImportReply:
+        params: dict[str, Any] = {
+            "path": path,
+            "type": entity_type,
+            "key": key,
+            "map": [list(pair) for pair in columns],
+            "create": create,
+            "overwrite": overwrite,
+            "commit": commit,
+            "job": job,
+        }
+        if limit is not None:
+            params["limit"] = limit
+        patient = Client(self.socket_path, max(self.timeout, IMPORT_TIMEOUT_S))
+        try:
+            return cast(CsvImportReply, patient.call(Method.IMPORT_CSV, params))
+        finally:
+            self.daemon_version = patient.daemon_version or self.daemon_version
+
+    def import_progress(self, job: str) -> ImportProgressReply:
+        return cast(ImportProgressReply, self.call(Method.IMPORT_PROGRESS, {"job": job}))
 
 
 def _cwd() -> str | None:

@@ -82,6 +82,8 @@ class Method(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     TAGS = "tags"
+    IMPORT_CSV = "import_csv"
+    IMPORT_PROGRESS = "import_progress"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -143,6 +145,18 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.PAUSE: {"what": ((str,), True)},
     Method.RESUME: {"what": ((str,), True)},
     Method.TAGS: {},
+    Method.IMPORT_CSV: {
+        "path": ((str,), True),
+        "type": ((str,), True),
+        "key": ((str,), False),
+        "map": ((list,), True),
+        "create": ((bool,), False),
+        "overwrite": ((bool,), False),
+        "commit": ((bool,), False),
+        "limit": ((int,), False),
+        "job": ((str, type(None)), False),
+    },
+    Method.IMPORT_PROGRESS: {"job": ((str,), True)},
 }
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
@@ -155,6 +169,10 @@ DEFAULT_RUN_LOG_LIMIT = 10_000
 MAX_RUN_LOG_LIMIT = 1_000_000
 DEFAULT_PREVIEW_LIMIT = 1000
 MAX_PREVIEW_LIMIT = 1_000_000
+DEFAULT_IMPORT_ROWS_LIMIT = 1000  # rows an import's reply lists (its totals count every row)
+MAX_IMPORT_ROWS_LIMIT = 1_000_000
+IMPORT_KEY_MODES = ("name", "path", "id")
+IMPORT_ACTIONS = ("create", "update", "unchanged", "invalid", "conflict", "unmatched")
 DEFAULT_CONFLICT_STATUS = "open"
 CONFLICT_STATUSES = ("open", "kept", "taken", "merged", "kept_apart", "all")
 DUPE_KINDS = ("exact", "near", "face")
@@ -863,6 +881,59 @@ class TagCountReply(TypedDict):
     entities: int
 
 
+class CsvChange(TypedDict):
+    field: str
+    current: object  # any JSON value; null when the entity has none
+    proposed: object
+
+
+class CsvRowError(TypedDict):
+    column: str  # the column as the header spells it; empty for the row as a whole
+    message: str
+
+
+class CsvEntity(TypedDict):
+    type: str
+    name: str
+
+
+class CsvRow(TypedDict):
+    row: int  # the spreadsheet's row number (the header is row 1)
+    key: str
+    action: str  # create | update | unchanged | invalid | conflict | unmatched
+    entity: CsvEntity | None
+    changes: list[CsvChange]  # a conflict's are the changes with a current value, kept
+    errors: list[CsvRowError]
+
+
+class CsvTotals(TypedDict):
+    create: int
+    update: int
+    unchanged: int
+    invalid: int
+    conflict: int
+    unmatched: int
+
+
+class CsvImportReply(TypedDict):
+    """`import_csv`: `rows` lists the first `limit` rows in file order; `totals` count them all."""
+
+    run_id: int | None
+    committed: bool
+    totals: CsvTotals
+    rows: list[CsvRow]
+    file: str
+    encoding: str  # utf-8 | utf-8-sig | utf-16 | cp1252
+    delimiter: str
+    warnings: list[str]
+
+
+class ImportProgressReply(TypedDict):
+    job: str
+    state: str  # running | done | unknown
+    rows: int  # rows read so far
+
+
 # What each method answers; a list reply is the shape of its items in a list.
 REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.STATUS: (StatusReply, False),
@@ -894,6 +965,8 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.PAUSE: (PauseReply, False),
     Method.RESUME: (PauseReply, False),
     Method.TAGS: (TagCountReply, True),
+    Method.IMPORT_CSV: (CsvImportReply, False),
+    Method.IMPORT_PROGRESS: (ImportProgressReply, False),
 }
 
 

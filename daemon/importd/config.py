@@ -20,10 +20,13 @@ from importctl.protocol import default_socket_path
 from importd.entities import (
     ExpectationError,
     Expectations,
+    FieldError,
+    FieldRules,
     PatternError,
     RuleError,
     RuleSet,
     parse_expectations,
+    parse_fields,
     rule_set_for_root,
 )
 
@@ -159,6 +162,7 @@ class Config:
     log_level: str = "info"
     reconcile_interval: float = 6 * 3600.0
     expectations: Expectations = field(default_factory=lambda: parse_expectations(None))
+    fields: FieldRules = field(default_factory=FieldRules)
     media: MediaConfig = field(default_factory=MediaConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     # Sections owned by later stages (entities, media, …), kept verbatim for them to validate.
@@ -219,7 +223,7 @@ _TOP_KEYS = {
     "safety",
 }
 # Sections that later pipeline stages validate themselves.
-_EXTRA_SECTIONS = {"expect", "media", "faces", "maintenance", "events"}
+_EXTRA_SECTIONS = {"expect", "fields", "media", "faces", "maintenance", "events"}
 _ROOT_KEYS = {"name", "path", "watch", "poll_interval_seconds", "ignore", "use_default_ignores", "marker"}
 _ROOT_EXTRA = {"rules", "match_key"}
 
@@ -328,12 +332,17 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         expectations = parse_expectations(data.get("expect"))
     except ExpectationError as exc:
         raise r.fail(exc.key, exc.problem) from None
+    try:
+        fields = parse_fields(data.get("fields"))
+    except FieldError as exc:
+        raise r.fail(exc.key, exc.problem) from None
     media = _parse_media(r, data.get("media", {}), data.get("faces", {}), state_dir)
     safety = _parse_safety(r, data.get("safety", {}))
     return Config(
         safety=safety,
         media=media,
         expectations=expectations,
+        fields=fields,
         source=source,
         roots=tuple(roots),
         catalog_url=url,

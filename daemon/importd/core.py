@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from importctl.protocol import (
@@ -29,7 +30,16 @@ from importctl.protocol import (
 from importd.catalog import files as catalog_files
 from importd.catalog.entities import Resolved, ResolveError, load_states, resolve_conflict_tx
 from importd.catalog.writer import FileChange
-from importd.entities import EntityGaps, Expectations, GapReport, RuleSet, compute_report
+from importd.entities import (
+    EntityGaps,
+    Expectations,
+    FieldRules,
+    GapChange,
+    GapEvent,
+    GapReport,
+    RuleSet,
+    compute_report,
+)
 from importd.imports.legacy import LegacyMapping, MappingError
 from importd.imports.migration import MigrationResult, migrate
 from importd.items import ConfirmHeld
@@ -42,6 +52,9 @@ if TYPE_CHECKING:
     from importd.pipeline.extract import MediaStage
     from importd.pipeline.scans import Scan
     from importd.pipeline.wiring import Pipeline
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +334,27 @@ class Core:
 
     async def pause_migration(self, paused: bool) -> None:
         await self._pipeline.backlog.set_paused(paused)
+
+    # ----- imports ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self._clock()
+
+    def field_rules(self) -> FieldRules:
+        """The `[fields]` value rules as of the last reload."""
+        return self._pipeline.config.fields
+
+    async def write(self, tx: Callable[[Connection], T]) -> T:
+        """One transaction of the single catalog writer (an import's batch, its run row)."""
+        return await self._pipeline.writer.call(tx)
+
+    def apply_gap_events(self, events: Sequence[GapEvent]) -> None:
+        """Bring the live gap report up to date with what a write outside the mapper did."""
+        mapper = self._pipeline.mapper
+        changes: list[GapChange] = []
+        for event in events:
+            changes.extend(mapper.live.apply(event))
+        mapper.emit(changes)  # once: a listener publishes what changed, per call
 
     # ----- media -----------------------------------------------------------------------------
 

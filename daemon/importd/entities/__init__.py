@@ -13,6 +13,15 @@ from importd.entities.expectations import (
     TypeExpectation,
     parse_expectations,
 )
+from importd.entities.fields import (
+    FIELD_TYPES,
+    FieldError,
+    FieldFailure,
+    FieldRules,
+    FieldSpec,
+    check_field,
+    parse_fields,
+)
 from importd.entities.gaps import (
     KINDS,
     AttributeSet,
@@ -80,6 +89,7 @@ from importd.entities.rules import (
 )
 
 __all__ = [
+    "FIELD_TYPES",
     "KINDS",
     "MATCH_KEY_MODES",
     "ROLE_EPISODE",
@@ -102,6 +112,10 @@ __all__ = [
     "ExpectationError",
     "Expectations",
     "ExpectationsChanged",
+    "FieldError",
+    "FieldFailure",
+    "FieldRules",
+    "FieldSpec",
     "FileForgotten",
     "FileId",
     "FileLinked",
@@ -130,6 +144,7 @@ __all__ = [
     "RuleSet",
     "TableRows",
     "TypeExpectation",
+    "check_field",
     "compile_pattern",
     "compute_report",
     "entity_gaps",
@@ -143,6 +158,7 @@ __all__ = [
     "name_key",
     "parse_episode",
     "parse_expectations",
+    "parse_fields",
     "parse_rule",
     "parse_rule_set_file",
     "parse_rules",

@@ -25,6 +25,7 @@ from importctl.protocol import (
     CheckResultReply,
     ConfirmMissingReply,
     ConflictReply,
+    DriftReply,
     DupesReply,
     EntityReply,
     EntitySummaryReply,
@@ -220,6 +221,9 @@ class Client:
     def forget(self, path: str, undo: bool = False, dry_run: bool = False) -> ForgetReply:
         params = {"path": path, "cwd": _cwd(), "undo": undo, "dry_run": dry_run}
         return cast(ForgetReply, self.call(Method.FORGET, params))
+
+    def drift(self, root: str | None = None) -> DriftReply:
+        return cast(DriftReply, self.call(Method.DRIFT, {"root": root}))
 
     def events(self, topics: tuple[str, ...] = ()) -> EventStream:
         return EventStream(events_path_for(self.socket_path), topics)

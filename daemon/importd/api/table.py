@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from importctl.protocol import Method
-from importd.api import entities, entity_views, files, holds, maintenance, media
+from importd.api import drift, entities, entity_views, files, holds, maintenance, media
 from importd.api.server import Params
 from importd.core import Core
 
@@ -38,4 +38,5 @@ TABLE: dict[str, Handler] = {
     Method.CONFIRM_MISSING: holds.confirm_missing,
     Method.ENTITIES: entity_views.entities,
     Method.ENTITY: entity_views.entity,
+    Method.DRIFT: drift.drift,
 }

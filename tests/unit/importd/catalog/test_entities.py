@@ -170,7 +170,7 @@ def test_moving_onto_another_entity_proposes_a_merge_then_merges(catalog: Connec
         catalog, {**BOB, b"Alice/intro.mp4": b"a", b"Alice/metadata.json": b'{"notes": "n", "age": 31}'}, 5.0
     )
     bob, alice = _entity(catalog, "Bob"), _entity(catalog, "Alice")
-    moves = {b"Bob/source.jpg": b"Alice/source.jpg", b"Bob/metadata.json": b"Alice/bob.json"}
+    moves = {b"Bob/source.jpg": b"Alice/source.jpg", b"Bob/metadata.json": b"Alice/bob.json.old"}
     moves[b"Bob/intro.mp4"] = b"Alice/dance.mp4"
     items = _move(catalog, moves, 6.0)
     outcome = apply_mapping(catalog, items, 6.0, {1: None}, frozenset({int(str(bob["id"]))}))
@@ -187,7 +187,7 @@ def test_moving_onto_another_entity_proposes_a_merge_then_merges(catalog: Connec
     assert isinstance(done.events[0], EntityRemoved)
     states = {s.name: s for s in load_states(catalog)}
     assert set(states) == {"Alice"}, "a merged entity leaves the report; its row stays"
-    assert len(states["Alice"].links) == 4, "bob.json matches no rule"
+    assert len(states["Alice"].links) == 4, "bob.json.old matches no rule"
     assert _entity(catalog, "Bob")["merged_into"] == alice["id"]
     (age,) = read(catalog, conflict_rows, "open")
     assert (age["attribute"], age["current"], age["proposed"]) == ("age", "31", "30"), "never silently"

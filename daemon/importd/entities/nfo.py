@@ -91,8 +91,10 @@ def read_nfo(data: bytes, file_name: str = "") -> Nfo | MetadataFailure:
         return MetadataFailure(f"refused: {exc}")
     except ParseError as exc:
         return MetadataFailure(f"malformed XML: {exc}")
-    except (ValueError, RecursionError) as exc:  # e.g. an unknown encoding declared
+    except (ValueError, LookupError, RecursionError) as exc:  # e.g. an unknown encoding declared
         return MetadataFailure(f"malformed XML: {exc}")
+    except Exception as exc:  # hostile input: whatever else the parser raises is this file's failure
+        return MetadataFailure(f"unreadable XML: {type(exc).__name__}: {exc}")
     kind = _ROOTS.get(root.tag)
     if kind is None:
         return MetadataFailure(

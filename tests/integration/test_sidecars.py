@@ -286,4 +286,22 @@ def test_a_video_arriving_after_its_tags_sidecar_gets_its_tags(make_daemon, tmp_
         timeout=d.settle + 10,
         what="the video's tags",
     )
+    # After a restart the waiting sidecars are known again (read back from the catalog).
+    write(late / "Late.mkv.tags.json", json.dumps(["restarted"]))
+    write(late / "Bonus.tags.json", json.dumps(["bonus"]))
+    wait_for(
+        lambda: tags_of(d, "Films/Late (2005)/Late.mkv") == ["late", "Night", "restarted"],
+        timeout=d.settle + 10,
+        what="a sidecar named with the video's extension",
+    )
+    d.wait_idle()
+    assert d.stop() == 0
+    d.start()
+    d.wait_idle()
+    write(late / "Bonus.mp4", "bonus" * 1000)
+    wait_for(
+        lambda: tags_of(d, "Films/Late (2005)/Bonus.mp4") == ["bonus"],
+        timeout=d.settle + 10,
+        what="the tags of a video that arrived after a restart",
+    )
     gaps_agree(d)

@@ -72,7 +72,13 @@ from importd.entities import (
     read_table,
     resolve_conflict,
 )
-from importd.entities.sidecars import SIDECAR_ROLES, TagName, read_facts, source_kind
+from importd.entities.sidecars import (
+    SIDECAR_ROLES,
+    TagName,
+    read_facts,
+    sidecar_stem_of_path,
+    source_kind,
+)
 from importd.media.versions import media_kind_of_path
 from importd.paths import display
 
@@ -558,27 +564,13 @@ def _tag_ids(batch: _Batch, names: Sequence[TagName]) -> list[int]:
     return [tag.id for tag in found.values()]
 
 
-_SIDECAR_SUFFIXES = (b".tags.json", b".json", b".nfo")
-
-
-def sidecar_candidates(relpath: bytes) -> list[bytes]:
-    """Where the sidecars that describe this media file would be: `<stem>.tags.json`,
-    `<stem>.json` and `<stem>.nfo` beside it (empty for a file that is no media)."""
-    if media_kind_of_path(relpath) is None:
-        return []
-    stem = relpath.rsplit(b".", 1)[0]
-    return [stem + suffix for suffix in _SIDECAR_SUFFIXES]
-
-
 def described_file(conn: Connection, root_id: int, relpath: bytes) -> int | None:
     """The live media file a sidecar describes: beside it, named as the sidecar without its
     suffix (`Amélie.mkv` for `Amélie.tags.json`, `Amélie.nfo`), or exactly that name
     (`Amélie.mkv.tags.json`). None when there is none (yet) or several could be meant."""
-    lowered = relpath.lower()
-    suffix = next((s for s in _SIDECAR_SUFFIXES if lowered.endswith(s)), None)
-    if suffix is None:
+    stem = sidecar_stem_of_path(relpath)
+    if stem is None:
         return None
-    stem = relpath[: -len(suffix)]
     rows = conn.execute(
         select(files.c.id, files.c.relpath).where(
             files.c.root_id == root_id,
@@ -596,26 +588,14 @@ def described_file(conn: Connection, root_id: int, relpath: bytes) -> int | None
     return found[0] if len(found) == 1 else None
 
 
-def sidecars_of(
-    conn: Connection, root_id: int, candidates: Sequence[bytes], roles: Sequence[str]
-) -> list[tuple[int, bytes]]:
-    """(file_id, relpath) of the live files at these paths mapped in one of `roles`."""
-    out: list[tuple[int, bytes]] = []
-    for part in chunks(sorted(set(candidates))):
-        out.extend(
-            (fid, bytes(rel))
-            for fid, rel in conn.execute(
-                select(files.c.id, files.c.relpath)
-                .join(entity_links, entity_links.c.file_id == files.c.id)
-                .where(
-                    files.c.root_id == root_id,
-                    text(LIVE_PATH_WHERE),
-                    files.c.relpath.in_(part),
-                    entity_links.c.role.in_(roles),
-                )
-            )
-        )
-    return out
+def sidecar_files(conn: Connection, root_id: int, roles: Sequence[str]) -> list[tuple[int, bytes]]:
+    """(file_id, relpath) of a root's live files mapped in one of `roles`."""
+    rows = conn.execute(
+        select(files.c.id, files.c.relpath)
+        .join(entity_links, entity_links.c.file_id == files.c.id)
+        .where(files.c.root_id == root_id, text(LIVE_PATH_WHERE), entity_links.c.role.in_(list(roles)))
+    )
+    return [(fid, bytes(rel)) for fid, rel in rows]
 
 
 def _apply_table(batch: _Batch, item: MappedFile, root_id: int, path: str) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "read_tags_json",
     "read_video_json",
     "sidecar_stem",
+    "sidecar_stem_of_path",
     "source_kind",
 ]
 
@@ -98,6 +99,16 @@ def sidecar_stem(name: str) -> str:
         if lowered.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def sidecar_stem_of_path(relpath: bytes) -> bytes | None:
+    """`sidecar_stem` of a raw path (None when it is no sidecar by name): what a media file's
+    path, with or without its extension, must equal to be the file the sidecar describes."""
+    lowered = relpath.lower()
+    for suffix in _SUFFIXES:
+        if lowered.endswith(suffix.encode()):
+            return relpath[: -len(suffix)]
+    return None
 
 
 def read_facts(

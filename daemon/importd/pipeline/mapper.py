@@ -29,8 +29,7 @@ from importd.catalog.entities import (
     entity_members,
     live_files_of_root,
     load_states,
-    sidecar_candidates,
-    sidecars_of,
+    sidecar_files,
 )
 from importd.catalog.tables import chunks
 from importd.catalog.writer import BatchResult, CatalogWriter, FileChange
@@ -47,6 +46,7 @@ from importd.entities import (
 )
 from importd.entities.sidecars import SIDECAR_ROLES, TARGET_ROLES
 from importd.paths import wire
+from importd.pipeline.sidecar_index import SidecarIndex
 
 log = logging.getLogger("importd.entities")
 
@@ -96,6 +96,7 @@ class EntityMapper:
         self.run_ids = run_ids
         self.rule_sets: dict[int, RuleSet | None] = {}
         self._tagging_roots: set[int] = set()  # roots whose rules have sidecars that tag a video
+        self._sidecars = SidecarIndex()
         self.live = LiveGapReport(expectations)
         self.listeners: list[Callable[[list[GapChange]], None]] = []
         self.on_outcome: Callable[[MappingOutcome], None] | None = None
@@ -210,33 +211,37 @@ class EntityMapper:
     async def _waiting_sidecars(self, items: list[MappedFile]) -> list[MappedFile]:
         """Sidecars already catalogued beside media files that arrive now (a small `.tags.json`
         settles before the big video it describes): read again, for the video's tags only."""
-        wanted: dict[int, list[bytes]] = {}
-        in_batch = {(item.change.root_id, item.change.relpath) for item in items}
-        for item in items:
-            change = item.change
-            if (
-                change.root_id not in self._tagging_roots
-                or change.kind not in _ARRIVALS
-                or item.mapping is None
-                or item.mapping.role in READ_ROLES
-            ):
-                continue
-            for candidate in sidecar_candidates(change.relpath):
-                if (change.root_id, candidate) not in in_batch:
-                    wanted.setdefault(change.root_id, []).append(candidate)
-        if not wanted:
+        roots = {item.change.root_id for item in items} & self._tagging_roots
+        if not roots:
             return []
-        found: list[tuple[int, int, bytes]] = []
-        async with self.engine.connect() as conn:
-            for root_id, candidates in wanted.items():
-                rows = await conn.run_sync(sidecars_of, root_id, candidates, TARGET_ROLES)
-                found.extend((root_id, fid, rel) for fid, rel in rows)
-        out: list[MappedFile] = []
-        for root_id, fid, rel in found:
-            mapping = self._mapping_of(root_id, rel)
-            if mapping is not None and mapping.role in TARGET_ROLES:
-                out.append(MappedFile(FileChange(fid, root_id, rel, "updated"), mapping, tags_only=True))
-        return out
+        for root_id in roots - {r for r in roots if self._sidecars.loaded(r)}:
+            async with self.engine.connect() as conn:
+                found = await conn.run_sync(sidecar_files, root_id, TARGET_ROLES)
+            self._sidecars.load(root_id, found)
+        in_batch = {(item.change.root_id, item.change.relpath) for item in items}
+        out: dict[int, MappedFile] = {}
+        for item in items:
+            change, mapping = item.change, item.mapping
+            if change.root_id not in roots:
+                continue
+            if mapping is None:
+                self._sidecars.remove(change.file_id)
+            elif mapping.role in TARGET_ROLES:
+                self._sidecars.add(change.root_id, change.file_id, change.relpath)
+            elif change.kind in _ARRIVALS and mapping.role not in READ_ROLES:
+                for fid, rel in self._sidecars.describing(change.root_id, change.relpath):
+                    sidecar = self._mapping_of(change.root_id, rel)
+                    if (
+                        (change.root_id, rel) in in_batch
+                        or sidecar is None
+                        or sidecar.role not in TARGET_ROLES
+                    ):
+                        continue
+                    replay = MappedFile(
+                        FileChange(fid, change.root_id, rel, "updated"), sidecar, tags_only=True
+                    )
+                    out[fid] = replay
+        return list(out.values())
 
     async def _fully_carried(self, items: list[MappedFile]) -> frozenset[int]:
         """The entities whose every present file is on the move: some of them move in this batch

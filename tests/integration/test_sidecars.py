@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from importctl.protocol import DriftReply
+from importctl.protocol import DriftReply, Method
 from tests.conftest import Daemon, wait_for
+from tests.unit.importd.api.test_table import conforms
 
 EXPECT = """
 [expect.film]
@@ -219,6 +220,7 @@ def test_disagreeing_edited_and_deleted_sidecars_show_as_drift(make_daemon, tmp_
         1968,
     )
     report = drift_of(d)
+    conforms(Method.DRIFT, report)
     (line,) = report["items"]
     assert (line["kind"], line["attribute"], line["sidecar"], line["catalog"]) == (
         "older",
@@ -258,7 +260,9 @@ def test_disagreeing_edited_and_deleted_sidecars_show_as_drift(make_daemon, tmp_
         timeout=d.settle + 10,
         what="the deletion reaches the catalog",
     )
-    (gone,) = [i for i in drift_of(d)["items"] if i["kind"] == "gone"]
+    report = drift_of(d)
+    conforms(Method.DRIFT, report)
+    (gone,) = [i for i in report["items"] if i["kind"] == "gone"]
     assert (gone["attribute"], gone["sidecar"], gone["entity"]["name"]) == ("scenes", None, "Amélie (2001)")
     assert gone["path"] == str(amelie / ".artifacts" / "scenes.json")
     assert "importctl forget" in gone["settle"]

@@ -722,7 +722,7 @@ class DriftItem(TypedDict):
     sidecar: object  # what the file says (any JSON value); null when the file is gone
     catalog: object  # what the entity holds
     source: DriftSource | None
-    sidecar_mtime: Stamp  # the file's mtime as the catalog last saw it
+    sidecar_mtime: Stamp  # the file's mtime (now; for a gone file, as the catalog last saw it)
     conflict: int | None  # the open conflict that would settle it
     settle: str  # what would settle it: a command, or the file to rewrite
 

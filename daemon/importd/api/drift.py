@@ -6,6 +6,7 @@ uses; `entities/drift.py` compares."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import anyio
 
@@ -44,7 +45,8 @@ async def drift(core: Core, params: Params) -> DriftReply:
     )
     items: list[DriftItem] = []
     unreadable: list[DriftUnreadable] = []
-    for f, path, said in zip(readable, paths, read, strict=True):
+    for f, path, (said, mtime) in zip(readable, paths, read, strict=True):
+        f = replace(f, mtime=mtime or f.mtime)
         if isinstance(said, MetadataFailure):
             unreadable.append({"path": wire(path), "reason": said.reason})
             continue
@@ -88,16 +90,20 @@ def _text_attribute(f: ValueFile, holdings: dict[int, EntityHolding]) -> str | N
     )
 
 
-def _read(f: ValueFile, path: bytes, attribute: str | None) -> SidecarFacts | MetadataFailure:
+def _read(
+    f: ValueFile, path: bytes, attribute: str | None
+) -> tuple[SidecarFacts | MetadataFailure, float | None]:
+    """What the file says now, and its mtime now (it may have changed since the catalog saw it)."""
     try:
         with open(path, "rb") as fh:
+            mtime = os.fstat(fh.fileno()).st_mtime
             data = fh.read(MAX_READ_BYTES + 1)
     except OSError as exc:
-        return MetadataFailure(f"cannot read: {exc.strerror or exc}")
+        return MetadataFailure(f"cannot read: {exc.strerror or exc}"), None
     if len(data) > MAX_READ_BYTES:
-        return MetadataFailure(f"larger than {MAX_READ_BYTES >> 20} MiB: not read as metadata")
+        return MetadataFailure(f"larger than {MAX_READ_BYTES >> 20} MiB: not read as metadata"), mtime
     name = display(f.relpath.rsplit(b"/", 1)[-1])
-    return read_facts(f.role, data, name, attribute)
+    return read_facts(f.role, data, name, attribute), mtime
 
 
 def _item(line: DriftLine, f: ValueFile, holding: EntityHolding, path: str) -> DriftItem:

@@ -1117,6 +1117,38 @@ def _event_line(event: Event) -> str:
     return json.dumps(event, ensure_ascii=True)
 
 
+@cli.command()
+@click.argument("root", required=False)
+@json_option
+@click.pass_context
+def drift(ctx: click.Context, root: str | None, as_json: bool) -> None:
+    """Where sidecars, NFO files and metadata.json disagree with the catalog (of ROOT, a root's name
+    or path, or of every root): a value that differs (the file newer or older than the catalog's
+    value), or a value whose file is gone; one line each, with what would settle it."""
+    data = _client(ctx).drift(os.path.abspath(root) if root and os.path.isdir(root) else root)
+    if as_json:
+        emit_json(data)
+        return
+    if not data["items"] and not data["unreadable"]:
+        click.echo("no drift: every sidecar agrees with the catalog")
+    for item in data["items"]:
+        e = item["entity"]
+        where = f"{e['type']} {shown(e['name'])}: {shown(item['attribute'])}"
+        held = json.dumps(item["catalog"], ensure_ascii=False)
+        if item["kind"] == "gone":
+            line = f"gone     {where} = {held}, from {shown(item['path'])}, which is missing"
+        else:
+            said = json.dumps(item["sidecar"], ensure_ascii=False)
+            line = f"{item['kind']:<8} {where}: {shown(item['path'])} says {said}, the catalog holds {held}"
+        click.echo(line)
+        click.echo(f"         settle: {item['settle']}")
+    for bad in data["unreadable"]:
+        click.echo(f"unreadable {shown(bad['path'])}: {bad['reason']}")
+    if data["items"]:
+        totals = ", ".join(f"{n} {k}" for k, n in data["totals"].items() if n)
+        click.echo(f"{len(data['items'])} disagreement(s): {totals}")
+
+
 def _warn_on_version_mismatch(ctx: click.Context | None) -> None:
     obj = ctx.find_object(Context) if ctx is not None else None
     if obj is None or obj.versions_shown:

@@ -27,6 +27,7 @@ from importctl.protocol import (
     ConfirmMissingReply,
     ConflictReply,
     CsvImportReply,
+    DriftReply,
     DupesReply,
     EntityReply,
     EntitySummaryReply,
@@ -269,6 +270,9 @@ class Client:
 
     def tags(self) -> list[TagCountReply]:
         return cast(list[TagCountReply], self.call(Method.TAGS))
+
+    def drift(self, root: str | None = None) -> DriftReply:
+        return cast(DriftReply, self.call(Method.DRIFT, {"root": root}))
 
     def events(self, topics: tuple[str, ...] = ()) -> EventStream:
         return EventStream(events_path_for(self.socket_path), topics)

@@ -84,6 +84,7 @@ class Method(StrEnum):
     TAGS = "tags"
     IMPORT_CSV = "import_csv"
     IMPORT_PROGRESS = "import_progress"
+    DRIFT = "drift"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -157,6 +158,7 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
         "job": ((str, type(None)), False),
     },
     Method.IMPORT_PROGRESS: {"job": ((str,), True)},
+    Method.DRIFT: {"root": ((str, type(None)), False)},
 }
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
@@ -934,6 +936,50 @@ class ImportProgressReply(TypedDict):
     rows: int  # rows read so far
 
 
+class DriftEntity(TypedDict):
+    id: int
+    type: str
+    name: str
+
+
+class DriftSource(TypedDict):
+    """Where the entity's value came from (an `attribute_sources` row)."""
+
+    kind: str  # folder_rule | metadata | sidecar | nfo | table | csv | legacy | provider | resolved | merge
+    detail: str
+    at: Stamp
+
+
+class DriftItem(TypedDict):
+    """One place where a sidecar (or NFO, or metadata.json) and the catalog disagree."""
+
+    kind: str  # newer | older | differs | gone
+    entity: DriftEntity
+    attribute: str
+    path: str  # the sidecar
+    role: str | None
+    sidecar: object  # what the file says (any JSON value); null when the file is gone
+    catalog: object  # what the entity holds
+    source: DriftSource | None
+    sidecar_mtime: Stamp  # the file's mtime (now; for a gone file, as the catalog last saw it)
+    conflict: int | None  # the open conflict that would settle it
+    settle: str  # what would settle it: a command, or the file to rewrite
+
+
+class DriftUnreadable(TypedDict):
+    path: str
+    reason: str
+
+
+class DriftReply(TypedDict):
+    """`drift [ROOT]`: one item per disagreement; `unreadable`: sidecars that cannot be read."""
+
+    root: str | None
+    items: list[DriftItem]
+    totals: dict[str, int]  # newer, older, differs, gone
+    unreadable: list[DriftUnreadable]
+
+
 # What each method answers; a list reply is the shape of its items in a list.
 REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.STATUS: (StatusReply, False),
@@ -967,6 +1013,7 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.TAGS: (TagCountReply, True),
     Method.IMPORT_CSV: (CsvImportReply, False),
     Method.IMPORT_PROGRESS: (ImportProgressReply, False),
+    Method.DRIFT: (DriftReply, False),
 }
 
 

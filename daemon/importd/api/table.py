@@ -7,7 +7,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from importctl.protocol import Method
-from importd.api import csv_import, entities, entity_views, files, holds, legacy, maintenance, media, preview
+from importd.api import (
+    csv_import,
+    drift,
+    entities,
+    entity_views,
+    files,
+    holds,
+    legacy,
+    maintenance,
+    media,
+    preview,
+)
 from importd.api.server import Params
 from importd.core import Core
 
@@ -45,4 +56,5 @@ TABLE: dict[str, Handler] = {
     Method.TAGS: legacy.tags,
     Method.IMPORT_CSV: csv_import.import_csv,
     Method.IMPORT_PROGRESS: csv_import.import_progress,
+    Method.DRIFT: drift.drift,
 }

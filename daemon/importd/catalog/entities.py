@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 from sqlmodel import col
@@ -25,6 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from importd.catalog.engine import dialect_insert
 from importd.catalog.models import (
     GONE_STATUSES,
+    LIVE_PATH_WHERE,
     STATUS_FORGOTTEN,
     STATUS_PRESENT,
     ConflictRow,
@@ -41,6 +42,7 @@ from importd.catalog.tables import (
     files,
     run_log,
 )
+from importd.catalog.tags import ensure_tags, tag_entity, tag_file
 from importd.catalog.writer import FileChange
 from importd.entities import (
     Attributes,
@@ -70,6 +72,14 @@ from importd.entities import (
     read_table,
     resolve_conflict,
 )
+from importd.entities.sidecars import (
+    SIDECAR_ROLES,
+    TagName,
+    read_facts,
+    sidecar_stem_of_path,
+    source_kind,
+)
+from importd.media.versions import media_kind_of_path
 from importd.paths import display
 
 
@@ -89,6 +99,8 @@ class MappedFile:
     mapping: PathMapping | None
     content: bytes | None = None
     read_error: str | None = None
+    # A sidecar read again only for the tags of the video beside it, which arrived after it.
+    tags_only: bool = False
 
 
 @dataclass
@@ -343,6 +355,9 @@ def apply_mapping(
                 batch.out.events.append(FileLinked(change.file_id, back[0], back[1]))
             continue
         mapping = item.mapping
+        if item.tags_only and mapping is not None:
+            _apply_sidecar(batch, item, None, root_id, path)
+            continue
         if mapping is None:
             batch.link(change.file_id, root_id, None, None)
             if linked.get(change.file_id) is not None:
@@ -373,6 +388,8 @@ def apply_mapping(
             batch.merge(entity, dict(mapping.entity_attributes), root_id, path, "folder_rule")
         if mapping.role in ("metadata", "sidecar"):
             _apply_metadata(batch, item, entity, root_id, path)
+        elif mapping.role in SIDECAR_ROLES:
+            _apply_sidecar(batch, item, entity, root_id, path)
     batch.flush_entities()
     return batch.out
 
@@ -561,6 +578,70 @@ def _apply_metadata(batch: _Batch, item: MappedFile, entity: _Entity, root_id: i
         return
     assert isinstance(parsed, Attributes)
     batch.merge(entity, parsed.values, root_id, path, mapping.role)
+
+
+def _apply_sidecar(batch: _Batch, item: MappedFile, entity: _Entity | None, root_id: int, path: str) -> None:
+    """A `video_json`, `video_tags`, `scenes` or `nfo` file: its attributes merge into the entity
+    (provenance `nfo` or `sidecar`; a differing value is a conflict), its tags go on the entity
+    and on the video it describes. `entity` is None for a `tags_only` replay."""
+    mapping = item.mapping
+    assert mapping is not None
+    if item.read_error is not None or item.content is None:
+        batch._log(root_id, "failed", entity, f"{path}: {item.read_error or 'not read'}")
+        return
+    name = display(item.change.relpath.rsplit(b"/", 1)[-1])
+    facts = read_facts(mapping.role, item.content, name)
+    if isinstance(facts, MetadataFailure):
+        if entity is not None:  # a replay's failure was logged when the file was first read
+            batch._log(root_id, "failed", entity, f"{path}: {facts.reason}")
+        return
+    if entity is not None:
+        batch.merge(entity, facts.attributes, root_id, path, source_kind(mapping.role))
+        if facts.entity_tags:
+            tag_entity(batch.conn, entity.id, _tag_ids(batch, facts.entity_tags), path, batch.now)
+    if facts.file_tags:
+        target = described_file(batch.conn, root_id, item.change.relpath)
+        if target is not None:
+            tag_file(batch.conn, target, _tag_ids(batch, facts.file_tags), path, batch.now)
+
+
+def _tag_ids(batch: _Batch, names: Sequence[TagName]) -> list[int]:
+    found = ensure_tags(batch.conn, dict(names), batch.now)
+    return [tag.id for tag in found.values()]
+
+
+def described_file(conn: Connection, root_id: int, relpath: bytes) -> int | None:
+    """The live media file a sidecar describes: beside it, named as the sidecar without its
+    suffix (`Amélie.mkv` for `Amélie.tags.json`, `Amélie.nfo`), or exactly that name
+    (`Amélie.mkv.tags.json`). None when there is none (yet) or several could be meant."""
+    stem = sidecar_stem_of_path(relpath)
+    if stem is None:
+        return None
+    rows = conn.execute(
+        select(files.c.id, files.c.relpath).where(
+            files.c.root_id == root_id,
+            text(LIVE_PATH_WHERE),
+            or_(files.c.relpath == stem, and_(files.c.relpath >= stem + b".", files.c.relpath < stem + b"/")),
+        )
+    ).all()
+    found = []
+    for fid, raw in rows:
+        rel = bytes(raw)
+        rest = rel[len(stem) + 1 :]
+        beside = rel == stem or (b"/" not in rest and b"." not in rest)
+        if beside and media_kind_of_path(rel) is not None:
+            found.append(fid)
+    return found[0] if len(found) == 1 else None
+
+
+def sidecar_files(conn: Connection, root_id: int, roles: Sequence[str]) -> list[tuple[int, bytes]]:
+    """(file_id, relpath) of a root's live files mapped in one of `roles`."""
+    rows = conn.execute(
+        select(files.c.id, files.c.relpath)
+        .join(entity_links, entity_links.c.file_id == files.c.id)
+        .where(files.c.root_id == root_id, text(LIVE_PATH_WHERE), entity_links.c.role.in_(list(roles)))
+    )
+    return [(fid, bytes(rel)) for fid, rel in rows]
 
 
 def _apply_table(batch: _Batch, item: MappedFile, root_id: int, path: str) -> None:

@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -29,6 +29,7 @@ from importd.catalog.entities import (
     entity_members,
     live_files_of_root,
     load_states,
+    sidecar_files,
 )
 from importd.catalog.tables import chunks
 from importd.catalog.writer import BatchResult, CatalogWriter, FileChange
@@ -43,11 +44,15 @@ from importd.entities import (
     id_key,
     read_metadata_json,
 )
+from importd.entities.sidecars import SIDECAR_ROLES, TARGET_ROLES
 from importd.paths import wire
+from importd.pipeline.sidecar_index import SidecarIndex
 
 log = logging.getLogger("importd.entities")
 
-READ_ROLES = ("metadata", "sidecar", "table")
+READ_ROLES = ("metadata", "sidecar", "table", *SIDECAR_ROLES)
+# Kinds of change that bring a media file to a place its sidecars may already be waiting in.
+_ARRIVALS = ("new", "moved", "revived")
 MAX_METADATA_BYTES = 4 << 20
 # Beyond this many present files among the entities a batch moves files out of, no entity is
 # followed to a new key (their files just map where they now are): checking each file's old
@@ -90,6 +95,8 @@ class EntityMapper:
         self.root_paths = root_paths
         self.run_ids = run_ids
         self.rule_sets: dict[int, RuleSet | None] = {}
+        self._tagging_roots: set[int] = set()  # roots whose rules have sidecars that tag a video
+        self._sidecars = SidecarIndex()
         self.live = LiveGapReport(expectations)
         self.listeners: list[Callable[[list[GapChange]], None]] = []
         self.on_outcome: Callable[[MappingOutcome], None] | None = None
@@ -112,6 +119,9 @@ class EntityMapper:
             rid for rid, rs in rule_sets.items() if rid in self.rule_sets and self.rule_sets[rid] != rs
         ]
         self.rule_sets = dict(rule_sets)
+        self._tagging_roots = {
+            rid for rid, rs in self.rule_sets.items() if rs and any(r.role in TARGET_ROLES for r in rs.rules)
+        }
         return changed
 
     def set_expectations(self, expectations: Expectations) -> None:
@@ -168,6 +178,7 @@ class EntityMapper:
 
     async def _process(self, changes: list[FileChange]) -> None:
         items = self._map(changes)
+        items.extend(await self._waiting_sidecars(items))
         to_read = [i for i, item in enumerate(items) if item.mapping and item.mapping.role in READ_ROLES]
         if to_read:
             roots = self.root_paths()
@@ -177,7 +188,7 @@ class EntityMapper:
             results = await anyio.to_thread.run_sync(lambda: [read_metadata_file(p) for p in paths])
             for i, (data, error) in zip(to_read, results, strict=True):
                 item = items[i]
-                items[i] = MappedFile(item.change, item.mapping, data, error)
+                items[i] = replace(item, content=data, read_error=error)
         items = self._resolve_ids(items)
         carried = await self._fully_carried(items)
         run_ids = dict(self.run_ids())
@@ -196,6 +207,41 @@ class EntityMapper:
         self.emit(changes_out)
         if self.on_outcome is not None:
             self.on_outcome(outcome)
+
+    async def _waiting_sidecars(self, items: list[MappedFile]) -> list[MappedFile]:
+        """Sidecars already catalogued beside media files that arrive now (a small `.tags.json`
+        settles before the big video it describes): read again, for the video's tags only."""
+        roots = {item.change.root_id for item in items} & self._tagging_roots
+        if not roots:
+            return []
+        for root_id in roots - {r for r in roots if self._sidecars.loaded(r)}:
+            async with self.engine.connect() as conn:
+                found = await conn.run_sync(sidecar_files, root_id, TARGET_ROLES)
+            self._sidecars.load(root_id, found)
+        in_batch = {(item.change.root_id, item.change.relpath) for item in items}
+        out: dict[int, MappedFile] = {}
+        for item in items:
+            change, mapping = item.change, item.mapping
+            if change.root_id not in roots:
+                continue
+            if mapping is None:
+                self._sidecars.remove(change.file_id)
+            elif mapping.role in TARGET_ROLES:
+                self._sidecars.add(change.root_id, change.file_id, change.relpath)
+            elif change.kind in _ARRIVALS and mapping.role not in READ_ROLES:
+                for fid, rel in self._sidecars.describing(change.root_id, change.relpath):
+                    sidecar = self._mapping_of(change.root_id, rel)
+                    if (
+                        (change.root_id, rel) in in_batch
+                        or sidecar is None
+                        or sidecar.role not in TARGET_ROLES
+                    ):
+                        continue
+                    replay = MappedFile(
+                        FileChange(fid, change.root_id, rel, "updated"), sidecar, tags_only=True
+                    )
+                    out[fid] = replay
+        return list(out.values())
 
     async def _fully_carried(self, items: list[MappedFile]) -> frozenset[int]:
         """The entities whose every present file is on the move: some of them move in this batch
@@ -272,7 +318,7 @@ class EntityMapper:
             parsed = read_metadata_json(data) if data is not None else None
             ident = parsed.values.get("id") if isinstance(parsed, Attributes) else None
             key = id_key(ident) if ident not in (None, "") else None
-            out.append(MappedFile(item.change, m.with_key(key) if key else m, item.content, item.read_error))
+            out.append(replace(item, mapping=m.with_key(key)) if key else item)
         return out
 
     def emit(self, changes: list[GapChange]) -> None:

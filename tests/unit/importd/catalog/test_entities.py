@@ -14,6 +14,7 @@ from importd.catalog.entities import (
     ResolveError,
     apply_mapping,
     conflict_rows,
+    described_file,
     links_of_files,
     live_files_of_root,
     load_states,
@@ -22,7 +23,8 @@ from importd.catalog.entities import (
     unmatched_rows,
 )
 from importd.catalog.files import forget
-from importd.catalog.tables import entities, run_log
+from importd.catalog.tables import attribute_sources, entities, run_log
+from importd.catalog.tags import tag_counts, tags_of_files
 from importd.catalog.writer import FileChange, apply_ops
 from importd.entities import EntityRemoved, EntityRenamed, FileLinked, load_rule_set
 from importd.items import FileRef, FileStat, MovedFile, Vanished
@@ -170,7 +172,7 @@ def test_moving_onto_another_entity_proposes_a_merge_then_merges(catalog: Connec
         catalog, {**BOB, b"Alice/intro.mp4": b"a", b"Alice/metadata.json": b'{"notes": "n", "age": 31}'}, 5.0
     )
     bob, alice = _entity(catalog, "Bob"), _entity(catalog, "Alice")
-    moves = {b"Bob/source.jpg": b"Alice/source.jpg", b"Bob/metadata.json": b"Alice/bob.json"}
+    moves = {b"Bob/source.jpg": b"Alice/source.jpg", b"Bob/metadata.json": b"Alice/bob.json.old"}
     moves[b"Bob/intro.mp4"] = b"Alice/dance.mp4"
     items = _move(catalog, moves, 6.0)
     outcome = apply_mapping(catalog, items, 6.0, {1: None}, frozenset({int(str(bob["id"]))}))
@@ -187,7 +189,7 @@ def test_moving_onto_another_entity_proposes_a_merge_then_merges(catalog: Connec
     assert isinstance(done.events[0], EntityRemoved)
     states = {s.name: s for s in load_states(catalog)}
     assert set(states) == {"Alice"}, "a merged entity leaves the report; its row stays"
-    assert len(states["Alice"].links) == 4, "bob.json matches no rule"
+    assert len(states["Alice"].links) == 4, "bob.json.old matches no rule"
     assert _entity(catalog, "Bob")["merged_into"] == alice["id"]
     (age,) = read(catalog, conflict_rows, "open")
     assert (age["attribute"], age["current"], age["proposed"]) == ("age", "31", "30"), "never silently"
@@ -209,3 +211,52 @@ def test_kept_apart_the_moved_files_stay_with_their_entity(catalog: Connection) 
     apply_mapping(catalog, again, 8.0, {1: None})
     states = {s.name: s for s in load_states(catalog)}
     assert (len(states["Bob"].links), len(states["Alice"].links)) == (3, 1)
+
+
+def test_a_tags_sidecar_tags_the_video_it_names_and_its_entity(catalog: Connection) -> None:
+    tags_json = b'{"tags": ["night"], "entity_tags": [{"name": "Lead", "color": "#ff0000"}]}'
+    _map(
+        catalog,
+        {
+            b"Ada/intro.mp4": b"i",
+            b"Ada/intro.tags.json": tags_json,
+            b"Ada/intro.json": b'{"height": 170, "tags": ["4k"]}',
+            b"Ada/dance.tags.json": b'["lonely"]',  # no dance video (yet): tags nothing
+            b"Ada/.artifacts/scenes.json": b'[{"type": "intro", "start": 0, "end": 12}]',
+        },
+        5.0,
+    )
+    by_path = {c.relpath: c.file_id for c in live_files_of_root(catalog, 1)}
+    assert described_file(catalog, 1, b"Ada/intro.tags.json") == by_path[b"Ada/intro.mp4"]
+    assert described_file(catalog, 1, b"Ada/intro.mp4.tags.json") == by_path[b"Ada/intro.mp4"]
+    assert described_file(catalog, 1, b"Ada/dance.tags.json") is None
+    assert described_file(catalog, 1, b"Ada/intro.txt") is None
+    assert [
+        t.name for t in tags_of_files(catalog, [by_path[b"Ada/intro.mp4"]])[by_path[b"Ada/intro.mp4"]]
+    ] == [
+        "4k",
+        "night",
+    ]
+    assert [(c.tag.name, c.tag.color, c.files, c.entities) for c in tag_counts(catalog)] == [
+        ("4k", None, 1, 0),
+        ("Lead", "#ff0000", 0, 1),
+        ("night", None, 1, 0),
+    ]
+    ada = _entity(catalog, "Ada")
+    assert json.loads(str(ada["attributes"])) == {
+        "height": 170,
+        "scenes": [{"type": "intro", "start": 0.0, "end": 12.0}],
+    }
+    kinds = dict(catalog.execute(select(attribute_sources.c.attribute, attribute_sources.c.kind)).all())
+    assert kinds == {"height": "sidecar", "scenes": "sidecar"}
+
+
+def test_a_broken_sidecar_is_a_failed_line_and_the_rest_of_the_batch_maps(catalog: Connection) -> None:
+    _map(
+        catalog,
+        {b"Ada/intro.mp4": b"i", b"Ada/intro.tags.json": b"[1", b"Ada/metadata.json": b'{"a": 1}'},
+        5.0,
+    )
+    failed = catalog.execute(select(run_log.c.detail).where(run_log.c.action == "failed")).scalars().all()
+    assert [line.split(": ", 2)[:2] for line in failed] == [["Ada/intro.tags.json", "invalid JSON"]]
+    assert json.loads(str(_entity(catalog, "Ada")["attributes"])) == {"a": 1}

@@ -259,3 +259,34 @@ def test_chunks_hold_whole_lines() -> None:
     pieces = list(dump.chunks_of(lines(), 50))
     assert "".join(pieces) == "".join("a" * 10 + "\n" for _ in range(25))
     assert all(p.endswith("\n") for p in pieces)
+
+
+def test_a_dump_restored_into_postgresql_dumps_the_same(tmp_path: Path, pg_url: str) -> None:
+    db = tmp_path / "c.db"
+    seed(db)
+    first = lines_of(db)
+    asyncio.run(restore_catalog(pg_url, iter(first), batch=2))
+    again = asyncio.run(_engine_lines(pg_url))
+    assert again[1:] == first[1:]
+    assert {**json.loads(again[0]), "source": "sqlite"} == json.loads(first[0])
+    # The id sequences moved past the restored ids: the next row gets the next id.
+    assert asyncio.run(_next_entity_id(pg_url)) == 4
+    restore(tmp_path / "back.db", again)
+    assert lines_of(tmp_path / "back.db") == first
+
+
+async def _next_entity_id(url: str) -> int:
+    from sqlalchemy import text
+
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            row = await conn.execute(
+                text(
+                    "INSERT INTO entities (type, key, name, attributes, first_seen, updated)"
+                    " VALUES ('character', 'new', 'New', '{}', 1, 1) RETURNING id"
+                )
+            )
+            return int(row.scalar_one())
+    finally:
+        await engine.dispose()

@@ -20,11 +20,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, inspect, select, text, update
+import anyio
+import anyio.to_thread
+from sqlalchemy import Table, bindparam, event, func, inspect, select, text, update
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import StaticPool
 
 from importd.catalog.dump import FORMAT, FORMAT_VERSION, DumpError, TableSpec, table_specs
-from importd.catalog.engine import create_engine, head_revision, migrate
+from importd.catalog.engine import create_engine, head_revision, migrate, sqlite_file
 
 BATCH_ROWS = 1000
 
@@ -113,10 +117,22 @@ class _Loader:
             raise DumpError(f"a row of {name} is not an object")
         values: dict[str, Any] = {}
         for column, kind in zip(spec.columns, spec.kinds, strict=True):
-            if column not in row:
-                raise DumpError(f"a row of {name} has no {column!r}")
             try:
-                values[column] = _decode(kind, row[column])
+                value = row[column]
+            except KeyError:
+                raise DumpError(f"a row of {name} has no {column!r}") from None
+            # The common kinds checked inline: this loop runs for every value of the dump.
+            t = type(value)
+            if (
+                value is None
+                or (t is int and kind == "int")
+                or (t is str and kind == "text")
+                or (t is float and kind == "float")
+            ):
+                values[column] = value
+                continue
+            try:
+                values[column] = _decode(kind, value)
             except (TypeError, KeyError, ValueError) as exc:
                 raise DumpError(f"{name}.{column}: {exc}") from None
         if len(row) != len(spec.columns):
@@ -280,9 +296,38 @@ async def restore_catalog(
                 "into an empty catalog"
             )
         await migrate(engine)
+        db_file = sqlite_file(engine)
+        if db_file is not None:
+            return await anyio.to_thread.run_sync(
+                lambda: _restore_sqlite_file(db_file, lines, on_file_line=on_file_line, batch=batch)
+            )
         async with engine.begin() as conn:
             return await conn.run_sync(
                 lambda sync: restore_lines(sync, lines, on_file_line=on_file_line, batch=batch)
             )
     finally:
         await engine.dispose()
+
+
+def _restore_sqlite_file(
+    db_file: str,
+    lines: Iterator[str],
+    *,
+    on_file_line: Callable[[str, str], None] | None,
+    batch: int,
+) -> RestoreSummary:
+    """On a synchronous connection in a worker thread: through aiosqlite each batch hopped to the
+    driver's thread and back (a catalog of 100,000 files, 425,000 rows: 7.7 s of CPU through
+    aiosqlite, 4.9 s here). The bigger page cache keeps the digest indexes' pages at hand."""
+    sync = create_sync_engine(f"sqlite:///{db_file}", poolclass=StaticPool)
+    event.listen(sync, "connect", _foreign_keys_on)
+    try:
+        with sync.begin() as conn:
+            return restore_lines(conn, lines, on_file_line=on_file_line, batch=batch)
+    finally:
+        sync.dispose()
+
+
+def _foreign_keys_on(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA foreign_keys=ON")
+    dbapi_connection.execute("PRAGMA cache_size=-65536")

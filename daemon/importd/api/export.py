@@ -255,6 +255,7 @@ async def backup(core: Core, params: Params) -> StreamReply:
         )
     streams = _streams(core)
     _check_room(streams)
+    _remove_stale_copies(db_file, streams)
     stream = _BackupStream(_token(), db_file)
     try:
         stream.backup.start()
@@ -262,6 +263,17 @@ async def backup(core: Core, params: Params) -> StreamReply:
         raise ApiError(ErrorCode.INTERNAL, f"the backup could not start: {exc}") from None
     streams.add(stream)
     return {"stream": stream.token, "kind": stream.kind, "format": "sqlite"}
+
+
+def _remove_stale_copies(db_file: str, streams: _Streams) -> None:
+    """Staged copies a stopped daemon left (a backup it was streaming when it stopped)."""
+    live = {s.staged for s in streams.open.values() if isinstance(s, _BackupStream)}
+    folder = os.path.dirname(db_file) or "."
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith(".backup-") and name.endswith(".db") and path not in live:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 async def stream_next(core: Core, params: Params) -> StreamChunkReply:

@@ -18,6 +18,9 @@ import pytest
 
 from importctl.client import Client
 
+# The PostgreSQL server fixtures (pg_server, pg_url), for any test that asks for them.
+pytest_plugins = ["tests.pg"]
+
 BIN = Path(sys.executable).parent
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 

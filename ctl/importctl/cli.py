@@ -32,6 +32,7 @@ from importctl.protocol import (
     DUPE_KINDS,
     EXIT_DAEMON_ERROR,
     EXIT_UNREACHABLE,
+    EXPORT_FORMATS,
     IMPORT_KEY_MODES,
     MAX_ERRORS_LIMIT,
     MAX_IMPORT_ROWS_LIMIT,
@@ -54,6 +55,7 @@ from importctl.protocol import (
     Topic,
     display_path,
 )
+from importctl.transfer import TransferError, write_backup, write_export
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -1094,6 +1096,75 @@ def tags(ctx: click.Context, as_json: bool) -> None:
     for t in rows:
         color = f" ({t['color']})" if t["color"] else ""
         click.echo(f"{t['name']}{color}: {t['files']} files, {t['entities']} entities")
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="write the dump to FILE (default: stdout)",
+)
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="jsonl", show_default=True)
+@json_option
+@click.pass_context
+def export(ctx: click.Context, out: Path | None, fmt: str, as_json: bool) -> None:
+    """The whole catalog as a dump (one JSON object a line; `importd import-dump` restores it)."""
+    if as_json and out is None:
+        raise click.UsageError("--json needs --out (the dump itself goes to stdout without it)")
+    client = _client(ctx)
+    started = client.export(fmt)
+    try:
+        result = write_export(client.pull(started["stream"]), out, fmt)
+    except TransferError as exc:
+        raise ClientError(str(exc)) from None
+    if as_json:
+        emit_json(result)
+    elif out is not None:
+        total = sum(result["rows"].values())
+        click.echo(
+            f"exported {total} rows of {sum(1 for n in result['rows'].values() if n)} tables "
+            f"({human_bytes(result['bytes'])}, schema {result['revision']}) to {out} "
+            f"in {result['seconds']:.1f}s"
+        )
+
+
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="the copy of the catalog file (a SQLite database)",
+)
+@json_option
+@click.pass_context
+def backup(ctx: click.Context, out: Path, as_json: bool) -> None:
+    """A consistent copy of a SQLite catalog, taken while importd runs (checked before it is kept)."""
+    if out.exists():
+        raise ClientError(f"{out} exists; choose a new name (a backup never overwrites)")
+    client = _client(ctx)
+    started = client.backup()
+    live = sys.stderr.isatty() and not as_json
+
+    def progress(piece: Any) -> None:
+        p = piece["progress"]
+        if live and p["total"]:
+            click.echo(f"\rcopying: {p['done']}/{p['total']} pages", nl=False, err=True)
+
+    try:
+        result = write_backup(client.pull(started["stream"]), out, progress)
+    except TransferError as exc:
+        raise ClientError(str(exc)) from None
+    finally:
+        if live:
+            click.echo("", err=True)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(
+            f"backed up the catalog to {out}: {human_bytes(result['bytes'])}, {result['pages']} pages "
+            f"in {result['steps']} steps, integrity ok, {result['seconds']:.1f}s"
+        )
 
 
 def _event_line(event: Event) -> str:

@@ -6,8 +6,10 @@ daemon is down. A fresh socket per call keeps replies from an earlier, timed-out
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -54,6 +56,8 @@ from importctl.protocol import (
     ScanReply,
     ScansReply,
     StatusReply,
+    StreamChunkReply,
+    StreamReply,
     SweepProgress,
     TagCountReply,
     TrashReply,
@@ -273,6 +277,30 @@ class Client:
 
     def drift(self, root: str | None = None) -> DriftReply:
         return cast(DriftReply, self.call(Method.DRIFT, {"root": root}))
+
+    def export(self, fmt: str = "jsonl") -> StreamReply:
+        return cast(StreamReply, self.call(Method.EXPORT, {"format": fmt}))
+
+    def backup(self) -> StreamReply:
+        return cast(StreamReply, self.call(Method.BACKUP))
+
+    def stream_next(self, stream: str, cancel: bool = False) -> StreamChunkReply:
+        return cast(StreamChunkReply, self.call(Method.STREAM_NEXT, {"stream": stream, "cancel": cancel}))
+
+    def pull(self, stream: str) -> Iterator[StreamChunkReply]:
+        """A stream's pieces until the last; a caller that stops early (an error writing, Ctrl-C)
+        closes it on the daemon, which would otherwise hold it until it idles out."""
+        done = False
+        try:
+            while not done:
+                piece = self.stream_next(stream)
+                done = piece["done"]
+                yield piece
+        finally:
+            if not done:
+                # If this fails too, the daemon closes the stream when it idles out.
+                with contextlib.suppress(ClientError):
+                    self.stream_next(stream, cancel=True)
 
     def events(self, topics: tuple[str, ...] = ()) -> EventStream:
         return EventStream(events_path_for(self.socket_path), topics)

@@ -85,6 +85,9 @@ class Method(StrEnum):
     IMPORT_CSV = "import_csv"
     IMPORT_PROGRESS = "import_progress"
     DRIFT = "drift"
+    EXPORT = "export"
+    BACKUP = "backup"
+    STREAM_NEXT = "stream_next"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -159,6 +162,9 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     },
     Method.IMPORT_PROGRESS: {"job": ((str,), True)},
     Method.DRIFT: {"root": ((str, type(None)), False)},
+    Method.EXPORT: {"format": ((str,), False)},
+    Method.BACKUP: {},
+    Method.STREAM_NEXT: {"stream": ((str,), True), "cancel": ((bool,), False)},
 }
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
@@ -980,6 +986,66 @@ class DriftReply(TypedDict):
     unreadable: list[DriftUnreadable]
 
 
+# ----- export and backup: a stream the client pulls a piece at a time --------------------------
+EXPORT_FORMATS = ("jsonl",)
+
+
+class StreamReply(TypedDict):
+    """`export` and `backup`: a stream opened on the daemon; the client pulls its pieces with
+    `stream_next` until `done` (an idle stream is closed after STREAM_IDLE_S)."""
+
+    stream: str
+    kind: str  # export | backup
+    format: str  # jsonl (export) | sqlite (backup)
+
+
+class StreamProgress(TypedDict):
+    done: int
+    total: int | None
+    unit: str  # lines | pages
+
+
+class StreamChunkReply(TypedDict):
+    """A piece of a stream: `data` is dump text (`encoding` "text") or file bytes ("base64"),
+    possibly empty while the daemon is still preparing; `summary` comes with `done`."""
+
+    stream: str
+    data: str
+    encoding: str  # text | base64
+    done: bool
+    progress: StreamProgress
+    summary: NotRequired[dict[str, Any]]
+
+
+class ExportResult(TypedDict):
+    """`importctl export --json`: what was written where."""
+
+    out: str | None
+    format: str
+    version: int
+    revision: str
+    bytes: int
+    lines: int
+    rows: dict[str, int]
+    files: dict[str, int]
+    seconds: float
+
+
+class BackupResult(TypedDict):
+    """`importctl backup --json`."""
+
+    out: str
+    bytes: int
+    pages: int
+    page_size: int
+    steps: int
+    seconds: float
+    integrity: str  # "ok", or the first problem PRAGMA integrity_check names
+
+
+STREAM_IDLE_S = 120.0
+
+
 # What each method answers; a list reply is the shape of its items in a list.
 REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.STATUS: (StatusReply, False),
@@ -1014,6 +1080,9 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.IMPORT_CSV: (CsvImportReply, False),
     Method.IMPORT_PROGRESS: (ImportProgressReply, False),
     Method.DRIFT: (DriftReply, False),
+    Method.EXPORT: (StreamReply, False),
+    Method.BACKUP: (StreamReply, False),
+    Method.STREAM_NEXT: (StreamChunkReply, False),
 }
 
 

@@ -30,7 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     check = sub.add_parser("check-config", help="validate the configuration and exit (78 if invalid)")
     check.add_argument("--config", type=Path, default=None)
+    restore = sub.add_parser("import-dump", help="restore a dump (importctl export) into an empty catalog")
+    restore.add_argument("file", help="the dump (- for stdin)")
+    restore.add_argument("--catalog", required=True, help="catalog URL (sqlite:///…, postgresql://…) or file")
+    restore.add_argument("--state-dir", type=Path, default=None, help="where to write the trash ledger")
+    restore.add_argument("--json", action="store_true", help="print what was restored as JSON")
     args = parser.parse_args(argv)
+
+    if args.command == "import-dump":
+        from importd import import_dump
+
+        return import_dump.run(args.file, args.catalog, args.state_dir, args.json)
 
     try:
         config = load_config(args.config)

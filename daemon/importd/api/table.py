@@ -12,6 +12,7 @@ from importd.api import (
     drift,
     entities,
     entity_views,
+    export,
     files,
     holds,
     legacy,
@@ -57,4 +58,7 @@ TABLE: dict[str, Handler] = {
     Method.IMPORT_CSV: csv_import.import_csv,
     Method.IMPORT_PROGRESS: csv_import.import_progress,
     Method.DRIFT: drift.drift,
+    Method.EXPORT: export.export,
+    Method.BACKUP: export.backup,
+    Method.STREAM_NEXT: export.stream_next,
 }

@@ -1,0 +1,186 @@
+"""A PostgreSQL server for the tests that need one.
+
+`IMPORTD_TEST_PG_URL` (any database on a server where that user may CREATE DATABASE) when set;
+else a throwaway cluster started from Debian's binaries (/usr/lib/postgresql/*/bin: `initdb`,
+`pg_ctl`) in a temp folder, listening on a Unix socket only, run as the `postgres` user when the
+tests run as root (PostgreSQL refuses root). Without either, the tests that use `pg_server` or
+`pg_url` are skipped, with the reason. Each test gets a database of its own (`pg_url`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ENV_URL = "IMPORTD_TEST_PG_URL"
+
+
+@dataclass(frozen=True)
+class PgServer:
+    """Where the server is: a Unix socket folder or a host, the user, the password if any."""
+
+    host: str
+    port: int
+    user: str
+    password: str | None
+    bin_dir: Path | None  # where pg_dump and pg_restore are, when known
+
+    def url(self, database: str) -> str:
+        auth = self.user + (f":{self.password}" if self.password else "")
+        if self.host.startswith("/"):
+            return f"postgresql://{auth}@/{database}?host={self.host}&port={self.port}"
+        return f"postgresql://{auth}@{self.host}:{self.port}/{database}"
+
+    def libpq_args(self, database: str) -> list[str]:
+        """`-h -p -U -d` for pg_dump, pg_restore and psql (the password goes in PGPASSWORD)."""
+        return ["-h", self.host, "-p", str(self.port), "-U", self.user, "-d", database]
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        return env
+
+    def tool(self, name: str) -> str:
+        if self.bin_dir is not None and (self.bin_dir / name).exists():
+            return str(self.bin_dir / name)
+        found = shutil.which(name)
+        if found is None:
+            pytest.skip(f"{name} is not installed")
+        return found
+
+    def create_database(self) -> str:
+        name = "importd_test_" + secrets.token_hex(6)
+        asyncio.run(self._admin(f'CREATE DATABASE "{name}"'))
+        return name
+
+    def drop_database(self, name: str) -> None:
+        asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    async def _admin(self, sql: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(
+            host=self.host, port=self.port, user=self.user, password=self.password, database="postgres"
+        )
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+
+def _bin_dir() -> Path | None:
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        path = Path(candidate)
+        if (path / "initdb").exists() and (path / "pg_ctl").exists():
+            return path
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _from_env(url: str) -> PgServer:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    host = u.host or str(u.query.get("host") or "/run/postgresql")
+    return PgServer(host, u.port or 5432, u.username or "postgres", u.password, _bin_dir())
+
+
+class _Cluster:
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.base = Path(tempfile.mkdtemp(prefix="importd-pg-"))
+        self.data = self.base / "data"
+        self.prefix: list[str] = []
+        self.user = pwd.getpwuid(os.getuid()).pw_name
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("postgres")  # KeyError: no postgres user
+            os.chown(self.base, account.pw_uid, account.pw_gid)
+            self.prefix = [
+                "setpriv",
+                f"--reuid={account.pw_uid}",
+                f"--regid={account.pw_gid}",
+                "--clear-groups",
+            ]
+            self.user = "postgres"
+
+    def run(self, *args: str) -> None:
+        subprocess.run([*self.prefix, *args], check=True, capture_output=True, timeout=120, cwd=self.base)
+
+    def start(self) -> PgServer:
+        self.run(
+            str(self.bin_dir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
+            "--no-sync", "-E", "UTF8", "--locale=C.UTF-8",
+        )  # fmt: skip
+        options = f"-k {self.base} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
+        self.run(
+            str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
+            str(self.base / "server.log"), "-w", "-t", "60", "start",
+        )  # fmt: skip
+        return PgServer(str(self.base), 5432, self.user, None, self.bin_dir)
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self.run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _skip_reason() -> str | None:
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        return "asyncpg is not installed (pip install '.[postgresql]')"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    url = os.environ.get(ENV_URL)
+    if url:
+        yield _from_env(url)
+        return
+    bin_dir = _bin_dir()
+    if bin_dir is None:
+        pytest.skip(
+            f"PostgreSQL tests skipped: no initdb/pg_ctl (apt-get install postgresql) and {ENV_URL} unset"
+        )
+    try:
+        cluster = _Cluster(bin_dir)
+    except KeyError:
+        pytest.skip("PostgreSQL tests skipped: running as root and there is no postgres user to run it as")
+    try:
+        server = cluster.start()
+    except subprocess.CalledProcessError as exc:
+        cluster.stop()
+        pytest.skip(
+            f"PostgreSQL tests skipped: the server did not start: {exc.stderr.decode(errors='replace')}"
+        )
+    try:
+        yield server
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A new, empty database on the test server, dropped after the test."""
+    name = pg_server.create_database()
+    try:
+        yield pg_server.url(name)
+    finally:
+        pg_server.drop_database(name)

@@ -22,6 +22,7 @@ from importctl.client import DEFAULT_TIMEOUT_S, Client, ClientError, DaemonError
 from importctl.protocol import (
     DEFAULT_ERRORS_LIMIT,
     DEFAULT_PREVIEW_LIMIT,
+    DEFAULT_REPORT_GROUPS,
     DEFAULT_RUNS_LIMIT,
     DEFAULT_UNMATCHED_LIMIT,
     DUPE_KINDS,
@@ -29,6 +30,7 @@ from importctl.protocol import (
     EXIT_UNREACHABLE,
     MAX_ERRORS_LIMIT,
     MAX_PREVIEW_LIMIT,
+    MAX_REPORT_GROUPS,
     MAX_RUNS_LIMIT,
     MAX_UNMATCHED_LIMIT,
     TERMINAL_STATES,
@@ -1008,6 +1010,56 @@ def _event_line(event: Event) -> str:
         renamed = "".join(f"; {shown(r['old'])} is now {shown(r['new'])}" for r in report.get("renamed", []))
         return f"gaps: completeness {c.get('percent')}% ({names}){renamed}"
     return json.dumps(event, ensure_ascii=True)
+
+
+@cli.command()
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    required=True,
+    help="the page to write (one self-contained file)",
+)
+@click.option("--root", default=None, help="only this root (its files, entities and findings)")
+@click.option(
+    "--groups",
+    type=click.IntRange(1, MAX_REPORT_GROUPS),
+    default=DEFAULT_REPORT_GROUPS,
+    show_default=True,
+    help="duplicate groups drawn per kind; the rest are counted",
+)
+@json_option
+@click.pass_context
+def report(ctx: click.Context, html_file: Path, root: str | None, groups: int, as_json: bool) -> None:
+    """Write the catalog as one HTML page to look at: roots, completeness and the gap checklist,
+    duplicate groups side by side with thumbnails and a suggested keeper, and the last sweep's
+    findings with their fixes. Self-contained: it loads nothing from anywhere."""
+    data = _client(ctx).report(root, groups)
+    page = data["html"].encode("utf-8", "surrogateescape")
+    target = html_file.resolve()
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        partial.write_bytes(page)
+        partial.replace(target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise click.FileError(str(html_file), hint=exc.strerror or str(exc)) from None
+    summary = {
+        "path": str(target),
+        "bytes": len(page),
+        "root": data["root"],
+        "generated": data["generated"],
+        "seconds": data["seconds"],
+        "sections": data["sections"],
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"wrote {shown(str(target))} ({human_bytes(len(page))}) in {data['seconds']:.1f}s")
+    for name, section in data["sections"].items():
+        left = section["total"] - section["shown"]
+        more = f" ({left:,} more counted, not drawn)" if left > 0 and name not in ("completeness",) else ""
+        click.echo(f"  {name.replace('_', ' '):<18} {section['shown']:>7,} of {section['total']:,}{more}")
 
 
 def _warn_on_version_mismatch(ctx: click.Context | None) -> None:

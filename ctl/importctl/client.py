@@ -16,6 +16,7 @@ import zmq
 from importctl.protocol import (
     DEFAULT_CONFLICT_STATUS,
     DEFAULT_ERRORS_LIMIT,
+    DEFAULT_REPORT_GROUPS,
     DEFAULT_RUN_LOG_LIMIT,
     DEFAULT_RUNS_LIMIT,
     DEFAULT_UNMATCHED_LIMIT,
@@ -40,6 +41,7 @@ from importctl.protocol import (
     PreviewReply,
     RepairLinksReply,
     Reply,
+    ReportReply,
     Request,
     ResolveReply,
     RestoreReply,
@@ -58,6 +60,8 @@ from importctl.protocol import (
 )
 
 DEFAULT_TIMEOUT_S = 10.0
+# The HTML report reads the whole catalog and makes its thumbnails (within a minute) first.
+REPORT_TIMEOUT_S = 180.0
 UNREACHABLE_HINT = "is importd running? try: systemctl status importd (or start it with: importd run)"
 
 
@@ -234,6 +238,14 @@ class Client:
     def forget(self, path: str, undo: bool = False, dry_run: bool = False) -> ForgetReply:
         params = {"path": path, "cwd": _cwd(), "undo": undo, "dry_run": dry_run}
         return cast(ForgetReply, self.call(Method.FORGET, params))
+
+    def report(self, root: str | None = None, groups: int = DEFAULT_REPORT_GROUPS) -> ReportReply:
+        """The HTML report's page and its figures; waits at least `REPORT_TIMEOUT_S`."""
+        saved, self.timeout = self.timeout, max(self.timeout, REPORT_TIMEOUT_S)
+        try:
+            return cast(ReportReply, self.call(Method.REPORT, {"root": root, "groups": groups}))
+        finally:
+            self.timeout = saved
 
     def events(self, topics: tuple[str, ...] = ()) -> EventStream:
         return EventStream(events_path_for(self.socket_path), topics)

@@ -78,6 +78,7 @@ class Method(StrEnum):
     ENTITIES = "entities"
     ENTITY = "entity"
     PREVIEW = "preview"
+    REPORT = "report"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -130,6 +131,7 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
         "rules_name": ((str, type(None)), False),
         "limit": ((int,), False),
     },
+    Method.REPORT: {"root": ((str, type(None)), False), "groups": ((int,), False)},
 }
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
@@ -142,6 +144,8 @@ DEFAULT_RUN_LOG_LIMIT = 10_000
 MAX_RUN_LOG_LIMIT = 1_000_000
 DEFAULT_PREVIEW_LIMIT = 1000
 MAX_PREVIEW_LIMIT = 1_000_000
+DEFAULT_REPORT_GROUPS = 200  # duplicate groups drawn per kind (the rest are counted)
+MAX_REPORT_GROUPS = 2000
 DEFAULT_CONFLICT_STATUS = "open"
 CONFLICT_STATUSES = ("open", "kept", "taken", "merged", "kept_apart", "all")
 DUPE_KINDS = ("exact", "near", "face")
@@ -764,6 +768,27 @@ class ForgetReply(TypedDict):
     files: list[ForgottenFile]
 
 
+class ReportSection(TypedDict):
+    """One section of the HTML report: how many items it shows, and how many there are."""
+
+    shown: int
+    total: int
+
+
+class ReportReply(TypedDict):
+    """`report`: the self-contained HTML page (the client writes it to a file), and what it holds.
+    Sections: roots, completeness (requirements satisfied / required), checklist (entities with
+    gaps), orphaned, dupes_exact, dupes_near_image, dupes_near_video, integrity (last sweep's
+    findings), thumbnails (pictures embedded / wanted)."""
+
+    html: str
+    bytes: int  # of `html`, UTF-8 encoded
+    root: str | None
+    generated: Stamp
+    seconds: float
+    sections: dict[str, ReportSection]
+
+
 # What each method answers; a list reply is the shape of its items in a list.
 REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.STATUS: (StatusReply, False),
@@ -791,6 +816,7 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.ENTITIES: (EntitySummaryReply, True),
     Method.ENTITY: (EntityReply, False),
     Method.PREVIEW: (PreviewReply, False),
+    Method.REPORT: (ReportReply, False),
 }
 
 

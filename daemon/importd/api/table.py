@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from importctl.protocol import Method
-from importd.api import entities, entity_views, files, holds, maintenance, media, preview
+from importd.api import entities, entity_views, files, holds, maintenance, media, preview, report
 from importd.api.server import Params
 from importd.core import Core
 
@@ -39,4 +39,5 @@ TABLE: dict[str, Handler] = {
     Method.ENTITIES: entity_views.entities,
     Method.ENTITY: entity_views.entity,
     Method.PREVIEW: preview.preview,
+    Method.REPORT: report.report,
 }

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +47,16 @@ def video(path: Path, size: str, codec: str = "libx264") -> None:
     )  # fmt: skip
 
 
-def catalog(make_daemon: Any, tmp_path: Path) -> tuple[Daemon, Path, Path]:
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """A studio root (characters: gaps, an orphan) and a photos root (copies, near copies, videos,
-    names that need escaping or are not UTF-8), fully registered and analysed, and a sweep."""
+    names that need escaping or are not UTF-8), fully registered and analysed, and a sweep; one
+    daemon for the module's tests, which only read."""
+    tmp_path = tmp_path_factory.mktemp("report")
     studio, photos = tmp_path / "studio", tmp_path / "photos"
     studio.mkdir()
     photos.mkdir()
-    d = make_daemon({"studio": studio, "photos": photos}, extra=EXPECT)
+    d = Daemon(tmp_path / "d", {"studio": studio, "photos": photos}, extra=EXPECT)
     d.write_config(
         f'\n[[roots]]\nname = "studio"\npath = "{studio}"\nrules = "characters"\n'
         f'\n[[roots]]\nname = "photos"\npath = "{photos}"\n'
@@ -69,20 +73,23 @@ def catalog(make_daemon: Any, tmp_path: Path) -> tuple[Daemon, Path, Path]:
     video(photos / "clip.mp4", "640x360")
     video(photos / "clip small.mkv", "320x180", "mpeg4")
     on_disk = sum(len(names) for _, _, names in os.walk(tmp_path / "studio")) + 7
-    d.start()
-    wait_for(lambda: d.status()["files"]["present"] == on_disk, timeout=60, what="registered")
-    wait_for(lambda: media_idle(d) and d.status()["media"]["done"] >= 7, timeout=120, what="analysed")
-    for name in os.listdir(studio / "Carol"):
-        os.unlink(studio / "Carol" / name)
-    wait_for(lambda: d.ctl_json("gaps").get("orphaned"), what="Carol orphaned")
-    os.symlink("nowhere", photos / "dangling")
-    d.wait_idle()
-    assert d.ctl("check").returncode & 32  # the broken link
-    return d, studio, photos
+    try:
+        d.start()
+        wait_for(lambda: d.status()["files"]["present"] == on_disk, timeout=60, what="registered")
+        wait_for(lambda: media_idle(d) and d.status()["media"]["done"] >= 7, timeout=120, what="analysed")
+        for name in os.listdir(studio / "Carol"):
+            os.unlink(studio / "Carol" / name)
+        wait_for(lambda: d.ctl_json("gaps").get("orphaned"), what="Carol orphaned")
+        os.symlink("nowhere", photos / "dangling")
+        d.wait_idle()
+        assert d.ctl("check").returncode & 32  # the broken link
+        yield d
+    finally:
+        d.kill()
 
 
-def test_the_report_file_has_the_figures_of_gaps_dupes_and_check(make_daemon: Any, tmp_path: Path) -> None:
-    d, _, _ = catalog(make_daemon, tmp_path)
+def test_the_report_file_has_the_figures_of_gaps_dupes_and_check(catalog: Daemon, tmp_path: Path) -> None:
+    d = catalog
     out = tmp_path / "report.html"
     summary = d.ctl_json("report", "--html", str(out))
     page = out.read_bytes()
@@ -111,8 +118,8 @@ def test_the_report_file_has_the_figures_of_gaps_dupes_and_check(make_daemon: An
 
 
 @needs_chromium
-def test_chromium_renders_the_report_offline(make_daemon: Any, tmp_path: Path) -> None:
-    d, _, _ = catalog(make_daemon, tmp_path)
+def test_chromium_renders_the_report_offline(catalog: Daemon, tmp_path: Path) -> None:
+    d = catalog
     out = tmp_path / "report.html"
     summary = d.ctl_json("report", "--html", str(out))
     dom = chromium(tmp_path, "--dump-dom", f"file://{out}").stdout.decode("utf-8")
@@ -144,8 +151,8 @@ def test_chromium_renders_the_report_offline(make_daemon: Any, tmp_path: Path) -
         shutil.copy(out, Path(artifacts) / "report.html")
 
 
-def test_a_report_narrowed_to_one_root(make_daemon: Any, tmp_path: Path) -> None:
-    d, _, _ = catalog(make_daemon, tmp_path)
+def test_a_report_narrowed_to_one_root(catalog: Daemon, tmp_path: Path) -> None:
+    d = catalog
     summary = d.ctl_json("report", "--html", str(tmp_path / "photos.html"), "--root", "photos")
     s = summary["sections"]
     assert summary["root"] == "photos" and s["roots"]["total"] == 1

@@ -8,7 +8,8 @@ catalog with 100,000 rows (2 % of them in exact-duplicate pairs) whose folder is
 the daemon keeps the rows as they are (an offline root is never marked missing). Every figure is
 end to end: the importctl process, the socket, the daemon building the page, the file written.
 
-Called by `python -m bench` through `bench_html_report`.
+The first report makes every thumbnail and keyframe strip; the daemon keeps them by content, so
+the next ones (judged apart) reuse them. Called by `python -m bench` through `bench_html_report`.
 """
 
 from __future__ import annotations
@@ -133,10 +134,13 @@ def bench_html_report(work_dir: Path, quick: bool = False) -> dict[str, Any]:
         daemon.stop()
     size = page.stat().st_size
     sections = {k: f"{v['shown']}/{v['total']}" for k, v in summary["sections"].items()}
-    report, ref = median(report_s), median(ref_s)
+    # The first report makes every thumbnail; the next ones find them in the daemon's cache.
+    cold, warm, ref = report_s[0], median(report_s[1:]), median(ref_s)
     checks = [
-        Check(f"report --html, {rows + made:,} files, end to end", report, "s",
+        Check(f"report --html, {rows + made:,} files, end to end (first)", cold, "s",
               Target("value_at_most", 10.0), ref, "dupes --json + gaps --json"),
+        Check("  again (thumbnails cached)", warm, "s", Target("value_at_most", 5.0), ref,
+              "dupes --json + gaps --json"),
         Check("  its size", size / (1 << 20), "MiB", Target("value_at_most", 8.0)),
     ]  # fmt: skip
     return {

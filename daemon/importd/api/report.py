@@ -12,8 +12,10 @@ what it left out, so a catalog of 100,000 files gives a page of a few MB in seco
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -41,6 +43,8 @@ from importd.entities import GapReport
 from importd.paths import from_wire, wire
 from importd.report import content as rc
 from importd.report.html import render, section_counts
+
+log = logging.getLogger("importd.api")
 
 MAX_MEMBERS = 12  # paths drawn per group
 MAX_CHECKLIST = 500  # entities with gaps drawn
@@ -81,9 +85,13 @@ async def report(core: Core, params: Params) -> ReportReply:
         for line, view in zip(status["roots"], views, strict=True)
         if root is None or view.root_id == root.root_id
     )
+    gathered = time.perf_counter()
     gaps, gap_totals = await _gaps(core, in_root)
+    grouped = time.perf_counter()
     sections, jobs = await _dupes(core, views, root, cap)
+    pictured = time.perf_counter()
     thumbs, wanted = await _thumbnails(core, jobs)
+    drawn = time.perf_counter()
     dupes = tuple(_with_thumbnails(s, thumbs) for s in sections)
     content = rc.ReportContent(
         generated=time.time(),
@@ -104,6 +112,15 @@ async def report(core: Core, params: Params) -> ReportReply:
     )
     page = render(content)
     counts = section_counts(content)
+    log.info(
+        "report: status and roots %.3fs, gaps %.3fs, duplicates %.3fs, %d pictures %.3fs, page %.3fs",
+        gathered - began,
+        grouped - gathered,
+        pictured - grouped,
+        len(thumbs),
+        drawn - pictured,
+        time.perf_counter() - drawn,
+    )
     return {
         "html": page,
         "bytes": len(page.encode("utf-8", "surrogateescape")),
@@ -227,16 +244,48 @@ def _group(
     return rc.DupeGroup(g["kind"], media_kind, tuple(members), len(g["paths"]))
 
 
-async def _thumbnails(core: Core, jobs: list[Job]) -> tuple[dict[str, bytes], int]:
-    """The JPEGs made, by content, and how many were wanted. They are made in the media pool
-    (killed if a decoder hangs), a batch per task, within `THUMBNAIL_BUDGET_S`."""
-    pool = core.media.pool
-    made: dict[str, bytes] = {}
-    if pool is None or not jobs:
-        return made, len(jobs)
-    from importd.report.thumbnails import thumbnails
+class ThumbnailCache:
+    """Thumbnails made, by content: a content's picture never changes, so a report made again
+    (or narrowed to a root) reuses them. Least recently used first out."""
 
-    async def batch(part: list[Job]) -> None:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, digest: str) -> bytes | None:
+        found = self._items.get(digest)
+        if found is not None:
+            self._items.move_to_end(digest)
+        return found
+
+    def put(self, digest: str, jpeg: bytes) -> None:
+        self._items[digest] = jpeg
+        self._items.move_to_end(digest)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
+THUMBNAILS = ThumbnailCache(4 * MAX_THUMBNAILS)  # at most ~10 MB
+STRIP_THREADS = 2  # ffmpeg runs beside the pool's pictures: waiting on a child costs no core
+
+
+async def _thumbnails(core: Core, jobs: list[Job]) -> tuple[dict[str, bytes], int]:
+    """The JPEGs made, by content, and how many were wanted, within `THUMBNAIL_BUDGET_S`.
+    Pictures are decoded in the media pool (killed if a decoder hangs), a batch per task; video
+    strips are ffmpeg children (killed at their time limit) waited on from threads, meanwhile."""
+    pool = core.media.pool
+    made = {digest: jpeg for digest, *_ in jobs if (jpeg := THUMBNAILS.get(digest)) is not None}
+    todo = [job for job in jobs if job[0] not in made]
+    if pool is None or not todo:
+        return made, len(jobs)
+    from importd.report.thumbnails import thumbnails, video_strip
+
+    def keep(digest: str, jpeg: bytes | None) -> None:
+        if jpeg is not None:
+            made[digest] = jpeg
+            THUMBNAILS.put(digest, jpeg)
+
+    async def pictures(part: list[Job]) -> None:
         result = await pool.run(
             "report",
             thumbnails,
@@ -245,13 +294,25 @@ async def _thumbnails(core: Core, jobs: list[Job]) -> tuple[dict[str, bytes], in
         )
         if isinstance(result, list):
             for (digest, *_), jpeg in zip(part, result, strict=True):
-                if jpeg is not None:
-                    made[digest] = jpeg
+                keep(digest, jpeg)
 
+    threads = anyio.CapacityLimiter(STRIP_THREADS)
+
+    async def strip(job: Job) -> None:
+        digest, _, path, duration = job
+        jpeg = await anyio.to_thread.run_sync(
+            lambda: video_strip(path, duration, in_worker=False), limiter=threads, abandon_on_cancel=True
+        )
+        keep(digest, jpeg)
+
+    images = [job for job in todo if job[1] == "image"]
     with anyio.move_on_after(THUMBNAIL_BUDGET_S):
         async with anyio.create_task_group() as tg:
-            for i in range(0, len(jobs), THUMBNAILS_PER_TASK):
-                tg.start_soon(batch, jobs[i : i + THUMBNAILS_PER_TASK])
+            for job in todo:
+                if job[1] == "video":
+                    tg.start_soon(strip, job)
+            for i in range(0, len(images), THUMBNAILS_PER_TASK):
+                tg.start_soon(pictures, images[i : i + THUMBNAILS_PER_TASK])
     return made, len(jobs)
 
 

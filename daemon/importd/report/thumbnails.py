@@ -1,9 +1,11 @@
 """Small JPEGs for the HTML report: a picture's thumbnail, a video's strip of keyframes.
 
-Runs in the media pool's worker processes (`thumbnails` is its picklable entry point), never on
-the event loop: a damaged file can hang a decoder, and the pool kills a worker that overruns.
-Every failure is a None in the answer, never an exception: a missing thumbnail is a grey box in
-the page, not a missing report.
+Pictures are decoded in the media pool's worker processes (`thumbnails` is its picklable entry
+point), never on the event loop: a damaged file can hang a decoder, and the pool kills a worker
+that overruns. Video strips are made by an ffmpeg child process, killed at its time limit, so
+they may run from a daemon thread beside the pool (`video_strip(..., in_worker=False)`). Every
+failure is a None in the answer, never an exception: a missing thumbnail is a grey box in the
+page, not a missing report.
 
 A picture is decoded with JPEG draft mode (libjpeg scales by 1/2, 1/4 or 1/8 while decoding, so a
 50 Mpx photo never exists at full size), shrunk to at most `THUMB_SIDE` pixels and saved at
@@ -80,14 +82,17 @@ def image_thumbnail(path: bytes, side: int = THUMB_SIDE) -> bytes | None:
         Image.MAX_IMAGE_PIXELS = saved_limit
 
 
-def video_strip(path: bytes, duration_s: float, frames: int = STRIP_FRAMES) -> bytes | None:
-    """`frames` keyframes at the middle of equal slices of the running time, side by side."""
+def video_strip(
+    path: bytes, duration_s: float, frames: int = STRIP_FRAMES, *, in_worker: bool = True
+) -> bytes | None:
+    """`frames` keyframes at the middle of equal slices of the running time, side by side.
+    `in_worker` False: called from a thread of the daemon, where no `preexec_fn` may run."""
     binary = current_ffmpeg()
     if binary.path is None or not duration_s or duration_s <= 0:
         return None
     positions = [duration_s * (i + 0.5) / frames for i in range(frames)]
     try:
-        pictures = _grab(binary.path, path, positions)
+        pictures = _grab(binary.path, path, positions, in_worker)
     except (OSError, subprocess.SubprocessError):
         return None
     if not any(p is not None for p in pictures):
@@ -99,14 +104,16 @@ def video_strip(path: bytes, duration_s: float, frames: int = STRIP_FRAMES) -> b
     return _jpeg(strip)
 
 
-def _grab(ffmpeg: str, path: bytes, positions: list[float]) -> list[Image.Image | None]:
+def _grab(ffmpeg: str, path: bytes, positions: list[float], in_worker: bool) -> list[Image.Image | None]:
     """One ffmpeg run, an input per position (fast input seeking), an RGB frame out of each,
     fitted into the frame box with bars. A position that gives no picture is None."""
     source = b"file:" + path  # "file:" keeps "a:b.mp4" from reading as a protocol, "-x" as an option
     box = f"scale={FRAME_W}:{FRAME_H}:force_original_aspect_ratio=decrease:flags=bilinear,"
     box += f"pad={FRAME_W}:{FRAME_H}:(ow-iw)/2:(oh-ih)/2:color=0x222222,setsar=1,format=rgb24"
     with tempfile.TemporaryDirectory(prefix="importd-strip-") as scratch:
+        # -timelimit: an ffmpeg left behind by a daemon killed mid-report still ends (CPU seconds).
         command: list[str | bytes] = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
+        command += ["-timelimit", f"{FFMPEG_TIMEOUT_S:g}"]
         for position in positions:
             command += ["-threads", "1", "-ss", f"{position:.3f}", "-i", source]
         command += ["-filter_complex", ";".join(f"[{i}:v:0]{box}[f{i}]" for i in range(len(positions)))]
@@ -119,7 +126,9 @@ def _grab(ffmpeg: str, path: bytes, positions: list[float]) -> list[Image.Image 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             timeout=FFMPEG_TIMEOUT_S,
-            preexec_fn=die_with_parent,  # a worker killed for overrunning takes its ffmpeg along
+            # A pool worker killed for overrunning takes its ffmpeg along (not from a threaded daemon:
+            # a preexec_fn there could deadlock the child).
+            preexec_fn=die_with_parent if in_worker else None,
             check=False,
         )
         size = FRAME_W * FRAME_H * 3

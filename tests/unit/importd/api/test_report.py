@@ -51,3 +51,14 @@ def test_the_report_over_the_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert daemon_error(lambda: client.call(Method.REPORT, {"groups": 0})).code is ErrorCode.INVALID
 
     run_service(config, body, started_up)
+
+
+def test_thumbnails_are_kept_by_content_least_recently_used_out() -> None:
+    from importd.api.report import ThumbnailCache
+
+    cache = ThumbnailCache(2)
+    cache.put("a", b"1")
+    cache.put("b", b"2")
+    assert cache.get("a") == b"1"  # now the most recent
+    cache.put("c", b"3")
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (b"1", None, b"3")

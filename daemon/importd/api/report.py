@@ -12,11 +12,13 @@ what it left out, so a catalog of 100,000 files gives a page of a few MB in seco
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
 import anyio
@@ -28,6 +30,7 @@ from importctl.protocol import (
     DupeGroup,
     ErrorCode,
     GapsReply,
+    LastSweep,
     ReportReply,
     ReportSection,
     iso_utc,
@@ -64,6 +67,7 @@ async def report(core: Core, params: Params) -> ReportReply:
     views = core.roots()
     root = _root(views, params.get("root"))
     status = await status_of(core, {})
+    by_name = {view.name: view for view in views}
     async with core.engine.connect() as conn:
         last_runs = await conn.run_sync(catalog_report.last_reconciles)
         reconciled = await conn.run_sync(root_paths)
@@ -82,8 +86,8 @@ async def report(core: Core, params: Params) -> ReportReply:
             last_scan=reconciled.get(view.root_id, ("", "", None))[2],
             last_run=last_runs[view.root_id][0] if view.root_id in last_runs else None,
         )
-        for line, view in zip(status["roots"], views, strict=True)
-        if root is None or view.root_id == root.root_id
+        for line in status["roots"]
+        if (view := by_name.get(line["name"])) is not None and (root is None or view.root_id == root.root_id)
     )
     gathered = time.perf_counter()
     gaps, gap_totals = await _gaps(core, in_root)
@@ -331,14 +335,10 @@ def _with_thumbnails(section: rc.DupeSection, thumbs: dict[str, bytes]) -> rc.Du
 
 def _thumbed(m: rc.Member, thumbs: dict[str, bytes]) -> rc.Member:
     jpeg = thumbs.get(m.blake3)
-    if jpeg is None:
-        return m
-    return rc.Member(
-        m.path, m.blake3, m.distance, m.size, m.mtime, m.width, m.height, m.duration_s, m.codec, jpeg
-    )
+    return m if jpeg is None else dataclasses.replace(m, thumbnail=jpeg)
 
 
-async def _integrity(core: Core, last: Any, root: RootView | None) -> rc.Integrity:
+async def _integrity(core: Core, last: LastSweep | None, root: RootView | None) -> rc.Integrity:
     """The last sweep's findings, as `importctl check` lists them, with their fixes."""
     if not last:
         return rc.Integrity(None, None, None, (), {})
@@ -364,8 +364,4 @@ async def _integrity(core: Core, last: Any, root: RootView | None) -> rc.Integri
 
 
 def _stamp(text: str | None) -> float | None:
-    if not text:
-        return None
-    from datetime import datetime
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None

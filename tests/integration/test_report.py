@@ -140,9 +140,9 @@ def test_chromium_renders_the_report_offline(catalog: Daemon, tmp_path: Path) ->
     assert "keep: largest resolution (640×480), then oldest" in dom  # a.jpg and its copy beat the small one
 
     shot = tmp_path / "report.png"
-    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2400", f"file://{out}")
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,3400", f"file://{out}")
     with Image.open(shot) as im:
-        assert im.size == (1280, 2400)
+        assert im.size == (1280, 3400)
         assert len(im.convert("L").resize((64, 120)).getcolors(4096) or ()) > 20  # drawn, not blank
     artifacts = os.environ.get("IMPORTD_TEST_ARTIFACTS")
     if artifacts:

@@ -27,7 +27,7 @@ from typing import Any
 from bench import report
 from bench.core import CoreBench, CoreOptions, figures_of, find_importd
 
-SECTIONS = ("core", "media", "entities", "maintenance", "watch", "legacy", "imports", "export")
+SECTIONS = ("core", "media", "entities", "maintenance", "watch", "legacy", "imports", "export", "html_report")
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "results.json"
 
 
@@ -40,7 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--only",
         default=",".join(SECTIONS),
-        help="comma-separated sections: core,media,entities,maintenance,watch,legacy,imports,export",
+        help="comma-separated sections: " + ",".join(SECTIONS),
     )
     p.add_argument("--files", type=int, default=None, help="small files in the cold tree (default 100000)")
     p.add_argument("--folders", type=int, default=None, help="folders in the cold tree (default files/100)")

@@ -27,6 +27,7 @@ from importctl.protocol import (
     DEFAULT_IMPORT_ROWS_LIMIT,
     DEFAULT_LEGACY_ROWS_LIMIT,
     DEFAULT_PREVIEW_LIMIT,
+    DEFAULT_REPORT_GROUPS,
     DEFAULT_RUNS_LIMIT,
     DEFAULT_UNMATCHED_LIMIT,
     DUPE_KINDS,
@@ -38,6 +39,7 @@ from importctl.protocol import (
     MAX_IMPORT_ROWS_LIMIT,
     MAX_LEGACY_ROWS_LIMIT,
     MAX_PREVIEW_LIMIT,
+    MAX_REPORT_GROUPS,
     MAX_RUNS_LIMIT,
     MAX_UNMATCHED_LIMIT,
     PAUSABLE,
@@ -1218,6 +1220,56 @@ def drift(ctx: click.Context, root: str | None, as_json: bool) -> None:
     if data["items"]:
         totals = ", ".join(f"{n} {k}" for k, n in data["totals"].items() if n)
         click.echo(f"{len(data['items'])} disagreement(s): {totals}")
+
+
+@cli.command()
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    required=True,
+    help="the page to write (one self-contained file)",
+)
+@click.option("--root", default=None, help="only this root (its files, entities and findings)")
+@click.option(
+    "--groups",
+    type=click.IntRange(1, MAX_REPORT_GROUPS),
+    default=DEFAULT_REPORT_GROUPS,
+    show_default=True,
+    help="duplicate groups drawn per kind; the rest are counted",
+)
+@json_option
+@click.pass_context
+def report(ctx: click.Context, html_file: Path, root: str | None, groups: int, as_json: bool) -> None:
+    """Write the catalog as one HTML page to look at: roots, completeness and the gap checklist,
+    duplicate groups side by side with thumbnails and a suggested keeper, and the last sweep's
+    findings with their fixes. Self-contained: it loads nothing from anywhere."""
+    data = _client(ctx).report(root, groups)
+    page = data["html"].encode("utf-8", "surrogateescape")
+    target = html_file.resolve()
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        partial.write_bytes(page)
+        partial.replace(target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise click.FileError(str(html_file), hint=exc.strerror or str(exc)) from None
+    summary = {
+        "path": str(target),
+        "bytes": len(page),
+        "root": data["root"],
+        "generated": data["generated"],
+        "seconds": data["seconds"],
+        "sections": data["sections"],
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"wrote {shown(str(target))} ({human_bytes(len(page))}) in {data['seconds']:.1f}s")
+    for name, section in data["sections"].items():
+        left = section["total"] - section["shown"]
+        more = f" ({left:,} more counted, not drawn)" if left > 0 and name not in ("completeness",) else ""
+        click.echo(f"  {name.replace('_', ' '):<18} {section['shown']:>7,} of {section['total']:,}{more}")
 
 
 def _warn_on_version_mismatch(ctx: click.Context | None) -> None:

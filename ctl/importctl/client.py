@@ -19,6 +19,7 @@ from importctl.protocol import (
     DEFAULT_CONFLICT_STATUS,
     DEFAULT_ERRORS_LIMIT,
     DEFAULT_LEGACY_ROWS_LIMIT,
+    DEFAULT_REPORT_GROUPS,
     DEFAULT_RUN_LOG_LIMIT,
     DEFAULT_RUNS_LIMIT,
     DEFAULT_UNMATCHED_LIMIT,
@@ -48,6 +49,7 @@ from importctl.protocol import (
     PreviewReply,
     RepairLinksReply,
     Reply,
+    ReportReply,
     Request,
     ResolveReply,
     RestoreReply,
@@ -72,6 +74,8 @@ DEFAULT_TIMEOUT_S = 10.0
 MIGRATION_TIMEOUT_S = 3600.0
 # An import answers when its last row is in: a big spreadsheet takes minutes, not seconds.
 IMPORT_TIMEOUT_S = 24 * 3600.0
+# The HTML report reads the whole catalog and makes its thumbnails (within a minute) first.
+REPORT_TIMEOUT_S = 180.0
 UNREACHABLE_HINT = "is importd running? try: systemctl status importd (or start it with: importd run)"
 
 
@@ -301,6 +305,14 @@ class Client:
                 # If this fails too, the daemon closes the stream when it idles out.
                 with contextlib.suppress(ClientError):
                     self.stream_next(stream, cancel=True)
+
+    def report(self, root: str | None = None, groups: int = DEFAULT_REPORT_GROUPS) -> ReportReply:
+        """The HTML report's page and its figures; waits at least `REPORT_TIMEOUT_S`."""
+        saved, self.timeout = self.timeout, max(self.timeout, REPORT_TIMEOUT_S)
+        try:
+            return cast(ReportReply, self.call(Method.REPORT, {"root": root, "groups": groups}))
+        finally:
+            self.timeout = saved
 
     def events(self, topics: tuple[str, ...] = ()) -> EventStream:
         return EventStream(events_path_for(self.socket_path), topics)

@@ -88,6 +88,7 @@ class Method(StrEnum):
     EXPORT = "export"
     BACKUP = "backup"
     STREAM_NEXT = "stream_next"
+    REPORT = "report"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -165,6 +166,7 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.EXPORT: {"format": ((str,), False)},
     Method.BACKUP: {},
     Method.STREAM_NEXT: {"stream": ((str,), True), "cancel": ((bool,), False)},
+    Method.REPORT: {"root": ((str, type(None)), False), "groups": ((int,), False)},
 }
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
@@ -181,6 +183,8 @@ DEFAULT_IMPORT_ROWS_LIMIT = 1000  # rows an import's reply lists (its totals cou
 MAX_IMPORT_ROWS_LIMIT = 1_000_000
 IMPORT_KEY_MODES = ("name", "path", "id")
 IMPORT_ACTIONS = ("create", "update", "unchanged", "invalid", "conflict", "unmatched")
+DEFAULT_REPORT_GROUPS = 200  # duplicate groups drawn per kind (the rest are counted)
+MAX_REPORT_GROUPS = 2000
 DEFAULT_CONFLICT_STATUS = "open"
 CONFLICT_STATUSES = ("open", "kept", "taken", "merged", "kept_apart", "all")
 DUPE_KINDS = ("exact", "near", "face")
@@ -1046,6 +1050,27 @@ class BackupResult(TypedDict):
 STREAM_IDLE_S = 120.0
 
 
+class ReportSection(TypedDict):
+    """One section of the HTML report: how many items it shows, and how many there are."""
+
+    shown: int
+    total: int
+
+
+class ReportReply(TypedDict):
+    """`report`: the self-contained HTML page (the client writes it to a file), and what it holds.
+    Sections: roots, completeness (requirements satisfied / required), checklist (entities with
+    gaps), orphaned, dupes_exact, dupes_near_image, dupes_near_video, integrity (last sweep's
+    findings), thumbnails (pictures embedded / wanted)."""
+
+    html: str
+    bytes: int  # of `html`, UTF-8 encoded
+    root: str | None
+    generated: Stamp
+    seconds: float
+    sections: dict[str, ReportSection]
+
+
 # What each method answers; a list reply is the shape of its items in a list.
 REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.STATUS: (StatusReply, False),
@@ -1083,6 +1108,7 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.EXPORT: (StreamReply, False),
     Method.BACKUP: (StreamReply, False),
     Method.STREAM_NEXT: (StreamChunkReply, False),
+    Method.REPORT: (ReportReply, False),
 }
 
 

@@ -19,6 +19,7 @@ from importd.api import (
     maintenance,
     media,
     preview,
+    report,
 )
 from importd.api.server import Params
 from importd.core import Core
@@ -61,4 +62,5 @@ TABLE: dict[str, Handler] = {
     Method.EXPORT: export.export,
     Method.BACKUP: export.backup,
     Method.STREAM_NEXT: export.stream_next,
+    Method.REPORT: report.report,
 }

@@ -41,8 +41,8 @@ from importd.entities import (
     compute_report,
 )
 from importd.imports.legacy import LegacyMapping, MappingError
-from importd.imports.migration import MigrationResult, migrate
 from importd.items import ConfirmHeld
+from importd.pipeline.legacy_migration import MigrationResult, migrate
 from importd.pipeline.reconcile import WalkError
 from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
 

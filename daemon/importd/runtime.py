@@ -5,7 +5,7 @@ allocator, tuned as measured on a cold import of 100,000 files (`make bench`), w
 settings saved about 1.5 s of CPU together (of ~11 s). Each function says why and what it costs; all
 of them are safe where their trick does not exist (not glibc, not Linux): they then do nothing.
 
-Thread names live in `importd.threads`, thread priorities in `importd.maintenance.priority`.
+Thread names live in `importd.threads`, thread priorities in `importd.priority`.
 """
 
 from __future__ import annotations

@@ -30,7 +30,6 @@ from importd.maintenance.links import (
     propose_repair,
     stale_reason,
 )
-from importd.maintenance.priority import lower_thread_priority
 from importd.maintenance.repairlog import LogFailure, LogWritten, RepairLog, RepairLogEntry
 from importd.maintenance.scrub import (
     Budget,
@@ -44,6 +43,7 @@ from importd.maintenance.scrub import (
 )
 from importd.maintenance.sweep import finding_for_link, finding_for_scrub, findings_from_walk
 from importd.maintenance.trash import RestoreFailure, RestoreResult, Trash, TrashFailure, TrashRecord
+from importd.priority import lower_thread_priority
 
 __all__ = [
     "EXIT_BITS",

@@ -43,7 +43,6 @@ from importd.maintenance.links import (
     propose_repair,
     stale_reason,
 )
-from importd.maintenance.priority import lower_thread_priority
 from importd.maintenance.repairlog import RepairLog, RepairLogEntry
 from importd.maintenance.scrub import Budget, Scrubber, ScrubPlan, ScrubTarget
 from importd.maintenance.sweep import (
@@ -55,6 +54,7 @@ from importd.maintenance.sweep import (
 from importd.maintenance.trash import Trash, TrashFailure
 from importd.paths import display, wire
 from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk, walk_listings
+from importd.priority import lower_thread_priority
 from importd.targets import TargetError, resolve_target
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ Hashing is `importd.pipeline.hasher.hash_file` (streamed, never mmap, O_NOATIME)
 `SettledFile` made from the lstat taken just before, so a file written during the read comes back
 `Unsettled` and is reported as `changed`. It runs at the priority of the calling thread, and so
 do the reader and blake3 threads it starts for big files: lower it with
-`importd.maintenance.priority.run_lowered` around the sweep.
+`importd.priority.run_lowered` around the sweep.
 """
 
 from __future__ import annotations

@@ -45,7 +45,6 @@ from importd.items import (
     Vanished,
     is_regular,
 )
-from importd.maintenance.priority import run_lowered
 from importd.paths import display
 from importd.pipeline.backlog import BacklogLine, LegacyBacklog
 from importd.pipeline.extract import MediaStage
@@ -59,6 +58,7 @@ from importd.pipeline.settle import SettleTracker
 from importd.pipeline.vanish import GoneBursts
 from importd.pipeline.walklane import LaneExits, WalkLane
 from importd.pipeline.watch import Hint, NotifyFactory, RenameHint, kernel_inotify
+from importd.priority import run_lowered
 
 log = logging.getLogger("importd.pipeline")
 
@@ -398,7 +398,7 @@ class Pipeline:
 
     async def _hash_lowered(self, to_hash: list[SettledFile]) -> list[HashOutcome]:
         """`_hash` at low CPU and I/O priority (the legacy backlog's): on a thread of its own
-        that ends with the batch, as a sweep's hashing (maintenance/priority.py)."""
+        that ends with the batch, as a sweep's hashing (importd/priority.py)."""
         work = functools.partial(self.hasher.hash_batch, self.roots.paths(), to_hash)
         big = any(s.stat.size >= PIPELINE_FROM for s in to_hash)
         async with self._hash_limiter if big else self._small_limiter:

@@ -13,14 +13,6 @@ import blake3
 import pytest
 
 from importd.items import FileFailure, HashedFile, HashOutcome, SettledFile, Unsettled, s64
-from importd.maintenance.priority import (
-    IOPRIO_CLASS_IDLE,
-    LOWER_BY,
-    lower_thread_priority,
-    run_lowered,
-    sweep_nice,
-    thread_io_class,
-)
 from importd.maintenance.scrub import (
     LANE_CHUNK,
     LANE_FROM,
@@ -34,6 +26,14 @@ from importd.maintenance.scrub import (
     parse_budget,
 )
 from importd.pipeline.hasher import PIPELINE_FROM
+from importd.priority import (
+    IOPRIO_CLASS_IDLE,
+    LOWER_BY,
+    lower_thread_priority,
+    run_lowered,
+    sweep_nice,
+    thread_io_class,
+)
 
 KiB = 1 << 10
 UNLIMITED = Budget()

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from importd.maintenance import priority
-from importd.maintenance.priority import LOWER_BY, run_lowered, sweep_nice, thread_io_class
+from importd import priority
+from importd.priority import LOWER_BY, run_lowered, sweep_nice, thread_io_class
 
 
 def test_sweep_nice_is_the_daemons_plus_ten_at_most_19() -> None:

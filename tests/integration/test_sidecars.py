@@ -257,7 +257,7 @@ def test_disagreeing_edited_and_deleted_sidecars_show_as_drift(make_daemon, tmp_
     (amelie / ".artifacts" / "scenes.json").unlink()
     wait_for(
         lambda: any(i["kind"] == "gone" for i in drift_of(d)["items"]),
-        timeout=d.settle + 10,
+        timeout=d.settle + 30,
         what="the deletion reaches the catalog",
     )
     report = drift_of(d)
@@ -281,13 +281,13 @@ def test_a_video_arriving_after_its_tags_sidecar_gets_its_tags(make_daemon, tmp_
     late = lib / "Films" / "Late (2005)"
     write(late / "Late.tags.json", json.dumps(["late", {"name": "Night", "color": "#000080"}]))
     write(late / "movie.nfo", "https://www.themoviedb.org/movie/4242-late\n")
-    wait_for(lambda: d.ctl_json("entity", "film:Late (2005)"), timeout=d.settle + 10, what="the sidecars")
+    wait_for(lambda: d.ctl_json("entity", "film:Late (2005)"), timeout=d.settle + 30, what="the sidecars")
     d.wait_idle()
     assert d.ctl_json("entity", "film:Late (2005)")["attributes"]["tmdb_id"]["value"] == 4242
     write(late / "Late.mkv", "late" * 1000)
     wait_for(
         lambda: tags_of(d, "Films/Late (2005)/Late.mkv") == ["late", "Night"],
-        timeout=d.settle + 10,
+        timeout=d.settle + 30,
         what="the video's tags",
     )
     # After a restart the waiting sidecars are known again (read back from the catalog).
@@ -295,7 +295,7 @@ def test_a_video_arriving_after_its_tags_sidecar_gets_its_tags(make_daemon, tmp_
     write(late / "Bonus.tags.json", json.dumps(["bonus"]))
     wait_for(
         lambda: tags_of(d, "Films/Late (2005)/Late.mkv") == ["late", "Night", "restarted"],
-        timeout=d.settle + 10,
+        timeout=d.settle + 30,
         what="a sidecar named with the video's extension",
     )
     d.wait_idle()
@@ -305,7 +305,7 @@ def test_a_video_arriving_after_its_tags_sidecar_gets_its_tags(make_daemon, tmp_
     write(late / "Bonus.mp4", "bonus" * 1000)
     wait_for(
         lambda: tags_of(d, "Films/Late (2005)/Bonus.mp4") == ["bonus"],
-        timeout=d.settle + 10,
+        timeout=d.settle + 30,
         what="the tags of a video that arrived after a restart",
     )
     gaps_agree(d)

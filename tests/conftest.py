@@ -226,6 +226,9 @@ class Daemon:
     def rows(self, where: str = "1=1") -> list[Row]:
         return self.sql(f"SELECT * FROM files WHERE {where} ORDER BY id")
 
+    def rows_at(self, relpath: bytes) -> list[Row]:
+        return self.sql("SELECT * FROM files WHERE relpath = ? ORDER BY id", relpath)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:

@@ -122,6 +122,9 @@ class _Cluster:
                 "--clear-groups",
             ]
             self.user = "postgres"
+        # Anyone may reach the socket in it (the tests' daemons that drop root's DAC override too);
+        # the data folder inside stays the server's alone (initdb makes it 0700).
+        self.base.chmod(0o755)
 
     def run(self, *args: str) -> None:
         subprocess.run([*self.prefix, *args], check=True, capture_output=True, timeout=120, cwd=self.base)

@@ -542,6 +542,24 @@ def test_a_catalog_sqlite_cannot_read_exits_65_with_one_line_and_is_left_as_it_i
     assert "RestartPreventExitStatus=78 65" in unit
 
 
+def test_a_catalog_server_it_cannot_reach_exits_69_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No PostgreSQL at that socket: one line naming the catalog (its password hidden), a hint, and
+    an exit status systemd restarts on (a server that starts later is found then)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    cfg = tmp_path / "importd.toml"
+    cfg.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[catalog]\n'
+        f'url = "postgresql://importd:secret@/importd?host={tmp_path / "nowhere"}"\n'
+        f'[control]\nsocket = "{tmp_path / "c.sock"}"\n[[roots]]\nname = "a"\npath = "{root}"\n'
+    )
+    res = subprocess.run([str(BIN / "importd"), "run", "--config", str(cfg)], capture_output=True, timeout=30)
+    err = res.stderr.decode()
+    assert res.returncode == 69, err
+    assert err.count("\n") == 1 and "cannot connect to the catalog postgresql://importd:***@" in err, err
+    assert "secret" not in err and "hint:" in err
+
+
 def test_second_daemon_on_same_socket_refuses(make_daemon) -> None:  # type: ignore[no-untyped-def]
     d = make_daemon().start()
     res = subprocess.run(

@@ -147,14 +147,14 @@ def outdated_contents(
     cond = [files.c.status == STATUS_PRESENT, files.c.blake3.is_not(None)]
     if up_to_id is not None:
         cond.append(files.c.id <= up_to_id)
-    one_per_content = select(files.c.blake3, files.c.root_id, files.c.relpath).where(*cond)
+    columns = select(files.c.blake3, files.c.root_id, files.c.relpath)
     if conn.dialect.name == "postgresql":
         # SQLite fills the bare columns of a GROUP BY from one row of the group; PostgreSQL
-        # refuses them, and says the same with DISTINCT ON.
-        one_per_content = one_per_content.distinct(files.c.blake3).order_by(files.c.blake3)
+        # refuses them: there, the group's first row by id.
+        first = select(func.min(files.c.id)).where(*cond).group_by(files.c.blake3).limit(limit)
+        rows = conn.execute(columns.where(files.c.id.in_(first)))
     else:
-        one_per_content = one_per_content.group_by(files.c.blake3)
-    rows = conn.execute(one_per_content.limit(limit))
+        rows = conn.execute(columns.where(*cond).group_by(files.c.blake3).limit(limit))
     return [(d, r, bytes(p)) for d, r, p in rows]
 
 

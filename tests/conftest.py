@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -245,6 +246,21 @@ class Daemon:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextlib.contextmanager
+def new_catalog(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """One catalog URL for a fixture of any scope: a new PostgreSQL database (dropped after) under
+    IMPORTD_TEST_CATALOG=postgresql, else None (the daemon's own SQLite file)."""
+    if not ON_POSTGRESQL:
+        yield None
+        return
+    server = request.getfixturevalue("pg_server")
+    name = server.create_database()
+    try:
+        yield server.url(name)
+    finally:
+        server.drop_database(name)
 
 
 @pytest.fixture

@@ -41,8 +41,12 @@ run: $(STAMP) bytecode demo
 	@echo "importd: watching $(ROOT); ask it with: $(VENV)/bin/importctl status"
 	exec $(VENV)/bin/importd run --config $(RUNDIR)/importd.toml
 
+# The whole suite on SQLite, then the integration suite again with every daemon on a PostgreSQL
+# catalog: on IMPORTD_TEST_PG_URL, or a throwaway server started from Debian's binaries; without
+# either it prints "PostgreSQL: skipped (why)" (a failure under IMPORTD_TEST_PG_REQUIRED=1, as in CI).
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m tests.pg $(PYTEST_ARGS)
 
 # The C extensions rebuilt with AddressSanitizer and UBSan, and the tests that drive them (CI runs it).
 sanitize: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,78 @@ pytest_plugins = ["tests.pg"]
 BIN = Path(sys.executable).parent
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
+# `IMPORTD_TEST_CATALOG=postgresql` runs every daemon the tests start on a PostgreSQL catalog (a
+# new database per daemon on the server tests/pg.py gives) instead of a SQLite file.
+CATALOG_ENV = "IMPORTD_TEST_CATALOG"
+ON_POSTGRESQL = os.environ.get(CATALOG_ENV, "sqlite") == "postgresql"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: tests of SQLite itself (its file, WAL, backup API); skipped on PostgreSQL"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not ON_POSTGRESQL:
+        return
+    skip = pytest.mark.skip(reason="tests SQLite's own file (IMPORTD_TEST_CATALOG=postgresql)")
+    for item in items:
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
+
+
+class Row(tuple):  # type: ignore[type-arg]
+    """A result row read by index, by column name, or as a dict (dict(row)), from either catalog."""
+
+    _keys: tuple[str, ...]
+
+    def __new__(cls, values: Any, keys: tuple[str, ...]) -> Row:
+        row = super().__new__(cls, values)
+        row._keys = keys
+        return row
+
+    def keys(self) -> tuple[str, ...]:
+        return self._keys
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._keys.index(key))
+        return tuple.__getitem__(self, key)
+
+
+def _pg_placeholders(query: str) -> str:
+    """sqlite3's `?` placeholders as asyncpg's `$1, $2, ...` (the tests' SQL has no `?` in strings)."""
+    parts = query.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+
+
+def catalog_sql(url: str, query: str, params: tuple[Any, ...] = ()) -> list[Row]:
+    """One statement on a catalog (a `sqlite:///` file or a `postgresql://` URL), committed; its rows."""
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url[len("sqlite:///") :], timeout=10)
+        try:
+            cur = conn.execute(query, params)
+            keys = tuple(c[0] for c in cur.description or ())
+            rows = [Row(r, keys) for r in cur.fetchall()]
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> list[Row]:
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            records = await conn.fetch(_pg_placeholders(query), *params)
+            return [Row(tuple(r.values()), tuple(r.keys())) for r in records]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
 
 def wait_for(
     predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = ""
@@ -45,13 +118,21 @@ def wait_for(
 class Daemon:
     """One importd process with its own config, catalog and socket under a temp dir."""
 
-    def __init__(self, base: Path, roots: dict[str, Path], settle: float = 0.3, extra: str = "") -> None:
+    def __init__(
+        self,
+        base: Path,
+        roots: dict[str, Path],
+        settle: float = 0.3,
+        extra: str = "",
+        catalog_url: str | None = None,
+    ) -> None:
         self.base = base
         self.roots = roots
         self.settle = settle
         self.extra = extra
         self.socket = base / "run" / "control.sock"
-        self.db = base / "state" / "catalog.db"
+        self.db = base / "state" / "catalog.db"  # the SQLite file, when the catalog is SQLite
+        self.catalog_url = catalog_url or f"sqlite:///{self.db}"
         self.config = base / "importd.toml"
         self.log = base / "importd.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -72,7 +153,7 @@ class Daemon:
                 log_level = "debug"
                 state_dir = "{self.base / "state"}"
                 [catalog]
-                url = "sqlite:///{self.db}"
+                url = "{self.catalog_url}"
                 [control]
                 socket = "{self.socket}"
                 """
@@ -139,13 +220,15 @@ class Daemon:
         res = self.ctl(*args, "--json", check=True)
         return json.loads(res.stdout)
 
-    def rows(self, where: str = "1=1") -> list[sqlite3.Row]:
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-        conn.row_factory = sqlite3.Row
-        try:
-            return list(conn.execute(f"SELECT * FROM files WHERE {where} ORDER BY id"))
-        finally:
-            conn.close()
+    def sql(self, query: str, *params: Any) -> list[Row]:
+        """One statement on this daemon's catalog, SQLite or PostgreSQL (`?` placeholders)."""
+        return catalog_sql(self.catalog_url, query, params)
+
+    def rows(self, where: str = "1=1") -> list[Row]:
+        return self.sql(f"SELECT * FROM files WHERE {where} ORDER BY id")
+
+    def rows_at(self, relpath: bytes) -> list[Row]:
+        return self.sql("SELECT * FROM files WHERE relpath = ? ORDER BY id", relpath)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.proc is not None
@@ -165,8 +248,43 @@ class Daemon:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+@contextlib.contextmanager
+def new_catalog(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """One catalog URL for a fixture of any scope: a new PostgreSQL database (dropped after) under
+    IMPORTD_TEST_CATALOG=postgresql, else None (the daemon's own SQLite file)."""
+    if not ON_POSTGRESQL:
+        yield None
+        return
+    server = request.getfixturevalue("pg_server")
+    name = server.create_database()
+    try:
+        yield server.url(name)
+    finally:
+        server.drop_database(name)
+
+
 @pytest.fixture
-def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+def catalog_url_for(request: pytest.FixtureRequest) -> Iterator[Callable[[], str | None]]:
+    """A new catalog URL per call: a new PostgreSQL database under IMPORTD_TEST_CATALOG=postgresql,
+    else None (the daemon's own SQLite file)."""
+    made: list[str] = []
+    server = request.getfixturevalue("pg_server") if ON_POSTGRESQL else None
+
+    def new() -> str | None:
+        if server is None:
+            return None
+        name = server.create_database()
+        made.append(name)
+        return server.url(name)
+
+    yield new
+    for name in made:
+        assert server is not None
+        server.drop_database(name)
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path, catalog_url_for: Callable[[], str | None]) -> Iterator[Callable[..., Daemon]]:
     made: list[Daemon] = []
 
     def make(roots: dict[str, Path] | None = None, **kw: Any) -> Daemon:
@@ -174,6 +292,7 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
             root = tmp_path / "legacy"
             root.mkdir(exist_ok=True)
             roots = {"legacy": root}
+        kw.setdefault("catalog_url", catalog_url_for())
         d = Daemon(tmp_path / f"d{len(made)}", roots, **kw)
         d.base.mkdir(parents=True, exist_ok=True)
         made.append(d)

@@ -5,6 +5,11 @@ else a throwaway cluster started from Debian's binaries (/usr/lib/postgresql/*/b
 `pg_ctl`) in a temp folder, listening on a Unix socket only, run as the `postgres` user when the
 tests run as root (PostgreSQL refuses root). Without either, the tests that use `pg_server` or
 `pg_url` are skipped, with the reason. Each test gets a database of its own (`pg_url`).
+
+`python -m tests.pg [PYTEST ARGS]` (the second half of `make test`) runs the integration suite
+again with every daemon on a PostgreSQL catalog (IMPORTD_TEST_CATALOG=postgresql), or prints
+"PostgreSQL: skipped (why)" and exits 0 when no server can be had; with IMPORTD_TEST_PG_REQUIRED=1
+(as CI sets it) that is a failure instead.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import pwd
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -115,6 +122,9 @@ class _Cluster:
                 "--clear-groups",
             ]
             self.user = "postgres"
+        # Anyone may reach the socket in it (the tests' daemons that drop root's DAC override too);
+        # the data folder inside stays the server's alone (initdb makes it 0700).
+        self.base.chmod(0o755)
 
     def run(self, *args: str) -> None:
         subprocess.run([*self.prefix, *args], check=True, capture_output=True, timeout=120, cwd=self.base)
@@ -145,31 +155,66 @@ def _skip_reason() -> str | None:
     return None
 
 
+def unavailable() -> str | None:
+    """Why no server can be had (the fixture's own reasons, checked without starting one), or None."""
+    reason = _skip_reason()
+    if reason or os.environ.get(ENV_URL):
+        return reason
+    if _bin_dir() is None:
+        return f"no initdb/pg_ctl (apt-get install postgresql) and {ENV_URL} unset"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and there is no postgres user to run the server as"
+    return None
+
+
+def main(args: list[str]) -> int:
+    reason = unavailable()
+    if reason:
+        print(f"PostgreSQL: skipped ({reason})", flush=True)
+        return 1 if os.environ.get("IMPORTD_TEST_PG_REQUIRED") == "1" else 0
+    where = os.environ.get(ENV_URL) or f"a throwaway server from {_bin_dir()}"
+    print(f"PostgreSQL: the integration suite on {where}", flush=True)
+    env = dict(os.environ, IMPORTD_TEST_CATALOG="postgresql")
+    # Building and installing the wheel (`install`) has nothing to do with the catalog.
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "not install", *args, "tests/integration"]
+    return subprocess.run(cmd, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+
+def _skip(reason: str) -> NoReturn:
+    # Where PostgreSQL is the point of the run, no server is a failure rather than a skip.
+    if os.environ.get("IMPORTD_TEST_CATALOG") == "postgresql":
+        pytest.fail(f"no PostgreSQL server: {reason}")
+    pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     reason = _skip_reason()
     if reason:
-        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+        _skip(reason)
     url = os.environ.get(ENV_URL)
     if url:
         yield _from_env(url)
         return
     bin_dir = _bin_dir()
     if bin_dir is None:
-        pytest.skip(
-            f"PostgreSQL tests skipped: no initdb/pg_ctl (apt-get install postgresql) and {ENV_URL} unset"
-        )
+        _skip(f"no initdb/pg_ctl (apt-get install postgresql) and {ENV_URL} unset")
     try:
         cluster = _Cluster(bin_dir)
     except KeyError:
-        pytest.skip("PostgreSQL tests skipped: running as root and there is no postgres user to run it as")
+        _skip("running as root and there is no postgres user to run it as")
     try:
         server = cluster.start()
     except subprocess.CalledProcessError as exc:
         cluster.stop()
-        pytest.skip(
-            f"PostgreSQL tests skipped: the server did not start: {exc.stderr.decode(errors='replace')}"
-        )
+        _skip(f"the server did not start: {exc.stderr.decode(errors='replace')}")
     try:
         yield server
     finally:

@@ -13,6 +13,7 @@ from importd import __version__
 from importd.config import EX_CONFIG, ConfigError, load_config
 
 EX_DATAERR = 65
+EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from importd.api.server import AlreadyRunning
-    from importd.catalog.engine import CatalogUnusable
+    from importd.catalog.engine import CatalogUnreachable, CatalogUnusable
     from importd.journal import setup_logging
     from importd.service import Service
 
@@ -71,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EX_DATAERR
+    except CatalogUnreachable as exc:
+        # Not 65 or 78: systemd restarts the unit, and a server that comes up later is found then.
+        print(
+            f"importd: cannot connect to the catalog {exc}; hint: is the PostgreSQL server running, "
+            "and may this user reach that database?",
+            file=sys.stderr,
+        )
+        return EX_UNAVAILABLE
     except KeyboardInterrupt:
         return 0
     return 0

@@ -6,7 +6,6 @@ gap report equal to a recomputation after every import."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +65,10 @@ def assert_gaps_live(d: Daemon) -> None:
 
 
 def catalog_dump(d: Daemon) -> list[Any]:
-    conn = sqlite3.connect(f"file:{d.db}?mode=ro", uri=True)
-    try:
-        return [
-            list(conn.execute(f"SELECT * FROM {table} ORDER BY 1"))
-            for table in ("entities", "attribute_sources", "conflicts", "runs", "run_log")
-        ]
-    finally:
-        conn.close()
+    return [
+        d.sql(f"SELECT * FROM {table} ORDER BY 1")
+        for table in ("entities", "attribute_sources", "conflicts", "runs", "run_log")
+    ]
 
 
 def test_preview_writes_nothing_then_commit_is_a_run(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]

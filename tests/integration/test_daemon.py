@@ -103,13 +103,7 @@ def test_same_content_at_two_paths_is_one_content(make_daemon) -> None:  # type:
     wait_present(d, b"copy of x.jpg")
     rows = d.ctl_json("find", blake3_of(data))
     assert sorted(r["path"] for r in rows) == sorted([str(root / "x.jpg"), str(root / "copy of x.jpg")])
-    import sqlite3
-
-    conn = sqlite3.connect(d.db)
-    assert (
-        conn.execute("SELECT count(*) FROM contents WHERE blake3 = ?", (blake3_of(data),)).fetchone()[0] == 1
-    )
-    conn.close()
+    assert d.sql("SELECT count(*) FROM contents WHERE blake3 = ?", blake3_of(data))[0][0] == 1
 
 
 def test_growing_file_is_registered_once_with_final_hash(make_daemon) -> None:  # type: ignore[no-untyped-def]
@@ -360,13 +354,10 @@ def test_kill_9_during_registration_then_restart(make_daemon) -> None:  # type: 
     rows = d.rows()
     assert len(rows) == n, "nothing duplicated"
     assert {bytes(r["relpath"]): r["blake3"] for r in rows} == contents, "nothing lost, every hash right"
-    import sqlite3
-
-    conn = sqlite3.connect(d.db)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-    assert conn.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0] == 0
-    conn.close()
+    if d.catalog_url.startswith("sqlite:"):
+        assert d.sql("PRAGMA integrity_check")[0][0] == "ok"
+        assert d.sql("PRAGMA foreign_key_check") == []
+    assert d.sql("SELECT count(*) FROM runs WHERE status = 'running'")[0][0] == 0
 
 
 def test_malformed_and_oversized_messages_get_error_replies(make_daemon) -> None:  # type: ignore[no-untyped-def]
@@ -526,6 +517,7 @@ def test_invalid_config_exits_78_with_one_line(tmp_path) -> None:  # type: ignor
         assert err.count("\n") == 1 and str(cfg) in err and expected in err, err
 
 
+@pytest.mark.sqlite_only
 def test_a_catalog_sqlite_cannot_read_exits_65_with_one_line_and_is_left_as_it_is(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A damaged catalog (or some other file at its path) is the operator's to restore: no
     traceback, no restart loop (65 is in RestartPreventExitStatus), and not one byte changed."""
@@ -548,6 +540,24 @@ def test_a_catalog_sqlite_cannot_read_exits_65_with_one_line_and_is_left_as_it_i
     assert sorted(p.name for p in db.parent.iterdir()) == ["catalog.db"], "no -wal or -shm beside it"
     unit = (Path(__file__).parents[2] / "units" / "importd.service").read_text()
     assert "RestartPreventExitStatus=78 65" in unit
+
+
+def test_a_catalog_server_it_cannot_reach_exits_69_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No PostgreSQL at that socket: one line naming the catalog (its password hidden), a hint, and
+    an exit status systemd restarts on (a server that starts later is found then)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    cfg = tmp_path / "importd.toml"
+    cfg.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[catalog]\n'
+        f'url = "postgresql://importd:secret@/importd?host={tmp_path / "nowhere"}"\n'
+        f'[control]\nsocket = "{tmp_path / "c.sock"}"\n[[roots]]\nname = "a"\npath = "{root}"\n'
+    )
+    res = subprocess.run([str(BIN / "importd"), "run", "--config", str(cfg)], capture_output=True, timeout=30)
+    err = res.stderr.decode()
+    assert res.returncode == 69, err
+    assert err.count("\n") == 1 and "cannot connect to the catalog postgresql://importd:***@" in err, err
+    assert "secret" not in err and "hint:" in err
 
 
 def test_second_daemon_on_same_socket_refuses(make_daemon) -> None:  # type: ignore[no-untyped-def]

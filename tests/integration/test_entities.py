@@ -59,13 +59,7 @@ def missing_of(report: dict[str, Any], name: str) -> list[tuple[str, str]]:
 
 
 def entity_count(d: Daemon) -> int:
-    import sqlite3
-
-    conn = sqlite3.connect(d.db)
-    try:
-        return int(conn.execute("SELECT count(*) FROM entities").fetchone()[0])
-    finally:
-        conn.close()
+    return int(d.sql("SELECT count(*) FROM entities")[0][0])
 
 
 def test_characters_tree_gaps_and_completeness(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -192,11 +186,7 @@ def test_conflicting_metadata_is_reported_not_applied(make_daemon, tmp_path) -> 
         ("Alice", "age", 30, 31)
     ]
     assert "importctl resolve" in d.ctl("conflicts").stderr.decode()
-    import sqlite3
-
-    conn = sqlite3.connect(d.db)
-    attrs = json.loads(conn.execute("SELECT attributes FROM entities WHERE name='Alice'").fetchone()[0])
-    conn.close()
+    attrs = json.loads(d.sql("SELECT attributes FROM entities WHERE name='Alice'")[0][0])
     assert attrs["age"] == 30 and attrs["notes"] == "new", (
         "the new attribute is added, the differing one is not"
     )

@@ -90,25 +90,24 @@ def rich_catalog(make_daemon: Any, tmp_path: Path) -> Daemon:
     out = d.ctl_json("repair-links", "--yes")
     assert [r["status"] for r in out["results"] if r["action"] == "trash"] == ["done"]
     d.stop()
-    conn = sqlite3.connect(d.db)
-    digest = conn.execute("SELECT blake3 FROM files WHERE blake3 IS NOT NULL ORDER BY id").fetchone()[0]
-    file_id, entity_id = conn.execute(
+    digest = d.sql("SELECT blake3 FROM files WHERE blake3 IS NOT NULL ORDER BY id")[0][0]
+    file_id, entity_id = d.sql(
         "SELECT file_id, entity_id FROM entity_files WHERE entity_id IS NOT NULL ORDER BY file_id"
-    ).fetchone()
-    conn.execute(
+    )[0]
+    d.sql(
         "INSERT INTO faces (blake3, idx, x1, y1, x2, y2, det_score, embedding)"
         " VALUES (?, 0, 0.1, 0.2, 1, 2, 0.9, ?)",
-        (digest, EMBEDDING),
+        digest,
+        EMBEDDING,
     )
-    conn.execute(
+    (tag_id,) = d.sql(
         "INSERT INTO tags (key, name, color, created) VALUES ('favourite', 'Favourite', '#f00', 1.5)"
+        " RETURNING id"
+    )[0]
+    d.sql("INSERT INTO file_tags (file_id, tag_id, source, at) VALUES (?, ?, 'csv', 2.5)", file_id, tag_id)
+    d.sql(
+        "INSERT INTO entity_tags (entity_id, tag_id, source, at) VALUES (?, ?, 'nfo', 2.5)", entity_id, tag_id
     )
-    conn.execute("INSERT INTO file_tags (file_id, tag_id, source, at) VALUES (?, 1, 'csv', 2.5)", (file_id,))
-    conn.execute(
-        "INSERT INTO entity_tags (entity_id, tag_id, source, at) VALUES (?, 1, 'nfo', 2.5)", (entity_id,)
-    )
-    conn.commit()
-    conn.close()
     d.start()
     d.wait_idle()
     return d
@@ -165,7 +164,9 @@ def test_export_import_export_gives_the_same_bytes(make_daemon, tmp_path) -> Non
     before = d.status()["files"]
     d.stop()
     d2 = Daemon(tmp_path / "d2", d.roots, extra=d.extra)
-    d2.config.write_text(d.config.read_text().replace(str(d.base), str(d2.base)))
+    d2.config.write_text(
+        d.config.read_text().replace(d.catalog_url, d2.catalog_url).replace(str(d.base), str(d2.base))
+    )
     d2.db.parent.mkdir(parents=True)
     os.replace(restored, d2.db)
     d2.start()
@@ -189,7 +190,7 @@ def test_a_catalog_with_rows_is_refused(make_daemon, tmp_path) -> None:  # type:
     d.wait_idle()
     out = tmp_path / "dump.jsonl"
     d.ctl("export", "--out", str(out), check=True)
-    res = import_dump(out, f"sqlite:///{d.db}")
+    res = import_dump(out, d.catalog_url)
     assert res.returncode == 1
     assert "not empty" in res.stderr and "hint:" in res.stderr and res.stderr.count("\n") == 1
     assert len(d.rows()) == 1
@@ -251,6 +252,7 @@ def _consistent(db_lines: list[str]) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite_only
 def test_export_and_backup_while_the_daemon_registers(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = make_daemon()
     root = d.roots["legacy"]
@@ -283,6 +285,7 @@ def test_export_and_backup_while_the_daemon_registers(make_daemon, tmp_path) -> 
     assert _consistent(dump_of(backup))["files"] == backed_up
 
 
+@pytest.mark.sqlite_only
 def test_backup_of_a_quiet_catalog_equals_it(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
     d = make_daemon()
     _tree(d.roots["legacy"], 300)
@@ -373,10 +376,8 @@ def test_a_daemon_on_postgresql_streams_its_export(make_daemon, tmp_path, pg_url
     assert import_dump(dump, pg_url).returncode == 0
     empty = tmp_path / "empty"
     empty.mkdir()
-    # Media off: its start-up backfill query does not run on PostgreSQL yet (SQLite's bare
-    # columns in a GROUP BY), which the PostgreSQL work of this issue fixes.
-    d = make_daemon({"empty": empty}, extra="[media]\nenabled = false\n")
-    d.config.write_text(d.config.read_text().replace(f'url = "sqlite:///{d.db}"', f'url = "{pg_url}"'))
+    # Media off: the seeded rows have no files behind them to analyse.
+    d = make_daemon({"empty": empty}, extra="[media]\nenabled = false\n", catalog_url=pg_url)
     d.start()
     out = tmp_path / "from-pg.jsonl"
     result = d.ctl_json("export", "--out", str(out))

@@ -77,7 +77,7 @@ def test_a_deleted_file_is_a_ghost_that_forget_settles_and_undo_brings_back(make
         }
     ]
     assert check(d)[0] == 8 and missing_count(d) == 1
-    assert [r["status"] for r in d.rows("relpath = CAST('gone.bin' AS BLOB)")] == ["missing"]
+    assert [r["status"] for r in d.rows_at(b"gone.bin")] == ["missing"]
 
     done = d.ctl_json("forget", str(root / "gone.bin"))
     assert done["dry_run"] is False and done["count"] == 1 and done["status"] == "forgotten"
@@ -91,7 +91,7 @@ def test_a_deleted_file_is_a_ghost_that_forget_settles_and_undo_brings_back(make
         f" (hint: importctl find --all {root}/gone.bin shows them)\n"
     )
     assert statuses(d, root / "gone.bin", "--all") == ["forgotten"]
-    assert [r["status"] for r in d.rows("relpath = CAST('gone.bin' AS BLOB)")] == ["forgotten"]
+    assert [r["status"] for r in d.rows_at(b"gone.bin")] == ["forgotten"]
     # A second forget finds nothing left to forget.
     again = d.ctl("forget", str(root / "gone.bin"))
     assert again.returncode == 1 and again.stderr.decode().count("\n") == 1
@@ -149,7 +149,7 @@ def test_a_forgotten_path_that_reappears_is_a_new_row(make_daemon) -> None:  # t
     (root / "gone.bin").write_bytes(b"gone for good")
     wait_for(lambda: statuses(d, root / "gone.bin") == ["present"], what="registered again")
     assert statuses(d, root / "gone.bin", "--all") == ["forgotten", "present"]
-    rows = d.rows("relpath = CAST('gone.bin' AS BLOB)")
+    rows = d.rows_at(b"gone.bin")
     assert [r["status"] for r in rows] == ["forgotten", "present"]
     assert check(d)[0] == 0
     # Undo makes the old row missing history beside the live one; the path is on disk, so it is

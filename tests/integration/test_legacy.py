@@ -233,12 +233,6 @@ def test_the_backlog_survives_a_crash_midway_and_its_counts_add_up(make_daemon, 
     )
     assert (mig["pending"], mig["done"], mig["missing"], mig["failed"]) == (0, files, 0, 0)
     # Each row linked once: one value per file, no row in the old catalog twice.
-    conn = sqlite3.connect(f"file:{d.db}?mode=ro", uri=True)
-    try:
-        names = conn.execute(
-            "SELECT count(*), count(DISTINCT file_id) FROM file_attributes WHERE name = 'name'"
-        )
-        assert names.fetchone() == (files, files)
-        assert conn.execute("SELECT count(*) FROM files WHERE status = 'present'").fetchone() == (files,)
-    finally:
-        conn.close()
+    names = d.sql("SELECT count(*), count(DISTINCT file_id) FROM file_attributes WHERE name = 'name'")
+    assert names[0] == (files, files)
+    assert d.sql("SELECT count(*) FROM files WHERE status = 'present'")[0] == (files,)

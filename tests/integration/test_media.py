@@ -229,14 +229,9 @@ def test_the_pillow_corpus(make_daemon) -> None:  # type: ignore[no-untyped-def]
     assert max(answered) < 5, "status must answer throughout"
     rows = {bytes(r["relpath"]): r["blake3"] for r in d.rows("status = 'present'")}
     assert rows == expected
-    import sqlite3
-
     from importd.media import media_kind
 
-    conn = sqlite3.connect(d.db)
-    rows = conn.execute("SELECT blake3, status FROM extractions WHERE extractor = 'image'").fetchall()
-    conn.close()
-    analysed = dict(rows)
+    analysed = {r[0]: r[1] for r in d.sql("SELECT blake3, status FROM extractions WHERE extractor = 'image'")}
     images = {h for p, h in expected.items() if media_kind(os.path.splitext(p)[1].decode()) == "image"}
     assert images and images <= set(analysed), "every image content is analysed or has a recorded failure"
     failed = sum(1 for status in analysed.values() if status == "failed")

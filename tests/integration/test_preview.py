@@ -12,16 +12,10 @@ from tests.integration.test_entities import EXPECT, character
 
 
 def catalog_bytes(d: Daemon) -> list[tuple[object, ...]]:
-    import sqlite3
-
-    conn = sqlite3.connect(d.db)
-    try:
-        return [
-            tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone())
-            for t in ("entities", "entity_files", "conflicts", "attribute_sources", "runs")
-        ]
-    finally:
-        conn.close()
+    return [
+        tuple(d.sql(f"SELECT count(*) FROM {t}")[0])
+        for t in ("entities", "entity_files", "conflicts", "attribute_sources", "runs")
+    ]
 
 
 def plain_root(make_daemon: Any, tmp_path: Path) -> tuple[Daemon, Path]:

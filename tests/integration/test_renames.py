@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -29,20 +28,11 @@ def studio(make_daemon: Any, tmp_path: Path, rules: str = "characters") -> tuple
 
 
 def entities(d: Daemon) -> dict[str, dict[str, Any]]:
-    conn = sqlite3.connect(d.db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return {r["name"]: dict(r) for r in conn.execute("SELECT * FROM entities")}
-    finally:
-        conn.close()
+    return {r["name"]: dict(r) for r in d.sql("SELECT * FROM entities")}
 
 
 def run_log(d: Daemon, action: str) -> list[str]:
-    conn = sqlite3.connect(d.db)
-    try:
-        return [r[0] for r in conn.execute("SELECT detail FROM run_log WHERE action = ?", (action,))]
-    finally:
-        conn.close()
+    return [r[0] for r in d.sql("SELECT detail FROM run_log WHERE action = ?", action)]
 
 
 def under(d: Daemon, prefix: bytes) -> int:

@@ -5,6 +5,7 @@ and a screenshot is kept as a test artefact (copied to $IMPORTD_TEST_ARTIFACTS w
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.conftest import Daemon, wait_for
+from tests.conftest import Daemon, new_catalog, wait_for
 from tests.integration.test_entities import EXPECT, character
 from tests.integration.test_media import media_idle, photo
 from tests.unit.importd.report.test_html import outside_links
@@ -48,15 +49,17 @@ def video(path: Path, size: str, codec: str = "libx264") -> None:
 
 
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def catalog(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Daemon]:
     """A studio root (characters: gaps, an orphan) and a photos root (copies, near copies, videos,
     names that need escaping or are not UTF-8), fully registered and analysed, and a sweep; one
     daemon for the module's tests, which only read."""
+    stack = contextlib.ExitStack()
     tmp_path = tmp_path_factory.mktemp("report")
     studio, photos = tmp_path / "studio", tmp_path / "photos"
     studio.mkdir()
     photos.mkdir()
-    d = Daemon(tmp_path / "d", {"studio": studio, "photos": photos}, extra=EXPECT)
+    url = stack.enter_context(new_catalog(request))
+    d = Daemon(tmp_path / "d", {"studio": studio, "photos": photos}, extra=EXPECT, catalog_url=url)
     d.write_config(
         f'\n[[roots]]\nname = "studio"\npath = "{studio}"\nrules = "characters"\n'
         f'\n[[roots]]\nname = "photos"\npath = "{photos}"\n'
@@ -86,6 +89,7 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         yield d
     finally:
         d.kill()
+        stack.close()
 
 
 def test_the_report_file_has_the_figures_of_gaps_dupes_and_check(catalog: Daemon, tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -129,16 +128,12 @@ def library(make_daemon: Any, tmp_path: Path) -> tuple[Daemon, Path]:
 
 
 def tags_of(d: Daemon, relpath: str) -> list[str]:
-    conn = sqlite3.connect(f"file:{d.db}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = conn.execute(
-            "SELECT tags.name FROM file_tags JOIN tags ON tags.id = file_tags.tag_id "
-            "JOIN files ON files.id = file_tags.file_id WHERE files.relpath = ? ORDER BY tags.key",
-            (os.fsencode(relpath),),
-        )
-        return [r[0] for r in rows]
-    finally:
-        conn.close()
+    rows = d.sql(
+        "SELECT tags.name FROM file_tags JOIN tags ON tags.id = file_tags.tag_id "
+        "JOIN files ON files.id = file_tags.file_id WHERE files.relpath = ? ORDER BY tags.key",
+        os.fsencode(relpath),
+    )
+    return [r[0] for r in rows]
 
 
 def gaps_agree(d: Daemon) -> None:

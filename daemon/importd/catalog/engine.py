@@ -14,7 +14,7 @@ from urllib.parse import quote
 from sqlalchemy import Table, event
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
@@ -27,6 +27,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 class CatalogUnusable(Exception):
     """The catalog file is not a SQLite database SQLite can read (damaged, or some other file)."""
+
+
+class CatalogUnreachable(Exception):
+    """A catalog server (PostgreSQL) refused or did not answer the first connection: not there,
+    not running yet, or the database, user or password is wrong."""
 
 
 def async_url(url: str) -> str:
@@ -221,6 +226,15 @@ async def migrate(engine: AsyncEngine) -> None:
     and back, 0.1 s of every first start."""
     db_file = sqlite_file(engine)
     if db_file is None:
+        try:
+            # The pool keeps this connection for the migration below: no second connect.
+            async with engine.connect():
+                pass
+        except (OSError, DBAPIError) as exc:
+            where = engine.url.set(drivername=engine.url.get_backend_name()).render_as_string(
+                hide_password=True
+            )
+            raise CatalogUnreachable(f"{where}: {getattr(exc, 'orig', None) or exc}") from exc
         async with engine.begin() as conn:
             await conn.run_sync(_bring_to_head)
         return

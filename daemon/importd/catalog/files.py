@@ -51,14 +51,16 @@ class IdentityMatch:
     status: str
 
 
-def _snapshot_sql(root_id: int, prefix: bytes | None) -> tuple[str, str, dict[str, Any]]:
+def _snapshot_sql(root_id: int, prefix: bytes | None, sqlite: bool = True) -> tuple[str, str, dict[str, Any]]:
     cond, params = "root_id = :root", dict[str, Any](root=root_id)
     if prefix:
         low, high = subtree_bounds(prefix)
         cond += " AND ((relpath >= :low AND relpath < :high) OR relpath = :prefix)"
         params |= {"low": low, "high": high, "prefix": prefix}
-    # `+status`: not through ix_files_status; a scan of the table beats a lookup per row.
-    present = f"SELECT relpath, size, mtime_ns, inode, dev FROM files WHERE {cond} AND +status = 'present'"
+    # `+status`: not through ix_files_status; a scan of the table beats a lookup per row. The unary
+    # `+` on text is SQLite's alone (PostgreSQL has no such operator, and its planner chooses well).
+    status = "+status" if sqlite else "status"
+    present = f"SELECT relpath, size, mtime_ns, inode, dev FROM files WHERE {cond} AND {status} = 'present'"
     errors = f"SELECT relpath, id FROM files WHERE {cond} AND status = 'error'"
     return present, errors, params
 
@@ -71,7 +73,7 @@ def _snapshot_of(present: list[KnownRow], errors: list[tuple[bytes, int]]) -> Ca
 def snapshot(conn: Connection, root_id: int, prefix: bytes | None) -> CatalogSnapshot:
     """Live rows of a root (or of the subtree at `prefix`), keyed by relpath: only the columns
     the comparison needs."""
-    present, errors, params = _snapshot_sql(root_id, prefix)
+    present, errors, params = _snapshot_sql(root_id, prefix, conn.dialect.name == "sqlite")
     # Plain tuples with bytes relpaths, as sqlite3 gives them (the comparison needs tuples).
     rows = [(bytes(r[0]), r[1], r[2], r[3], r[4]) for r in conn.execute(text(present), params)]
     return _snapshot_of(rows, [(bytes(r[0]), r[1]) for r in conn.execute(text(errors), params)])

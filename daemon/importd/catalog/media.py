@@ -147,12 +147,14 @@ def outdated_contents(
     cond = [files.c.status == STATUS_PRESENT, files.c.blake3.is_not(None)]
     if up_to_id is not None:
         cond.append(files.c.id <= up_to_id)
-    rows = conn.execute(
-        select(files.c.blake3, files.c.root_id, files.c.relpath)
-        .where(*cond)
-        .group_by(files.c.blake3)
-        .limit(limit)
-    )
+    columns = select(files.c.blake3, files.c.root_id, files.c.relpath)
+    if conn.dialect.name == "postgresql":
+        # SQLite fills the bare columns of a GROUP BY from one row of the group; PostgreSQL
+        # refuses them: there, the group's first row by id.
+        first = select(func.min(files.c.id)).where(*cond).group_by(files.c.blake3).limit(limit)
+        rows = conn.execute(columns.where(files.c.id.in_(first)))
+    else:
+        rows = conn.execute(columns.where(*cond).group_by(files.c.blake3).limit(limit))
     return [(d, r, bytes(p)) for d, r, p in rows]
 
 
@@ -226,14 +228,21 @@ def content_media(conn: Connection, digest: str) -> dict[str, Any]:
 
 def extraction_failures(conn: Connection, limit: int) -> list[tuple[str, str, str, float, int, bytes]]:
     """(blake3, extractor, error, at, root_id, relpath) of failed extractions, one path each."""
+    root_id: Any = func.min(files.c.root_id)
+    relpath: Any = func.min(files.c.relpath)
+    if conn.dialect.name == "postgresql":
+        # PostgreSQL has no min() of bytea: the first path in the same (byte) order.
+        from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+        relpath = func.array_agg(aggregate_order_by(files.c.relpath, files.c.relpath))[1]
     rows = conn.execute(
         select(
             extractions.c.blake3,
             extractions.c.extractor,
             extractions.c.error,
             extractions.c.at,
-            func.min(files.c.root_id),
-            func.min(files.c.relpath),
+            root_id,
+            relpath,
         )
         .join(files, files.c.blake3 == extractions.c.blake3)
         .where(extractions.c.status == "failed", files.c.status == STATUS_PRESENT)

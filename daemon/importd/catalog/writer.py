@@ -684,6 +684,11 @@ _TRANSIENT_WORDS = (
     "unable to open database file",
 )
 _TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY}
+# PostgreSQL's SQLSTATE classes (and codes) of failures that pass: the connection (08), a
+# serialization failure or deadlock (40), no room, memory or connections left (53), the server
+# shutting down or starting (57P), a lock not available (55P03), an I/O error (58).
+_TRANSIENT_SQLSTATES = ("08", "40", "53", "57P", "55P03", "58")
+PG_DISK_FULL = "53100"
 
 
 def _cause(error: BaseException) -> BaseException:
@@ -701,6 +706,9 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, exc.DisconnectionError | exc.TimeoutError):
         return True
     cause = _cause(error)
+    state = getattr(cause, "sqlstate", None)  # PostgreSQL's, through asyncpg
+    if isinstance(state, str) and state:
+        return state.startswith(_TRANSIENT_SQLSTATES)
     if isinstance(cause, sqlite3.Error):
         code = getattr(cause, "sqlite_errorcode", None)
         if isinstance(code, int):
@@ -721,6 +729,8 @@ def is_disk_full(error: BaseException, db_file: str | None = None) -> bool:
     some writes that run out of space as SQLITE_IOERR)."""
     cause = _cause(error)
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if getattr(cause, "sqlstate", None) == PG_DISK_FULL:
         return True
     if not isinstance(cause, sqlite3.Error):
         return False

@@ -48,6 +48,28 @@ def read(conn: Connection, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     return anyio.run(run)
 
 
+def on_postgresql(url: str, fn: Callable[[Connection], T]) -> T:
+    """`fn` on a PostgreSQL catalog (migrated as importd does, with the root "r"), on the async
+    engine's connection as the writer uses it there (`run_sync`), committed."""
+    from importd.catalog.engine import create_engine as catalog_engine
+    from importd.catalog.engine import migrate
+
+    def with_root(conn: Connection) -> T:
+        ensure_roots(conn, [("r", "/srv/r")])
+        return fn(conn)
+
+    async def run() -> T:
+        engine = catalog_engine(url)
+        try:
+            await migrate(engine)
+            async with engine.begin() as conn:
+                return await conn.run_sync(with_root)
+        finally:
+            await engine.dispose()
+
+    return anyio.run(run)
+
+
 def register(conn: Connection, files: dict[bytes, str], now: float = 1.0, inode: int = 1) -> None:
     """Register files (relpath -> BLAKE3; "" for a file that could not be read) in one batch."""
     ops: list[HashedFile | FileFailure] = []

@@ -14,7 +14,7 @@ from importd.catalog.engine import open_reader
 from importd.catalog.roots import ensure_roots
 from importd.catalog.writer import apply_ops
 from importd.items import FileRef, FileStat, HashedFile, MovedFile, Vanished
-from tests.unit.importd.catalog.conftest import read, register
+from tests.unit.importd.catalog.conftest import on_postgresql, read, register
 
 H1, H2, H3 = "1" * 64, "2" * 64, "a3" + "3" * 62
 
@@ -46,6 +46,23 @@ def test_snapshot_from_file_equals_the_portable_snapshot(tmp_path: Path) -> None
     engine.dispose()
     assert set(whole.signatures) == {b"a/1", b"a/b/3", b"\xff\n"}, "missing rows are not live"
     assert set(whole.in_error) == {b"c"}
+
+
+def test_snapshot_on_postgresql_equals_the_sqlite_file_snapshot(tmp_path: Path, pg_url: str) -> None:
+    """The same rows on PostgreSQL give the same snapshots (there without SQLite's `+status`)."""
+    db = _file_catalog(tmp_path)
+    cases = [(1, None), (1, b"a"), (1, b"a/b/3"), (1, b"zz"), (2, None)]
+
+    def snapshots(c: Connection) -> list[object]:
+        ensure_roots(c, [("r", "/srv/r"), ("s", "/srv/s")])
+        register(c, {b"a/1": H1, b"a/2": H2, b"a/b/3": H3, b"c": "", b"\xff\n": H1})
+        apply_ops(c, [HashedFile(FileRef(2, "s", b"x"), FileStat(5, 1, 1, 2**64 - 3, 2**63 + 9), H2)], 2.0)
+        apply_ops(c, [HashedFile(FileRef(2, "s", b"hard"), FileStat(5, 1, 1, 2, 7), H2)], 2.0)
+        apply_ops(c, [Vanished(FileRef(1, "r", b"a/2"))], 3.0)
+        return [files.snapshot(c, root_id, prefix) for root_id, prefix in cases]
+
+    on_pg = on_postgresql(pg_url, snapshots)
+    assert on_pg == [files.snapshot_from_file(db, root_id, prefix) for root_id, prefix in cases]
 
 
 def test_identities_sqlite_equals_the_portable_identities(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from importd.items import FileRef, Vanished
 from importd.media.failure import ExtractionFailure
 from importd.media.versions import WorkKey
 from importd.media.video import VideoFingerprint
-from tests.unit.importd.catalog.conftest import register
+from tests.unit.importd.catalog.conftest import on_postgresql, register
 
 H1, H2, H3 = "1" * 64, "2" * 64, "3" * 64
 
@@ -47,7 +47,7 @@ def test_outcomes_are_stored_replaced_and_read_back(catalog: Connection) -> None
     assert media.extraction_failures(catalog, 10) == [(H2, "image", "truncated", 11.0, 1, b"b.jpg")]
 
 
-def test_catch_up_and_duplicate_reads(catalog: Connection) -> None:
+def catch_up_and_duplicate_reads(catalog: Connection) -> None:
     register(catalog, {b"a": H1, b"b": H1, b"c": H2})
     up_to = media.last_file_id(catalog)
     register(catalog, {b"d": H3}, now=2.0, inode=10)
@@ -56,6 +56,19 @@ def test_catch_up_and_duplicate_reads(catalog: Connection) -> None:
     assert [d for d, _, _ in media.outdated_contents(catalog, 10, up_to)] == [H1]
     assert media.exact_duplicates(catalog) == {H1: [(1, b"a"), (1, b"b")]}
     assert media.present_paths(catalog, [H2, H3, H3]) == {H3: [(1, b"d")]}
+    failed = ExtractionFailure("image", "truncated")
+    media.store_outcome(catalog, media.ExtractOutcome(WorkKey(H1, "image", 1), failed), 11.0)
+    assert media.extraction_failures(catalog, 10) == [(H1, "image", "truncated", 11.0, 1, b"a")]
+
+
+def test_catch_up_and_duplicate_reads(catalog: Connection) -> None:
+    catch_up_and_duplicate_reads(catalog)
+
+
+def test_catch_up_and_duplicate_reads_on_postgresql(pg_url: str) -> None:
+    """The same answers where the SQL differs: one path per content (SQLite's bare GROUP BY
+    columns, DISTINCT ON there) and the first path of a failure (no min() of bytea there)."""
+    on_postgresql(pg_url, catch_up_and_duplicate_reads)
 
 
 def test_facts_become_json() -> None:

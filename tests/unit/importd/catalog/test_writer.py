@@ -464,6 +464,23 @@ def test_transient_and_permanent_failures_are_told_apart() -> None:
     assert not writer.is_disk_full(_sqlite_error(sqlite3.SQLITE_BUSY, "database is locked"))
 
 
+class _PgError(Exception):
+    """Shaped as SQLAlchemy's asyncpg adapter gives PostgreSQL's errors: with their SQLSTATE."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+def test_postgresql_failures_are_told_apart_by_sqlstate() -> None:
+    for state in ("08006", "40001", "40P01", "53100", "53300", "57P01", "55P03", "58030"):
+        assert writer.is_transient(sa_exc.OperationalError("x", (), _PgError(state))), state
+    assert not writer.is_transient(sa_exc.IntegrityError("INSERT ...", (), _PgError("23505")))
+    assert not writer.is_transient(sa_exc.OperationalError("x", (), _PgError("42883")))  # no such operator
+    assert writer.is_disk_full(sa_exc.OperationalError("x", (), _PgError("53100")))
+    assert not writer.is_disk_full(sa_exc.OperationalError("x", (), _PgError("40001")))
+
+
 def test_a_permanent_failure_fails_its_own_item_and_the_batch_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -29,13 +29,14 @@ from importd.targets import Place, TargetError
 
 async def preview(core: Core, params: Params) -> PreviewReply:
     target = params["target"]
+    roots = core.roots()
+    named = next((r for r in roots if r.name == target), None)
     place: Place | TargetError
-    root = next((r for r in core.roots() if r.name == target), None)
-    place = Place(root.root_id, b"", root.raw_path) if root else core.locate(target, params.get("cwd"))
+    place = Place(named.root_id, b"", named.raw_path) if named else core.locate(target, params.get("cwd"))
     if isinstance(place, TargetError):
         raise target_error(place)
     setup = core.root_setup(place.root_id)
-    root = next((r for r in core.roots() if r.root_id == place.root_id), None)
+    root = next((r for r in roots if r.root_id == place.root_id), None)
     if setup is None or root is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"{target}: its root was removed meanwhile")
     ignore, configured, expectations = setup

@@ -72,9 +72,9 @@ def find_entity(conn: Connection, spec: str) -> EntityId | EntityLookupError:
     if not rows:
         kind = f" of type {entity_type}" if entity_type else ""
         return EntityLookupError(f"no entity{kind} named {name!r}")
-    found = tuple(
-        sorted(f"{r.type}:{r.name}" if len({x.type for x in rows}) > 1 else f"#{r.id}" for r in rows)
-    )
+    # Of several types, TYPE:NAME tells them apart; of one type, only their ids do.
+    by_type = len({r.type for r in rows}) > 1
+    found = tuple(sorted(f"{r.type}:{r.name}" if by_type else f"#{r.id}" for r in rows))
     return EntityLookupError(f"{len(rows)} entities are named {name!r}", found)
 
 

@@ -125,8 +125,10 @@ class Daemon:
         settle: float = 0.3,
         extra: str = "",
         catalog_url: str | None = None,
+        host: str | None = None,
     ) -> None:
         self.base = base
+        self.host = host  # the config's `host` (the machine's name when None)
         self.roots = roots
         self.settle = settle
         self.extra = extra
@@ -146,7 +148,8 @@ class Daemon:
             )
         self.config.write_text(
             encoding="utf-8",
-            data=textwrap.dedent(
+            data=(f'host = "{self.host}"\n' if self.host else "")
+            + textwrap.dedent(
                 f"""\
                 settle_seconds = {self.settle}
                 hash_workers = 2

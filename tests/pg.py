@@ -88,7 +88,7 @@ class PgServer:
             await conn.close()
 
 
-def _bin_dir() -> Path | None:
+def bin_dir() -> Path | None:
     for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
         path = Path(candidate)
         if (path / "initdb").exists() and (path / "pg_ctl").exists():
@@ -102,10 +102,10 @@ def _from_env(url: str) -> PgServer:
 
     u = make_url(url)
     host = u.host or str(u.query.get("host") or "/run/postgresql")
-    return PgServer(host, u.port or 5432, u.username or "postgres", u.password, _bin_dir())
+    return PgServer(host, u.port or 5432, u.username or "postgres", u.password, bin_dir())
 
 
-class _Cluster:
+class Cluster:
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
         self.base = Path(tempfile.mkdtemp(prefix="importd-pg-"))
@@ -129,12 +129,15 @@ class _Cluster:
     def run(self, *args: str) -> None:
         subprocess.run([*self.prefix, *args], check=True, capture_output=True, timeout=120, cwd=self.base)
 
-    def start(self) -> PgServer:
+    def start(self, durable: bool = False) -> PgServer:
+        """`durable`: fsync as a real server does (the benchmarks); the tests skip it."""
         self.run(
             str(self.bin_dir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
             "--no-sync", "-E", "UTF8", "--locale=C.UTF-8",
         )  # fmt: skip
-        options = f"-k {self.base} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
+        options = f"-k {self.base} -c listen_addresses=''"
+        if not durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self.run(
             str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
             str(self.base / "server.log"), "-w", "-t", "60", "start",
@@ -160,7 +163,7 @@ def unavailable() -> str | None:
     reason = _skip_reason()
     if reason or os.environ.get(ENV_URL):
         return reason
-    if _bin_dir() is None:
+    if bin_dir() is None:
         return f"no initdb/pg_ctl (apt-get install postgresql) and {ENV_URL} unset"
     if os.geteuid() == 0:
         try:
@@ -175,7 +178,7 @@ def main(args: list[str]) -> int:
     if reason:
         print(f"PostgreSQL: skipped ({reason})", flush=True)
         return 1 if os.environ.get("IMPORTD_TEST_PG_REQUIRED") == "1" else 0
-    where = os.environ.get(ENV_URL) or f"a throwaway server from {_bin_dir()}"
+    where = os.environ.get(ENV_URL) or f"a throwaway server from {bin_dir()}"
     print(f"PostgreSQL: the integration suite on {where}", flush=True)
     env = dict(os.environ, IMPORTD_TEST_CATALOG="postgresql")
     # Building and installing the wheel (`install`) has nothing to do with the catalog.
@@ -203,11 +206,11 @@ def pg_server() -> Iterator[PgServer]:
     if url:
         yield _from_env(url)
         return
-    bin_dir = _bin_dir()
-    if bin_dir is None:
+    found = bin_dir()
+    if found is None:
         _skip(f"no initdb/pg_ctl (apt-get install postgresql) and {ENV_URL} unset")
     try:
-        cluster = _Cluster(bin_dir)
+        cluster = Cluster(found)
     except KeyError:
         _skip("running as root and there is no postgres user to run it as")
     try:

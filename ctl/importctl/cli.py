@@ -54,6 +54,7 @@ from importctl.protocol import (
     LinkProposal,
     MigrationStatus,
     ScanReply,
+    SiteStatus,
     Topic,
     display_path,
 )
@@ -163,16 +164,22 @@ _FFMPEG_SOURCES = {"path": "PATH", "imageio-ffmpeg": "the imageio-ffmpeg wheel"}
 
 
 @cli.command()
+@click.option("--site", is_flag=True, help="every server sharing the catalog, not only this one")
 @json_option
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Roots, file counts, queues and throughput."""
-    data = _client(ctx).status()
+def status(ctx: click.Context, site: bool, as_json: bool) -> None:
+    """Roots, file counts, queues and throughput.
+
+    With --site: every server sharing the catalog, its daemon's liveness and its roots."""
+    data = _client(ctx).status(site)
     if as_json:
         emit_json(data)
         return
     files = data["files"]
-    click.echo(f"importd {data['version']}, up {data['uptime_s']:.0f}s, catalog {data.get('catalog', '')}")
+    click.echo(
+        f"importd {data['version']} on {data.get('host', '?')}, up {data['uptime_s']:.0f}s, "
+        f"catalog {data.get('catalog', '')}"
+    )
     click.echo(
         f"files: {files['present']} present ({human_bytes(data['bytes'])}), "
         f"{files['missing']} missing, {files['error']} in error"
@@ -231,8 +238,31 @@ def status(ctx: click.Context, as_json: bool) -> None:
     mig = data.get("migration")
     if mig and (mig["pending"] or mig["done"] or mig["missing"] or mig["failed"]):
         click.echo(_migration_line(mig))
+    if "site" in data:
+        _site_text(data["site"])
     for warning in data.get("warnings", []):
         click.echo(f"warning: {warning}", err=True)
+
+
+def _site_text(site: SiteStatus) -> None:
+    files, comp = site["files"], site["completeness"]
+    click.echo(
+        f"site: {len(site['hosts'])} server(s); {files['present']} files present "
+        f"({human_bytes(site['bytes'])}), {files['missing']} missing, {files['error']} in error; "
+        f"completeness {comp['percent']:.1f}% ({comp['satisfied']} of {comp['required']} requirements)"
+    )
+    for host in site["hosts"]:
+        mark = " (this one)" if host["this"] else ""
+        click.echo(
+            f"  {host['name']:<20} {host['state']:<8} heartbeat {host['heartbeat']}, "
+            f"importd {host['version']}, pid {host['pid']}{mark}"
+        )
+        for root in site["roots"]:
+            if root["host"] == host["name"]:
+                click.echo(
+                    f"    {root['name']:<16} {root['files']:>9} files {human_bytes(root['bytes']):>10}  "
+                    f"{shown(root['path'])}"
+                )
 
 
 def _migration_line(mig: MigrationStatus) -> str:
@@ -299,17 +329,19 @@ def scan(ctx: click.Context, target: str | None, wait: bool, as_json: bool) -> N
 @cli.command()
 @click.argument("query")
 @click.option("--all", "show_all", is_flag=True, help="also the forgotten rows (importctl forget)")
+@click.option("--site", is_flag=True, help="every server sharing the catalog, not only this one")
 @json_option
 @click.pass_context
-def find(ctx: click.Context, query: str, show_all: bool, as_json: bool) -> None:
+def find(ctx: click.Context, query: str, show_all: bool, site: bool, as_json: bool) -> None:
     """Catalog rows for a PATH (file or folder) or a BLAKE3 HASH (or its prefix)."""
-    rows = _client(ctx).find(query, show_all)
+    rows = _client(ctx).find(query, show_all, site)
     if as_json:
         emit_json(rows)
         return
     for r in rows:
         digest = (r["blake3"] or "-")[:16]
-        click.echo(f"{r['status']:<8} {digest:<16} {human_bytes(r['size']):>10}  {shown(r['path'])}")
+        where = f"{r['host']}:" if site else ""
+        click.echo(f"{r['status']:<8} {digest:<16} {human_bytes(r['size']):>10}  {where}{shown(r['path'])}")
         entity = r.get("entity")
         if entity:
             approved = ", pre-approved" if entity["pre_approved"] else ""
@@ -346,11 +378,12 @@ def errors(ctx: click.Context, limit: int, as_json: bool) -> None:
     default=None,
     help="near: max pHash Hamming distance in bits (default 10); face: min cosine similarity (default 0.5)",
 )
+@click.option("--site", is_flag=True, help="across every server sharing the catalog, not only this one")
 @json_option
 @click.pass_context
-def dupes(ctx: click.Context, kind: str | None, threshold: float | None, as_json: bool) -> None:
+def dupes(ctx: click.Context, kind: str | None, threshold: float | None, site: bool, as_json: bool) -> None:
     """Groups of duplicates: exact (same BLAKE3), near (similar pictures or videos), face (same person)."""
-    data = _client(ctx).dupes(kind, threshold)
+    data = _client(ctx).dupes(kind, threshold, site)
     if as_json:
         emit_json(data)
         return
@@ -371,7 +404,8 @@ def dupes(ctx: click.Context, kind: str | None, threshold: float | None, as_json
                 measure = f"d={member['distance']:g} "
             elif group["kind"] == "face":
                 measure = f"sim={member['similarity']:.2f} face {member['face']} "
-            click.echo(f"  {measure}{shown(member['path'])}")
+            where = f"{member['host']}:" if site else ""
+            click.echo(f"  {measure}{where}{shown(member['path'])}")
 
 
 @cli.command()
@@ -697,6 +731,9 @@ def _gap_text(report: GapsReply) -> str:
 @click.option(
     "--recompute", is_flag=True, hidden=True, help="recompute from the catalog (checks the live report)"
 )
+@click.option(
+    "--site", is_flag=True, help="the files of every server sharing the catalog, not only this one's"
+)
 @json_option
 @click.pass_context
 def gaps(
@@ -706,13 +743,14 @@ def gaps(
     run_id: int | None,
     follow: bool,
     recompute: bool,
+    site: bool,
     as_json: bool,
 ) -> None:
     """What each entity is still missing: a checklist to work through."""
     client = _client(ctx)
 
     def show() -> None:
-        report = client.gaps(entity, entity_type, run_id, recompute)
+        report = client.gaps(entity, entity_type, run_id, recompute, site)
         if as_json:
             click.echo(json.dumps(report, ensure_ascii=True))
         else:
@@ -721,7 +759,7 @@ def gaps(
             click.echo(_gap_text(report))
 
     if not follow:
-        report = client.gaps(entity, entity_type, run_id, recompute)
+        report = client.gaps(entity, entity_type, run_id, recompute, site)
         if as_json:
             emit_json(report)
         else:

@@ -156,8 +156,8 @@ class Client:
 
     # One method per API call: the CLI never builds a request by hand. Each returns the shape
     # protocol.py declares for its method (the daemon builds the same TypedDicts).
-    def status(self) -> StatusReply:
-        return cast(StatusReply, self.call(Method.STATUS))
+    def status(self, site: bool = False) -> StatusReply:
+        return cast(StatusReply, self.call(Method.STATUS, {"site": site} if site else None))
 
     def scan(self, target: str | None) -> ScansReply:
         return cast(ScansReply, self.call(Method.SCAN, {"target": target}))
@@ -165,8 +165,8 @@ class Client:
     def scan_progress(self, scan_id: int) -> ScanReply:
         return cast(ScanReply, self.call(Method.SCAN_PROGRESS, {"scan_id": scan_id}))
 
-    def find(self, query: str, include_forgotten: bool = False) -> list[FileReply]:
-        params = {"query": query, "cwd": _cwd(), "all": include_forgotten}
+    def find(self, query: str, include_forgotten: bool = False, site: bool = False) -> list[FileReply]:
+        params = {"query": query, "cwd": _cwd(), "all": include_forgotten, "site": site}
         return cast(list[FileReply], self.call(Method.FIND, params))
 
     def errors(self, limit: int = DEFAULT_ERRORS_LIMIT) -> list[ErrorReply]:
@@ -178,8 +178,9 @@ class Client:
         entity_type: str | None = None,
         run: int | None = None,
         recompute: bool = False,
+        site: bool = False,
     ) -> GapsReply:
-        params = {"entity": entity, "type": entity_type, "run": run, "recompute": recompute}
+        params = {"entity": entity, "type": entity_type, "run": run, "recompute": recompute, "site": site}
         return cast(GapsReply, self.call(Method.GAPS, params))
 
     def unmatched(self, root: str | None = None, limit: int = DEFAULT_UNMATCHED_LIMIT) -> UnmatchedReply:
@@ -224,8 +225,11 @@ class Client:
             params["rules_name"], params["rules_file"] = rules_file
         return cast(PreviewReply, self.call(Method.PREVIEW, params))
 
-    def dupes(self, kind: str | None = None, threshold: float | None = None) -> DupesReply:
-        return cast(DupesReply, self.call(Method.DUPES, {"kind": kind, "threshold": threshold}))
+    def dupes(
+        self, kind: str | None = None, threshold: float | None = None, site: bool = False
+    ) -> DupesReply:
+        params = {"kind": kind, "threshold": threshold, "site": site}
+        return cast(DupesReply, self.call(Method.DUPES, params))
 
     def info(self, query: str) -> InfoReply:
         return cast(InfoReply, self.call(Method.INFO, {"query": query, "cwd": _cwd()}))

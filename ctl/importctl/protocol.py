@@ -95,16 +95,22 @@ class Method(StrEnum):
 # request against it before a handler runs, so handlers see well-typed params only.
 ParamSpec = dict[str, tuple[tuple[type, ...], bool]]
 METHOD_PARAMS: dict[str, ParamSpec] = {
-    Method.STATUS: {},
+    Method.STATUS: {"site": ((bool,), False)},
     Method.SCAN: {"target": ((str, type(None)), False)},
     Method.SCAN_PROGRESS: {"scan_id": ((int,), True)},
-    Method.FIND: {"query": ((str,), True), "cwd": ((str, type(None)), False), "all": ((bool,), False)},
+    Method.FIND: {
+        "query": ((str,), True),
+        "cwd": ((str, type(None)), False),
+        "all": ((bool,), False),
+        "site": ((bool,), False),
+    },
     Method.ERRORS: {"limit": ((int,), False)},
     Method.GAPS: {
         "entity": ((str, type(None)), False),
         "type": ((str, type(None)), False),
         "run": ((int, type(None)), False),
         "recompute": ((bool,), False),
+        "site": ((bool,), False),
     },
     Method.UNMATCHED: {"root": ((str, type(None)), False), "limit": ((int,), False)},
     Method.CONFLICTS: {"status": ((str,), False)},
@@ -112,7 +118,11 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.RUNS: {"limit": ((int,), False)},
     Method.RUN: {"run_id": ((int,), True), "log_limit": ((int,), False)},
     Method.CANCEL: {"run_id": ((int,), True)},
-    Method.DUPES: {"kind": ((str, type(None)), False), "threshold": ((int, float, type(None)), False)},
+    Method.DUPES: {
+        "kind": ((str, type(None)), False),
+        "threshold": ((int, float, type(None)), False),
+        "site": ((bool,), False),
+    },
     Method.INFO: {"query": ((str,), True), "cwd": ((str, type(None)), False)},
     Method.REPAIR_LINKS: {"target": ((str, type(None)), False)},
     Method.APPLY_LINKS: {"actions": ((list,), True), "who": ((str,), True)},
@@ -365,6 +375,40 @@ class MigrationStatus(TypedDict):
     rate_per_s: float
 
 
+class HostStatus(TypedDict):
+    """A server whose daemon uses the catalog (`status --site`)."""
+
+    name: str
+    state: str  # up | stopped | silent (no heartbeat for three intervals: down or cut off)
+    this: bool  # the server that answered
+    heartbeat: Stamp
+    started: Stamp
+    version: str
+    pid: int
+    roots: list[str]
+
+
+class SiteRootStatus(TypedDict):
+    host: str
+    name: str
+    path: str
+    files: int
+    missing: int
+    errors: int
+    bytes: int
+    last_reconciled: Stamp
+
+
+class SiteStatus(TypedDict):
+    """Every server sharing the catalog: its daemons' heartbeats, roots and files."""
+
+    hosts: list[HostStatus]
+    roots: list[SiteRootStatus]
+    files: FileTotals
+    bytes: int
+    completeness: Completeness
+
+
 class StatusReply(TypedDict):
     version: str
     uptime_s: float
@@ -383,6 +427,8 @@ class StatusReply(TypedDict):
     maintenance: MaintenanceStatus
     warnings: list[str]
     migration: MigrationStatus
+    host: str  # this server's name in the catalog; `roots`, `files` and `bytes` are its own
+    site: NotRequired[SiteStatus]  # `status --site`
 
 
 class EntityLink(TypedDict):
@@ -415,6 +461,7 @@ class FileReply(TypedDict):
     dev: int
     entity: EntityLink | None
     tags: list[FileTag]
+    host: str  # the server the root is on
 
 
 class ErrorReply(TypedDict):
@@ -643,6 +690,7 @@ class ConfirmMissingReply(TypedDict):
 
 class DupeMember(TypedDict):
     path: str
+    host: str  # the server the file is on
     blake3: str
     distance: NotRequired[float]  # exact and near
     similarity: NotRequired[float]  # face

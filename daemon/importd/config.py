@@ -10,6 +10,7 @@ import fnmatch
 import importlib.util
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -167,6 +168,8 @@ class Config:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     # Sections owned by later stages (entities, media, …), kept verbatim for them to validate.
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # This server's name in a catalog several servers share: its roots are (host, name).
+    host: str = field(default_factory=socket.gethostname)
 
     def root(self, name: str) -> RootConfig | None:
         return next((r for r in self.roots if r.name == name), None)
@@ -220,6 +223,7 @@ _TOP_KEYS = {
     "catalog",
     "control",
     "roots",
+    "host",
     "safety",
 }
 # Sections that later pipeline stages validate themselves.
@@ -306,6 +310,10 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     if len(os.fsencode(str(socket_path))) > 107:
         raise r.fail("control.socket", "path is longer than the 107 bytes a unix socket allows")
 
+    host = r.string(data, "host", "", None) or socket.gethostname()
+    if len(host) > 255 or not host.isprintable() or host != host.strip():
+        raise r.fail("host", f"must be a printable name of at most 255 characters, not {host[:300]!r}")
+
     roots_data = data.get("roots", [])
     if not isinstance(roots_data, list):
         raise r.fail("roots", "must be an array of tables ([[roots]])")
@@ -353,6 +361,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         log_level=level,
         reconcile_interval=reconcile,
         extra=extra,
+        host=host,
     )
 
 

@@ -117,6 +117,11 @@ class Core:
     def pid(self) -> int:
         return os.getpid()
 
+    @property
+    def host(self) -> str:
+        """This server's name in the catalog (its roots are this host's)."""
+        return self._pipeline.writer.host
+
     # ----- roots and targets -----------------------------------------------------------------
 
     def roots(self) -> list[RootView]:
@@ -259,10 +264,11 @@ class Core:
         """One entity's line of the live gap report (None: its type expects nothing of it)."""
         return self._pipeline.mapper.live.entity(entity_type, key)
 
-    async def recomputed_gap_report(self) -> GapReport:
-        """The full recomputation from the catalog, to check the live report against."""
+    async def recomputed_gap_report(self, site: bool = False) -> GapReport:
+        """The full recomputation from the catalog, to check the live report against; with
+        `site`, of every server's files (the live report is this server's)."""
         async with self.engine.connect() as conn:
-            states = await conn.run_sync(load_states)
+            states = await conn.run_sync(load_states, None if site else self.host)
         return compute_report(states, self._pipeline.mapper.live.expectations)
 
     async def resolve_conflict(self, conflict_id: int, action: str) -> Resolved | ResolveError:

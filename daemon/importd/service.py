@@ -23,6 +23,7 @@ from importd.catalog.engine import create_engine, migrate
 from importd.config import Config, ConfigError, load_config
 from importd.core import Core
 from importd.entities import GapChange
+from importd.heartbeat import record_stop, run_heartbeat
 from importd.journal import Notifier, run_watchdog
 from importd.maintenance.operations import Maintenance
 from importd.pipeline.scans import Scan
@@ -91,6 +92,7 @@ class Service:
                 async with anyio.create_task_group() as tg:
                     self._stop_scope = tg.cancel_scope
                     tg.start_soon(self._signals)
+                    tg.start_soon(run_heartbeat, self.pipeline.writer, self.version)
                     tg.start_soon(serve, self.control.sock, TABLE, self.core, self.version)
                     self.maintenance.bind(tg)
                     await self.pipeline.start(tg)
@@ -101,6 +103,7 @@ class Service:
                 # Stopping: in-flight hashes are abandoned (their files are picked up by the next
                 # start's reconcile); everything already handed to the writer is committed.
                 await self.pipeline.shutdown()
+                await record_stop(self.pipeline.writer)
                 self.pipeline.writer.close()
         finally:
             self.events.close()
@@ -136,11 +139,15 @@ class Service:
         for what, old_v, new_v in (
             ("control.socket", self.config.socket_path, new.socket_path),
             ("catalog.url", self.config.catalog_url, new.catalog_url),
+            ("host", self.config.host, new.host),
         ):
             if old_v != new_v:
                 log.warning("%s changed: takes effect after a restart (systemctl restart importd)", what)
         new = dataclasses.replace(
-            new, socket_path=self.config.socket_path, catalog_url=self.config.catalog_url
+            new,
+            socket_path=self.config.socket_path,
+            catalog_url=self.config.catalog_url,
+            host=self.config.host,
         )
         self.config = new
         self.pipeline.reconfigure(new)

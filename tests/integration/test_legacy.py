@@ -225,8 +225,13 @@ def test_the_backlog_survives_a_crash_midway_and_its_counts_add_up(make_daemon, 
     wait_for(lambda: client.status()["migration"]["done"] > 0, timeout=60, interval=0.01, what="progress")
     d.kill()  # kill -9, midway or after
     d.start()
-    mig = d.client().status()["migration"]
-    assert mig["pending"] + mig["done"] + mig["missing"] + mig["failed"] == files
+
+    def counted() -> Any:
+        mig = d.client().status()["migration"]
+        return mig["pending"] + mig["done"] + mig["missing"] + mig["failed"] == files and mig
+
+    # The socket answers while the daemon still starts: the counts come once it has read them.
+    mig = wait_for(counted, timeout=30, what="the backlog's counts")
     assert mig["done"] > 0 and mig["state"] in ("running", "done")
     mig = wait_for(
         lambda: (m := d.client().status()["migration"])["state"] == "done" and m, timeout=120, what="backlog"

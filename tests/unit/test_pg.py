@@ -13,7 +13,7 @@ from tests.conftest import _pg_placeholders, catalog_sql
 
 def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(pg.ENV_URL, raising=False)
-    monkeypatch.setattr(pg, "_bin_dir", lambda: None)
+    monkeypatch.setattr(pg, "bin_dir", lambda: None)
 
 
 def test_without_a_server_make_test_says_it_skipped_postgresql(

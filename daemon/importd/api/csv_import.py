@@ -161,7 +161,9 @@ async def import_csv(core: Core, params: Params) -> CsvImportReply:
     run_id: int | None = None
     if commit:
         started = core.now()
-        run_id = await core.write(lambda c: start_run(c, "csv", "manual", None, str(path), started))
+        run_id = await core.write(
+            lambda c: start_run(c, core.host, "csv", "manual", None, str(path), started)
+        )
     if job:
         _running[job] = 0
     status, detail = "completed", ""

@@ -51,7 +51,12 @@ async def gaps(core: Core, params: Params) -> GapsReply:
             raise ApiError(ErrorCode.NOT_FOUND, f"run {run_id} has no stored gap report (still running?)")
         stored = cast(GapsReply, json.loads(row["gap_report"]))
         return _narrow(stored, entity_type, name)
-    report = await core.recomputed_gap_report() if params.get("recompute") else core.gap_report()
+    if params.get("site"):  # every server's files: read afresh (the live report is this server's)
+        report = await core.recomputed_gap_report(site=True)
+    elif params.get("recompute"):
+        report = await core.recomputed_gap_report()
+    else:
+        report = core.gap_report()
     report = report.only(entity_type=entity_type, name=name)
     out = cast(GapsReply, report.to_json())
     if entity_type is not None or name is not None:

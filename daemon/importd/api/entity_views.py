@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from importctl.protocol import EntityFile, EntityReply, EntitySummaryReply, ErrorCode, iso_utc
 from importd.api.server import ApiError, Params
+from importd.api.site import roots_by_id
 from importd.catalog.entity_views import EntityLookupError, entity_page, entity_summaries, find_entity
+from importd.catalog.roots import SiteRoot
 from importd.core import Core
 from importd.paths import wire
 
@@ -32,6 +36,15 @@ async def entities(core: Core, params: Params) -> list[EntitySummaryReply]:
     return out
 
 
+def _site_path(core: Core, root: SiteRoot | None, relpath: bytes) -> str:
+    """An entity's file: its absolute path on this server, `host:path` on another one (entities
+    are site-wide)."""
+    if root is None:
+        return wire(relpath)
+    path = wire(os.fsencode(root.path) + b"/" + relpath)
+    return path if root.host == core.host else f"{root.host}:{path}"
+
+
 async def entity(core: Core, params: Params) -> EntityReply:
     async with core.engine.connect() as conn:
         found = await conn.run_sync(find_entity, params["entity"])
@@ -40,13 +53,9 @@ async def entity(core: Core, params: Params) -> EntityReply:
             code = ErrorCode.INVALID if found.candidates else ErrorCode.NOT_FOUND
             raise ApiError(code, found.message + hint)
         page = await conn.run_sync(entity_page, found)
-    roots = {root.root_id: root.raw_path for root in core.roots()}
+    roots = await roots_by_id(core)
     files: list[EntityFile] = [
-        {
-            "role": role,
-            "path": wire(roots[rid] + b"/" + rel) if rid in roots else wire(rel),
-            "status": status,
-        }
+        {"role": role, "path": _site_path(core, roots.get(rid), rel), "status": status}
         for role, rid, rel, status in page.files
     ]
     gaps = core.gap_report_of(found.type, found.key)

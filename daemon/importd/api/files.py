@@ -25,11 +25,12 @@ from importctl.protocol import (
     iso_utc,
 )
 from importd.api.server import ApiError, Params
+from importd.api.site import own_root_ids, roots_by_id, site_status
 from importd.catalog import files as catalog_files
 from importd.catalog.entities import links_of_files
 from importd.catalog.media import extraction_failures
 from importd.catalog.models import STATUS_ERROR, STATUS_MISSING, STATUS_PRESENT
-from importd.catalog.roots import root_paths
+from importd.catalog.roots import SiteRoot
 from importd.catalog.tags import tags_of_files
 from importd.core import Core
 from importd.paths import display, wire
@@ -46,9 +47,13 @@ def target_error(error: TargetError) -> ApiError:
 async def status(core: Core, params: Params) -> StatusReply:
     async with core.engine.connect() as conn:
         counts = await conn.run_sync(catalog_files.status_counts)
+    own = own_root_ids(core, await roots_by_id(core))
     totals: FileTotals = {"present": 0, "missing": 0, "error": 0}
     total_bytes = 0
-    for per_root in counts.values():
+    for rid, per_root in counts.items():
+        if rid not in own:
+            continue  # another server's
+
         for st, (n, b) in per_root.items():
             if st == STATUS_PRESENT:
                 totals["present"] += n
@@ -84,7 +89,15 @@ async def status(core: Core, params: Params) -> StatusReply:
             )
     warnings += core.stage_warnings()
     files_per_s, mib_per_s = core.rates()
-    return {
+    site = await site_status(core) if params.get("site") else None
+    if site is not None:
+        warnings += [
+            f"{h['name']}: no heartbeat since {h['heartbeat']}"
+            " (its importd is down, hung or cut off from the catalog)"
+            for h in site["hosts"]
+            if h["state"] == "silent"
+        ]
+    reply: StatusReply = {
         "version": core.version,
         "uptime_s": round(core.uptime_s(), 3),
         "pid": core.pid(),
@@ -102,7 +115,11 @@ async def status(core: Core, params: Params) -> StatusReply:
         "maintenance": await core.maintenance_status(),
         "warnings": warnings,
         "migration": core.migration_status(),
+        "host": core.host,
     }
+    if site is not None:
+        reply["site"] = site
+    return reply
 
 
 async def scan(core: Core, params: Params) -> ScansReply:
@@ -126,14 +143,22 @@ async def scan_progress(core: Core, params: Params) -> ScanReply:
 async def find(core: Core, params: Params) -> list[FileReply]:
     query: str = params["query"]
     forgotten = bool(params.get("all"))  # `--all`: forgotten rows too
+    site = bool(params.get("site"))  # `--site`: every server's roots, not only this one's
     if not query:
         raise ApiError(ErrorCode.INVALID, "find needs a path or a BLAKE3 hash (or a prefix of one)")
+    roots = await roots_by_id(core)
+    within = None if site else own_root_ids(core, roots)
     if HEX.fullmatch(query) and not os.path.isabs(query) and not os.path.lexists(query):
         async with AsyncSession(core.engine) as session:
-            rows = await catalog_files.find_hash(session, query, FIND_LIMIT, forgotten=forgotten)
+            rows = await catalog_files.find_hash(
+                session, query, FIND_LIMIT, forgotten=forgotten, root_ids=within
+            )
         if not rows:
-            raise ApiError(ErrorCode.NOT_FOUND, f"no file with a BLAKE3 starting {query.lower()}")
+            where = "" if site else f" on {core.host} (hint: importctl find --site looks on every server)"
+            raise ApiError(ErrorCode.NOT_FOUND, f"no file with a BLAKE3 starting {query.lower()}{where}")
         return await file_replies(core, rows)
+    if site and os.path.isabs(query):
+        return await _find_on_site(core, roots, query, forgotten)
     place = core.locate(query, params.get("cwd"))
     if isinstance(place, TargetError):
         raise target_error(place)
@@ -154,10 +179,35 @@ async def find(core: Core, params: Params) -> list[FileReply]:
     return await file_replies(core, rows)
 
 
+async def _find_on_site(
+    core: Core, roots: dict[int, SiteRoot], query: str, forgotten: bool
+) -> list[FileReply]:
+    """An absolute path on any server: under each root (of any host) whose path holds it."""
+    wanted = os.fsencode(os.path.normpath(query))
+    rows: list[dict[str, Any]] = []
+    async with AsyncSession(core.engine) as session:
+        for rid, root in sorted(roots.items(), key=lambda kv: (kv[1].host, kv[1].name)):
+            base = os.fsencode(root.path)
+            if wanted == base:
+                rel = b""
+            elif wanted.startswith(base.rstrip(b"/") + b"/"):
+                rel = wanted[len(base.rstrip(b"/")) + 1 :]
+            else:
+                continue
+            rows += await catalog_files.find_path(
+                session, rid, rel, FIND_LIMIT - len(rows), forgotten=forgotten
+            )
+            if len(rows) >= FIND_LIMIT:
+                break
+    if not rows:
+        raise ApiError(ErrorCode.NOT_FOUND, f"nothing in the catalog at {query} on any server")
+    return await file_replies(core, rows)
+
+
 async def errors(core: Core, params: Params) -> list[ErrorReply]:
     limit = max(1, min(int(params.get("limit", DEFAULT_ERRORS_LIMIT)), MAX_ERRORS_LIMIT))
     async with AsyncSession(core.engine) as session:
-        rows = await catalog_files.error_rows(session, limit)
+        rows = await catalog_files.error_rows(session, limit, own_root_ids(core, await roots_by_id(core)))
     out: list[ErrorReply] = [
         {"kind": "file", "path": r["path"], "root": r["root"], "error": r["error"], "since": r["last_seen"]}
         for r in await file_replies(core, rows)
@@ -202,15 +252,14 @@ async def errors(core: Core, params: Params) -> list[ErrorReply]:
 
 async def file_replies(core: Core, rows: list[dict[str, Any]]) -> list[FileReply]:
     """Catalog rows as `find` shows them (also `info`'s and `errors`' file rows)."""
-    async with core.engine.connect() as conn:
-        roots = await conn.run_sync(root_paths)
+    roots = await roots_by_id(core)
     async with AsyncSession(core.engine) as session:
         entities = await links_of_files(session, [r["id"] for r in rows])
     async with core.engine.connect() as conn:
         tags = await conn.run_sync(tags_of_files, [r["id"] for r in rows])
     out: list[FileReply] = []
     for r in rows:
-        name, path, reconciled = roots.get(r["root_id"], ("?", "", None))
+        host, name, path, reconciled = roots.get(r["root_id"], SiteRoot("?", "?", "", None))
         last_seen = r["last_seen"]
         # A reconcile that found the file unchanged saw it then, without rewriting its row.
         if r["status"] == STATUS_PRESENT and reconciled and reconciled > last_seen:
@@ -220,6 +269,7 @@ async def file_replies(core: Core, rows: list[dict[str, Any]]) -> list[FileReply
             {
                 "path": wire(os.fsencode(path) + b"/" + r["relpath"]),
                 "root": name,
+                "host": host,
                 "relpath": wire(r["relpath"]),
                 "size": r["size"],
                 "blake3": r["blake3"],

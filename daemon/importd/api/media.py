@@ -22,6 +22,7 @@ from importctl.protocol import (
 )
 from importd.api.files import HEX, find
 from importd.api.server import ApiError, Params
+from importd.api.site import roots_by_id
 from importd.catalog import media as catalog_media
 from importd.catalog.legacy import attributes_at
 from importd.core import Core
@@ -42,18 +43,23 @@ async def dupes(core: Core, params: Params) -> DupesReply:
         await media.ensure_loaded()
     from importd.media.video_groups import video_groups
 
+    site = bool(params.get("site"))  # `--site`: every server's files, not only this one's
     if kind in (None, "exact"):
         async with core.engine.connect() as conn:
             exact = await conn.run_sync(catalog_media.exact_duplicates)
-        roots = _root_paths(core)
-        for digest, places in sorted(exact.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-            paths = [_absolute(roots, rid, rel) for rid, rel in places]
+        roots = await _root_places(core, site)
+        found = []
+        for digest, places in exact.items():
+            mine = [(roots[rid][0], wire(roots[rid][1] + b"/" + rel)) for rid, rel in places if rid in roots]
+            if len(mine) > 1:
+                found.append((digest, mine))
+        for digest, mine in sorted(found, key=lambda kv: (-len(kv[1]), kv[0])):
             groups.append(
                 {
                     "kind": "exact",
                     "blake3": digest,
-                    "paths": paths,
-                    "members": [{"path": p, "blake3": digest, "distance": 0} for p in paths],
+                    "paths": [p for _, p in mine],
+                    "members": [{"path": p, "host": h, "blake3": digest, "distance": 0} for h, p in mine],
                 }
             )
     if kind in (None, "near"):
@@ -61,19 +67,19 @@ async def dupes(core: Core, params: Params) -> DupesReply:
             raise ApiError(ErrorCode.INVALID, "a near threshold is a Hamming distance from 0 to 32 bits")
         bits = int(threshold if threshold is not None else core.media_config().near_threshold)
         if media.images is not None:
-            groups += await _near_groups(core, media.images.groups(bits), "near", "distance", "image")
+            groups += await _near_groups(core, media.images.groups(bits), "near", "distance", "image", site)
         vids = (
             video_groups(media.videos.items())
             if threshold is None
             else video_groups(media.videos.items(), float(threshold))
         )
-        groups += await _near_groups(core, vids, "near", "distance", "video")
+        groups += await _near_groups(core, vids, "near", "distance", "video", site)
     if kind in (None, "face"):
         if threshold is not None and not (-1 <= threshold <= 1):
             raise ApiError(ErrorCode.INVALID, "a face threshold is a cosine similarity from -1 to 1")
         sim = float(threshold if threshold is not None else core.media_config().same_person_similarity)
         if media.faces is not None:
-            groups += await _near_groups(core, media.faces.groups(sim), "face", "similarity", "image")
+            groups += await _near_groups(core, media.faces.groups(sim), "face", "similarity", "image", site)
     return {"groups": groups, "faces": core.media_status()["faces"]}
 
 
@@ -133,7 +139,7 @@ async def info(core: Core, params: Params) -> InfoReply:
     # The groups this content belongs to.
     exact = await _paths_of(core, [digest])
     if len(exact.get(digest, [])) > 1:
-        duplicates.append({"kind": "exact", "blake3": digest, "paths": exact[digest]})
+        duplicates.append({"kind": "exact", "blake3": digest, "paths": [p for _, p in exact[digest]]})
     config = core.media_config()
     if facts["image"] and not facts["image"]["low_detail"] and media.images is not None:
         near = media.images.query(facts["image"]["phash"], config.near_threshold)
@@ -144,9 +150,9 @@ async def info(core: Core, params: Params) -> InfoReply:
                 {
                     "kind": "near",
                     "members": [
-                        {"path": p, "blake3": d, "distance": dist}
+                        {"path": p, "host": h, "blake3": d, "distance": dist}
                         for d, dist in others
-                        for p in paths.get(d, [])
+                        for h, p in paths.get(d, [])
                     ],
                 }
             )
@@ -165,9 +171,15 @@ async def info(core: Core, params: Params) -> InfoReply:
                         "kind": "face",
                         "face": f["idx"],
                         "members": [
-                            {"path": p, "blake3": k[0], "face": k[1], "similarity": round(float(s), 4)}
+                            {
+                                "path": p,
+                                "host": h,
+                                "blake3": k[0],
+                                "face": k[1],
+                                "similarity": round(float(s), 4),
+                            }
                             for k, s in hits
-                            for p in paths.get(k[0], [])
+                            for h, p in paths.get(k[0], [])
                         ],
                     }
                 )
@@ -218,33 +230,39 @@ def _media_facts(image: dict[str, Any] | None, av: dict[str, Any] | None) -> Med
     return None
 
 
-def _root_paths(core: Core) -> dict[int, bytes]:
-    return {root.root_id: root.raw_path for root in core.roots()}
+async def _root_places(core: Core, site: bool) -> dict[int, tuple[str, bytes]]:
+    """{root_id: (host, path)} of this server's roots, or of every server's with `site`."""
+    roots = await roots_by_id(core)
+    return {rid: (r.host, os.fsencode(r.path)) for rid, r in roots.items() if site or r.host == core.host}
 
 
-def _absolute(roots: dict[int, bytes], root_id: int, relpath: bytes) -> str:
-    base = roots.get(root_id)
-    return wire(base + b"/" + relpath) if base is not None else wire(relpath)
-
-
-async def _paths_of(core: Core, digests: Iterable[str]) -> dict[str, list[str]]:
+async def _paths_of(
+    core: Core, digests: Iterable[str], site: bool = False
+) -> dict[str, list[tuple[str, str]]]:
+    """{digest: [(host, path)]} of the present files with these contents (this server's, or
+    the site's)."""
     async with core.engine.connect() as conn:
         found = await conn.run_sync(catalog_media.present_paths, list(digests))
-    roots = _root_paths(core)
-    return {d: [_absolute(roots, rid, rel) for rid, rel in places] for d, places in found.items()}
+    roots = await _root_places(core, site)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for digest, places in found.items():
+        mine = [(roots[rid][0], wire(roots[rid][1] + b"/" + rel)) for rid, rel in places if rid in roots]
+        if mine:
+            out[digest] = mine
+    return out
 
 
 async def _near_groups(
-    core: Core, groups: list[NearGroup[Any]], kind: str, measure: str, label: str
+    core: Core, groups: list[NearGroup[Any]], kind: str, measure: str, label: str, site: bool
 ) -> list[DupeGroup]:
     digest_of: Callable[[Any], str] = (lambda k: k[0]) if kind == "face" else (lambda k: k)
-    paths = await _paths_of(core, (digest_of(key) for g in groups for key, _ in g.members))
+    paths = await _paths_of(core, (digest_of(key) for g in groups for key, _ in g.members), site)
     out: list[DupeGroup] = []
     for g in groups:
         members: list[DupeMember] = []
         for key, value in g.members:
-            for path in paths.get(digest_of(key), []):
-                member: DupeMember = {"path": path, "blake3": digest_of(key)}
+            for host, path in paths.get(digest_of(key), []):
+                member: DupeMember = {"path": path, "host": host, "blake3": digest_of(key)}
                 if measure == "similarity":
                     member["similarity"] = round(float(value), 4)
                 else:
@@ -252,8 +270,8 @@ async def _near_groups(
                 if kind == "face":
                     member["face"] = key[1]
                 members.append(member)
-        if len({m["path"] for m in members}) < 2:
-            continue  # every member's content is gone from the roots
+        if len({(m["host"], m["path"]) for m in members}) < 2:
+            continue  # every member's content but one is gone from the roots (or elsewhere)
         out.append(
             {
                 "kind": kind,

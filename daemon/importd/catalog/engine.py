@@ -190,6 +190,9 @@ def head_revision() -> str:
     return heads.pop()
 
 
+# PostgreSQL advisory lock key held while a daemon migrates (any fixed 64-bit number: "importd").
+_MIGRATION_LOCK = int.from_bytes(b"importd", "big")
+
 _ALEMBIC_VERSION_DDL = (
     "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
     "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
@@ -236,6 +239,9 @@ async def migrate(engine: AsyncEngine) -> None:
             )
             raise CatalogUnreachable(f"{where}: {getattr(exc, 'orig', None) or exc}") from exc
         async with engine.begin() as conn:
+            # Several servers' daemons may start on one new catalog at once: one migrates while
+            # the others wait for its commit, then find the schema at head.
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
             await conn.run_sync(_bring_to_head)
         return
     sync = _sync_sqlite_engine(db_file)

@@ -40,6 +40,7 @@ from importd.catalog.tables import (
     entities,
     entity_links,
     files,
+    roots,
     run_log,
 )
 from importd.catalog.tags import ensure_tags, tag_entity, tag_file
@@ -153,6 +154,11 @@ class _Batch:
             counter[run_id] = counter.get(run_id, 0) + 1
 
     def load_entities(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Read these entities into the batch, each row locked until the batch commits (FOR
+        UPDATE: PostgreSQL; SQLite has one writer and ignores the clause): attributes are read,
+        merged and written back, and another server's daemon doing the same to the same entity
+        at once would otherwise lose one of the two updates. Sorted, so two batches lock in the
+        same order; a deadlock left is retried by the writer."""
         wanted = sorted(set(keys) - set(self.entities))
         by_key: dict[str, list[str]] = {}
         for etype, key in wanted:
@@ -160,9 +166,12 @@ class _Batch:
         for etype, keys_of_type in by_key.items():
             for part in chunks(keys_of_type):
                 rows = self.conn.execute(
-                    select(entities.c.id, entities.c.key, entities.c.name, entities.c.attributes).where(
+                    select(entities.c.id, entities.c.key, entities.c.name, entities.c.attributes)
+                    .where(
                         entities.c.type == etype, entities.c.key.in_(part), entities.c.merged_into.is_(None)
                     )
+                    .order_by(entities.c.key)
+                    .with_for_update()
                 )
                 for eid, key, name, attrs in rows:
                     self.entities[(etype, key)] = _Entity(eid, etype, key, name, json.loads(attrs))
@@ -172,9 +181,9 @@ class _Batch:
             if entity.id == entity_id:
                 return entity
         row = self.conn.execute(
-            select(entities.c.type, entities.c.key, entities.c.name, entities.c.attributes).where(
-                entities.c.id == entity_id, entities.c.merged_into.is_(None)
-            )
+            select(entities.c.type, entities.c.key, entities.c.name, entities.c.attributes)
+            .where(entities.c.id == entity_id, entities.c.merged_into.is_(None))
+            .with_for_update()
         ).first()
         if row is None:
             return None
@@ -195,8 +204,22 @@ class _Batch:
             "first_seen": self.now,
             "updated": self.now,
         }
-        entity_id = int(self.conn.execute(entities.insert().returning(entities.c.id), row).scalar_one())
-        entity = _Entity(entity_id, etype, key, name, {})
+        # Another server's daemon may create the same entity at this moment (entities are
+        # site-wide): the second insert waits for the first to commit, then takes its row.
+        new = (
+            dialect_insert(self.conn, entities)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=["type", "key"])
+            .returning(entities.c.id)
+        )
+        entity_id = self.conn.execute(new).scalar()
+        if entity_id is None:
+            self.load_entities([(etype, key)])
+            found = self.entities.get((etype, key))
+            if found is None:
+                raise RuntimeError(f"entity {etype} {key!r} exists but could not be read")
+            return found
+        entity = _Entity(int(entity_id), etype, key, name, {})
         self.entities[(etype, key)] = entity
         self._log(root_id, "created", entity, f"from {source}")
         return entity
@@ -306,9 +329,11 @@ def apply_mapping(
     now: float,
     run_ids: Mapping[int, int | None],
     fully_carried: frozenset[int] = frozenset(),
+    host: str | None = None,
 ) -> MappingOutcome:
-    """`fully_carried`: entities none of whose present files stays where it was (the mapper
-    checked their paths on disk), so the moves in `items` carry the whole entity."""
+    """`fully_carried`: entities none of whose present files stays where it was on this server
+    (the mapper checked their paths on disk), so the moves in `items` carry the whole entity
+    unless another server (`host` is this one) has present files of it."""
     batch = _Batch(conn, now, run_ids)
     file_ids = [item.change.file_id for item in items]
     linked: dict[int, int | None] = {}
@@ -325,7 +350,7 @@ def apply_mapping(
         [i.change.file_id for i in items if i.change.kind == "vanished" and linked.get(i.change.file_id)],
     )
     if fully_carried:
-        _follow_carried_entities(batch, items, linked, fully_carried)
+        _follow_carried_entities(batch, items, linked, fully_carried, host)
     kept_apart = _merge_pairs_held(conn, {eid for eid in linked.values() if eid is not None})
     for item in items:
         change = item.change
@@ -399,6 +424,7 @@ def _follow_carried_entities(
     items: Sequence[MappedFile],
     linked: Mapping[int, int | None],
     fully_carried: frozenset[int],
+    host: str | None,
 ) -> None:
     """Moves that carry every present file of an entity to one new key: the entity follows its
     files (same id, attributes, conflicts and history; new key and name) when no entity holds
@@ -429,8 +455,12 @@ def _follow_carried_entities(
                 entities.c.id == old_id, entities.c.merged_into.is_(None)
             )
         ).first()
-        if row is None or row.type != etype:
-            continue
+        if (
+            row is None
+            or row.type != etype
+            or (host is not None and _present_elsewhere(batch.conn, old_id, host))
+        ):
+            continue  # files of it stay behind on another server: the moved ones make a new entity
         name = safe_text(item.mapping.entity_name)
         folder = display(item.change.relpath.rsplit(b"/", 1)[0]) if b"/" in item.change.relpath else "."
         holder = batch.entities.get((etype, key))
@@ -449,6 +479,18 @@ def _follow_carried_entities(
         batch.entities[(etype, key)] = moved
         batch.out.events.append(EntityRenamed(row.key, EntityRef(etype, key, name)))
         batch._log(item.change.root_id, "renamed", moved, f"{row.name} → {name}: its files moved to {folder}")
+
+
+def _present_elsewhere(conn: Connection, entity_id: int, host: str) -> bool:
+    """Has this entity a present file under another server's roots?"""
+    row = conn.execute(
+        select(entity_links.c.file_id)
+        .join(files, files.c.id == entity_links.c.file_id)
+        .join(roots, roots.c.id == files.c.root_id)
+        .where(entity_links.c.entity_id == entity_id, files.c.status == STATUS_PRESENT, roots.c.host != host)
+        .limit(1)
+    ).first()
+    return row is not None
 
 
 def _gone_since(conn: Connection, file_ids: list[int]) -> dict[int, float]:
@@ -702,9 +744,13 @@ def _link(role: str | None, attrs: str, status: str, gone_since: float | None) -
     )
 
 
-def load_states(conn: Connection) -> list[EntityState]:
+def load_states(conn: Connection, host: str | None = None) -> list[EntityState]:
     """Entities with their links, for building the live gap report at start-up (and for
-    `gaps --recompute`). Merged entities are left out: their files belong to the other one."""
+    `gaps --recompute`). Merged entities are left out: their files belong to the other one.
+
+    With `host`, one server's view of a catalog several servers share: links of its own roots'
+    files only, and the entities they name (and those no file names anywhere, as from a CSV).
+    Without, the whole site (`gaps --site`)."""
     by_id: dict[int, tuple[str, str, str, dict[str, Any]]] = {}
     for eid, etype, key, name, attrs in conn.execute(
         select(entities.c.id, entities.c.type, entities.c.key, entities.c.name, entities.c.attributes).where(
@@ -713,7 +759,7 @@ def load_states(conn: Connection) -> list[EntityState]:
     ):
         by_id[eid] = (etype, key, name, json.loads(attrs))
     links: dict[int, dict[FileId, LinkState]] = {}
-    rows = conn.execute(
+    rows = (
         select(
             entity_links.c.file_id,
             entity_links.c.entity_id,
@@ -725,12 +771,37 @@ def load_states(conn: Connection) -> list[EntityState]:
         .join(files, files.c.id == entity_links.c.file_id)
         .where(entity_links.c.entity_id.is_not(None))
     )
-    for fid, eid, role, attrs, status, since in rows:
+    elsewhere: set[int] = set()
+    if host is not None:
+        ours = select(roots.c.id).where(roots.c.host == host).scalar_subquery()
+        rows = rows.where(entity_links.c.root_id.in_(ours))
+        elsewhere = {
+            eid
+            for (eid,) in conn.execute(
+                select(entity_links.c.entity_id)
+                .where(entity_links.c.entity_id.is_not(None), entity_links.c.root_id.not_in(ours))
+                .distinct()
+            )
+        }
+    for fid, eid, role, attrs, status, since in conn.execute(rows):
         links.setdefault(eid, {})[fid] = _link(role, attrs, status, since)
     return [
         EntityState(etype, key, name, attrs, links.get(eid, {}))
         for eid, (etype, key, name, attrs) in by_id.items()
+        if eid in links or eid not in elsewhere
     ]
+
+
+def entities_updated_since(
+    conn: Connection, since: float
+) -> list[tuple[str, str, str, dict[str, Any], float]]:
+    """(type, key, name, attributes, updated) of the entities written at or after `since`."""
+    rows = conn.execute(
+        select(
+            entities.c.type, entities.c.key, entities.c.name, entities.c.attributes, entities.c.updated
+        ).where(entities.c.updated >= since, entities.c.merged_into.is_(None))
+    )
+    return [(t, k, n, json.loads(a), u) for t, k, n, a, u in rows]
 
 
 def live_files_of_root(conn: Connection, root_id: int) -> list[FileChange]:

@@ -12,7 +12,7 @@ keeps the two giving the same answer.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -33,7 +33,7 @@ from importd.catalog.models import (
     STATUS_MISSING,
     FileRow,
 )
-from importd.catalog.tables import chunks, files
+from importd.catalog.tables import chunks, files, roots
 from importd.items import CatalogSnapshot, KnownRow, s64
 from importd.paths import subtree_bounds
 
@@ -112,11 +112,13 @@ def _inodes_by_device(keys: list[tuple[int, int]]) -> list[tuple[int, Sequence[i
     return [(dev, part) for dev, inodes in by_dev.items() for part in chunks(sorted(inodes))]
 
 
-def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:
-    """Rows (any status but forgotten) with one of the given (dev, inode) identities. Grouped by
-    device so each query seeks the (dev, inode) index instead of scanning it. A forgotten row
-    never comes back by itself, not even as a move: a file that turns up with its inode is new."""
+def identities(conn: Connection, keys: list[tuple[int, int]], host: str) -> list[IdentityMatch]:
+    """This host's rows (any status but forgotten) with one of the given (dev, inode) identities:
+    another server's inode numbers say nothing about this one's files. Grouped by device so each
+    query seeks the (dev, inode) index instead of scanning it. A forgotten row never comes back
+    by itself, not even as a move: a file that turns up with its inode is new."""
     out: list[IdentityMatch] = []
+    ours = select(roots.c.id).where(roots.c.host == host).scalar_subquery()
     for dev, part in _inodes_by_device(keys):
         rows = conn.execute(
             select(
@@ -129,7 +131,12 @@ def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMa
                 files.c.dev,
                 files.c.blake3,
                 files.c.status,
-            ).where(files.c.dev == dev, files.c.inode.in_(part), files.c.status != STATUS_FORGOTTEN)
+            ).where(
+                files.c.dev == dev,
+                files.c.inode.in_(part),
+                files.c.status != STATUS_FORGOTTEN,
+                files.c.root_id.in_(ours),
+            )
         )
         for r in rows:
             out.append(
@@ -148,15 +155,18 @@ def identities(conn: Connection, keys: list[tuple[int, int]]) -> list[IdentityMa
     return out
 
 
-def identities_sqlite(conn: sqlite3.Connection, keys: list[tuple[int, int]]) -> list[IdentityMatch]:
+def identities_sqlite(
+    conn: sqlite3.Connection, keys: list[tuple[int, int]], host: str
+) -> list[IdentityMatch]:
     """`identities` on a plain sqlite3 connection (`open_reader`), for a walk's own thread."""
     out: list[IdentityMatch] = []
     for dev, part in _inodes_by_device(keys):
         marks = ",".join("?" * len(part))
         rows = conn.execute(
             "SELECT id, root_id, relpath, size, mtime_ns, inode, dev, blake3, status FROM files"
-            f" WHERE dev = ? AND inode IN ({marks}) AND status != 'forgotten'",
-            (dev, *part),
+            f" WHERE dev = ? AND inode IN ({marks}) AND status != 'forgotten'"
+            " AND root_id IN (SELECT id FROM roots WHERE host = ?)",
+            (dev, *part, host),
         )
         out.extend(IdentityMatch(i, r, bytes(p), *rest) for i, r, p, *rest in rows)
     return out
@@ -222,13 +232,21 @@ async def find_path(
 
 
 async def find_hash(
-    session: AsyncSession, prefix: str, limit: int, *, forgotten: bool = True
+    session: AsyncSession,
+    prefix: str,
+    limit: int,
+    *,
+    forgotten: bool = True,
+    root_ids: Collection[int] | None = None,
 ) -> list[dict[str, Any]]:
+    """Rows whose content's BLAKE3 starts with `prefix`; with `root_ids`, under those roots only."""
     prefix = prefix.lower()
+    within: tuple[Any, ...] = () if root_ids is None else (col(FileRow.root_id).in_(sorted(root_ids)),)
     if len(prefix) == 64:
-        return await _found(session, FileRow.blake3 == prefix, limit=limit, forgotten=forgotten)
+        return await _found(session, FileRow.blake3 == prefix, *within, limit=limit, forgotten=forgotten)
     return await _found(
         session,
+        *within,
         col(FileRow.blake3) >= prefix,
         col(FileRow.blake3) < prefix + "g",
         limit=limit,
@@ -236,8 +254,11 @@ async def find_hash(
     )
 
 
-async def error_rows(session: AsyncSession, limit: int) -> list[dict[str, Any]]:
-    return await _found(session, FileRow.status == STATUS_ERROR, limit=limit)
+async def error_rows(session: AsyncSession, limit: int, root_ids: Collection[int]) -> list[dict[str, Any]]:
+    """Rows in error under these roots (this server's: another's errors are its operator's)."""
+    return await _found(
+        session, FileRow.status == STATUS_ERROR, col(FileRow.root_id).in_(sorted(root_ids)), limit=limit
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,12 @@ class Pending:
     record: dict[str, Any]
 
 
-def pending(conn: Connection, limit: int, after: int = 0) -> list[Pending]:
+def _host_roots(host: str) -> Any:
+    return select(roots.c.id).where(roots.c.host == host).scalar_subquery()
+
+
+def pending(conn: Connection, host: str, limit: int, after: int = 0) -> list[Pending]:
+    """This host's backlog rows (a legacy catalog is migrated onto one server's roots)."""
     rows = conn.execute(
         select(
             legacy_backlog.c.id,
@@ -190,7 +195,11 @@ def pending(conn: Connection, limit: int, after: int = 0) -> list[Pending]:
             legacy_backlog.c.legacy_id,
             legacy_backlog.c.record,
         )
-        .where(legacy_backlog.c.state == "pending", legacy_backlog.c.id > after)
+        .where(
+            legacy_backlog.c.state == "pending",
+            legacy_backlog.c.id > after,
+            legacy_backlog.c.root_id.in_(_host_roots(host)),
+        )
         .order_by(legacy_backlog.c.id)
         .limit(limit)
     )
@@ -207,10 +216,12 @@ def settle(conn: Connection, outcomes: Sequence[tuple[int, str, str | None]], no
         )
 
 
-def backlog_counts(conn: Connection) -> dict[str, int]:
+def backlog_counts(conn: Connection, host: str) -> dict[str, int]:
     counts = dict.fromkeys(BACKLOG_STATES, 0)
     for state, n in conn.execute(
-        select(legacy_backlog.c.state, func.count()).group_by(legacy_backlog.c.state)
+        select(legacy_backlog.c.state, func.count())
+        .where(legacy_backlog.c.root_id.in_(_host_roots(host)))
+        .group_by(legacy_backlog.c.state)
     ):
         counts[state] = int(n)
     return counts

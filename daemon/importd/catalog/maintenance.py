@@ -57,19 +57,21 @@ def last_known_at(conn: Connection, root_id: int, relpath: bytes) -> tuple[int, 
     return (row[0], row[1]) if row is not None else None
 
 
-def present_files(conn: Connection) -> list[tuple[int, bytes, int]]:
-    """(root_id, relpath, size) of every present file."""
+def present_files(conn: Connection, root_ids: Sequence[int]) -> list[tuple[int, bytes, int]]:
+    """(root_id, relpath, size) of every present file under these roots."""
     rows = conn.execute(
-        select(files.c.root_id, files.c.relpath, files.c.size).where(files.c.status == STATUS_PRESENT)
+        select(files.c.root_id, files.c.relpath, files.c.size).where(
+            files.c.status == STATUS_PRESENT, files.c.root_id.in_(list(root_ids))
+        )
     )
     return [(rid, bytes(rel), size) for rid, rel, size in rows]
 
 
-def present_with_hash(conn: Connection, blake3: str) -> list[tuple[int, bytes]]:
-    """(root_id, relpath) of the present files with this content."""
+def present_with_hash(conn: Connection, blake3: str, root_ids: Sequence[int]) -> list[tuple[int, bytes]]:
+    """(root_id, relpath) of the present files with this content under these roots."""
     rows = conn.execute(
         select(files.c.root_id, files.c.relpath).where(
-            files.c.blake3 == blake3, files.c.status == STATUS_PRESENT
+            files.c.blake3 == blake3, files.c.status == STATUS_PRESENT, files.c.root_id.in_(list(root_ids))
         )
     )
     return [(rid, bytes(rel)) for rid, rel in rows]

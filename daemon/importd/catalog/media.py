@@ -140,11 +140,16 @@ def last_file_id(conn: Connection) -> int:
 
 
 def outdated_contents(
-    conn: Connection, limit: int, up_to_id: int | None = None
+    conn: Connection, limit: int, root_ids: Sequence[int], up_to_id: int | None = None
 ) -> list[tuple[str, int, bytes]]:
-    """(blake3, root_id, relpath) of one present path per content, for the start-up catch-up;
-    with `up_to_id`, only rows that existed then (later ones were planned as they committed)."""
-    cond = [files.c.status == STATUS_PRESENT, files.c.blake3.is_not(None)]
+    """(blake3, root_id, relpath) of one present path per content under these roots (this
+    server's: it extracts what it can read), for the start-up catch-up; with `up_to_id`, only
+    rows that existed then (later ones were planned as they committed)."""
+    cond = [
+        files.c.status == STATUS_PRESENT,
+        files.c.blake3.is_not(None),
+        files.c.root_id.in_(list(root_ids)),
+    ]
     if up_to_id is not None:
         cond.append(files.c.id <= up_to_id)
     columns = select(files.c.blake3, files.c.root_id, files.c.relpath)

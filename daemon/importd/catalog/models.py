@@ -35,14 +35,20 @@ LIVE_PATH_WHERE = "status NOT IN ('missing', 'forgotten')"
 
 
 class RootRow(SQLModel, table=True):
+    """A root of one server: several servers sharing a catalog may each have a root called
+    `media`, so a root is its host and its name (`host` is the config's `host`, the machine's
+    name by default)."""
+
     __tablename__ = "roots"
+    __table_args__ = (Index("uq_roots_host_name", "host", "name", unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(unique=True, index=True)
+    name: str = Field(index=True)
     path: str
     # The end of the last complete reconcile: every present file under the root was seen then,
     # so a file's effective last_seen is max(files.last_seen, this).
     last_reconciled: float | None = None
+    host: str = Field(default="", max_length=255, sa_column_kwargs={"server_default": ""})
 
 
 class ContentRow(SQLModel, table=True):
@@ -111,6 +117,25 @@ class RunRow(SQLModel, table=True):
     duplicates: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # The gap report (JSON) when the run finished, to compare progress over time.
     gap_report: str | None = None
+    # The server whose daemon ran it: a daemon that starts abandons only its own running runs.
+    host: str | None = Field(default=None, max_length=255)
+
+
+class HostRow(SQLModel, table=True):
+    """A server whose daemon uses this catalog, with its heartbeat: how `status --site` tells a
+    live daemon from a stopped or silent one."""
+
+    __tablename__ = "hosts"
+
+    name: str = Field(primary_key=True, max_length=255)
+    version: str
+    pid: int
+    started: float
+    heartbeat: float
+    # Seconds between heartbeats, so a reader knows when one is late.
+    interval: float
+    # Set by a clean stop; a daemon that died leaves it empty and its heartbeat ages.
+    stopped: float | None = None
 
 
 class EntityRow(SQLModel, table=True):

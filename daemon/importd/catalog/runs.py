@@ -16,10 +16,10 @@ from importd.catalog.tables import runs
 
 
 def start_run(
-    conn: Connection, kind: str, trigger: str, root_id: int | None, target: str | None, at: float
+    conn: Connection, host: str, kind: str, trigger: str, root_id: int | None, target: str | None, at: float
 ) -> int:
     new = runs.insert().values(
-        kind=kind, trigger=trigger, root_id=root_id, target=target, status="running", started=at
+        kind=kind, trigger=trigger, root_id=root_id, target=target, status="running", started=at, host=host
     )
     return int(conn.execute(new.returning(runs.c.id)).scalar_one())
 
@@ -28,10 +28,13 @@ def finish_run(conn: Connection, run_id: int, values: dict[str, Any]) -> None:
     conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
 
 
-def abandon_running(conn: Connection, at: float) -> int:
-    """Runs left `running` by a crash: the start-up reconcile redoes their work."""
+def abandon_running(conn: Connection, host: str, at: float) -> int:
+    """This host's runs left `running` by a crash: the start-up reconcile redoes their work.
+    Another server's running runs are its own daemon's business."""
     res = conn.execute(
-        update(runs).where(runs.c.status == "running").values(status="interrupted", finished=at)
+        update(runs)
+        .where(runs.c.status == "running", runs.c.host == host)
+        .values(status="interrupted", finished=at)
     )
     return res.rowcount or 0
 

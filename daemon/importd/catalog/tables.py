@@ -21,6 +21,7 @@ def _table(name: str) -> Table:
 
 
 roots = _table("roots")
+hosts = _table("hosts")
 files = _table("files")
 contents = _table("contents")
 file_moves = _table("file_moves")

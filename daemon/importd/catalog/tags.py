@@ -38,9 +38,20 @@ def ensure_tags(conn: Connection, wanted: Mapping[str, str | None], now: float) 
         color = wanted[name]
         tag = found.get(key)
         if tag is None:
-            tid = conn.execute(
-                tags.insert().values(key=key, name=name, color=color, created=now).returning(tags.c.id)
-            ).scalar_one()
+            # Another server's daemon may add the same tag at once: then its row is the tag.
+            new = (
+                dialect_insert(conn, tags)
+                .values(key=key, name=name, color=color, created=now)
+                .on_conflict_do_nothing(index_elements=["key"])
+                .returning(tags.c.id)
+            )
+            tid = conn.execute(new).scalar()
+            if tid is None:
+                row = conn.execute(
+                    select(tags.c.id, tags.c.name, tags.c.color).where(tags.c.key == key)
+                ).one()
+                found[key] = Tag(int(row.id), row.name, row.color)
+                continue
             found[key] = Tag(int(tid), name, color)
         elif tag.color is None and color:
             conn.execute(update(tags).where(tags.c.id == tag.id).values(color=color))

@@ -785,9 +785,13 @@ class CatalogWriter:
         engine: AsyncEngine,
         queue_size: int = 2 * BULK_BATCH_MAX,
         clock: Callable[[], float] = time.time,
+        host: str = "",
     ) -> None:
         self.engine = engine
         self.clock = clock
+        # The server this daemon runs on: the runs it starts are its own (several servers may
+        # share the catalog).
+        self.host = host
         self._listeners: list[Listener] = []
         # SQLite file: transactions run in a worker thread on a synchronous connection of their
         # own (one at a time: this is the only writer). Otherwise through the async engine.

@@ -498,6 +498,11 @@ class LiveGapReport:
     def entity(self, entity_type: str, key: str) -> EntityGaps | None:
         return self._gaps.get((entity_type, key))
 
+    def attributes_of(self, entity_type: str, key: str) -> Mapping[str, JsonValue] | None:
+        """The attributes the report holds of an entity (by folded name); None: not in it."""
+        entity = self._entities.get((entity_type, key))
+        return None if entity is None else entity.attributes
+
     def apply(self, event: GapEvent) -> list[GapChange]:
         """Apply one event; the entities whose gaps changed, before and after."""
         match event:

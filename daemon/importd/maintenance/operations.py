@@ -103,14 +103,17 @@ class CatalogCandidates:
         if self._by_name is None:
             # One pass over the present files, then every link asks a dict.
             self._by_name = {}
-            for rid, rel, sz in catalog.present_files(self.conn):
+            for rid, rel, sz in catalog.present_files(self.conn, list(self.paths_by_id)):
                 path = self._abs(rid, rel)
                 if path is not None:
                     self._by_name.setdefault(os.path.basename(rel), []).append((path, sz))
         return [p for p, sz in self._by_name.get(name, []) if size is None or sz == size]
 
     def by_hash(self, blake3: str) -> Sequence[bytes]:
-        found = (self._abs(rid, rel) for rid, rel in catalog.present_with_hash(self.conn, blake3))
+        found = (
+            self._abs(rid, rel)
+            for rid, rel in catalog.present_with_hash(self.conn, blake3, list(self.paths_by_id))
+        )
         return [p for p in found if p is not None]
 
 
@@ -355,7 +358,7 @@ class Maintenance:
         label = target or None
         run_id = await self.writer.call(
             lambda c: runs.start_run(
-                c, "sweep", "verify-hash" if verify_hash else "check", None, label, started
+                c, self.writer.host, "sweep", "verify-hash" if verify_hash else "check", None, label, started
             )
         )
         sweep = Sweep(run_id, scope, verify_hash, budget)

@@ -95,7 +95,7 @@ class LegacyBacklog:
     async def load(self) -> None:
         async with self.engine.connect() as conn:
             self.paused = await conn.run_sync(catalog_legacy.is_paused)
-            self.counts = await conn.run_sync(catalog_legacy.backlog_counts)
+            self.counts = await conn.run_sync(catalog_legacy.backlog_counts, self.writer.host)
 
     def status(self) -> MigrationStatus:
         now = time.monotonic()
@@ -122,7 +122,7 @@ class LegacyBacklog:
     async def refresh(self) -> None:
         """After a migration added rows."""
         async with self.engine.connect() as conn:
-            self.counts = await conn.run_sync(catalog_legacy.backlog_counts)
+            self.counts = await conn.run_sync(catalog_legacy.backlog_counts, self.writer.host)
         self.wake()
 
     def wake(self) -> None:
@@ -140,7 +140,7 @@ class LegacyBacklog:
                     self._wake = anyio.Event()
                 continue
             async with self.engine.connect() as conn:
-                rows = await conn.run_sync(catalog_legacy.pending, BATCH_FILES)
+                rows = await conn.run_sync(catalog_legacy.pending, self.writer.host, BATCH_FILES)
             if not rows:
                 await self.refresh()
                 continue

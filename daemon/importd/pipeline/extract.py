@@ -261,7 +261,7 @@ class MediaStage:
             self.ready.set()
             return  # an empty catalog at start-up: everything since was planned as it committed
         async with self.engine.connect() as conn:
-            rows = await conn.run_sync(outdated_contents, 10_000_000, up_to_id)
+            rows = await conn.run_sync(outdated_contents, 10_000_000, list(self.root_paths()), up_to_id)
         batch = [FileChange(0, root_id, relpath, "updated", digest) for digest, root_id, relpath in rows]
         for part in chunks(batch, 1000):
             await self._plan(list(part), Priority.BACKGROUND)

@@ -119,16 +119,16 @@ def disk_view(root_paths: Callable[[], Mapping[int, bytes]]) -> OnDisk:
     return on_disk
 
 
-def reader_lookup(reader: sqlite3.Connection) -> InodeLookup:
+def reader_lookup(reader: sqlite3.Connection, host: str) -> InodeLookup:
     """A read-only sqlite3 connection of a walk's own thread (no trip through the event loop)."""
 
     def lookup(inodes: list[Inode]) -> list[IdentityMatch]:
-        return catalog_files.identities_sqlite(reader, inodes)
+        return catalog_files.identities_sqlite(reader, inodes, host)
 
     return lookup
 
 
-async def catalog_matches(engine: AsyncEngine, inodes: list[Inode]) -> list[IdentityMatch]:
+async def catalog_matches(engine: AsyncEngine, inodes: list[Inode], host: str) -> list[IdentityMatch]:
     """The same lookup on the event loop, over the catalog's async engine (any database)."""
     async with engine.connect() as conn:
-        return await conn.run_sync(catalog_files.identities, inodes)
+        return await conn.run_sync(catalog_files.identities, inodes, host)

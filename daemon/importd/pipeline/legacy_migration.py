@@ -86,7 +86,7 @@ async def migrate(
         if commit:
             now = clock()
             result.run_id = await writer.call(
-                lambda c: catalog_runs.start_run(c, "legacy", "manual", None, db_path, now)
+                lambda c: catalog_runs.start_run(c, writer.host, "legacy", "manual", None, db_path, now)
             )
         batches = legacy.read_rows(conn, mapping, READ_BATCH)
         ordinal = 0

@@ -110,7 +110,7 @@ class EntityMapper:
 
     async def load(self) -> None:
         async with self.engine.connect() as conn:
-            states = await conn.run_sync(load_states)
+            states = await conn.run_sync(load_states, self.writer.host)
         self.live = LiveGapReport(self.live.expectations, states)
 
     def set_rule_sets(self, rule_sets: Mapping[int, RuleSet | None]) -> list[int]:
@@ -194,7 +194,7 @@ class EntityMapper:
         run_ids = dict(self.run_ids())
         try:
             outcome = await self.writer.call(
-                lambda c: apply_mapping(c, items, self.clock(), run_ids, carried)
+                lambda c: apply_mapping(c, items, self.clock(), run_ids, carried, self.writer.host)
             )
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"

@@ -358,7 +358,9 @@ class Scans:
         if scan.trigger != "watch":
             started, where = scan.started, display(scan.prefix) or None
             scan.run_id = await self._writer.call(
-                lambda c: catalog_runs.start_run(c, "reconcile", scan.trigger, scan.root_id, where, started)
+                lambda c: catalog_runs.start_run(
+                    c, self._writer.host, "reconcile", scan.trigger, scan.root_id, where, started
+                )
             )
         self._changed(scan)
         try:

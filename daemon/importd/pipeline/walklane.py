@@ -62,6 +62,7 @@ class WalkLane:
         settle_seconds: Callable[[], float],
         stopping: threading.Event,
         clock: Callable[[], float] = time.time,
+        host: str = "",
     ) -> None:
         self.hashing = 0  # files in the lane's hands now (`importctl status` queue)
         self._engine = engine
@@ -71,12 +72,13 @@ class WalkLane:
         self._settle_seconds = settle_seconds
         self._stopping = stopping
         self._clock = clock
+        self._host = host  # inode lookups see this server's rows only
 
     def walk(self, state: RootState, scan: Scan, known: Future[CatalogSnapshot]) -> ReconcileComparer:
         """A scan's walk, in a worker thread, its changed files through the lane."""
         db_file = sqlite_file(self._engine)
         reader = open_reader(db_file) if db_file is not None else None
-        lookup = reader_lookup(reader) if reader is not None else None
+        lookup = reader_lookup(reader, self._host) if reader is not None else None
         try:
             with thread_named("importd-walk"):
                 return walk_in_batches(

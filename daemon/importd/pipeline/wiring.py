@@ -55,6 +55,7 @@ from importd.pipeline.reconcile import WalkedFile
 from importd.pipeline.roots import Roots, RootState
 from importd.pipeline.scans import Scan, Scans
 from importd.pipeline.settle import SettleTracker
+from importd.pipeline.site_attributes import SiteAttributes
 from importd.pipeline.vanish import GoneBursts
 from importd.pipeline.walklane import LaneExits, WalkLane
 from importd.pipeline.watch import Hint, NotifyFactory, RenameHint, kernel_inotify
@@ -90,9 +91,8 @@ class Pipeline:
         self.clock = clock
         # Set on SIGTERM: worker threads (walks, hashes) check it and give up early.
         self.stopping = threading.Event()
-        self.writer = CatalogWriter(
-            engine, clock=clock
-        )  # one clock: a deletion's time is compared with rows'
+        # One clock: a deletion's time is compared with rows'.
+        self.writer = CatalogWriter(engine, clock=clock, host=config.host)
         self.writer.limits = VanishLimits.of(config.safety)
         self.roots = Roots(
             self.request_scan, self._route_hints, config.reconcile_interval, notify_factory, clock
@@ -106,6 +106,13 @@ class Pipeline:
             clock=clock,
         )
         self.media = MediaStage(config.media, engine, self.writer, root_paths=self.roots.paths, clock=clock)
+        self.site = SiteAttributes(
+            engine,
+            config.host,
+            lambda t, k: self.mapper.live.attributes_of(t, k),
+            self.emit_gap_events,
+            clock,
+        )
         self.hasher = BatchHasher(stop=self.stopping)
         self._on_disk = disk_view(self.roots.paths)
         exits = LaneExits(self._settle_walked, self._identify, self._put_and_done, self._record_outcomes)
@@ -117,6 +124,7 @@ class Pipeline:
             lambda: self.config.settle_seconds,
             self.stopping,
             clock,
+            host=config.host,
         )
         self.scans = Scans(
             self.roots,
@@ -167,11 +175,13 @@ class Pipeline:
         """Register roots, then start every stage. Returns once start-up reconciles are queued."""
         self.roots.bind(tg)
         self._tg = tg
-        await self.writer.call(lambda c: catalog_runs.abandon_running(c, self.clock()))
+        await self.writer.call(lambda c: catalog_runs.abandon_running(c, self.writer.host, self.clock()))
         await self.mapper.load()
         tg.start_soon(self.mapper.run)
+        tg.start_soon(self.site.run)
         tg.start_soon(self.scans.run, tg)
         await self.apply_roots(self.config.roots)
+        await self.backlog.load()  # its counts are this host's: after the roots are adopted
         startup = [scan.done for scan in self.scans.by_id.values()]
         await self.media.start(tg, after=startup)
         tg.start_soon(self._settle_driver)
@@ -179,14 +189,14 @@ class Pipeline:
         for _ in range(self.config.hash_workers):
             tg.start_soon(self._identify_and_hash)
         tg.start_soon(self.roots.run_scheduler)
-        await self.backlog.load()
         tg.start_soon(self.backlog.run)
 
     async def apply_roots(self, wanted: Sequence[RootConfig]) -> None:
         """(Re)configure roots: used at start-up and on SIGHUP."""
         pairs = [(r.name, str(r.path)) for r in wanted]
+        host = self.writer.host
         ids, known = await self.writer.call(
-            lambda c: (catalog_roots.ensure_roots(c, pairs), catalog_roots.root_paths(c))
+            lambda c: (catalog_roots.ensure_roots(c, host, pairs), catalog_roots.root_paths(c, host))
         )
         wanted_ids = {ids[r.name]: r for r in wanted}
         for root_id, state in list(self.roots.by_id.items()):
@@ -283,7 +293,9 @@ class Pipeline:
         for hint, _ in renamed:
             self.tracker.forget((state.root_id, hint.old))
         batch = [settled for _, settled in renamed]
-        found = identify(batch, await catalog_matches(self.engine, inodes_of(batch)), self._on_disk)
+        found = identify(
+            batch, await catalog_matches(self.engine, inodes_of(batch), self.writer.host), self._on_disk
+        )
         await self._put_and_done(found)
         to_settle = {settled.ref.relpath for settled in found.to_hash}
         for hint, settled in renamed:
@@ -385,7 +397,9 @@ class Pipeline:
 
     async def _identify(self, batch: list[SettledFile]) -> list[SettledFile]:
         """Renames and hard links of known files need no hashing. Returns the files that do."""
-        found = identify(batch, await catalog_matches(self.engine, inodes_of(batch)), self._on_disk)
+        found = identify(
+            batch, await catalog_matches(self.engine, inodes_of(batch), self.writer.host), self._on_disk
+        )
         await self._put_and_done(found)
         return found.to_hash
 

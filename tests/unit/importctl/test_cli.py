@@ -352,7 +352,12 @@ def test_find_all_asks_for_forgotten_rows_too(run: Callable[..., Run]) -> None:
     ctl = run({"find": []})
     ctl("find", "/srv/x")
     ctl("find", "/srv/x", "--all")
-    assert ctl.client.calls == [("find", ("/srv/x", False)), ("find", ("/srv/x", True))]
+    ctl("find", "/srv/x", "--site")
+    assert ctl.client.calls == [
+        ("find", ("/srv/x", False, False)),
+        ("find", ("/srv/x", True, False)),
+        ("find", ("/srv/x", False, True)),
+    ]
 
 
 def test_forget_completes_like_the_other_commands(monkeypatch: pytest.MonkeyPatch) -> None:

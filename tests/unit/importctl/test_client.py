@@ -99,14 +99,18 @@ def test_each_method_sends_its_request(socket_path: Path, daemon: Callable[[Scri
         (lambda: client.scan("films"), Method.SCAN, {"target": "films"}),
         (lambda: client.scan_progress(3), Method.SCAN_PROGRESS, {"scan_id": 3}),
         (lambda: client.errors(), Method.ERRORS, {"limit": 1000}),
-        (lambda: client.gaps(), Method.GAPS, {"entity": None, "type": None, "run": None, "recompute": False}),
+        (
+            lambda: client.gaps(),
+            Method.GAPS,
+            {"entity": None, "type": None, "run": None, "recompute": False, "site": False},
+        ),
         (lambda: client.unmatched("films", 5), Method.UNMATCHED, {"root": "films", "limit": 5}),
         (lambda: client.conflicts(), Method.CONFLICTS, {"status": "open"}),
         (lambda: client.resolve(4, "keep"), Method.RESOLVE, {"conflict_id": 4, "action": "keep"}),
         (lambda: client.runs(), Method.RUNS, {"limit": DEFAULT_RUNS_LIMIT}),
         (lambda: client.run(8), Method.RUN, {"run_id": 8, "log_limit": 10_000}),
         (lambda: client.cancel(8), Method.CANCEL, {"run_id": 8}),
-        (lambda: client.dupes("near", 4), Method.DUPES, {"kind": "near", "threshold": 4}),
+        (lambda: client.dupes("near", 4), Method.DUPES, {"kind": "near", "threshold": 4, "site": False}),
         (lambda: client.repair_links(None), Method.REPAIR_LINKS, {"target": None}),
         (
             lambda: client.apply_links([{"link": "/a", "action": "trash"}], "me"),
@@ -140,9 +144,9 @@ def test_find_and_info_send_the_working_directory(
     client.find("a.txt", include_forgotten=True)
     client.forget("gone", undo=True)
     assert [r["params"] for r in fake.requests] == [
-        {"query": "a.txt", "cwd": str(tmp_path), "all": False},
+        {"query": "a.txt", "cwd": str(tmp_path), "all": False, "site": False},
         {"query": "a.txt", "cwd": str(tmp_path)},
-        {"query": "a.txt", "cwd": str(tmp_path), "all": True},
+        {"query": "a.txt", "cwd": str(tmp_path), "all": True, "site": False},
         {"path": "gone", "cwd": str(tmp_path), "undo": True, "dry_run": False},
     ]
 

@@ -28,7 +28,7 @@ def catalog(tmp_path: Path) -> Iterator[Connection]:
     engine = create_engine(f"sqlite:///{tmp_path / 'catalog.db'}")
     SQLModel.metadata.create_all(engine)
     with engine.connect() as c:
-        ensure_roots(c, [("r", "/srv/r")])
+        ensure_roots(c, "h", [("r", "/srv/r")])
         yield c
     engine.dispose()
 
@@ -55,7 +55,7 @@ def on_postgresql(url: str, fn: Callable[[Connection], T]) -> T:
     from importd.catalog.engine import migrate
 
     def with_root(conn: Connection) -> T:
-        ensure_roots(conn, [("r", "/srv/r")])
+        ensure_roots(conn, "h", [("r", "/srv/r")])
         return fn(conn)
 
     async def run() -> T:

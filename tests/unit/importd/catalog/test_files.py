@@ -25,7 +25,7 @@ def _file_catalog(tmp_path: Path) -> str:
     engine = create_engine(f"sqlite:///{db}")
     SQLModel.metadata.create_all(engine)
     with engine.begin() as c:
-        ensure_roots(c, [("r", "/srv/r"), ("s", "/srv/s")])
+        ensure_roots(c, "h", [("r", "/srv/r"), ("s", "/srv/s")])
         register(c, {b"a/1": H1, b"a/2": H2, b"a/b/3": H3, b"c": "", b"\xff\n": H1})
         apply_ops(c, [HashedFile(FileRef(2, "s", b"x"), FileStat(5, 1, 1, 2**64 - 3, 2**63 + 9), H2)], 2.0)
         apply_ops(c, [HashedFile(FileRef(2, "s", b"hard"), FileStat(5, 1, 1, 2, 7), H2)], 2.0)
@@ -54,7 +54,7 @@ def test_snapshot_on_postgresql_equals_the_sqlite_file_snapshot(tmp_path: Path, 
     cases = [(1, None), (1, b"a"), (1, b"a/b/3"), (1, b"zz"), (2, None)]
 
     def snapshots(c: Connection) -> list[object]:
-        ensure_roots(c, [("r", "/srv/r"), ("s", "/srv/s")])
+        ensure_roots(c, "h", [("r", "/srv/r"), ("s", "/srv/s")])
         register(c, {b"a/1": H1, b"a/2": H2, b"a/b/3": H3, b"c": "", b"\xff\n": H1})
         apply_ops(c, [HashedFile(FileRef(2, "s", b"x"), FileStat(5, 1, 1, 2**64 - 3, 2**63 + 9), H2)], 2.0)
         apply_ops(c, [HashedFile(FileRef(2, "s", b"hard"), FileStat(5, 1, 1, 2, 7), H2)], 2.0)
@@ -70,11 +70,11 @@ def test_identities_sqlite_equals_the_portable_identities(tmp_path: Path) -> Non
     keys = [(7, 1), (7, 2), (7, 3), (7, 4), (2**63 + 9, 2**64 - 3), (8, 1), (7, 99)]
     engine = create_engine(f"sqlite:///{db}")
     with engine.connect() as c:
-        portable = files.identities(c, keys)
+        portable = files.identities(c, keys, "h")
     engine.dispose()
     reader = open_reader(db)
     try:
-        raw = files.identities_sqlite(reader, keys)
+        raw = files.identities_sqlite(reader, keys, "h")
     finally:
         reader.close()
     assert sorted(raw, key=lambda m: m.row_id) == sorted(portable, key=lambda m: m.row_id)
@@ -110,7 +110,9 @@ def test_find_by_path_folder_and_hash(catalog: Connection) -> None:
 def test_errors_and_status_counts(catalog: Connection) -> None:
     register(catalog, {b"ok": H1, b"bad": "", b"gone": H2})
     apply_ops(catalog, [Vanished(FileRef(1, "r", b"gone"))], 2.0)
-    assert [(r["relpath"], r["error"]) for r in read(catalog, files.error_rows, 10)] == [(b"bad", "denied")]
+    assert [(r["relpath"], r["error"]) for r in read(catalog, files.error_rows, 10, [1])] == [
+        (b"bad", "denied")
+    ]
     assert files.status_counts(catalog) == {1: {"present": (1, 11), "error": (1, 12), "missing": (1, 13)}}
     assert catalog.execute(text("SELECT count(*) FROM contents")).scalar() == 2
 
@@ -155,11 +157,11 @@ def test_identities_leave_forgotten_rows_out_in_both_spellings(tmp_path: Path) -
         assert [r.relpath for r in files.forget(c, 1, b"a/2", undo=False, dry_run=False)] == [b"a/2"]
     keys = [(7, 1), (7, 2), (7, 3), (7, 4)]
     with engine.connect() as c:
-        portable = files.identities(c, keys)
+        portable = files.identities(c, keys, "h")
     engine.dispose()
     reader = open_reader(db)
     try:
-        raw = files.identities_sqlite(reader, keys)
+        raw = files.identities_sqlite(reader, keys, "h")
     finally:
         reader.close()
     assert (
@@ -167,3 +169,25 @@ def test_identities_leave_forgotten_rows_out_in_both_spellings(tmp_path: Path) -
         == sorted(m.relpath for m in portable)
         == [b"a/1", b"a/b/3", b"c", b"hard"]
     )
+
+
+def test_identities_see_only_this_hosts_rows(tmp_path: Path) -> None:
+    """Another server's inode numbers say nothing about this one's files: a row of another
+    host's root with the same (dev, inode) is no move and no hard link here."""
+    db = _file_catalog(tmp_path)
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as c:
+        (other,) = ensure_roots(c, "beta", [("r", "/srv/r")]).values()
+        apply_ops(c, [HashedFile(FileRef(other, "r", b"same-inode"), FileStat(5, 1, 1, 2, 7), H3)], 4.0)
+        keys = [(7, 2)]
+        here = files.identities(c, keys, "h")
+        there = files.identities(c, keys, "beta")
+    engine.dispose()
+    reader = open_reader(db)
+    try:
+        raw_here = files.identities_sqlite(reader, keys, "h")
+    finally:
+        reader.close()
+    assert {m.relpath for m in here} == {m.relpath for m in raw_here}
+    assert here and b"same-inode" not in {m.relpath for m in here}
+    assert [m.relpath for m in there] == [b"same-inode"]

@@ -26,7 +26,7 @@ def test_files_are_known_by_hash_and_by_live_path(catalog: Connection) -> None:
 
 def test_linking_keeps_values_per_file_and_tags_once(catalog: Connection) -> None:
     register(catalog, {b"a.jpg": A})
-    run = start_run(catalog, "legacy", "manual", None, "/old.db", 1.0)
+    run = start_run(catalog, "h", "legacy", "manual", None, "/old.db", 1.0)
     record = {
         "values": {"name": "Portrait", "rating": 5},
         "entity_values": {"rating": 5},
@@ -43,15 +43,15 @@ def test_linking_keeps_values_per_file_and_tags_once(catalog: Connection) -> Non
 
 
 def test_the_backlog_counts_and_its_paused_state(catalog: Connection) -> None:
-    run = start_run(catalog, "legacy", "manual", None, "/old.db", 1.0)
+    run = start_run(catalog, "h", "legacy", "manual", None, "/old.db", 1.0)
     legacy.add_backlog(catalog, [(1, b"n1", "1", {"values": {}}), (1, b"n2", "2", {})], run, 1.0)
     legacy.add_backlog(catalog, [(1, b"gone", "3", {})], run, 1.0, state="missing")
-    assert legacy.backlog_counts(catalog) == {"pending": 2, "done": 0, "missing": 1, "failed": 0}
-    first, second = legacy.pending(catalog, 10)
+    assert legacy.backlog_counts(catalog, "h") == {"pending": 2, "done": 0, "missing": 1, "failed": 0}
+    first, second = legacy.pending(catalog, "h", 10)
     assert (first.relpath, first.legacy_id, first.record) == (b"n1", "1", {"values": {}})
-    assert legacy.pending(catalog, 10, after=first.id) == [second]
+    assert legacy.pending(catalog, "h", 10, after=first.id) == [second]
     legacy.settle(catalog, [(first.id, "done", None), (second.id, "failed", "denied")], 2.0)
-    assert legacy.backlog_counts(catalog) == {"pending": 0, "done": 1, "missing": 1, "failed": 1}
+    assert legacy.backlog_counts(catalog, "h") == {"pending": 0, "done": 1, "missing": 1, "failed": 1}
     assert legacy.is_paused(catalog) is False
     legacy.set_paused(catalog, True, 3.0)
     assert legacy.is_paused(catalog) is True

@@ -41,8 +41,8 @@ def test_move_history_answers_where_a_file_went(catalog: Connection) -> None:
     assert maintenance.last_known_at(catalog, 1, b"old/a") == (11, H1), "through the move history"
     assert maintenance.last_known_at(catalog, 1, b"b") == (12, H2)
     assert maintenance.last_known_at(catalog, 1, b"nowhere") is None
-    assert maintenance.present_files(catalog) == [(1, b"new/a", 11), (1, b"b", 12)]
-    assert maintenance.present_with_hash(catalog, H2) == [(1, b"b")]
+    assert maintenance.present_files(catalog, [1]) == [(1, b"new/a", 11), (1, b"b", 12)]
+    assert maintenance.present_with_hash(catalog, H2, [1]) == [(1, b"b")]
 
 
 def test_scrub_goes_oldest_verification_first(catalog: Connection) -> None:

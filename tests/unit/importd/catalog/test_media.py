@@ -52,8 +52,8 @@ def catch_up_and_duplicate_reads(catalog: Connection) -> None:
     up_to = media.last_file_id(catalog)
     register(catalog, {b"d": H3}, now=2.0, inode=10)
     apply_ops(catalog, [Vanished(FileRef(1, "r", b"c"))], 3.0)
-    assert sorted(d for d, _, _ in media.outdated_contents(catalog, 10)) == [H1, H3]
-    assert [d for d, _, _ in media.outdated_contents(catalog, 10, up_to)] == [H1]
+    assert sorted(d for d, _, _ in media.outdated_contents(catalog, 10, [1])) == [H1, H3]
+    assert [d for d, _, _ in media.outdated_contents(catalog, 10, [1], up_to)] == [H1]
     assert media.exact_duplicates(catalog) == {H1: [(1, b"a"), (1, b"b")]}
     assert media.present_paths(catalog, [H2, H3, H3]) == {H3: [(1, b"d")]}
     failed = ExtractionFailure("image", "truncated")

@@ -33,11 +33,11 @@ def test_file_and_media_facts_of_the_drawn_paths(catalog: Connection) -> None:
 
 
 def test_the_last_reconcile_of_each_root(catalog: Connection) -> None:
-    first = start_run(catalog, "reconcile", "startup", 1, None, 10.0)
+    first = start_run(catalog, "h", "reconcile", "startup", 1, None, 10.0)
     finish_run(catalog, first, {"status": "completed", "finished": 11.0})
-    second = start_run(catalog, "reconcile", "manual", 1, None, 20.0)
+    second = start_run(catalog, "h", "reconcile", "manual", 1, None, 20.0)
     finish_run(catalog, second, {"status": "failed", "finished": 21.0})
-    start_run(catalog, "sweep", "manual", 1, None, 30.0)
+    start_run(catalog, "h", "sweep", "manual", 1, None, 30.0)
     assert catalog_report.last_reconciles(catalog) == {1: ("failed", 20.0, 21.0)}
 
 

@@ -46,7 +46,7 @@ def conn() -> Iterator[Connection]:
     engine = create_engine("sqlite://")
     SQLModel.metadata.create_all(engine)
     with engine.begin() as c:
-        ensure_roots(c, [("r", "/srv/r")])
+        ensure_roots(c, "h", [("r", "/srv/r")])
         yield c
 
 
@@ -224,7 +224,7 @@ async def _run_writer(tmp: Path, body: Callable[[writer.CatalogWriter], Awaitabl
         w = writer.CatalogWriter(engine, clock=lambda: 5.0)
         async with anyio.create_task_group() as tg:
             tg.start_soon(w.run)
-            await w.call(lambda c: ensure_roots(c, [("r", "/srv/r")]))
+            await w.call(lambda c: ensure_roots(c, "h", [("r", "/srv/r")]))
             await body(w)
             w.close()
     finally:

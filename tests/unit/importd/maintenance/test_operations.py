@@ -25,7 +25,7 @@ def conn() -> Iterator[Connection]:
     engine = create_engine("sqlite://")
     SQLModel.metadata.create_all(engine)
     with engine.begin() as c:
-        ensure_roots(c, [("r", "/srv/r"), ("s", "/srv/s")])
+        ensure_roots(c, "h", [("r", "/srv/r"), ("s", "/srv/s")])
         ops = [
             HashedFile(FileRef(1, "r", b"old/a.jpg"), FileStat(10, 1, 1, 1, 7), H1),
             HashedFile(FileRef(1, "r", b"b.jpg"), FileStat(20, 1, 1, 2, 7), H2),

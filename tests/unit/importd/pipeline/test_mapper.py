@@ -132,7 +132,7 @@ def conn() -> Iterator[Connection]:
     engine = create_engine("sqlite://")
     SQLModel.metadata.create_all(engine)
     with engine.begin() as c:
-        ensure_roots(c, [("r", "/srv/r")])
+        ensure_roots(c, "h", [("r", "/srv/r")])
         yield c
 
 

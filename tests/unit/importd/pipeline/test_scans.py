@@ -102,7 +102,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     async with anyio.create_task_group() as tg:
         tg.start_soon(writer.run)
         h = Harness(root, writer, url)
-        ids = await writer.call(lambda c: catalog_roots.ensure_roots(c, [("r", str(root))]))
+        ids = await writer.call(lambda c: catalog_roots.ensure_roots(c, "h", [("r", str(root))]))
         h.roots.add(ids["r"], RootConfig("r", root, watch="poll"), first_import=False)
         tg.start_soon(h.scans.run, tg)
         yield h

@@ -206,14 +206,15 @@ async def _find_on_site(
 
 async def errors(core: Core, params: Params) -> list[ErrorReply]:
     limit = max(1, min(int(params.get("limit", DEFAULT_ERRORS_LIMIT)), MAX_ERRORS_LIMIT))
+    own = own_root_ids(core, await roots_by_id(core))
     async with AsyncSession(core.engine) as session:
-        rows = await catalog_files.error_rows(session, limit, own_root_ids(core, await roots_by_id(core)))
+        rows = await catalog_files.error_rows(session, limit, own)
     out: list[ErrorReply] = [
         {"kind": "file", "path": r["path"], "root": r["root"], "error": r["error"], "since": r["last_seen"]}
         for r in await file_replies(core, rows)
     ]
     async with core.engine.connect() as conn:
-        failures = await conn.run_sync(extraction_failures, limit)
+        failures = await conn.run_sync(extraction_failures, limit, sorted(own))
     roots = {root.root_id: root for root in core.roots()}
     for _digest, extractor, error, at, rid, rel in failures:
         of = roots.get(rid)

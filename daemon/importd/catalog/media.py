@@ -231,27 +231,25 @@ def content_media(conn: Connection, digest: str) -> dict[str, Any]:
     }
 
 
-def extraction_failures(conn: Connection, limit: int) -> list[tuple[str, str, str, float, int, bytes]]:
-    """(blake3, extractor, error, at, root_id, relpath) of failed extractions, one path each."""
-    root_id: Any = func.min(files.c.root_id)
-    relpath: Any = func.min(files.c.relpath)
-    if conn.dialect.name == "postgresql":
-        # PostgreSQL has no min() of bytea: the first path in the same (byte) order.
-        from sqlalchemy.dialects.postgresql import aggregate_order_by
-
-        relpath = func.array_agg(aggregate_order_by(files.c.relpath, files.c.relpath))[1]
-    rows = conn.execute(
-        select(
-            extractions.c.blake3,
-            extractions.c.extractor,
-            extractions.c.error,
-            extractions.c.at,
-            root_id,
-            relpath,
-        )
-        .join(files, files.c.blake3 == extractions.c.blake3)
-        .where(extractions.c.status == "failed", files.c.status == STATUS_PRESENT)
-        .group_by(extractions.c.blake3, extractions.c.extractor)
+def extraction_failures(
+    conn: Connection, limit: int, root_ids: Sequence[int]
+) -> list[tuple[str, str, str, float, int, bytes]]:
+    """(blake3, extractor, error, at, root_id, relpath) of failed extractions of contents present
+    under these roots (this server's), each with the path of one file that holds it (the first
+    registered: root and path of the same row)."""
+    x = extractions.c
+    first = (
+        select(x.blake3, x.extractor, x.error, x.at, func.min(files.c.id).label("file_id"))
+        .join(files, files.c.blake3 == x.blake3)
+        .where(x.status == "failed", files.c.status == STATUS_PRESENT, files.c.root_id.in_(list(root_ids)))
+        .group_by(x.blake3, x.extractor, x.error, x.at)
+        .order_by(x.blake3, x.extractor)
         .limit(limit)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(first.c.blake3, first.c.extractor, first.c.error, first.c.at, files.c.root_id, files.c.relpath)
+        .join(files, files.c.id == first.c.file_id)
+        .order_by(first.c.blake3, first.c.extractor)
     )
     return [(d, e, err or "", at, rid, bytes(rel)) for d, e, err, at, rid, rel in rows]

@@ -44,7 +44,7 @@ def test_outcomes_are_stored_replaced_and_read_back(catalog: Connection) -> None
     images, videos, faces = media.load_indexes(catalog)
     assert images == [] and videos == {H1: fp} and [key for key, _ in faces] == [(H1, 0)]
     assert np.frombuffer(faces[0][1], dtype=np.float32).shape == (512,)
-    assert media.extraction_failures(catalog, 10) == [(H2, "image", "truncated", 11.0, 1, b"b.jpg")]
+    assert media.extraction_failures(catalog, 10, [1]) == [(H2, "image", "truncated", 11.0, 1, b"b.jpg")]
 
 
 def catch_up_and_duplicate_reads(catalog: Connection) -> None:
@@ -58,7 +58,7 @@ def catch_up_and_duplicate_reads(catalog: Connection) -> None:
     assert media.present_paths(catalog, [H2, H3, H3]) == {H3: [(1, b"d")]}
     failed = ExtractionFailure("image", "truncated")
     media.store_outcome(catalog, media.ExtractOutcome(WorkKey(H1, "image", 1), failed), 11.0)
-    assert media.extraction_failures(catalog, 10) == [(H1, "image", "truncated", 11.0, 1, b"a")]
+    assert media.extraction_failures(catalog, 10, [1]) == [(H1, "image", "truncated", 11.0, 1, b"a")]
 
 
 def test_catch_up_and_duplicate_reads(catalog: Connection) -> None:
@@ -77,3 +77,26 @@ def test_facts_become_json() -> None:
         "det_score": None,
         "embedding": [0.0, 0.0],
     }
+
+
+def test_a_failed_extraction_names_root_and_path_of_one_same_file(catalog: Connection) -> None:
+    """One content under two roots: the path shown is a real file's, its root with its path (not
+    the smallest root beside the smallest path of another file), and another server's files
+    are not this one's errors."""
+    from importd.catalog.roots import ensure_roots
+    from importd.items import FileStat, HashedFile
+
+    second = ensure_roots(catalog, "h", [("r", "/srv/r"), ("s", "/srv/s")])["s"]
+    other = ensure_roots(catalog, "beta", [("r", "/srv/r")])["r"]
+    apply_ops(catalog, [HashedFile(FileRef(second, "s", b"a.jpg"), FileStat(5, 1, 1, 50, 7), H1)], 1.0)
+    apply_ops(catalog, [HashedFile(FileRef(1, "r", b"z.jpg"), FileStat(5, 1, 1, 51, 7), H1)], 2.0)
+    apply_ops(catalog, [HashedFile(FileRef(other, "r", b"b.jpg"), FileStat(5, 1, 1, 52, 7), H2)], 2.0)
+    failed = ExtractionFailure("image", "truncated")
+    media.store_outcome(catalog, media.ExtractOutcome(WorkKey(H1, "image", 1), failed), 11.0)
+    media.store_outcome(catalog, media.ExtractOutcome(WorkKey(H2, "image", 1), failed), 11.0)
+    assert media.extraction_failures(catalog, 10, [1, second]) == [
+        (H1, "image", "truncated", 11.0, second, b"a.jpg")
+    ]
+    assert media.extraction_failures(catalog, 10, [other]) == [
+        (H2, "image", "truncated", 11.0, other, b"b.jpg")
+    ]

@@ -18,7 +18,7 @@ from importd.catalog.engine import create_engine, migrate
 from importd.catalog.writer import BatchResult, CatalogWriter, FileChange
 from importd.config import RootConfig
 from importd.items import CatalogSnapshot, FileRef, FileStat, HashedFile
-from importd.pipeline.reconcile import ReconcileComparer, WalkedFile
+from importd.pipeline.reconcile import ReconcileComparer, WalkedFile, WalkError
 from importd.pipeline.roots import Roots, RootState
 from importd.pipeline.scans import Scan, Scans, walk_in_batches
 from importd.pipeline.watch import Notify, PathHint
@@ -200,3 +200,33 @@ async def test_commits_count_to_the_running_scan_of_their_root(harness: Harness)
     harness.scans.file_done((1, b"f"))
     await wait_state(scan, "completed")
     assert harness.scans.active() == {}
+
+
+async def test_a_bare_root_folder_is_offline_not_a_mass_deletion(harness: Harness) -> None:
+    (harness.root / "f").write_bytes(b"x")
+    first = await harness.scans.request(1, b"", "manual")
+    await wait_state(first, "importing")
+    await harness.writer.put(
+        HashedFile(FileRef(1, "r", b"f"), FileStat.of((harness.root / "f").lstat()), "ab" * 32)
+    )
+    harness.scans.file_done((1, b"f"))
+    await wait_state(first, "completed")
+    (harness.root / "f").unlink()  # what an unmounted share leaves: its empty mount point
+    scan = await harness.scans.request(1, b"", "manual")
+    await wait_state(scan, "skipped")
+    state = harness.roots.by_id[1]
+    assert state.state == "offline" and "is empty" in (state.watch_error or "")
+    assert not harness.roots.check_online(state)  # still bare: still offline
+    async with harness.writer.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT status FROM files"))).scalar() == "present"
+    (harness.root / "g").write_bytes(b"y")  # mounted again
+    assert harness.roots.check_online(state)
+
+
+async def test_a_folder_walk_answers_for_that_folder_s_unreadable_dirs(harness: Harness) -> None:
+    state = harness.roots.by_id[1]
+    (harness.root / "a").mkdir()
+    state.walk_errors = [WalkError(b"a", "permission denied"), WalkError(b"b", "permission denied")]
+    scan = await harness.scans.request(1, b"a", "watch")
+    await wait_state(scan, "completed")
+    assert state.walk_errors == [WalkError(b"b", "permission denied")]

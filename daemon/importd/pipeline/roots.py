@@ -19,12 +19,14 @@ import anyio
 from anyio.abc import TaskGroup
 
 from importd.config import RootConfig
-from importd.pipeline.reconcile import WalkError, describe_os_error
+from importd.paths import display
+from importd.pipeline.reconcile import TOO_LONG, WalkError, describe_os_error, too_long
 from importd.pipeline.watch import (
     Hint,
     NotifyFactory,
     Overflow,
     PathHint,
+    RenameHint,
     RootWatcher,
     WatcherDown,
     WatcherUp,
@@ -300,8 +302,10 @@ class Roots:
                     elif isinstance(event, WatcherUp):
                         await self._watcher_up(state)
                     else:
-                        await self._rescan_readable(state, event)
-                        await self._on_hints(state, event)
+                        hints = self._reachable(state, event)
+                        await self._rescan_readable(state, hints)
+                        if hints:
+                            await self._on_hints(state, hints)
         if state.stop_watch is stop:
             state.stop_watch = None
 
@@ -316,6 +320,36 @@ class Roots:
         else:
             # Nothing was watched between the last walk and now: only a walk knows what changed.
             await self._request_scan(state.root_id, b"", "watch-restart")
+
+    def _reachable(self, state: RootState, hints: list[Hint]) -> list[Hint]:
+        """The hints whose path a system call can take. One past PATH_MAX cannot be statted
+        (ENAMETOOLONG), which must not read as gone: it is listed among the root's unreadable
+        paths (`importctl errors`) and logged once, and the rest goes on."""
+        root = state.raw_path
+        if not any(too_long(root, h.new if isinstance(h, RenameHint) else h.relpath) for h in hints):
+            return hints
+        out: list[Hint] = []
+        for hint in hints:
+            if isinstance(hint, RenameHint) and too_long(root, hint.new):
+                self._unreachable(state, hint.new)
+                if not too_long(root, hint.old):
+                    out.append(PathHint(hint.old, False))  # moved where it cannot be followed
+            elif isinstance(hint, PathHint) and too_long(root, hint.relpath):
+                self._unreachable(state, hint.relpath)
+            else:
+                out.append(hint)
+        return out
+
+    def _unreachable(self, state: RootState, relpath: bytes) -> None:
+        if any(err.relpath == relpath for err in state.walk_errors):
+            return
+        state.walk_errors = [*state.walk_errors, WalkError(relpath, TOO_LONG)]
+        log.warning(
+            "cannot read %s: %s",
+            display(relpath),
+            TOO_LONG,
+            extra={"root": state.config.name, "path": display(relpath)},
+        )
 
     async def _rescan_readable(self, state: RootState, hints: list[Hint]) -> None:
         """A folder the last walk could not read whose attributes changed (a chmod back) is

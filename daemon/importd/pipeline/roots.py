@@ -83,6 +83,10 @@ class RootState:
     mount_point: bool = False
     # The folder under the root's path is another one now: watch it anew and reconcile it.
     rearm: str | None = None
+    # A whole walk of this folder (this identity) found files: from then on, a walk that finds it
+    # empty is believed (its files were deleted). Until then, an empty folder where the catalog has
+    # files is taken for a bare mount point (a daemon started while the share was not mounted).
+    folder_had_files: bool = False
     # The last walk found the root folder empty while the catalog has files there: an unmounted
     # share's bare mount point. Offline until something is in it again.
     empty_offline: bool = False
@@ -211,6 +215,7 @@ class Roots:
                 extra={"root": state.config.name},
             )
             state.identity, state.mount_point = identity, mounted
+            state.folder_had_files = False
             state.rearm = "root-changed"
             state.empty_offline = False
             self.stop_watch(state)
@@ -222,8 +227,9 @@ class Roots:
         return True, ""
 
     def set_empty(self, state: RootState) -> None:
-        """A walk found the root folder bare while the catalog has files under it: a share's
-        mount point without its share, never a root whose every file was deleted at once."""
+        """A walk found the root folder bare, never seen with files, while the catalog has files
+        under it: a share's mount point without its share, not a root whose every file was
+        deleted at once."""
         state.empty_offline = True
         self.set_offline(
             state, f"{state.config.path} is empty while the catalog has files there (unmounted?)"

@@ -402,9 +402,11 @@ class Scans:
             scan.state = "failed"
             scan.message = f"root went offline during the walk: {state.watch_error}"
             return
-        if (
+        if not scan.prefix and diff.seen:
+            state.folder_had_files = True
+        elif (
             not scan.prefix
-            and not diff.seen
+            and not state.folder_had_files
             and diff.vanished
             and not diff.errors
             and not await anyio.to_thread.run_sync(folder_has_entries, state.raw_path)

@@ -149,6 +149,7 @@ def test_a_swapped_root_folder_is_watched_anew(make_daemon, tmp_path: Path) -> N
     wait_for(lambda: b"only new.txt" in present(d), timeout=30, what="the new folder reconciled")
     wait_for(lambda: root_status(d)["state"] == "watching", timeout=10)
     assert "another one now" in d.log_text()
+    assert any("was replaced (moved or swapped)" in w for w in d.status()["warnings"])
     (root / "later.txt").write_bytes(b"watched in the new folder")
     (tmp_path / "legacy.old" / "old later.txt").write_bytes(b"the old folder is no longer the root")
     wait_for(lambda: b"later.txt" in present(d), timeout=30, what="a file under the new watch")

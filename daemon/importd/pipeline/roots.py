@@ -39,6 +39,8 @@ log = logging.getLogger("importd.pipeline")
 WATCH_BACKOFF_MAX_S = 300.0
 # A watcher up this long without failing is healthy: its next failure starts the back-off anew.
 WATCH_HEALTHY_S = 60.0
+# How long `status` says that a root's folder was found replaced under its path.
+FOLDER_CHANGE_NOTICE_S = 3600.0
 SCHEDULER_TICK_S = 1.0
 
 RequestScan = Callable[[int, bytes, str], Coroutine[object, object, object]]
@@ -83,6 +85,9 @@ class RootState:
     mount_point: bool = False
     # The folder under the root's path is another one now: watch it anew and reconcile it.
     rearm: str | None = None
+    # When (wall clock) the folder was found replaced while the root was online (swapped), and
+    # which (dev, inode) it was: `status` says so for a while (FOLDER_CHANGE_NOTICE_S).
+    folder_changed: float = 0.0
     # A whole walk of this folder (this identity) found files: from then on, a walk that finds it
     # empty is believed (its files were deleted). Until then, an empty folder where the catalog has
     # files is taken for a bare mount point (a daemon started while the share was not mounted).
@@ -214,6 +219,8 @@ class Roots:
                 state.config.path,
                 extra={"root": state.config.name},
             )
+            if state.state != "offline":
+                state.folder_changed = self._clock()
             state.identity, state.mount_point = identity, mounted
             state.folder_had_files = False
             state.rearm = "root-changed"

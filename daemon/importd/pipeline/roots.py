@@ -85,8 +85,8 @@ class RootState:
     mount_point: bool = False
     # The folder under the root's path is another one now: watch it anew and reconcile it.
     rearm: str | None = None
-    # When (wall clock) the folder was found replaced while the root was online (swapped), and
-    # which (dev, inode) it was: `status` says so for a while (FOLDER_CHANGE_NOTICE_S).
+    # When (wall clock) the folder was found replaced while the root was online (swapped):
+    # `status` says so for a while (FOLDER_CHANGE_NOTICE_S).
     folder_changed: float = 0.0
     # A whole walk of this folder (this identity) found files: from then on, a walk that finds it
     # empty is believed (its files were deleted). Until then, an empty folder where the catalog has
@@ -417,9 +417,9 @@ class Roots:
             if state.state == "offline" or state.rearm:
                 trigger = "online" if state.state == "offline" else state.rearm or "online"
                 log.info(
-                    "root %s: %s: watching and reconciling it",
+                    "root %s %s: watching and reconciling it",
                     state.config.name,
-                    trigger,
+                    "back online" if trigger == "online" else "is another folder now",
                     extra={"root": state.config.name},
                 )
                 state.rearm = None

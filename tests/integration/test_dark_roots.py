@@ -203,6 +203,19 @@ def deep_folder(root: Path, depth_bytes: int) -> tuple[bytes, int]:
     return rel, fd
 
 
+def folder_at(top: Path, length: int) -> int:
+    """A chain of folders under `top` whose path is `length` bytes long (give or take one): an
+    open descriptor of the last."""
+    fd = os.open(top, os.O_RDONLY)
+    here = len(os.fsencode(str(top)))
+    while (n := min(200, length - here - 1)) >= 1:
+        os.mkdir(b"d" * n, dir_fd=fd)
+        inner = os.open(b"d" * n, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd, here = inner, here + 1 + n
+    return fd
+
+
 def test_a_path_past_path_max_is_listed_once_in_errors(make_daemon) -> None:  # type: ignore[no-untyped-def]
     d = make_daemon(extra=NO_MEDIA)
     root = d.roots["legacy"]
@@ -210,6 +223,13 @@ def test_a_path_past_path_max_is_listed_once_in_errors(make_daemon) -> None:  # 
     rel, fd = deep_folder(root, PATH_MAX + 300)
     with open(os.open(b"at start.txt", os.O_CREAT | os.O_WRONLY, dir_fd=fd), "wb") as fh:
         fh.write(b"too deep to be read by path")
+    # A readable folder, and in it a file whose name takes its path past PATH_MAX: too big to be
+    # read through its folder (only files up to 256 KiB are), so it cannot be opened.
+    (root / "files").mkdir()
+    near = folder_at(root / "files", PATH_MAX - 150)
+    with open(os.open(b"f" * 200, os.O_CREAT | os.O_WRONLY, dir_fd=near), "wb") as fh:
+        fh.write(os.urandom(300 << 10))
+    os.close(near)
     d.start()
     d.wait_idle()
     d.ctl("scan", "legacy", "--wait", check=True)
@@ -223,12 +243,14 @@ def test_a_path_past_path_max_is_listed_once_in_errors(make_daemon) -> None:  # 
     d.ctl("scan", "legacy", "--wait", check=True)
     errors = d.ctl_json("errors")
     too_long = [e for e in errors if "PATH_MAX" in (e["error"] or "")]
-    paths = sorted(os.fsencode(e["path"]) for e in too_long)
-    assert [e["kind"] for e in too_long] == ["directory", "directory"], errors
+    assert sorted(e["kind"] for e in too_long) == ["directory", "directory", "file"], errors
+    (big,) = [os.fsencode(e["path"]) for e in too_long if e["kind"] == "file"]
+    assert big.startswith(os.fsencode(str(root / "files"))) and big.endswith(b"/" + b"f" * 200)
+    paths = sorted(os.fsencode(e["path"]) for e in too_long if e["kind"] == "directory")
     assert any(p.endswith(b"z" * 250) for p in paths), paths
     assert any(rel.startswith(p[len(os.fsencode(str(root))) + 1 :]) for p in paths), paths
     assert present(d) >= {b"ok.txt", b"live/x.txt"} and not d.rows("status = 'missing'")
     warned = [line for line in d.log_text().splitlines() if "WARNING" in line and "PATH_MAX" in line]
-    assert len(warned) == 2, warned  # once each, though walked three times
+    assert len(warned) == 3, warned  # once each, though walked three times
     os.close(fd)
     os.close(deepest)

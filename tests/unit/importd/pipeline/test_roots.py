@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from importd.config import RootConfig
-from importd.pipeline.reconcile import WalkError
+from importd.pipeline.reconcile import PATH_MAX, TOO_LONG, WalkError
 from importd.pipeline.roots import WATCH_BACKOFF_MAX_S, WATCH_HEALTHY_S, Roots, RootState, root_online
 from importd.pipeline.watch import (
     IN_ATTRIB,
@@ -22,6 +22,7 @@ from importd.pipeline.watch import (
     Hint,
     PathHint,
     RawEvent,
+    RenameHint,
     WatcherDown,
 )
 
@@ -378,3 +379,13 @@ async def test_a_hint_on_a_folder_the_walk_could_not_read_walks_it_again(tmp_pat
         await roots._rescan_readable(state, [PathHint(b"locked", False)])  # a watched one
         assert rec.scans == [(1, b"locked", "watch")]
         roots.stop_all()
+
+
+def test_a_hint_past_path_max_is_an_unreadable_path_not_a_disappearance(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    roots, _, state = make(tmp_path, Clock())
+    deep = b"d" * (PATH_MAX - len(state.raw_path))
+    hints: list[Hint] = [PathHint(b"ok", False), PathHint(deep, False), RenameHint(b"a", deep, False)]
+    assert roots._reachable(state, hints) == [PathHint(b"ok", False), PathHint(b"a", False)]
+    assert state.walk_errors == [WalkError(deep, TOO_LONG)]  # once, though hinted twice
+    assert roots._reachable(state, [PathHint(b"ok", True)]) == [PathHint(b"ok", True)]

@@ -161,7 +161,7 @@ class Config:
     settle_seconds: float = 5.0
     hash_workers: int = 2
     log_level: str = "info"
-    reconcile_interval: float = 6 * 3600.0
+    reconcile_interval: float = 3600.0
     expectations: Expectations = field(default_factory=lambda: parse_expectations(None))
     fields: FieldRules = field(default_factory=FieldRules)
     media: MediaConfig = field(default_factory=MediaConfig)
@@ -272,7 +272,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     workers = r.number(data, "hash_workers", "", max(1, min(4, os.cpu_count() or 1)), 1)
     if workers != int(workers):
         raise r.fail("hash_workers", "must be a whole number")
-    reconcile = r.number(data, "reconcile_interval_seconds", "", 6 * 3600.0, 10.0)
+    reconcile = r.number(data, "reconcile_interval_seconds", "", 3600.0, 10.0)
     level = (r.string(data, "log_level", "", "info") or "info").lower()
     if level not in LOG_LEVELS:
         raise r.fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {level!r}")

@@ -26,6 +26,7 @@ from importctl.protocol import (
     QueueStatus,
     ScanReply,
     StatusCounters,
+    iso_utc,
 )
 from importd.catalog import files as catalog_files
 from importd.catalog.entities import Resolved, ResolveError, load_states, resolve_conflict_tx
@@ -44,6 +45,7 @@ from importd.imports.legacy import LegacyMapping, MappingError
 from importd.items import ConfirmHeld
 from importd.pipeline.legacy_migration import MigrationResult, migrate
 from importd.pipeline.reconcile import WalkError
+from importd.pipeline.roots import FOLDER_CHANGE_NOTICE_S
 from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve_target
 
 if TYPE_CHECKING:
@@ -173,8 +175,17 @@ class Core:
     # ----- what `status` shows ---------------------------------------------------------------
 
     def stage_warnings(self) -> list[str]:
-        """Stages that are failing right now (root watchers aside: they are in `roots`)."""
+        """Stages that are failing right now (root watchers aside: they are in `roots`), and a
+        root folder replaced under its path lately (swapped: watched anew, but an operator
+        should know the folder they configured is not the one it was)."""
         out = []
+        now = self._clock()
+        for root in self._pipeline.roots.by_id.values():
+            if root.folder_changed and now - root.folder_changed < FOLDER_CHANGE_NOTICE_S:
+                out.append(
+                    f"{root.name}: the folder at {root.config.path} was replaced (moved or swapped) "
+                    f"at {iso_utc(root.folder_changed)}: watched anew and reconciled"
+                )
         if self._pipeline.mapper.last_error:
             out.append(f"entities: mapping failing: {self._pipeline.mapper.last_error}")
         if self._pipeline.writer.disk_full:

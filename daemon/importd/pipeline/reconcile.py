@@ -61,6 +61,16 @@ class WalkError:
 WalkItem = WalkedFile | WalkedLink | WalkError
 
 
+# Linux's PATH_MAX, with the closing NUL: a path handed to a system call is at most 4095 bytes.
+PATH_MAX = 4096
+TOO_LONG = f"path longer than PATH_MAX ({PATH_MAX} bytes) or a name longer than 255 bytes: not catalogued"
+
+
+def too_long(root: bytes, relpath: bytes) -> bool:
+    """Would `root/relpath` be refused by every system call that takes a path (ENAMETOOLONG)?"""
+    return len(root) + 1 + len(relpath) >= PATH_MAX
+
+
 def describe_os_error(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
@@ -69,7 +79,7 @@ def describe_os_error(exc: OSError) -> str:
     if exc.errno == errno.EIO:
         return "input/output error (failing disk or network mount?)"
     if exc.errno == errno.ENAMETOOLONG:
-        return "name too long"
+        return TOO_LONG
     if exc.errno == errno.ESTALE:
         return "stale network file handle"
     return exc.strerror or str(exc)

@@ -34,7 +34,7 @@ from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.items import CatalogSnapshot, VanishedRows
 from importd.paths import display
 from importd.pipeline.reconcile import DirListing, ReconcileComparer, WalkedFile, walk_listings
-from importd.pipeline.roots import Roots, RootState
+from importd.pipeline.roots import Roots, RootState, folder_has_entries
 from importd.runtime import collector_paused, release_memory
 
 log = logging.getLogger("importd.pipeline")
@@ -133,6 +133,10 @@ HandOn = Callable[[RootState, Scan, list[WalkedFile]], None]
 WalkRoot = Callable[[RootState, Scan, "Future[CatalogSnapshot]"], ReconcileComparer]
 LoadSnapshot = Callable[[int, bytes | None], Awaitable[CatalogSnapshot]]
 OnLinks = Callable[[int, list[bytes], bool], Awaitable[None]]
+
+
+def is_under(relpath: bytes, prefix: bytes) -> bool:
+    return relpath == prefix or relpath.startswith(prefix + b"/")
 
 
 def walk_in_batches(
@@ -400,6 +404,20 @@ class Scans:
             scan.state = "failed"
             scan.message = f"root went offline during the walk: {state.watch_error}"
             return
+        if not scan.prefix and diff.seen:
+            state.folder_had_files = True
+        elif (
+            not scan.prefix
+            and not state.folder_had_files
+            and diff.vanished
+            and not diff.errors
+            and not await anyio.to_thread.run_sync(folder_has_entries, state.raw_path)
+        ):
+            # A bare mount point, not a root whose every file was deleted at once.
+            self.roots.set_empty(state)
+            scan.state = "skipped"
+            scan.message = f"root offline: {state.watch_error}"
+            return
         # Put even when nothing vanished: a walk that found held files again ends their hold.
         walk_started = scan.started or 0.0
         await self._writer.put(VanishedRows(scan.root_id, tuple(diff.vanished), walk_started, scan.prefix))
@@ -407,10 +425,18 @@ class Scans:
         scan.errors += len(diff.errors)
         if self.on_links is not None:
             await self.on_links(scan.root_id, [link.relpath for link in diff.links], not scan.prefix)
+        logged = {(err.relpath, err.reason) for err in state.walk_errors}
         if not scan.prefix:
             state.walk_errors = diff.errors
+        else:
+            # A folder's walk answers for that folder: its old errors go, its new ones come.
+            state.walk_errors = [
+                err for err in state.walk_errors if not is_under(err.relpath, scan.prefix)
+            ] + diff.errors
         for err in diff.errors:
-            log.warning(
+            # Once in the log; `importctl errors` lists it while it lasts.
+            log.log(
+                logging.DEBUG if (err.relpath, err.reason) in logged else logging.WARNING,
                 "cannot read %s: %s",
                 display(err.relpath) or ".",
                 err.reason,

@@ -193,10 +193,13 @@ Hint = PathHint | RenameHint
 
 @dataclass(frozen=True, slots=True)
 class WatcherDown:
-    """The watcher failed; the root needs a reconcile. `limit` marks the inotify watch limit."""
+    """The watcher failed; the root needs a reconcile. `limit` marks the inotify watch limit;
+    `root` a watch on the root folder itself that ended (unmounted, moved, deleted): the root
+    may be gone, or another folder may stand at its path."""
 
     reason: str
     limit: bool = False
+    root: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,7 @@ class Interpreted:
     left_folders: list[bytes] = field(default_factory=list)
     overflow: bool = False
     down: str | None = None
+    down_root: bool = False
 
 
 class EventInterpreter:
@@ -237,6 +241,7 @@ class EventInterpreter:
     def __init__(self, ignore: IgnoreRules) -> None:
         self.ignore = ignore
         self.folders: dict[int, bytes] = {}
+        self._watched_paths: dict[bytes, int] = {}  # the reverse of `folders`
         self._moved_from: dict[int, _Pending] = {}  # cookie -> the first half of a rename
 
     @property
@@ -246,6 +251,15 @@ class EventInterpreter:
 
     def watched(self, wd: int, relpath: bytes) -> None:
         self.folders[wd] = relpath
+        self._watched_paths[relpath] = wd
+
+    def unwatched(self, wd: int) -> None:
+        relpath = self.folders.pop(wd, None)
+        if relpath is not None and self._watched_paths.get(relpath) == wd:
+            del self._watched_paths[relpath]
+
+    def is_watched(self, relpath: bytes) -> bool:
+        return relpath in self._watched_paths
 
     def ignored(self, relpath: bytes) -> bool:
         return bool(relpath) and self.ignore.path_ignored(os.fsdecode(relpath))
@@ -284,13 +298,15 @@ class EventInterpreter:
             if folder is None:
                 continue  # a watch already removed: its last records
             if ev.mask & IN_IGNORED:
-                del self.folders[ev.wd]
+                self.unwatched(ev.wd)
                 if not folder and out.down is None:
                     out.down = "the root folder is no longer watched (deleted, moved or unmounted)"
+                    out.down_root = True
                 continue
             if ev.mask & (IN_UNMOUNT | IN_DELETE_SELF | IN_MOVE_SELF):
                 if not folder and out.down is None:
                     out.down = "the root folder was unmounted, deleted or moved"
+                    out.down_root = True
                 continue  # a sub-folder's own events are reported by its parent
             if not ev.name:
                 continue
@@ -320,6 +336,12 @@ class EventInterpreter:
                         superseded.add(earlier)
                     seen.pop(relpath, None)
                     out.hints.append(RenameHint(first.relpath, relpath, is_dir))
+            elif is_dir and ev.mask & IN_ATTRIB and not self.is_watched(relpath):
+                # A folder without a watch (it could not be read when the tree was watched)
+                # whose permissions changed: watch it now and walk it (it may be readable again).
+                path_hint(relpath, True)
+                if not self.ignored(relpath):
+                    out.new_folders.append(relpath)
             else:
                 path_hint(relpath, bool(ev.mask & IN_CREATE))
                 if is_dir and ev.mask & IN_CREATE and not self.ignored(relpath):
@@ -338,7 +360,9 @@ class EventInterpreter:
     def _rename_folders(self, old: bytes, new: bytes) -> None:
         cut = len(old)
         for wd in self.wds_under(old):
-            self.folders[wd] = new + self.folders[wd][cut:]
+            moved = new + self.folders[wd][cut:]
+            self.unwatched(wd)
+            self.watched(wd, moved)
 
 
 class RootWatcher:
@@ -387,7 +411,7 @@ class RootWatcher:
                         continue
                     batch = self.table.interpret(events, self.clock())
                     if batch.down is not None:
-                        self.emit(WatcherDown(batch.down))
+                        self.emit(WatcherDown(batch.down, root=batch.down_root))
                         return
                     for relpath in batch.left_folders:
                         # Moved out of the root: its watches would report from elsewhere.
@@ -444,7 +468,7 @@ class RootWatcher:
                 continue
 
     def _unwatch(self, notify: Notify, wd: int) -> None:
-        self.table.folders.pop(wd, None)
+        self.table.unwatched(wd)
         with contextlib.suppress(OSError):  # already gone with its folder
             notify.rm_watch(wd)
 

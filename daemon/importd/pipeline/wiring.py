@@ -66,6 +66,8 @@ log = logging.getLogger("importd.pipeline")
 Key = tuple[int, bytes]
 HASH_BATCH_FILES = 256
 HASH_BATCH_BYTES = 64 << 20
+# Files whose last failure is remembered (so it is logged once); past it the memory starts anew.
+WARNED_FAILURES_MAX = 100_000
 
 
 def _lstat_many(paths: Sequence[bytes]) -> list[os.stat_result | OSError]:
@@ -167,6 +169,9 @@ class Pipeline:
         # under the GIL, and two threads measured slower than one. Big files (blake3 and the
         # reader release the GIL) use every hash worker.
         self._small_limiter = anyio.CapacityLimiter(1)
+        # The failure last logged per file: a file retried by every reconcile (a path past
+        # PATH_MAX, a permission) is warned of once; `importctl errors` lists it meanwhile.
+        self._warned: dict[Key, str] = {}
         self._tg: TaskGroup | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------
@@ -463,8 +468,18 @@ class Pipeline:
     def _log_outcome(self, state: RootState, outcome: HashedFile | FileFailure, debug: bool) -> None:
         path = display(outcome.ref.relpath)
         if isinstance(outcome, FileFailure):
-            log.warning(
-                "%s/%s: %s", state.name, path, outcome.reason, extra={"root": state.name, "path": path}
+            key = (outcome.ref.root_id, outcome.ref.relpath)
+            again = self._warned.get(key) == outcome.reason
+            if not again and len(self._warned) >= WARNED_FAILURES_MAX:
+                self._warned.clear()
+            self._warned[key] = outcome.reason
+            log.log(
+                logging.DEBUG if again else logging.WARNING,
+                "%s/%s: %s",
+                state.name,
+                path,
+                outcome.reason,
+                extra={"root": state.name, "path": path},
             )
         elif debug and isinstance(outcome, HashedFile):
             extra = {"root": state.name, "path": path, "hash": outcome.blake3}

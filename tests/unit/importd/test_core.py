@@ -144,3 +144,19 @@ def test_a_failed_scan_is_a_warning_until_a_scan_of_that_root_succeeds(
         assert core.stage_warnings() == []
 
     run_service(config_for(tmp_path, {"films": root}), body, started_up)
+
+
+def test_a_root_folder_replaced_under_its_path_is_a_warning_for_an_hour(tmp_path: Path) -> None:
+    root = tmp_path / "legacy"
+    root.mkdir()
+
+    def body(service: Service) -> None:
+        state = next(iter(service.pipeline.roots.by_id.values()))
+        assert service.core.stage_warnings() == []
+        state.folder_changed = time.time() - 10
+        (warning,) = service.core.stage_warnings()
+        assert warning.startswith(f"legacy: the folder at {root} was replaced (moved or swapped) at ")
+        state.folder_changed = time.time() - 3601
+        assert service.core.stage_warnings() == []
+
+    run_service(config_for(tmp_path, {"legacy": root}), body, started_up)

@@ -12,8 +12,19 @@ import anyio
 import pytest
 
 from importd.config import RootConfig
-from importd.pipeline.roots import WATCH_BACKOFF_MAX_S, Roots, RootState, root_online
-from importd.pipeline.watch import IN_CREATE, IN_Q_OVERFLOW, Hint, PathHint, RawEvent
+from importd.pipeline.reconcile import PATH_MAX, TOO_LONG, WalkError
+from importd.pipeline.roots import WATCH_BACKOFF_MAX_S, WATCH_HEALTHY_S, Roots, RootState, root_online
+from importd.pipeline.watch import (
+    IN_ATTRIB,
+    IN_CREATE,
+    IN_ISDIR,
+    IN_Q_OVERFLOW,
+    Hint,
+    PathHint,
+    RawEvent,
+    RenameHint,
+    WatcherDown,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -234,3 +245,147 @@ async def test_a_queue_overflow_asks_for_a_reconcile_and_keeps_watching(tmp_path
         assert rec.scans == [(1, b"", "watch-overflow")]
         assert state.state == "watching" and state.watch_failures == 0 and state.stop_watch is not None
         roots.stop_all()
+
+
+async def wait_until(predicate: Any) -> None:
+    with anyio.fail_after(5):
+        while not predicate():
+            await anyio.sleep(0.01)
+
+
+async def test_every_restart_of_a_watch_is_followed_by_a_reconcile(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    clock = Clock()
+    rec = Recorder()
+    scripts: list[list[Any]] = [[], [OSError(5, "Input/output error")], []]
+
+    def factory() -> ScriptedNotify:
+        return ScriptedNotify(scripts.pop(0))
+
+    roots = Roots(rec.request_scan, rec.on_hints, 3600.0, factory, clock)
+    state = roots.add(1, RootConfig("r", tmp_path / "root"), first_import=False)
+    async with anyio.create_task_group() as tg:
+        roots.bind(tg)
+        await roots.tick()  # the first watch: the start-up walk (queued by the caller) follows it
+        await wait_until(lambda: state.state == "watching")
+        assert rec.scans == []
+        roots.stop_watch(state)
+        await wait_until(lambda: state.stop_watch is None)
+        await roots.tick()  # watched again (a re-arm): nothing watched meanwhile, so walk it
+        await wait_until(lambda: len(rec.scans) == 2)
+        assert rec.scans[0] == (1, b"", "watch-restart")
+        # That watcher fails: a walk at once, and another when the next one is in place.
+        assert rec.scans[1] == (1, b"", "watcher-failure")
+        clock.now += 2
+        await roots.tick()
+        await wait_until(lambda: len(rec.scans) == 3)
+        assert rec.scans[2] == (1, b"", "watch-restart") and state.state == "watching"
+        roots.stop_all()
+
+
+async def test_a_watch_healthy_for_a_while_resets_the_back_off(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    clock = Clock()
+    roots, _, state = make(tmp_path, clock)
+    state.watch_failures = 6  # 64 s back-off
+    async with anyio.create_task_group() as tg:
+        roots.bind(tg)
+        await roots.tick()
+        await wait_until(lambda: state.watch_up_since)
+        clock.now += WATCH_HEALTHY_S - 1
+        await roots.tick()
+        assert state.watch_failures == 6
+        clock.now += 1
+        await roots.tick()
+        assert state.watch_failures == 0
+        roots.stop_all()
+
+
+async def test_a_swapped_root_folder_is_watched_anew_and_reconciled(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    clock = Clock()
+    roots, rec, state = make(tmp_path, clock)
+    async with anyio.create_task_group() as tg:
+        roots.bind(tg)
+        await roots.tick()
+        await wait_until(lambda: state.state == "watching")
+        first = state.stop_watch
+        root.rename(tmp_path / "root.old")
+        (tmp_path / "root.new").mkdir()
+        (tmp_path / "root.new").rename(root)
+        await roots.tick()
+        assert rec.scans == [(1, b"", "root-changed")]
+        assert state.stop_watch is not None and state.stop_watch is not first and first is not None
+        assert first.is_set()  # the old folder's watch is stopped
+        assert state.identity == (root.stat().st_dev, root.stat().st_ino)
+        await wait_until(lambda: state.state == "watching")
+        assert rec.scans == [(1, b"", "root-changed")]  # that walk waits for the new watch
+        roots.stop_all()
+
+
+async def test_a_mount_point_left_bare_is_offline_until_mounted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    mounted = [True]
+    monkeypatch.setattr("importd.pipeline.roots.is_mount_point", lambda path: mounted[0])
+    clock = Clock()
+    roots, rec, state = make(tmp_path, clock, watch="poll")
+    await roots.tick()
+    assert state.mount_point and state.state == "polling"
+    root.rename(tmp_path / "share")  # unmounted: the bare folder under it is another one
+    root.mkdir()
+    mounted[0] = False
+    await roots.tick()
+    assert state.state == "offline" and "no longer a mount point" in (state.watch_error or "")
+    assert rec.scans == []
+    root.rmdir()
+    (tmp_path / "share").rename(root)  # mounted again (a new mount is a new folder, too)
+    mounted[0] = True
+    await roots.tick()
+    assert state.state == "polling" and state.watch_error is None
+    assert rec.scans == [(1, b"", "online")]
+
+
+async def test_a_root_folder_that_goes_away_is_no_watcher_failure(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    clock = Clock()
+    roots, rec, state = make(tmp_path, clock)
+    async with anyio.create_task_group() as tg:
+        roots.bind(tg)
+        await roots.tick()
+        await wait_until(lambda: state.state == "watching")
+        root.rmdir()
+        await roots._watcher_down(state, WatcherDown("the root folder was unmounted", root=True))
+        assert state.state == "offline" and state.watch_failures == 0 and rec.scans == []
+        roots.stop_all()
+
+
+async def test_a_hint_on_a_folder_the_walk_could_not_read_walks_it_again(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    clock = Clock()
+    roots, rec, state = make(tmp_path, clock, script=[[RawEvent(1, IN_ATTRIB | IN_ISDIR, 0, b"locked")]])
+    state.walk_errors = [WalkError(b"locked", "permission denied")]
+    state.walk_follows_watch = True
+    async with anyio.create_task_group() as tg:
+        roots.bind(tg)
+        roots.start_watch(state)
+        await wait_until(lambda: rec.hints)
+        # Unwatched (it could not be read): the watcher watches it and the wiring walks it.
+        assert rec.hints == [[PathHint(b"locked", True)]]
+        await roots._rescan_readable(state, [PathHint(b"locked", False)])  # a watched one
+        assert rec.scans == [(1, b"locked", "watch")]
+        roots.stop_all()
+
+
+def test_a_hint_past_path_max_is_an_unreadable_path_not_a_disappearance(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    roots, _, state = make(tmp_path, Clock())
+    deep = b"d" * (PATH_MAX - len(state.raw_path))
+    hints: list[Hint] = [PathHint(b"ok", False), PathHint(deep, False), RenameHint(b"a", deep, False)]
+    assert roots._reachable(state, hints) == [PathHint(b"ok", False), PathHint(b"a", False)]
+    assert state.walk_errors == [WalkError(deep, TOO_LONG)]  # once, though hinted twice
+    assert roots._reachable(state, [PathHint(b"ok", True)]) == [PathHint(b"ok", True)]

@@ -18,7 +18,7 @@ from importd.catalog.engine import create_engine, migrate
 from importd.catalog.writer import BatchResult, CatalogWriter, FileChange
 from importd.config import RootConfig
 from importd.items import CatalogSnapshot, FileRef, FileStat, HashedFile
-from importd.pipeline.reconcile import ReconcileComparer, WalkedFile
+from importd.pipeline.reconcile import ReconcileComparer, WalkedFile, WalkError
 from importd.pipeline.roots import Roots, RootState
 from importd.pipeline.scans import Scan, Scans, walk_in_batches
 from importd.pipeline.watch import Notify, PathHint
@@ -200,3 +200,47 @@ async def test_commits_count_to_the_running_scan_of_their_root(harness: Harness)
     harness.scans.file_done((1, b"f"))
     await wait_state(scan, "completed")
     assert harness.scans.active() == {}
+
+
+async def registered(harness: Harness, name: str) -> None:
+    (harness.root / name).write_bytes(b"x")
+    first = await harness.scans.request(1, b"", "manual")
+    await wait_state(first, "importing")
+    await harness.writer.put(
+        HashedFile(FileRef(1, "r", name.encode()), FileStat.of((harness.root / name).lstat()), "ab" * 32)
+    )
+    harness.scans.file_done((1, name.encode()))
+    await wait_state(first, "completed")
+
+
+async def test_a_bare_root_folder_is_offline_not_a_mass_deletion(harness: Harness) -> None:
+    await registered(harness, "f")
+    state = harness.roots.by_id[1]
+    assert state.folder_had_files
+    (harness.root / "f").unlink()  # what an unmounted share leaves: its empty mount point,
+    state.folder_had_files = False  # seen by a daemon started since (never with files)
+    scan = await harness.scans.request(1, b"", "manual")
+    await wait_state(scan, "skipped")
+    assert state.state == "offline" and "is empty" in (state.watch_error or "")
+    assert not harness.roots.check_online(state)  # still bare: still offline
+    async with harness.writer.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT status FROM files"))).scalar() == "present"
+    (harness.root / "g").write_bytes(b"y")  # mounted again
+    assert harness.roots.check_online(state)
+
+
+async def test_a_folder_walk_answers_for_that_folder_s_unreadable_dirs(harness: Harness) -> None:
+    state = harness.roots.by_id[1]
+    (harness.root / "a").mkdir()
+    state.walk_errors = [WalkError(b"a", "permission denied"), WalkError(b"b", "permission denied")]
+    scan = await harness.scans.request(1, b"a", "watch")
+    await wait_state(scan, "completed")
+    assert state.walk_errors == [WalkError(b"b", "permission denied")]
+
+
+async def test_a_root_folder_emptied_after_it_was_seen_with_files_is_believed(harness: Harness) -> None:
+    await registered(harness, "f")
+    (harness.root / "f").unlink()
+    scan = await harness.scans.request(1, b"", "manual")
+    await wait_state(scan, "completed")
+    assert scan.vanished == 1 and harness.roots.by_id[1].state != "offline"

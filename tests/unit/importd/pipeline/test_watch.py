@@ -35,6 +35,7 @@ from importd.pipeline.watch import (
     IN_ONLYDIR,
     IN_OPEN,
     IN_Q_OVERFLOW,
+    IN_UNMOUNT,
     PAIR_WINDOW_S,
     EventInterpreter,
     Hint,
@@ -266,7 +267,23 @@ def test_overflow_and_the_root_going_away() -> None:
         is None
     )
     assert 3 not in t.folders
-    assert "root" in (t.interpret([RawEvent(1, IN_MOVE_SELF, 0, b"")], now=1.0).down or "")
+    out = t.interpret([RawEvent(1, IN_MOVE_SELF, 0, b"")], now=1.0)
+    assert "root" in (out.down or "") and out.down_root
+    out = table().interpret([RawEvent(1, IN_UNMOUNT, 0, b""), RawEvent(1, IN_IGNORED, 0, b"")], now=1.0)
+    assert "unmounted" in (out.down or "") and out.down_root
+
+
+def test_a_folder_without_a_watch_whose_permissions_change_is_watched_and_walked() -> None:
+    t = table()
+    # `a` is watched: a chmod of it is a plain hint.
+    assert t.interpret([RawEvent(1, IN_ATTRIB | IN_ISDIR, 0, b"a")], now=1.0).hints == [PathHint(b"a", False)]
+    # `locked` could not be watched (unreadable then): a chmod may have made it readable.
+    out = t.interpret([RawEvent(1, IN_ATTRIB | IN_ISDIR, 0, b"locked")], now=1.0)
+    assert out.hints == [PathHint(b"locked", True)] and out.new_folders == [b"locked"]
+    t.interpret(
+        [RawEvent(1, IN_MOVED_FROM | IN_ISDIR, 4, b"a"), RawEvent(1, IN_MOVED_TO | IN_ISDIR, 4, b"z")], 1.0
+    )
+    assert t.is_watched(b"z/b") and not t.is_watched(b"a/b")
 
 
 # ----- the watcher's lifecycle, with a scripted inotify ---------------------------------------------

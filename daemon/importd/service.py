@@ -20,7 +20,7 @@ from importd.api.events import EventBus
 from importd.api.server import ControlSocket, serve
 from importd.api.table import TABLE
 from importd.catalog.engine import create_engine, migrate
-from importd.config import Config, ConfigError, load_config
+from importd.config import Config, ConfigError, check_runnable, load_config
 from importd.core import Core
 from importd.entities import GapChange
 from importd.journal import Notifier, run_watchdog
@@ -129,6 +129,8 @@ class Service:
         self.notifier.reloading()
         try:
             new = load_config(self.config.source)
+            for warning in check_runnable(new):
+                log.warning("%s", warning)
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             self.notifier.ready()

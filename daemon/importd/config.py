@@ -7,6 +7,7 @@ on one line and exits 78 (EX_CONFIG) so systemd's RestartPreventExitStatus= stop
 from __future__ import annotations
 
 import fnmatch
+import grp
 import importlib.util
 import math
 import os
@@ -178,6 +179,9 @@ class Config:
     fields: FieldRules = field(default_factory=FieldRules)
     media: MediaConfig = field(default_factory=MediaConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    # [control] write_group: the group whose members (and root) may call the methods that write
+    # under a root (api/access.py); None: whoever may open the socket.
+    write_group: str | None = None
     # Sections owned by later stages (entities, media, …), kept verbatim for them to validate.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -322,7 +326,10 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     control = data.get("control", {})
     if not isinstance(control, dict):
         raise r.fail("control", "must be a table")
-    r.unknown(control, {"socket"}, "control.")
+    r.unknown(control, {"socket", "write_group"}, "control.")
+    write_group = r.string(control, "write_group", "control.", None)
+    if write_group is not None and not write_group:
+        raise r.fail("control.write_group", "must be a group name, not empty")
     socket_env = os.environ.get("IMPORTD_SOCKET")
     socket_conf = r.string(control, "socket", "control.", None)
     socket_path = Path(socket_env or socket_conf or default_socket_path(for_daemon=True))
@@ -378,6 +385,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         hash_workers=int(workers),
         log_level=level,
         reconcile_interval=reconcile,
+        write_group=write_group,
         extra=extra,
     )
 
@@ -491,6 +499,11 @@ def check_runnable(config: Config) -> list[str]:
         raise r.fail("roots", "no roots configured: add a [[roots]] table with a name and a path")
     if config.state_dir.exists() and not config.state_dir.is_dir():
         raise r.fail("state_dir", f"{config.state_dir} is a file, not a directory")
+    if config.write_group is not None:
+        try:
+            grp.getgrnam(config.write_group)
+        except KeyError:
+            raise r.fail("control.write_group", f"no group {config.write_group!r} on this system") from None
     warnings: list[str] = []
     resolved: list[tuple[int, RootConfig, Path]] = []
     for i, root in enumerate(config.roots):

@@ -16,9 +16,10 @@ from anyio import CancelScope
 
 from importctl.protocol import Topic, events_path_for
 from importd import __version__
+from importd.api.access import WriteAccess
 from importd.api.events import EventBus
 from importd.api.server import ControlSocket, serve
-from importd.api.table import TABLE
+from importd.api.table import TABLE, WRITES_UNDER_ROOTS
 from importd.catalog.engine import create_engine, migrate
 from importd.config import Config, ConfigError, check_runnable, load_config
 from importd.core import Core
@@ -91,7 +92,8 @@ class Service:
                 async with anyio.create_task_group() as tg:
                     self._stop_scope = tg.cancel_scope
                     tg.start_soon(self._signals)
-                    tg.start_soon(serve, self.control.sock, TABLE, self.core, self.version)
+                    access = WriteAccess(WRITES_UNDER_ROOTS, lambda: self.config.write_group)
+                    tg.start_soon(serve, self.control.sock, TABLE, self.core, self.version, access)
                     self.maintenance.bind(tg)
                     await self.pipeline.start(tg)
                     self.notifier.ready()

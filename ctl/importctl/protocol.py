@@ -171,6 +171,10 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.STREAM_NEXT: {"stream": ((str,), True), "cancel": ((bool,), False)},
     Method.REPORT: {"root": ((str, type(None)), False), "groups": ((int,), False)},
 }
+# Parameters that carry paths (apply_links' actions hold links and candidates): their strings may
+# hold undecodable bytes as surrogate escapes (\udc80-\udcff). Every other string is text and
+# must be valid Unicode throughout, since it reaches the catalog as UTF-8.
+PATH_PARAMS = frozenset({"query", "cwd", "target", "path", "db", "mapping", "rules_file", "actions"})
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
 MAX_RUNS_LIMIT = 10_000
@@ -1247,7 +1251,7 @@ def decode_request(frame: bytes) -> Request:
     return Request(method=method, params=params, id=request_id)
 
 
-def _value_problem(value: Any) -> str | None:
+def _value_problem(value: Any, *, path: bool) -> str | None:
     """What makes a well-typed JSON value unusable, or None. Each of these reached a handler once
     and failed deep inside (an int SQLite cannot store, a string the file system cannot name)."""
     stack = [(value, 0)]
@@ -1264,29 +1268,31 @@ def _value_problem(value: Any) -> str | None:
             if item != item or item in (float("inf"), float("-inf")):
                 return f"a number that is not finite ({item!r})"
         elif isinstance(item, str):
-            problem = _text_problem(item)
+            problem = _text_problem(item, path=path)
             if problem:
                 return problem
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
         elif isinstance(item, dict):
             for k, v in item.items():
-                problem = _text_problem(k)
+                problem = _text_problem(k, path=False)
                 if problem:
                     return problem
                 stack.append((v, depth + 1))
     return None
 
 
-def _text_problem(text: str) -> str | None:
+def _text_problem(text: str, *, path: bool) -> str | None:
     if "\x00" in text:
         return "a NUL character in a string"
     try:
         # Paths carry undecodable bytes as \udc80-\udcff (surrogateescape); any other lone
-        # surrogate stands for no bytes at all.
-        text.encode("utf-8", "surrogateescape")
+        # surrogate stands for no bytes at all. Text has no room for either.
+        text.encode("utf-8", "surrogateescape" if path else "strict")
     except UnicodeEncodeError:
-        return "a lone surrogate (\\ud800-\\udfff) that is not an escaped byte"
+        if path:
+            return "a lone surrogate (\\ud800-\\udfff) that is not an escaped byte"
+        return "a lone surrogate (\\ud800-\\udfff): not text"
     return None
 
 
@@ -1308,7 +1314,7 @@ def validate_params(method: str, params: dict[str, Any], spec: ParamSpec, reques
                 f"{method}: parameter {name!r} must be {wanted}, not {type(value).__name__}",
                 request_id,
             )
-        problem = _value_problem(value)
+        problem = _value_problem(value, path=name in PATH_PARAMS)
         if problem:
             message = f"{method}: parameter {name!r} holds {problem}"
             raise ProtocolError(ErrorCode.INVALID, message, request_id)

@@ -175,6 +175,10 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
 # hold undecodable bytes as surrogate escapes (\udc80-\udcff). Every other string is text and
 # must be valid Unicode throughout, since it reaches the catalog as UTF-8.
 PATH_PARAMS = frozenset({"query", "cwd", "target", "path", "db", "mapping", "rules_file", "actions"})
+# Parameters that name a catalog row by its id: PostgreSQL's `integer` columns hold the ids, so a
+# larger number could name no row and would fail in the driver, not at the door.
+ID_PARAMS = frozenset({"run_id", "run", "scan_id", "conflict_id", "id"})
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
 MAX_RUNS_LIMIT = 10_000
@@ -1251,7 +1255,7 @@ def decode_request(frame: bytes) -> Request:
     return Request(method=method, params=params, id=request_id)
 
 
-def _value_problem(value: Any, *, path: bool) -> str | None:
+def _value_problem(value: Any, *, path: bool, row_id: bool = False) -> str | None:
     """What makes a well-typed JSON value unusable, or None. Each of these reached a handler once
     and failed deep inside (an int SQLite cannot store, a string the file system cannot name)."""
     stack = [(value, 0)]
@@ -1264,6 +1268,8 @@ def _value_problem(value: Any, *, path: bool) -> str | None:
         if isinstance(item, int):
             if not INT64_MIN <= item <= INT64_MAX:
                 return "a whole number outside the signed 64-bit range"
+            if row_id and not INT32_MIN <= item <= INT32_MAX:
+                return "an id outside the signed 32-bit range ids are stored in"
         elif isinstance(item, float):
             if item != item or item in (float("inf"), float("-inf")):
                 return f"a number that is not finite ({item!r})"
@@ -1314,7 +1320,7 @@ def validate_params(method: str, params: dict[str, Any], spec: ParamSpec, reques
                 f"{method}: parameter {name!r} must be {wanted}, not {type(value).__name__}",
                 request_id,
             )
-        problem = _value_problem(value, path=name in PATH_PARAMS)
+        problem = _value_problem(value, path=name in PATH_PARAMS, row_id=name in ID_PARAMS)
         if problem:
             message = f"{method}: parameter {name!r} holds {problem}"
             raise ProtocolError(ErrorCode.INVALID, message, request_id)

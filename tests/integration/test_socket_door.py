@@ -63,6 +63,7 @@ def test_out_of_range_values_are_invalid_with_no_traceback(make_daemon) -> None:
         deep = [deep]
     cases: list[tuple[str, dict[str, Any], str]] = [
         (Method.RUN, {"run_id": 2**63}, "64-bit"),
+        (Method.CHECK_RESULT, {"run_id": 2**31}, "32-bit"),
         (Method.SCAN_PROGRESS, {"scan_id": 2**64 + 5}, "64-bit"),
         (Method.ERRORS, {"limit": -(2**63) - 1}, "64-bit"),
         (Method.RESTORE, {"id": 10**30, "who": "x"}, "64-bit"),

@@ -74,6 +74,8 @@ def test_param_validation() -> None:
     [
         (Method.RUN, {"run_id": 2**63}, "64-bit"),
         (Method.RUN, {"run_id": -(2**63) - 1}, "64-bit"),
+        (Method.RUN, {"run_id": 2**31}, "32-bit"),  # ids: PostgreSQL's integer columns
+        (Method.GAPS, {"run": -(2**31) - 1}, "32-bit"),
         (Method.DUPES, {"threshold": float("inf")}, "finite"),
         (Method.FIND, {"query": "a\x00b"}, "NUL"),
         (Method.FIND, {"query": "\ud800"}, "surrogate"),
@@ -96,7 +98,8 @@ def test_values_no_handler_could_use_are_invalid(
 
 
 def test_edge_values_that_are_fine_pass() -> None:
-    validate_params(Method.RUN, {"run_id": 2**63 - 1}, METHOD_PARAMS[Method.RUN], "r")
+    validate_params(Method.RUN, {"run_id": 2**31 - 1}, METHOD_PARAMS[Method.RUN], "r")
+    validate_params(Method.ERRORS, {"limit": 2**63 - 1}, METHOD_PARAMS[Method.ERRORS], "r")
     validate_params(Method.ERRORS, {"limit": -(2**63)}, METHOD_PARAMS[Method.ERRORS], "r")
     # A path may hold bytes that are not UTF-8, as surrogate escapes.
     validate_params(Method.FIND, {"query": "/srv/caf\udce9.txt"}, METHOD_PARAMS[Method.FIND], "r")

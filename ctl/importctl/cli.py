@@ -109,7 +109,9 @@ COMPLETE_VAR = "_IMPORTCTL_COMPLETE"
 )
 @click.option(
     "--socket",
-    type=click.Path(path_type=Path),
+    # readable=False: click would refuse a socket this user may not open as a usage error (exit
+    # 2); the client says so itself, with the group that grants it (exit 3).
+    type=click.Path(path_type=Path, readable=False),
     envvar="IMPORTD_SOCKET",
     default=None,
     help="control socket (default: IMPORTD_SOCKET, /run/importd/control.sock, or the XDG runtime dir)",

@@ -7,8 +7,10 @@ daemon is down. A fresh socket per call keeps replies from an earlier, timed-out
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
+import pwd
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -23,6 +25,7 @@ from importctl.protocol import (
     DEFAULT_RUN_LOG_LIMIT,
     DEFAULT_RUNS_LIMIT,
     DEFAULT_UNMATCHED_LIMIT,
+    MAX_REQUEST_BYTES,
     PROTOCOL_VERSION,
     ApplyLinksReply,
     CancelReply,
@@ -87,6 +90,10 @@ class DaemonUnreachable(ClientError):
     pass
 
 
+class SocketNotAccessible(DaemonUnreachable):
+    """The socket is there, but this user may not open it (exit 3, with the group that may)."""
+
+
 class DaemonError(ClientError):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
@@ -111,13 +118,21 @@ class Client:
 
     def send_frame(self, frame: bytes, request_id: str | None = None) -> Reply:
         """Send one raw frame and wait for the reply (tests use this for malformed input)."""
-        if not self.socket_path.exists():
-            raise DaemonUnreachable(f"no control socket at {self.socket_path}; {UNREACHABLE_HINT}")
-        if not os.access(self.socket_path, os.R_OK | os.W_OK):
-            raise DaemonUnreachable(
-                f"permission denied on {self.socket_path}; add yourself to the importd group "
-                "(usermod -aG importd $USER) or use sudo"
+        if len(frame) > MAX_REQUEST_BYTES:
+            # The daemon would cut the connection off unanswered (ZMQ_MAXMSGSIZE): say it here.
+            raise DaemonError(
+                ErrorCode.INVALID,
+                f"request of {len(frame):,} bytes is over the limit of {MAX_REQUEST_BYTES:,}; not sent",
             )
+        try:
+            there = self.socket_path.exists()
+            allowed = there and os.access(self.socket_path, os.R_OK | os.W_OK)
+        except PermissionError:  # a folder on the way this user may not enter
+            there, allowed = True, False
+        if not there:
+            raise DaemonUnreachable(f"no control socket at {self.socket_path}; {UNREACHABLE_HINT}")
+        if not allowed:
+            raise SocketNotAccessible(not_accessible(self.socket_path))
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -397,3 +412,37 @@ class EventStream:
 
 
 __all__ = ["PROTOCOL_VERSION", "Client", "ClientError", "DaemonError", "DaemonUnreachable"]
+
+
+def not_accessible(path: Path) -> str:
+    """One line: the socket is not this user's to open, and which group grants it (the group of
+    the socket file, or of the first folder on the way this user may not enter)."""
+    user = _user_name()
+    gate = path
+    for candidate in (path, *path.parents):  # the nearest this user can see shuts them out
+        try:
+            candidate.stat()
+        except OSError:
+            continue
+        gate = candidate
+        break
+    try:
+        gid = gate.stat().st_gid
+        group = grp.getgrgid(gid).gr_name
+    except (OSError, KeyError):
+        group = "importd"
+    if group == "root":
+        return (
+            f"the control socket {path} is not accessible to {user}: only root may use it (sudo importctl …)"
+        )
+    return (
+        f"the control socket {path} is not accessible to {user}: members of group {group!r} may use it "
+        f"(sudo usermod -aG {group} {user}, then log in again)"
+    )
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"

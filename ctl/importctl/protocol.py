@@ -32,10 +32,13 @@ from pathlib import Path
 from typing import Any, NotRequired, Required, TypedDict, overload
 
 PROTOCOL_VERSION = 1
-# Requests above this size get an `invalid` reply. The daemon also sets ZMQ_MAXMSGSIZE (far
-# larger) so a runaway sender is disconnected before it can exhaust memory.
+# The largest request. The client refuses to send more; the daemon sets ZMQ_MAXMSGSIZE to it, so
+# libzmq cuts off a sender of more when it reads the frame's length, before buffering it.
 MAX_REQUEST_BYTES = 1 << 20
-HARD_MAX_MESSAGE_BYTES = 64 << 20
+# How deep a request's params may nest (the deepest real one, apply_links' actions, is 3), and
+# the range of a whole number: what SQLite and PostgreSQL store (a signed 64-bit integer).
+MAX_PARAMS_DEPTH = 16
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 # importctl exit codes (documented in the README).
 EXIT_OK = 0
@@ -178,6 +181,14 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.STREAM_NEXT: {"stream": ((str,), True), "cancel": ((bool,), False)},
     Method.REPORT: {"root": ((str, type(None)), False), "groups": ((int,), False)},
 }
+# Parameters that carry paths (apply_links' actions hold links and candidates): their strings may
+# hold undecodable bytes as surrogate escapes (\udc80-\udcff). Every other string is text and
+# must be valid Unicode throughout, since it reaches the catalog as UTF-8.
+PATH_PARAMS = frozenset({"query", "cwd", "target", "path", "db", "mapping", "rules_file", "actions"})
+# Parameters that name a catalog row by its id: PostgreSQL's `integer` columns hold the ids, so a
+# larger number could name no row and would fail in the driver, not at the door.
+ID_PARAMS = frozenset({"run_id", "run", "scan_id", "conflict_id", "id"})
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 # Defaults and bounds shared by the CLI, the client and the daemon.
 DEFAULT_RUNS_LIMIT = 20
 MAX_RUNS_LIMIT = 10_000
@@ -1257,6 +1268,8 @@ def _loads(frame: bytes, what: str) -> dict[str, Any]:
         obj = json.loads(frame)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(ErrorCode.INVALID, f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.INVALID, f"{what} is nested too deep") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.INVALID, f"{what} must be a JSON object")
     return obj
@@ -1290,6 +1303,53 @@ def decode_request(frame: bytes) -> Request:
     return Request(method=method, params=params, id=request_id)
 
 
+def _value_problem(value: Any, *, path: bool, row_id: bool = False) -> str | None:
+    """What makes a well-typed JSON value unusable, or None. Each of these reached a handler once
+    and failed deep inside (an int SQLite cannot store, a string the file system cannot name)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_PARAMS_DEPTH:
+            return f"nested deeper than {MAX_PARAMS_DEPTH} levels"
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, int):
+            if not INT64_MIN <= item <= INT64_MAX:
+                return "a whole number outside the signed 64-bit range"
+            if row_id and not INT32_MIN <= item <= INT32_MAX:
+                return "an id outside the signed 32-bit range ids are stored in"
+        elif isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                return f"a number that is not finite ({item!r})"
+        elif isinstance(item, str):
+            problem = _text_problem(item, path=path)
+            if problem:
+                return problem
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                problem = _text_problem(k, path=False)
+                if problem:
+                    return problem
+                stack.append((v, depth + 1))
+    return None
+
+
+def _text_problem(text: str, *, path: bool) -> str | None:
+    if "\x00" in text:
+        return "a NUL character in a string"
+    try:
+        # Paths carry undecodable bytes as \udc80-\udcff (surrogateescape); any other lone
+        # surrogate stands for no bytes at all. Text has no room for either.
+        text.encode("utf-8", "surrogateescape" if path else "strict")
+    except UnicodeEncodeError:
+        if path:
+            return "a lone surrogate (\\ud800-\\udfff) that is not an escaped byte"
+        return "a lone surrogate (\\ud800-\\udfff): not text"
+    return None
+
+
 def validate_params(method: str, params: dict[str, Any], spec: ParamSpec, request_id: str) -> None:
     for name in params:
         if name not in spec:
@@ -1308,6 +1368,10 @@ def validate_params(method: str, params: dict[str, Any], spec: ParamSpec, reques
                 f"{method}: parameter {name!r} must be {wanted}, not {type(value).__name__}",
                 request_id,
             )
+        problem = _value_problem(value, path=name in PATH_PARAMS, row_id=name in ID_PARAMS)
+        if problem:
+            message = f"{method}: parameter {name!r} holds {problem}"
+            raise ProtocolError(ErrorCode.INVALID, message, request_id)
 
 
 def decode_reply(frame: bytes) -> Reply:
@@ -1375,8 +1439,11 @@ def default_socket_path(*, for_daemon: bool) -> Path:
         if runtime:
             return Path(runtime.split(":")[0]) / "control.sock"
         return _runtime_dir() / "control.sock"
-    if SYSTEM_SOCKET.exists():
-        return SYSTEM_SOCKET
+    try:
+        if SYSTEM_SOCKET.exists():
+            return SYSTEM_SOCKET
+    except PermissionError:
+        return SYSTEM_SOCKET  # there, in a folder this user may not enter: the client says so
     return _runtime_dir() / "control.sock"
 
 

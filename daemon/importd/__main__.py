@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 
 from importd import __version__
-from importd.config import EX_CONFIG, ConfigError, load_config
+from importd.config import EX_CONFIG, ConfigError, check_runnable, load_config
 
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69
@@ -45,9 +45,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.config)
+        warnings = check_runnable(config)
     except ConfigError as exc:
         print(f"importd: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    for warning in warnings:
+        print(f"importd: warning: {warning}", file=sys.stderr)
     if args.command == "check-config":
         print(f"importd: {config.source}: ok, {len(config.roots)} root(s)")
         return 0

@@ -7,7 +7,9 @@ on one line and exits 78 (EX_CONFIG) so systemd's RestartPreventExitStatus= stop
 from __future__ import annotations
 
 import fnmatch
+import grp
 import importlib.util
+import math
 import os
 import re
 import socket
@@ -56,6 +58,18 @@ DEFAULT_IGNORES: tuple[str, ...] = (
     ".importd-*",
 )
 WATCH_MODES = ("inotify", "poll")
+# Upper bounds: a value past these is a typo or a unit mix-up, never a wish, and some (1e300) do
+# not survive the conversions the pipeline makes (seconds to an int of milliseconds).
+DAY_S = 86_400.0
+MAX_SETTLE_S = DAY_S
+MAX_RECONCILE_INTERVAL_S = 30 * DAY_S
+# Hashing is bound by the disks and the cores, not by threads: the big-file path already spreads
+# one file over every core, and each worker keeps its own read buffers (a 1 MiB chunk, up to an
+# 8 MiB batch of small files), so 32 workers can hold ~300 MiB and 100,000 held 788 MB of RSS
+# while hashing no faster. 32 is more than any disk array here keeps busy.
+MAX_HASH_WORKERS = 32
+# Media workers are processes of 100 MB and more each (decoders, onnxruntime).
+MAX_MEDIA_WORKERS = 32
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -166,6 +180,9 @@ class Config:
     fields: FieldRules = field(default_factory=FieldRules)
     media: MediaConfig = field(default_factory=MediaConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    # [control] write_group: the group whose members (and root) may call the methods that write
+    # under a root (api/access.py); None: whoever may open the socket.
+    write_group: str | None = None
     # Sections owned by later stages (entities, media, …), kept verbatim for them to validate.
     extra: Mapping[str, Any] = field(default_factory=dict)
     # This server's name in a catalog several servers share: its roots are (host, name).
@@ -239,12 +256,25 @@ class _Reader:
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.source, key, problem)
 
-    def number(self, table: Mapping[str, Any], key: str, where: str, default: float, minimum: float) -> float:
+    def number(
+        self,
+        table: Mapping[str, Any],
+        key: str,
+        where: str,
+        default: float,
+        minimum: float,
+        maximum: float | None = None,
+    ) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(where + key, f"must be a number, not {type(value).__name__}")
+        # TOML has nan and inf: no setting means either, and int() of them raises deep inside.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(where + key, f"must be a finite number, not {value!r}")
         if value < minimum:
             raise self.fail(where + key, f"must be at least {minimum:g}, not {value!r}")
+        if maximum is not None and value > maximum:
+            raise self.fail(where + key, f"must be at most {maximum:g}, not {value:g}")
         return float(value)
 
     def string(self, table: Mapping[str, Any], key: str, where: str, default: str | None) -> str | None:
@@ -268,11 +298,11 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     r = _Reader(source)
     r.unknown(data, _TOP_KEYS | _EXTRA_SECTIONS, "")
 
-    settle = r.number(data, "settle_seconds", "", 5.0, 0.0)
-    workers = r.number(data, "hash_workers", "", max(1, min(4, os.cpu_count() or 1)), 1)
+    settle = r.number(data, "settle_seconds", "", 5.0, 0.0, MAX_SETTLE_S)
+    workers = r.number(data, "hash_workers", "", max(1, min(4, os.cpu_count() or 1)), 1, MAX_HASH_WORKERS)
     if workers != int(workers):
         raise r.fail("hash_workers", "must be a whole number")
-    reconcile = r.number(data, "reconcile_interval_seconds", "", 3600.0, 10.0)
+    reconcile = r.number(data, "reconcile_interval_seconds", "", 3600.0, 10.0, MAX_RECONCILE_INTERVAL_S)
     level = (r.string(data, "log_level", "", "info") or "info").lower()
     if level not in LOG_LEVELS:
         raise r.fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
@@ -300,7 +330,10 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
     control = data.get("control", {})
     if not isinstance(control, dict):
         raise r.fail("control", "must be a table")
-    r.unknown(control, {"socket"}, "control.")
+    r.unknown(control, {"socket", "write_group"}, "control.")
+    write_group = r.string(control, "write_group", "control.", None)
+    if write_group is not None and not write_group:
+        raise r.fail("control.write_group", "must be a group name, not empty")
     socket_env = os.environ.get("IMPORTD_SOCKET")
     socket_conf = r.string(control, "socket", "control.", None)
     socket_path = Path(socket_env or socket_conf or default_socket_path(for_daemon=True))
@@ -360,6 +393,7 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         hash_workers=int(workers),
         log_level=level,
         reconcile_interval=reconcile,
+        write_group=write_group,
         extra=extra,
         host=host,
     )
@@ -369,7 +403,7 @@ def _parse_safety(r: _Reader, safety: Any) -> SafetyConfig:
     if not isinstance(safety, dict):
         raise r.fail("safety", "must be a table")
     r.unknown(safety, {"max_vanish_files", "max_vanish_percent"}, "safety.")
-    files = r.number(safety, "max_vanish_files", "safety.", 1000, 1)
+    files = r.number(safety, "max_vanish_files", "safety.", 1000, 1, 2**62)
     if files != int(files):
         raise r.fail("safety.max_vanish_files", "must be a whole number")
     percent = r.number(safety, "max_vanish_percent", "safety.", 20.0, 0.0)
@@ -389,7 +423,7 @@ def _parse_media(r: _Reader, media: Any, faces: Any, state_dir: Path) -> MediaCo
         if not isinstance(table.get(key, True), bool):
             raise r.fail(where + key, "must be true or false")
     # Leave a core for hashing and the control socket.
-    workers = r.number(media, "workers", "media.", max(1, (os.cpu_count() or 2) - 1), 1)
+    workers = r.number(media, "workers", "media.", max(1, (os.cpu_count() or 2) - 1), 1, MAX_MEDIA_WORKERS)
     threshold = r.number(media, "near_threshold", "media.", 10, 0)
     if threshold > 32 or threshold != int(threshold):
         raise r.fail("media.near_threshold", "must be a whole number of bits from 0 to 32")
@@ -400,13 +434,13 @@ def _parse_media(r: _Reader, media: Any, faces: Any, state_dir: Path) -> MediaCo
     return MediaConfig(
         enabled=media.get("enabled", True),
         workers=int(workers),
-        timeout_seconds=r.number(media, "timeout_seconds", "media.", 120.0, 1.0),
-        max_pixels=int(r.number(media, "max_pixels", "media.", 178_956_970, 1)),
+        timeout_seconds=r.number(media, "timeout_seconds", "media.", 120.0, 1.0, DAY_S),
+        max_pixels=int(r.number(media, "max_pixels", "media.", 178_956_970, 1, 2**40)),
         near_threshold=int(threshold),
         faces_enabled=faces.get("enabled", True),
         faces_pack=Path(pack) if pack else state_dir / "models" / "buffalo_l",
-        face_min_score=r.number(faces, "min_score", "faces.", 0.7, 0.0),
-        face_min_px=int(r.number(faces, "min_face_px", "faces.", 40, 1)),
+        face_min_score=r.number(faces, "min_score", "faces.", 0.7, 0.0, 1.0),
+        face_min_px=int(r.number(faces, "min_face_px", "faces.", 40, 1, 1 << 20)),
         same_person_similarity=similarity,
     )
 
@@ -430,7 +464,7 @@ def _parse_root(r: _Reader, raw: Any, i: int) -> RootConfig:
     watch = r.string(raw, "watch", where, "inotify")
     if watch not in WATCH_MODES:
         raise r.fail(where + "watch", f'must be "inotify" or "poll", not {watch!r}')
-    interval = r.number(raw, "poll_interval_seconds", where, 60.0, 1.0)
+    interval = r.number(raw, "poll_interval_seconds", where, 60.0, 1.0, DAY_S)
     ignore = raw.get("ignore", [])
     if not isinstance(ignore, list) or not all(isinstance(g, str) and g for g in ignore):
         raise r.fail(where + "ignore", "must be an array of non-empty glob strings")
@@ -462,3 +496,51 @@ def _parse_root(r: _Reader, raw: Any, i: int) -> RootConfig:
         marker=marker,
         extra=extra,
     )
+
+
+def check_runnable(config: Config) -> list[str]:
+    """What a daemon needs of the disk before it can run on `config`; the parse alone cannot say
+    (the same file may be checked on another machine). Raises `ConfigError` for what would never
+    work; returns warnings for what may work later (a share with a marker, not mounted yet).
+    `importd check-config`, `importd run` and a reload (SIGHUP) all ask it."""
+    r = _Reader(config.source)
+    if not config.roots:
+        raise r.fail("roots", "no roots configured: add a [[roots]] table with a name and a path")
+    if config.state_dir.exists() and not config.state_dir.is_dir():
+        raise r.fail("state_dir", f"{config.state_dir} is a file, not a directory")
+    if config.write_group is not None:
+        try:
+            grp.getgrnam(config.write_group)
+        except KeyError:
+            raise r.fail("control.write_group", f"no group {config.write_group!r} on this system") from None
+    warnings: list[str] = []
+    resolved: list[tuple[int, RootConfig, Path]] = []
+    for i, root in enumerate(config.roots):
+        key = f"roots[{i}].path"
+        if root.path.is_dir():
+            pass
+        elif root.path.exists():
+            raise r.fail(key, f"{root.path} is not a directory")
+        elif root.marker:
+            warnings.append(
+                f"{config.source or '<defaults>'}: {key}: {root.path} does not exist (not mounted yet?): "
+                f"the root stays offline until it and its marker {root.marker!r} appear"
+            )
+        else:
+            raise r.fail(
+                key,
+                f"{root.path} does not exist (a share mounted later needs a marker: "
+                f'roots[{i}].marker = ".importd-online", a file in the mounted share)',
+            )
+        # Paths compared as written miss two names for one folder (a symlink, a bind of /srv
+        # into /mnt): compare where they lead.
+        real = Path(os.path.realpath(root.path))
+        for j, other, other_real in resolved:
+            if real == other_real or real.is_relative_to(other_real) or other_real.is_relative_to(real):
+                raise r.fail(
+                    key,
+                    f"overlaps root {other.name!r} (roots[{j}]): {root.path} leads to {real}, "
+                    f"{other.path} to {other_real}",
+                )
+        resolved.append((i, root, real))
+    return warnings

@@ -16,11 +16,12 @@ from anyio import CancelScope
 
 from importctl.protocol import Topic, events_path_for
 from importd import __version__
+from importd.api.access import WriteAccess
 from importd.api.events import EventBus
 from importd.api.server import ControlSocket, serve
-from importd.api.table import TABLE
+from importd.api.table import TABLE, WRITES_UNDER_ROOTS
 from importd.catalog.engine import create_engine, migrate
-from importd.config import Config, ConfigError, load_config
+from importd.config import Config, ConfigError, check_runnable, load_config
 from importd.core import Core
 from importd.entities import GapChange
 from importd.heartbeat import record_stop, run_heartbeat
@@ -93,7 +94,8 @@ class Service:
                     self._stop_scope = tg.cancel_scope
                     tg.start_soon(self._signals)
                     tg.start_soon(run_heartbeat, self.pipeline.writer, self.version)
-                    tg.start_soon(serve, self.control.sock, TABLE, self.core, self.version)
+                    access = WriteAccess(WRITES_UNDER_ROOTS, lambda: self.config.write_group)
+                    tg.start_soon(serve, self.control.sock, TABLE, self.core, self.version, access)
                     self.maintenance.bind(tg)
                     await self.pipeline.start(tg)
                     self.notifier.ready()
@@ -132,6 +134,8 @@ class Service:
         self.notifier.reloading()
         try:
             new = load_config(self.config.source)
+            for warning in check_runnable(new):
+                log.warning("%s", warning)
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             self.notifier.ready()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from importctl.client import DaemonError
 from tests.conftest import BIN, Daemon, blake3_of, wait_for
 
 
@@ -376,15 +377,18 @@ def test_malformed_and_oversized_messages_get_error_replies(make_daemon) -> None
         json.dumps({"v": 1, "id": "x", "method": "find", "params": {"nope": "y"}}).encode(),
         json.dumps({"v": 1, "method": "status"}).encode(),
         b"{" * 100_000,
-        json.dumps(
-            {"v": 1, "id": "x", "method": "status", "params": {"pad": "x" * (MAX_REQUEST_BYTES + 10)}}
-        ).encode(),
+        b"[" * 100_000,  # deeper than the JSON parser recurses
     ]
     for frame in bad:
         reply = c.send_frame(frame)
         assert reply.ok is False, frame[:40]
         assert reply.error_code is not None and reply.error_code.value == "invalid", (frame[:40], reply)
         assert reply.daemon_version
+    # Over the size limit: the client refuses to send it (the daemon would cut it off unanswered;
+    # tests/integration/test_socket_door.py).
+    big = json.dumps({"v": 1, "id": "x", "method": "status", "params": {"pad": "x" * MAX_REQUEST_BYTES}})
+    with pytest.raises(DaemonError, match="over the limit"):
+        c.send_frame(big.encode())
     # A multi-frame message gets an error reply too.
     import zmq
 

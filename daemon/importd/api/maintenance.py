@@ -17,6 +17,7 @@ from importctl.protocol import (
     TrashReply,
     iso_utc,
 )
+from importd.api.peer import caller
 from importd.api.server import ApiError, Params
 from importd.core import Core
 from importd.maintenance.scrub import Budget, BudgetError, parse_budget
@@ -39,7 +40,7 @@ async def apply_links(core: Core, params: Params) -> ApplyLinksReply:
         for a in actions
     ):
         raise ApiError(ErrorCode.INVALID, "actions: a list of {link, action: repair|trash, candidate}")
-    who = params["who"][:200] or "unknown"
+    who = caller().audit(params["who"])
     return {"results": cast(list[LinkResult], await core.maintenance.apply(actions, who))}
 
 
@@ -53,7 +54,7 @@ async def trash(core: Core, params: Params) -> TrashReply:
 
 async def restore(core: Core, params: Params) -> RestoreReply:
     try:
-        done = await core.maintenance.restore(params["id"], params["who"][:200] or "unknown")
+        done = await core.maintenance.restore(params["id"], caller().audit(params["who"]))
     except ValueError as exc:
         raise ApiError(ErrorCode.INVALID, f"cannot restore {params['id']}: {exc}") from None
     return cast(RestoreReply, done)

@@ -18,7 +18,7 @@ import zmq
 import zmq.asyncio
 
 from importctl.protocol import (
-    HARD_MAX_MESSAGE_BYTES,
+    MAX_REQUEST_BYTES,
     METHOD_PARAMS,
     ErrorCode,
     ProtocolError,
@@ -27,13 +27,21 @@ from importctl.protocol import (
     endpoint_for,
     validate_params,
 )
+from importd.api.access import WriteAccess
+from importd.api.peer import Peer, set_caller
 
 log = logging.getLogger("importd.api")
 
 # A request's params, already checked against the protocol's METHOD_PARAMS.
 Params = dict[str, Any]
 CoreT = TypeVar("CoreT")
-MAX_IN_FLIGHT = 64
+# Requests one client (a process, by the kernel's credentials) may have in flight; more get
+# `busy`. Per client, so one script flooding the socket cannot lock `importctl status` out.
+MAX_IN_FLIGHT_PER_CLIENT = 64
+# All clients together: a backstop on memory, far above what people and their scripts reach.
+MAX_IN_FLIGHT = 1024
+# An error message is for a person: a 1 MB query is not echoed back whole.
+MAX_ERROR_MESSAGE = 500
 
 
 class ApiError(Exception):
@@ -82,7 +90,9 @@ class ControlSocket:
             self.path.unlink()  # stale: its owner is gone, since we hold the lock
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_MESSAGE_BYTES)
+        # libzmq drops a connection whose frame announces more, before reading it, so an
+        # oversized request costs no memory (importctl refuses to send one in the first place).
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         sock.bind(endpoint_for(self.path))
         os.chmod(self.path, 0o660)
         self.sock = sock
@@ -100,13 +110,21 @@ class ControlSocket:
         self.ctx.term()
 
 
+def _short(message: str) -> str:
+    if len(message) <= MAX_ERROR_MESSAGE:
+        return message
+    return f"{message[:MAX_ERROR_MESSAGE]}… ({len(message) - MAX_ERROR_MESSAGE} more characters)"
+
+
 async def serve(
     sock: zmq.asyncio.Socket,
     table: Mapping[str, Callable[[CoreT, Params], Awaitable[object]]],
     core: CoreT,
     version: str,
+    access: WriteAccess | None = None,
 ) -> None:
-    in_flight = 0
+    in_flight: dict[object, int] = {}
+    total = 0
 
     async def reply(envelope: list[bytes], body: Reply) -> None:
         try:
@@ -114,9 +132,15 @@ async def serve(
         except zmq.ZMQError as exc:
             log.debug("reply not sent: %s", exc)
 
-    async def handle(envelope: list[bytes], frame: bytes) -> None:
-        nonlocal in_flight
+    def failed(request_id: str | None, code: ErrorCode, message: str) -> Reply:
+        return Reply(
+            request_id, False, error_code=code, error_message=_short(message), daemon_version=version
+        )
+
+    async def handle(envelope: list[bytes], frame: bytes, peer: Peer, client: object) -> None:
+        nonlocal total
         request_id: str | None = None
+        set_caller(peer)  # this task's own context: handlers ask `caller()`
         try:
             request = decode_request(frame)
             request_id = request.id
@@ -125,75 +149,55 @@ async def serve(
             if handler is None or spec is None:
                 raise ProtocolError(ErrorCode.INVALID, f"unknown method {request.method!r}", request_id)
             validate_params(request.method, request.params, spec, request.id)
+            denial = access.denial(request.method, peer) if access is not None else None
+            if denial is not None:
+                log.warning("refused %s to %s: %s", request.method, peer.describe(), denial)
+                raise ApiError(ErrorCode.DENIED, denial)
             result = await handler(core, request.params)
             await reply(envelope, Reply(request_id, True, result=result, daemon_version=version))
         except ProtocolError as exc:
-            rid = exc.request_id or request_id
-            await reply(
-                envelope,
-                Reply(rid, False, error_code=exc.code, error_message=exc.message, daemon_version=version),
-            )
+            await reply(envelope, failed(exc.request_id or request_id, exc.code, exc.message))
         except ApiError as exc:
-            await reply(
-                envelope,
-                Reply(
-                    request_id, False, error_code=exc.code, error_message=exc.message, daemon_version=version
-                ),
-            )
+            await reply(envelope, failed(request_id, exc.code, exc.message))
         except Exception as exc:
             log.exception("handler failed")
-            await reply(
-                envelope,
-                Reply(
-                    request_id,
-                    False,
-                    error_code=ErrorCode.INTERNAL,
-                    error_message=f"{type(exc).__name__}: {exc}",
-                    daemon_version=version,
-                ),
-            )
+            await reply(envelope, failed(request_id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
         finally:
-            in_flight -= 1
+            total -= 1
+            left = in_flight[client] - 1
+            if left:
+                in_flight[client] = left
+            else:
+                del in_flight[client]
 
     async with anyio.create_task_group() as tg:
         while True:
             try:
-                frames = await sock.recv_multipart(copy=True)
+                frames = await sock.recv_multipart(copy=False)
             except zmq.ZMQError as exc:
                 log.warning("control socket receive failed: %s", exc)
                 await anyio.sleep(0.1)
                 continue
             if len(frames) < 2:
                 continue  # no routing identity: nothing to reply to
+            peer = Peer.of(frames[-1])
             # DEALER clients send [payload]; REQ clients add an empty delimiter frame.
-            envelope = [frames[0]]
-            body = frames[1:]
+            envelope = [frames[0].bytes]
+            body = [f.bytes for f in frames[1:]]
             if body and body[0] == b"" and len(body) > 1:
                 envelope.append(b"")
                 body = body[1:]
             if len(body) != 1:
+                await reply(envelope, failed(None, ErrorCode.INVALID, "a request is exactly one frame"))
+                continue
+            # A process, whatever sockets it opens (importctl opens one per call); the routing
+            # identity where the kernel's word is missing.
+            client: object = (peer.uid, peer.pid) if peer.known else envelope[0]
+            if in_flight.get(client, 0) >= MAX_IN_FLIGHT_PER_CLIENT or total >= MAX_IN_FLIGHT:
                 await reply(
-                    envelope,
-                    Reply(
-                        None,
-                        False,
-                        error_code=ErrorCode.INVALID,
-                        error_message="a request is exactly one frame",
-                        daemon_version=version,
-                    ),
+                    envelope, failed(None, ErrorCode.BUSY, "too many requests in flight; retry shortly")
                 )
                 continue
-            if in_flight >= MAX_IN_FLIGHT:
-                await reply(
-                    envelope,
-                    Reply(
-                        None,
-                        False,
-                        error_code=ErrorCode.BUSY,
-                        error_message="too many requests in flight; retry shortly",
-                        daemon_version=version,
-                    ),
-                )
-                continue
-            in_flight += 1
-            tg.start_soon(handle, envelope, body[0])
+            in_flight[client] = in_flight.get(client, 0) + 1
+            total += 1
+            tg.start_soon(handle, envelope, body[0], peer, client)

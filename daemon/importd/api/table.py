@@ -64,3 +64,6 @@ TABLE: dict[str, Handler] = {
     Method.STREAM_NEXT: export.stream_next,
     Method.REPORT: report.report,
 }
+
+# The methods that change files under a root; `[control] write_group` may keep them to a group.
+WRITES_UNDER_ROOTS: frozenset[str] = frozenset({Method.APPLY_LINKS, Method.RESTORE})

@@ -198,6 +198,8 @@ def _bound(raw: Mapping[str, Any], key: str, kind: str, where: str) -> int | flo
         raise FieldError(f"{where}.{key}", f"must be a number, not {value!r}")
     if kind == "int" and not isinstance(value, int):
         raise FieldError(f"{where}.{key}", f"must be a whole number, not {value!r}")
+    if value != value:  # nan: every comparison with it is false, so it would bound nothing
+        raise FieldError(f"{where}.{key}", "must be a number, not nan")
     return value
 
 

@@ -233,3 +233,31 @@ def test_events_arrive_as_envelopes(socket_path: Path) -> None:
     finally:
         pub.close(linger=0)
         ctx.term()
+
+
+def test_a_request_over_the_limit_is_not_sent(tmp_path: Path) -> None:
+    from importctl.protocol import MAX_REQUEST_BYTES
+
+    sock = tmp_path / "c.sock"
+    sock.write_bytes(b"")  # never reached: refused before the socket is looked at
+    with pytest.raises(DaemonError) as err:
+        Client(sock).find("x" * MAX_REQUEST_BYTES)
+    assert err.value.code is ErrorCode.INVALID and "not sent" in err.value.message
+    assert len(err.value.message) < 200
+
+
+def test_not_accessible_names_the_group_that_grants_the_socket(tmp_path: Path) -> None:
+    import grp
+    import os
+
+    from importctl.client import not_accessible
+
+    sock = tmp_path / "run" / "control.sock"
+    sock.parent.mkdir()
+    sock.write_bytes(b"")
+    group = grp.getgrgid(os.stat(sock).st_gid).gr_name
+    line = not_accessible(sock)
+    assert "\n" not in line and str(sock) in line and "not accessible" in line
+    assert (f"group {group!r}" in line) or (group == "root" and "only root" in line)
+    # A socket behind a folder that does not exist: the nearest folder that does decides.
+    assert "not accessible" in not_accessible(tmp_path / "gone" / "control.sock")

@@ -6,6 +6,7 @@ from importctl.protocol import (
     MAX_REQUEST_BYTES,
     METHOD_PARAMS,
     ErrorCode,
+    Method,
     ProtocolError,
     Reply,
     Request,
@@ -66,3 +67,49 @@ def test_param_validation() -> None:
             validate_params("find", bad, spec, "1")
     with pytest.raises(ProtocolError, match="must be int"):
         validate_params("errors", {"limit": True}, METHOD_PARAMS["errors"], "1")
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "problem"),
+    [
+        (Method.RUN, {"run_id": 2**63}, "64-bit"),
+        (Method.RUN, {"run_id": -(2**63) - 1}, "64-bit"),
+        (Method.RUN, {"run_id": 2**31}, "32-bit"),  # ids: PostgreSQL's integer columns
+        (Method.GAPS, {"run": -(2**31) - 1}, "32-bit"),
+        (Method.DUPES, {"threshold": float("inf")}, "finite"),
+        (Method.FIND, {"query": "a\x00b"}, "NUL"),
+        (Method.FIND, {"query": "\ud800"}, "surrogate"),
+        (Method.ENTITY, {"entity": "caf\udce9"}, "surrogate"),  # text, not a path: no escapes
+        (Method.APPLY_LINKS, {"actions": [{"link\x00": "x"}], "who": "me"}, "NUL"),
+        (
+            Method.IMPORT_CSV,
+            {"path": "/x", "type": "t", "map": [[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]},
+            "nested",
+        ),
+    ],
+)
+def test_values_no_handler_could_use_are_invalid(
+    method: Method, params: dict[str, object], problem: str
+) -> None:
+    with pytest.raises(ProtocolError) as err:
+        validate_params(method, params, METHOD_PARAMS[method], "r1")
+    assert err.value.code is ErrorCode.INVALID and problem in err.value.message
+    assert err.value.request_id == "r1"
+
+
+def test_edge_values_that_are_fine_pass() -> None:
+    validate_params(Method.RUN, {"run_id": 2**31 - 1}, METHOD_PARAMS[Method.RUN], "r")
+    validate_params(Method.ERRORS, {"limit": 2**63 - 1}, METHOD_PARAMS[Method.ERRORS], "r")
+    validate_params(Method.ERRORS, {"limit": -(2**63)}, METHOD_PARAMS[Method.ERRORS], "r")
+    # A path may hold bytes that are not UTF-8, as surrogate escapes.
+    validate_params(Method.FIND, {"query": "/srv/caf\udce9.txt"}, METHOD_PARAMS[Method.FIND], "r")
+    link = {"link": "/srv/l\udcff", "action": "repair", "candidate": "/srv/\udce9"}
+    validate_params(
+        Method.APPLY_LINKS, {"actions": [link], "who": "é"}, METHOD_PARAMS[Method.APPLY_LINKS], "r"
+    )
+
+
+def test_json_too_deep_to_parse_is_invalid() -> None:
+    with pytest.raises(ProtocolError, match="nested too deep") as err:
+        decode_request(b"[" * 100_000)
+    assert err.value.code is ErrorCode.INVALID

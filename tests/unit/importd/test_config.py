@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from importd.config import ConfigError, IgnoreRules, SafetyConfig, load_config, parse_config
+from importd.config import ConfigError, IgnoreRules, SafetyConfig, check_runnable, load_config, parse_config
 
 
 def test_minimal_contract_config(tmp_path: Path) -> None:
@@ -109,3 +109,70 @@ def test_the_example_config_is_valid_and_states_the_default_limits() -> None:
     example = Path(__file__).parents[3] / "config" / "importd.example.toml"
     data = tomllib.loads(example.read_text(encoding="utf-8"))
     assert data["safety"] == {"max_vanish_files": 1000, "max_vanish_percent": 20}
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "problem"),
+    [
+        ({"settle_seconds": float("nan")}, "settle_seconds", "finite"),
+        ({"settle_seconds": float("inf")}, "settle_seconds", "finite"),
+        ({"settle_seconds": 1e300}, "settle_seconds", "at most 86400"),
+        ({"hash_workers": 100_000}, "hash_workers", "at most 32"),
+        ({"reconcile_interval_seconds": float("-inf")}, "reconcile_interval_seconds", "finite"),
+        ({"safety": {"max_vanish_files": float("inf")}}, "safety.max_vanish_files", "finite"),
+        ({"safety": {"max_vanish_percent": float("nan")}}, "safety.max_vanish_percent", "finite"),
+        ({"media": {"workers": 10**18}}, "media.workers", "at most"),
+        ({"faces": {"min_score": 2}}, "faces.min_score", "at most 1"),
+        (
+            {"roots": [{"name": "a", "path": "/a", "poll_interval_seconds": 1e300}]},
+            "roots[0].poll_interval_seconds",
+            "at most",
+        ),
+        (
+            {"fields": {"character": {"age": {"type": "int", "min": float("nan")}}}},
+            "fields.character.age.min",
+            "nan",
+        ),
+    ],
+)
+def test_non_finite_and_absurd_numbers_name_the_key(data: dict[str, object], key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, Path("/etc/importd/importd.toml"))
+    assert err.value.key == key and problem in err.value.problem
+
+
+def runnable(tmp_path: Path, roots: list[dict[str, object]], **top: object) -> list[str]:
+    data: dict[str, object] = {"state_dir": str(tmp_path / "state"), "roots": roots, **top}
+    return check_runnable(parse_config(data, tmp_path / "c.toml"))
+
+
+def test_check_runnable_refuses_what_would_never_work(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tmp_path / "via").symlink_to(tree)
+    (tmp_path / "file").write_bytes(b"")
+    assert runnable(tmp_path, [{"name": "a", "path": str(tree)}]) == []
+    for roots, top, key in (
+        ([], {}, "roots"),
+        ([{"name": "a", "path": str(tree)}], {"state_dir": str(tmp_path / "file")}, "state_dir"),
+        ([{"name": "a", "path": str(tmp_path / "none")}], {}, "roots[0].path"),
+        ([{"name": "a", "path": str(tmp_path / "file")}], {}, "roots[0].path"),
+        (
+            [{"name": "a", "path": str(tree)}, {"name": "b", "path": str(tmp_path / "via")}],
+            {},
+            "roots[1].path",
+        ),
+        (
+            [{"name": "a", "path": str(tmp_path / "via" / "sub")}, {"name": "b", "path": str(tree)}],
+            {},
+            "roots[1].path",
+        ),
+    ):
+        with pytest.raises(ConfigError) as err:
+            runnable(tmp_path, roots, **top)
+        assert err.value.key == key, err.value
+
+
+def test_a_missing_root_with_a_marker_is_a_warning(tmp_path: Path) -> None:
+    warnings = runnable(tmp_path, [{"name": "nas", "path": str(tmp_path / "nas"), "marker": ".online"}])
+    assert len(warnings) == 1 and "roots[0].path" in warnings[0] and "not mounted yet" in warnings[0]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints, is
 
 import anyio
 import pytest
+import zmq
 
 from importctl.client import Client, DaemonError
 from importctl.protocol import (
@@ -236,9 +237,17 @@ def test_refusals_are_invalid_and_the_server_keeps_serving(
             request = Request(Method.SCAN_PROGRESS, params)
             reply = refused(request.encode(), request.id)
             assert reply.error_code is ErrorCode.INVALID and reply.id == request.id
+        # Over the limit: the client does not send it; a raw sender is cut off unanswered by
+        # libzmq (ZMQ_MAXMSGSIZE) before the frame is buffered.
         oversized = Request(Method.FIND, {"query": "x" * MAX_REQUEST_BYTES})
-        reply = refused(oversized.encode())
-        assert reply.error_code is ErrorCode.INVALID and "exceeds" in reply.error_message
+        too_big = daemon_error(lambda: client.send_frame(oversized.encode()))
+        assert too_big.code is ErrorCode.INVALID and "not sent" in too_big.message
+        assert "xxxx" not in too_big.message
+        raw = zmq.Context.instance().socket(zmq.DEALER)
+        raw.connect(f"ipc://{client.socket_path}")
+        raw.send(oversized.encode())
+        assert not raw.poll(500), "no reply to a frame over the limit: the connection is dropped"
+        raw.close(0)
         # A handler's failure is `internal`, with the reason; the loop goes on.
         broken = daemon_error(lambda: client.scan_progress(666))
         assert broken.code is ErrorCode.INTERNAL and "the core broke" in broken.message

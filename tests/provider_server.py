@@ -179,12 +179,13 @@ def provider_server(catalog: Catalog | None = None) -> Iterator[ProviderServer]:
         server.close()
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    """The most requests that arrived within any half-open window [t, t + window)."""
+def max_in_window(times: list[float], window: float, eps: float = 1e-9) -> int:
+    """The most requests that arrived within any half-open window [t, t + window) (`eps`: a
+    start exactly one window after another is outside it, float rounding aside)."""
     times = sorted(times)
     best, j = 0, 0
     for i, t in enumerate(times):
-        while times[j] <= t - window:
+        while times[j] <= t - window + eps:
             j += 1
         best = max(best, i - j + 1)
     return best

@@ -27,7 +27,10 @@ from typing import Any
 from bench import report
 from bench.core import CoreBench, CoreOptions, figures_of, find_importd
 
-SECTIONS = ("core", "media", "entities", "maintenance", "watch", "legacy", "imports", "export", "html_report")
+SECTIONS = (
+    "core", "media", "entities", "maintenance", "watch", "legacy", "imports", "export", "html_report",
+    "enrich",
+)  # fmt: skip
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "results.json"
 
 

@@ -272,3 +272,32 @@ def test_the_limiter_holds_and_a_killed_run_asks_nothing_twice(make_daemon, tmp_
         # A run that was interrupted is marked so.
         statuses = [r["status"] for r in d.ctl_json("runs") if r["kind"] == "enrich"]
         assert statuses[0] == "completed" and "interrupted" in statuses
+
+
+def test_automatic_enrichment_follows_new_entities(make_daemon, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cat = Catalog()
+    cat.movie(11, "First Film", 1980)
+    cat.movie(12, "Second Film", 1981)
+    cat.show(90, "Kaamelott", 2005)
+    with provider_server(cat) as server:
+        lib = tmp_path / "lib"
+        film(lib, "First Film (1980)")
+        d = library(make_daemon, tmp_path, server, automatic=True)
+        d.start()
+        wait_for(
+            lambda: d.sql("SELECT count(*) FROM enrichments WHERE state = 'matched'")[0][0] == 1, timeout=30
+        )
+        film(lib, "Second Film (1981)")
+        episode = lib / "Séries" / "Kaamelott" / "Saison 01" / "Kaamelott S01E01.mkv"
+        episode.parent.mkdir(parents=True)
+        episode.write_bytes(b"x" * 100)
+        wait_for(
+            lambda: d.sql("SELECT count(*) FROM enrichments WHERE state = 'matched'")[0][0] == 3, timeout=30
+        )
+        assert attributes(d, "Kaamelott")["tmdb_id"]["value"] == 90
+        assert any("/3/search/tv" in r.path for r in server.requests())
+        runs = [r for r in d.ctl_json("runs") if r["kind"] == "enrich"]
+        assert runs and all(r["trigger"] == "automatic" for r in runs)
+        asked = [r.path for r in server.requests()]
+        assert len(asked) == len(set(asked))
+        assert_gaps_live(d)

@@ -101,6 +101,8 @@ async def enrich(core: Core, params: Params) -> EnrichReply:
             )
         selection = Selection(entity_type=etype, label=f"type {etype}")
     job = enricher.request(selection, dry_run=bool(params.get("dry_run")))
+    if job is None:
+        raise ApiError(ErrorCode.BUSY, "too many enrichment runs queued already")
     return wire_job(job)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -98,7 +99,6 @@ class Job:
     message: str = ""
     started: float | None = None
     finished: float | None = None
-    done: anyio.Event = field(default_factory=anyio.Event)
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,11 @@ class Enricher:
             self.limiter = _limiter(config)
         self._provider = None  # made again for the next request, with the new settings
 
+    def redact(self, text: str) -> str:
+        """`text` without the key (an exception's text, a traceback)."""
+        secret = self.config.key.reveal()
+        return text.replace(secret, "***") if secret else text
+
     def provider(self) -> Provider:
         if self._provider is None:
             self._provider = self._factory(self.config, self.limiter)
@@ -163,18 +168,21 @@ class Enricher:
             try:
                 await self._execute(job)
             except Exception as exc:  # a run's failure never stops the task, nor the daemon
-                log.exception("enrichment run failed")
-                job.state, job.message = "failed", f"{type(exc).__name__}: {exc}"
+                log.error("enrichment run failed: %s", self.redact(traceback.format_exc()))
+                job.state, job.message = "failed", self.redact(f"{type(exc).__name__}: {exc}")
             finally:
                 job.finished = job.finished or self.host.now()
-                job.done.set()
 
-    def request(self, selection: Selection, *, dry_run: bool, trigger: str = "manual") -> Job:
+    def request(self, selection: Selection, *, dry_run: bool, trigger: str = "manual") -> Job | None:
+        """Queue a run; None when `MAX_JOBS` are queued already."""
         job = Job(uuid.uuid4().hex[:12], selection, dry_run, trigger)
+        try:
+            self._send.send_nowait(job)
+        except anyio.WouldBlock:
+            return None
         self.jobs[job.id] = job
         while len(self.jobs) > MAX_JOBS:
             self.jobs.popitem(last=False)
-        self._send.send_nowait(job)
         return job
 
     def notice(self, changed: bool) -> None:
@@ -193,7 +201,8 @@ class Enricher:
                 continue
             if any(j.trigger == "automatic" and j.state == "queued" for j in self.jobs.values()):
                 continue
-            self.request(Selection(label="new entities"), dry_run=False, trigger="automatic")
+            if self.request(Selection(label="new entities"), dry_run=False, trigger="automatic") is None:
+                self._wake.set()  # the queue is full: try again after the next pause
 
     # ----- one run ---------------------------------------------------------------------------
 
@@ -236,7 +245,9 @@ class Enricher:
             job.state = status
             job.finished = self.host.now()
             if job.run_id is not None:
-                with anyio.CancelScope(shield=True):
+                # Shielded, but bounded: a daemon that is stopping must not wait on it long (a run
+                # left `running` is marked interrupted at the next start anyway).
+                with anyio.move_on_after(2.0, shield=True):
                     await self._finish(job, status)
 
     async def _worker(
@@ -348,8 +359,8 @@ class Enricher:
             )
             return Asked(s, trace, query.title)
         except Exception as exc:  # a bug or a surprise in one answer skips that entity only
-            log.exception("enrichment of entity %s failed", row.id)
-            return failed(ProviderFailure(f"{type(exc).__name__}: {exc}"))
+            log.error("enrichment of entity %s failed: %s", row.id, self.redact(traceback.format_exc()))
+            return failed(ProviderFailure(self.redact(f"{type(exc).__name__}: {exc}")))
 
     async def _finish(self, job: Job, status: str) -> None:
         c = job.counts

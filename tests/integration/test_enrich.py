@@ -177,6 +177,9 @@ def test_retries_pending_validate_unapply_and_the_key_stays_secret(make_daemon, 
         assert any(e["entity"] == "Retry Film (2000)" and "HTTP 500" in e["detail"] for e in retried)
         assert any(e["entity"] == "Slow Film (2002)" and "timed out" in e["detail"] for e in retried)
         assert any(e["entity"] == "Garbled Film (2003)" and "not JSON" in e["detail"] for e in retried)
+        # Retry-After: 1 was honoured, plus half a second, before the next try.
+        retry_times = [r.at for r in server.requests() if "query=Retry" in r.path]
+        assert len(retry_times) == 3 and retry_times[1] - retry_times[0] >= 1.5
         (skip,) = [e for e in log if e["action"] == "skipped" and e["entity"] == "Broken Film (2001)"]
         assert "HTTP 500 after 3 tries" in skip["detail"] and "next run" in skip["detail"]
 

@@ -201,7 +201,8 @@ class Enricher:
                 continue
             if any(j.trigger == "automatic" and j.state == "queued" for j in self.jobs.values()):
                 continue
-            if self.request(Selection(label="new entities"), dry_run=False, trigger="automatic") is None:
+            selection = Selection(label="new or changed entities")
+            if self.request(selection, dry_run=False, trigger="automatic") is None:
                 self._wake.set()  # the queue is full: try again after the next pause
 
     # ----- one run ---------------------------------------------------------------------------

@@ -151,7 +151,7 @@ class Service:
         )
         self.config = new
         if self.core.enricher is not None and new.enrich is not None:
-            self.core.enricher.reconfigure(new.enrich)
+            await self.core.enricher.reconfigure(new.enrich)
         elif (self.core.enricher is None) != (new.enrich is None):
             log.warning("[enrich] turned on or off: takes effect after a restart (systemctl restart importd)")
         self.pipeline.reconfigure(new)

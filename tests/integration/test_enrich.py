@@ -304,3 +304,12 @@ def test_automatic_enrichment_follows_new_entities(make_daemon, tmp_path) -> Non
         asked = [r.path for r in server.requests()]
         assert len(asked) == len(set(asked))
         assert_gaps_live(d)
+        # A reload with new settings: the next run uses a new client (and the same cache).
+        d.extra = EXPECT_PLOT + enrich_section(server, d.base / "state", rate_limit=7, automatic=False)
+        d.write_config(f'\n[[roots]]\nname = "lib"\npath = "{lib}"\nrules = "films-series"\n')
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in d.log_text(), timeout=20)
+        again = enrich(d, "--entity", "First Film (1980)")
+        assert again["state"] == "completed" and again["counts"]["cached"] == 1  # details by its id
+        assert again["counts"]["requests"] == 0

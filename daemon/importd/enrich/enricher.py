@@ -125,6 +125,7 @@ class Enricher:
         self._factory = provider_factory or _tmdb
         self.limiter = _limiter(config)
         self._provider: Provider | None = None
+        self._stale: list[Provider] = []  # replaced by a reload while a run used them
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self._send, self._recv = anyio.create_memory_object_stream[Job](MAX_JOBS)
         self._wake = anyio.Event()
@@ -137,11 +138,17 @@ class Enricher:
         out.update(dict.fromkeys(self.config.tv_types, "tv"))
         return out
 
-    def reconfigure(self, config: EnrichConfig) -> None:
+    async def reconfigure(self, config: EnrichConfig) -> None:
+        """SIGHUP: the next request uses the new settings (a run in progress keeps its client)."""
         old, self.config = self.config, config
         if (old.rate_limit, old.rate_window_seconds) != (config.rate_limit, config.rate_window_seconds):
             self.limiter = _limiter(config)
-        self._provider = None  # made again for the next request, with the new settings
+        if old != config and self._provider is not None:
+            stale, self._provider = self._provider, None
+            if any(j.state == "running" for j in self.jobs.values()):
+                self._stale.append(stale)  # its run's workers still use it: closed at the end
+            else:
+                await _close(stale)
 
     def redact(self, text: str) -> str:
         """`text` without the key (an exception's text, a traceback)."""
@@ -443,10 +450,16 @@ class Enricher:
         return done
 
     async def aclose(self) -> None:
-        closer = getattr(self._provider, "aclose", None)
-        if closer is not None:
-            with anyio.CancelScope(shield=True):
-                await closer()
+        for provider in [self._provider, *self._stale]:
+            await _close(provider)
+        self._provider, self._stale = None, []
+
+
+async def _close(provider: Provider | None) -> None:
+    closer = getattr(provider, "aclose", None)
+    if closer is not None:
+        with anyio.CancelScope(shield=True):
+            await closer()
 
 
 def _unsettled(row: catalog.EntityToAsk, kind: Kind) -> bool:

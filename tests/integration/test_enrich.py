@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from importctl.protocol import Method
 from tests.conftest import Daemon, wait_for
 from tests.provider_server import Catalog, ProviderServer, max_in_window, provider_server
+from tests.unit.importd.api.test_table import conforms
 
 KEY = "sekrit-KEY-4f1c2b9a7e"
 EXPECT_PLOT = """
@@ -140,6 +142,7 @@ def test_retries_pending_validate_unapply_and_the_key_stays_secret(make_daemon, 
         reply = enrich(d, "--all")
         outputs.append(json.dumps(reply))
         assert reply["state"] == "completed", reply
+        conforms(Method.ENRICH, reply)
         outcome = {i["entity"]: i["outcome"] for i in reply["items"]}
         assert outcome["Amélie (2001)"] == "matched"
         assert outcome["Playtime (1967)"] == "matched"
@@ -184,7 +187,9 @@ def test_retries_pending_validate_unapply_and_the_key_stays_secret(make_daemon, 
         assert "HTTP 500 after 3 tries" in skip["detail"] and "next run" in skip["detail"]
 
         # Pending: two equally good candidates; validate --pick 2 takes the second.
-        (twins,) = d.ctl_json("pending")
+        pending = d.ctl_json("pending")
+        conforms(Method.PENDING, pending)
+        (twins,) = pending
         assert twins["name"] == "The Twins (1990)"
         assert [c["provider_id"] for c in twins["candidates"]] == [301, 302]
         assert twins["candidates"][0]["confidence"] == twins["candidates"][1]["confidence"] == 1.0
@@ -192,6 +197,7 @@ def test_retries_pending_validate_unapply_and_the_key_stays_secret(make_daemon, 
         assert res.returncode == 0 and b"The Twins" in res.stdout
         picked = d.ctl_json("validate", "The Twins (1990)", "--pick", "2")
         assert picked["state"] == "matched" and picked["provider_id"] == 302
+        conforms(Method.VALIDATE, picked)
         assert attributes(d, "The Twins (1990)")["plot"]["value"] == "The other."
         assert d.ctl_json("pending") == []
         bad = d.ctl("validate", "The Twins (1990)", "--pick", "1")
@@ -206,6 +212,7 @@ def test_retries_pending_validate_unapply_and_the_key_stays_secret(make_daemon, 
 
         # unapply ENTITY: the exact values and sources from before; its conflict withdrawn.
         undone = d.ctl_json("unapply", "Amélie (2001)")
+        conforms(Method.UNAPPLY, undone)
         assert undone["restored"] >= 5 and undone["left"] == 0 and undone["conflicts_withdrawn"] == 1
         assert values_and_sources(d, "Amélie (2001)") == before
         assert [c for c in d.ctl_json("conflicts") if c["entity"] == "Amélie (2001)"] == []

@@ -29,6 +29,7 @@ from bench.core import CoreBench, CoreOptions, figures_of, find_importd
 
 SECTIONS = (
     "core", "media", "entities", "maintenance", "watch", "legacy", "imports", "export", "html_report", "site",
+    "enrich",
 )  # fmt: skip
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "results.json"
 

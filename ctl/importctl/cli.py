@@ -45,6 +45,7 @@ from importctl.protocol import (
     PAUSABLE,
     TERMINAL_STATES,
     CsvImportReply,
+    EnrichReply,
     Event,
     FilesEvent,
     FileTag,
@@ -1478,6 +1479,163 @@ _DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
 
 def _value(value: object) -> str:
     return "–" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+@cli.command()
+@click.option(
+    "--entity",
+    "entity",
+    default=None,
+    metavar="ENTITY",
+    help="only this entity (asked again even if settled)",
+)
+@click.option("--type", "entity_type", default=None, help="only entities of this type")
+@click.option("--all", "every", is_flag=True, help="every entity of the enriched types")
+@click.option("--dry-run", is_flag=True, help="ask and score, write nothing")
+@click.option("--no-wait", is_flag=True, help="queue the run and return")
+@json_option
+@click.pass_context
+def enrich(
+    ctx: click.Context,
+    entity: str | None,
+    entity_type: str | None,
+    every: bool,
+    dry_run: bool,
+    no_wait: bool,
+    as_json: bool,
+) -> None:
+    """Ask the metadata provider ([enrich]) about films and series; apply confident matches.
+
+    Entities settled before and unchanged since are not asked again (--entity asks anyway).
+    Exit status 1 when the run failed."""
+    if sum(1 for x in (entity, entity_type, every) if x) != 1:
+        raise click.UsageError("say what to enrich: --entity NAME, --type T or --all")
+    client = _client(ctx)
+    reply = client.enrich(entity=entity, entity_type=entity_type, every=every, dry_run=dry_run)
+    tty = sys.stderr.isatty() and not as_json
+    while not no_wait and reply["state"] in ("queued", "running"):
+        time.sleep(0.2)
+        reply = client.enrich_progress(reply["job"])
+        if tty:
+            c = reply["counts"]
+            click.echo(
+                f"\renrich: {reply['state']:<9} {c['considered']:>6} asked {c['matched']:>6} matched "
+                f"{c['pending']:>5} pending {c['skipped']:>5} skipped {c['requests']:>6} requests",
+                nl=False,
+                err=True,
+            )
+    if tty and not no_wait:
+        click.echo("", err=True)
+    if as_json:
+        emit_json(reply)
+    else:
+        _print_enrich(reply)
+    if reply["state"] == "failed":
+        ctx.exit(EXIT_DAEMON_ERROR)
+
+
+def _print_enrich(reply: EnrichReply) -> None:
+    what = "dry run, nothing written" if reply["dry_run"] else f"run {reply['run_id']}"
+    click.echo(
+        f"enrich {reply['selection']}: {what}: {reply['state']}"
+        + (f" ({reply['message']})" if reply["message"] else "")
+    )
+    if reply["state"] in ("queued", "running"):
+        click.echo(f"job {reply['job']}; see: importctl runs")
+        return
+    for item in reply["items"]:
+        conf = f" {item['confidence']:.3f}" if item["confidence"] is not None else ""
+        ident = f" #{item['provider_id']}" if item["provider_id"] is not None else ""
+        line = f"  {item['outcome']:<8} {shown(item['entity'])}{ident}{conf}"
+        if item["applied"]:
+            line += f": {', '.join(item['applied'])}"
+        elif item["outcome"] != "matched" and item["reason"]:
+            line += f": {item['reason']}"
+        click.echo(line)
+    c = reply["counts"]
+    click.echo(
+        f"totals: {c['considered']} asked, {c['matched']} matched, {c['pending']} pending, "
+        f"{c['none']} no match, {c['skipped']} skipped, {c['unchanged']} unchanged since; "
+        f"{c['conflicts']} conflicts; "
+        f"{c['requests']} requests, {c['cached']} from the cache"
+    )
+    if c["pending"]:
+        click.echo("to choose: importctl pending; importctl validate ENTITY --pick N")
+    if reply["run_id"] is not None:
+        click.echo(
+            f"see: importctl run {reply['run_id']}; take it back: importctl unapply --run {reply['run_id']}"
+        )
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def pending(ctx: click.Context, as_json: bool) -> None:
+    """Entities whose match the provider could not settle alone, with their candidates."""
+    rows = _client(ctx).pending()
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("nothing pending validation")
+        return
+    for row in rows:
+        click.echo(f"{row['type']}:{shown(row['name'])} (id {row['id']}): {row['reason'] or ''}")
+        for c in row["candidates"]:
+            original = f" / {c['original_title']}" if c["original_title"] else ""
+            year = f" ({c['year']})" if c["year"] else ""
+            click.echo(
+                f"  {c['n']:>2}. {c['title']}{original}{year}  #{c['provider_id']}  {c['confidence']:.3f}"
+            )
+    click.echo("settle one: importctl validate ENTITY --pick N | --provider-id ID | --none")
+
+
+@cli.command()
+@click.argument("entity_spec", metavar="ENTITY")
+@click.option("--pick", type=click.IntRange(1), default=None, help="candidate N, as `pending` numbers them")
+@click.option("--provider-id", type=click.IntRange(1), default=None, help="this record of the provider")
+@click.option("--none", "none", is_flag=True, help="no record of the provider is this entity")
+@json_option
+@click.pass_context
+def validate(
+    ctx: click.Context, entity_spec: str, pick: int | None, provider_id: int | None, none: bool, as_json: bool
+) -> None:
+    """Settle an entity's match: apply a candidate or a provider id, or say it has none."""
+    if sum(1 for x in (pick is not None, provider_id is not None, none) if x) != 1:
+        raise click.UsageError("say one of --pick N, --provider-id ID or --none")
+    reply = _client(ctx).validate(entity_spec, pick=pick, provider_id=provider_id, none=none)
+    if as_json:
+        emit_json(reply)
+        return
+    if reply["state"] == "none":
+        click.echo(f"{shown(reply['entity'])}: no match (not asked again until it changes)")
+        return
+    applied = ", ".join(reply["applied"]) or "nothing new"
+    click.echo(f"{shown(reply['entity'])}: matched #{reply['provider_id']}: applied {applied}")
+    if reply["conflicts"]:
+        click.echo(f"{reply['conflicts']} differing value(s) are open conflicts: importctl conflicts")
+
+
+@cli.command()
+@click.argument("entity_spec", metavar="ENTITY", required=False)
+@click.option("--run", "run_id", type=int, default=None, help="everything this enrichment run applied")
+@json_option
+@click.pass_context
+def unapply(ctx: click.Context, entity_spec: str | None, run_id: int | None, as_json: bool) -> None:
+    """Take back what a match (ENTITY) or a run (--run ID) applied: the previous values return."""
+    if (entity_spec is None) == (run_id is None):
+        raise click.UsageError("say one of ENTITY or --run ID")
+    reply = _client(ctx).unapply(entity_spec, run_id)
+    if as_json:
+        emit_json(reply)
+        return
+    for v in reply["values"]:
+        state = "restored" if v["restored"] else f"left ({v['why']})"
+        click.echo(f"  {shown(v['entity'])}: {shown(v['attribute'])} {state}: {_value(v['value'])}")
+    click.echo(
+        f"{reply['restored']} value(s) restored, {reply['left']} left, "
+        f"{reply['conflicts_withdrawn']} conflict(s) withdrawn"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from importctl.protocol import (
     CsvImportReply,
     DriftReply,
     DupesReply,
+    EnrichReply,
     EntityReply,
     EntitySummaryReply,
     ErrorCode,
@@ -49,6 +50,7 @@ from importctl.protocol import (
     Method,
     MigrateLegacyReply,
     PauseReply,
+    PendingReply,
     PreviewReply,
     RepairLinksReply,
     Reply,
@@ -66,7 +68,9 @@ from importctl.protocol import (
     SweepProgress,
     TagCountReply,
     TrashReply,
+    UnapplyReply,
     UnmatchedReply,
+    ValidateReply,
     decode_reply,
     default_socket_path,
     endpoint_for,
@@ -79,6 +83,8 @@ MIGRATION_TIMEOUT_S = 3600.0
 IMPORT_TIMEOUT_S = 24 * 3600.0
 # The HTML report reads the whole catalog and makes its thumbnails (within a minute) first.
 REPORT_TIMEOUT_S = 180.0
+# `validate` asks the provider, which may make it wait (its rate limit, Retry-After, three tries).
+VALIDATE_TIMEOUT_S = 180.0
 UNREACHABLE_HINT = "is importd running? try: systemctl status importd (or start it with: importd run)"
 
 
@@ -369,6 +375,36 @@ class Client:
 
     def import_progress(self, job: str) -> ImportProgressReply:
         return cast(ImportProgressReply, self.call(Method.IMPORT_PROGRESS, {"job": job}))
+
+    def enrich(
+        self,
+        *,
+        entity: str | None = None,
+        entity_type: str | None = None,
+        every: bool = False,
+        dry_run: bool = False,
+    ) -> EnrichReply:
+        params = {"entity": entity, "type": entity_type, "all": every, "dry_run": dry_run}
+        return cast(EnrichReply, self.call(Method.ENRICH, params))
+
+    def enrich_progress(self, job: str) -> EnrichReply:
+        return cast(EnrichReply, self.call(Method.ENRICH_PROGRESS, {"job": job}))
+
+    def pending(self) -> list[PendingReply]:
+        return cast(list[PendingReply], self.call(Method.PENDING))
+
+    def validate(
+        self, entity: str, *, pick: int | None = None, provider_id: int | None = None, none: bool = False
+    ) -> ValidateReply:
+        params = {"entity": entity, "pick": pick, "provider_id": provider_id, "none": none}
+        patient = Client(self.socket_path, max(self.timeout, VALIDATE_TIMEOUT_S))
+        try:
+            return cast(ValidateReply, patient.call(Method.VALIDATE, params))
+        finally:
+            self.daemon_version = patient.daemon_version or self.daemon_version
+
+    def unapply(self, entity: str | None = None, run_id: int | None = None) -> UnapplyReply:
+        return cast(UnapplyReply, self.call(Method.UNAPPLY, {"entity": entity, "run_id": run_id}))
 
 
 def _cwd() -> str | None:

@@ -92,6 +92,11 @@ class Method(StrEnum):
     BACKUP = "backup"
     STREAM_NEXT = "stream_next"
     REPORT = "report"
+    ENRICH = "enrich"
+    ENRICH_PROGRESS = "enrich_progress"
+    PENDING = "pending"
+    VALIDATE = "validate"
+    UNAPPLY = "unapply"
 
 
 # Parameter schema per method: name -> (accepted types, required). The daemon validates every
@@ -180,6 +185,21 @@ METHOD_PARAMS: dict[str, ParamSpec] = {
     Method.BACKUP: {},
     Method.STREAM_NEXT: {"stream": ((str,), True), "cancel": ((bool,), False)},
     Method.REPORT: {"root": ((str, type(None)), False), "groups": ((int,), False)},
+    Method.ENRICH: {
+        "entity": ((str, type(None)), False),
+        "type": ((str, type(None)), False),
+        "all": ((bool,), False),
+        "dry_run": ((bool,), False),
+    },
+    Method.ENRICH_PROGRESS: {"job": ((str,), True)},
+    Method.PENDING: {},
+    Method.VALIDATE: {
+        "entity": ((str,), True),
+        "pick": ((int, type(None)), False),
+        "provider_id": ((int, type(None)), False),
+        "none": ((bool,), False),
+    },
+    Method.UNAPPLY: {"entity": ((str, type(None)), False), "run_id": ((int, type(None)), False)},
 }
 # Parameters that carry paths (apply_links' actions hold links and candidates): their strings may
 # hold undecodable bytes as surrogate escapes (\udc80-\udcff). Every other string is text and
@@ -1130,6 +1150,92 @@ class ReportReply(TypedDict):
     sections: dict[str, ReportSection]
 
 
+ENRICH_OUTCOMES = ("matched", "pending", "none", "skipped")
+
+
+class EnrichCounts(TypedDict):
+    considered: int  # entities asked about
+    unchanged: int  # left out: settled before, unchanged since
+    matched: int
+    pending: int
+    none: int  # the provider found no candidate
+    skipped: int  # requests failed 3 times: asked again by the next run
+    conflicts: int  # differing values, left as open conflicts
+    requests: int  # sent to the provider
+    cached: int  # answered from the response cache
+
+
+class EnrichItem(TypedDict):
+    entity: str
+    type: str
+    outcome: str  # ENRICH_OUTCOMES
+    provider_id: int | None
+    confidence: float | None
+    applied: list[str]  # attributes filled (a dry run: that would be)
+    reason: str
+
+
+class EnrichReply(TypedDict):
+    """`enrich` (the run just queued) and `enrich_progress` (where it is)."""
+
+    job: str
+    run_id: int | None  # None for a dry run (nothing is written)
+    state: str  # queued | running | completed | failed | interrupted
+    dry_run: bool
+    trigger: str  # manual | automatic
+    selection: str
+    counts: EnrichCounts
+    items: list[EnrichItem]  # at most 1000
+    message: str
+    started: Stamp
+    finished: Stamp
+
+
+class PendingCandidate(TypedDict):
+    n: int  # what `validate --pick N` takes
+    provider_id: int
+    title: str
+    original_title: str | None
+    year: int | None
+    confidence: float
+    overview: str
+
+
+class PendingReply(TypedDict):
+    """`pending`'s items: entities waiting for the operator to choose their match."""
+
+    id: int
+    type: str
+    name: str
+    kind: str  # movie | tv
+    reason: str | None
+    since: Stamp
+    candidates: list[PendingCandidate]
+
+
+class ValidateReply(TypedDict):
+    entity: str
+    state: str  # matched | none
+    provider_id: int | None
+    applied: list[str]
+    conflicts: int
+
+
+class UnappliedValue(TypedDict):
+    entity: str
+    attribute: str
+    value: object  # as it is now (restored, or left)
+    restored: bool
+    why: str
+
+
+class UnapplyReply(TypedDict):
+    restored: int
+    left: int
+    conflicts_withdrawn: int
+    values: list[UnappliedValue]
+
+
 # What each method answers; a list reply is the shape of its items in a list.
 REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.STATUS: (StatusReply, False),
@@ -1168,6 +1274,11 @@ REPLY_SHAPES: dict[str, tuple[type, bool]] = {
     Method.BACKUP: (StreamReply, False),
     Method.STREAM_NEXT: (StreamChunkReply, False),
     Method.REPORT: (ReportReply, False),
+    Method.ENRICH: (EnrichReply, False),
+    Method.ENRICH_PROGRESS: (EnrichReply, False),
+    Method.PENDING: (PendingReply, True),
+    Method.VALIDATE: (ValidateReply, False),
+    Method.UNAPPLY: (UnapplyReply, False),
 }
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from importctl.protocol import default_socket_path
+from importd.enrich.provider import Secret
+from importd.enrich.scoring import DEFAULT_MIN_CONFIDENCE
 from importd.entities import (
     ExpectationError,
     Expectations,
@@ -36,6 +38,7 @@ from importd.entities import (
 EX_CONFIG = 78
 SYSTEM_CONFIG = Path("/etc/importd/importd.toml")
 SYSTEM_STATE = Path("/var/lib/importd")
+DEFAULT_BASE_URL = "https://api.themoviedb.org/3"  # [enrich] base_url
 
 # Files that are still being written or that belong to a tool, not to the library.
 DEFAULT_IGNORES: tuple[str, ...] = (
@@ -165,6 +168,33 @@ class SafetyConfig:
     max_vanish_percent: float = 20.0
 
 
+ENRICH_ORDERS = ("newest", "oldest", "name")
+ENRICH_PROVIDERS = ("tmdb",)
+
+
+@dataclass(frozen=True)
+class EnrichConfig:
+    """[enrich]: the metadata provider (off unless the section names one and its key). The key
+    is a `Secret` (it prints as ***), read once from `key` or `key_file`."""
+
+    provider: str
+    base_url: str
+    key: Secret
+    rate_limit: int = 40
+    rate_window_seconds: float = 10.0
+    cache_dir: Path = Path("enrich-cache")
+    cache_ttl_seconds: float = 30 * 86400.0
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    order: str = "newest"
+    automatic: bool = False
+    workers: int = 4
+    timeout_seconds: float = 10.0
+    retry_base_seconds: float = 1.0
+    language: str | None = None
+    movie_types: tuple[str, ...] = ("film",)
+    tv_types: tuple[str, ...] = ("series",)
+
+
 @dataclass(frozen=True)
 class Config:
     source: Path | None
@@ -183,6 +213,7 @@ class Config:
     # [control] write_group: the group whose members (and root) may call the methods that write
     # under a root (api/access.py); None: whoever may open the socket.
     write_group: str | None = None
+    enrich: EnrichConfig | None = None
     # Sections owned by later stages (entities, media, …), kept verbatim for them to validate.
     extra: Mapping[str, Any] = field(default_factory=dict)
     # This server's name in a catalog several servers share: its roots are (host, name).
@@ -242,6 +273,7 @@ _TOP_KEYS = {
     "roots",
     "host",
     "safety",
+    "enrich",
 }
 # Sections that later pipeline stages validate themselves.
 _EXTRA_SECTIONS = {"expect", "fields", "media", "faces", "maintenance", "events"}
@@ -379,7 +411,9 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         raise r.fail(exc.key, exc.problem) from None
     media = _parse_media(r, data.get("media", {}), data.get("faces", {}), state_dir)
     safety = _parse_safety(r, data.get("safety", {}))
+    enrich = _parse_enrich(r, data.get("enrich"), state_dir)
     return Config(
+        enrich=enrich,
         safety=safety,
         media=media,
         expectations=expectations,
@@ -397,6 +431,103 @@ def parse_config(data: Mapping[str, Any], source: Path | None = None) -> Config:
         extra=extra,
         host=host,
     )
+
+
+_ENRICH_KEYS = {
+    "provider", "base_url", "key", "key_file", "rate_limit", "rate_window_seconds", "cache_dir",
+    "cache_ttl_seconds", "min_confidence", "order", "automatic", "workers", "timeout_seconds",
+    "retry_base_seconds", "language", "movie_types", "tv_types",
+}  # fmt: skip
+
+
+def _parse_enrich(r: _Reader, enrich: Any, state_dir: Path) -> EnrichConfig | None:
+    if enrich is None:
+        return None
+    if not isinstance(enrich, dict):
+        raise r.fail("enrich", "must be a table")
+    w = "enrich."
+    r.unknown(enrich, _ENRICH_KEYS, w)
+    provider = r.string(enrich, "provider", w, None)
+    if provider is None:
+        return None  # the section without a provider: enrichment stays off
+    if provider not in ENRICH_PROVIDERS:
+        raise r.fail(w + "provider", f"must be one of {', '.join(ENRICH_PROVIDERS)}, not {provider!r}")
+    base_url = r.string(enrich, "base_url", w, DEFAULT_BASE_URL) or DEFAULT_BASE_URL
+    if not re.match(r"https?://[^/\s]+", base_url):
+        raise r.fail(w + "base_url", f"must be an http:// or https:// URL, not {base_url!r}")
+    key = _enrich_key(r, enrich)
+    limit = r.number(enrich, "rate_limit", w, 40, 1)
+    workers = r.number(enrich, "workers", w, 4, 1)
+    for name, value in (("rate_limit", limit), ("workers", workers)):
+        if value != int(value):
+            raise r.fail(w + name, "must be a whole number")
+    order = r.string(enrich, "order", w, "newest")
+    if order not in ENRICH_ORDERS:
+        raise r.fail(w + "order", f"must be one of {', '.join(ENRICH_ORDERS)}, not {order!r}")
+    confidence = r.number(enrich, "min_confidence", w, DEFAULT_MIN_CONFIDENCE, 0.0)
+    if confidence > 1:
+        raise r.fail(w + "min_confidence", f"must be from 0 to 1, not {confidence:g}")
+    automatic = enrich.get("automatic", False)
+    if not isinstance(automatic, bool):
+        raise r.fail(w + "automatic", "must be true or false")
+    cache = r.string(enrich, "cache_dir", w, None)
+    types: dict[str, tuple[str, ...]] = {}
+    for name, default in (("movie_types", ("film",)), ("tv_types", ("series",))):
+        value = enrich.get(name, list(default))
+        if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+            raise r.fail(w + name, "must be an array of entity type names")
+        types[name] = tuple(value)
+    both = set(types["movie_types"]) & set(types["tv_types"])
+    if both:
+        raise r.fail(w + "tv_types", f"{', '.join(sorted(both))} is in movie_types too")
+    return EnrichConfig(
+        provider=provider,
+        base_url=base_url,
+        key=key,
+        rate_limit=int(limit),
+        rate_window_seconds=r.number(enrich, "rate_window_seconds", w, 10.0, 0.001),
+        cache_dir=Path(cache) if cache else state_dir / "enrich-cache",
+        cache_ttl_seconds=r.number(enrich, "cache_ttl_seconds", w, 30 * 86400.0, 0.0),
+        min_confidence=confidence,
+        order=order,
+        automatic=automatic,
+        workers=int(workers),
+        timeout_seconds=r.number(enrich, "timeout_seconds", w, 10.0, 0.1),
+        retry_base_seconds=r.number(enrich, "retry_base_seconds", w, 1.0, 0.0),
+        language=r.string(enrich, "language", w, None),
+        movie_types=types["movie_types"],
+        tv_types=types["tv_types"],
+    )
+
+
+def _enrich_key(r: _Reader, enrich: Mapping[str, Any]) -> Secret:
+    """`key`, or `key_file`: a relative name is looked up in systemd's $CREDENTIALS_DIRECTORY
+    (LoadCredential=). Never part of an error's text."""
+    key = r.string(enrich, "key", "enrich.", None)
+    key_file = r.string(enrich, "key_file", "enrich.", None)
+    if (key is None) == (key_file is None):
+        raise r.fail("enrich.key", "give exactly one of key and key_file")
+    if key is None:
+        assert key_file is not None
+        path = Path(key_file)
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not path.is_absolute():
+            if not creds:
+                raise r.fail(
+                    "enrich.key_file", "a relative name needs $CREDENTIALS_DIRECTORY (LoadCredential=)"
+                )
+            path = Path(creds) / path
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise r.fail("enrich.key_file", f"{path}: no such file") from None
+        except PermissionError:
+            raise r.fail("enrich.key_file", f"{path}: permission denied") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise r.fail("enrich.key_file", f"{path}: cannot read it ({type(exc).__name__})") from None
+    if not key or any(c.isspace() for c in key):
+        raise r.fail("enrich.key_file" if key_file else "enrich.key", "is empty or holds spaces")
+    return Secret(key)
 
 
 def _parse_safety(r: _Reader, safety: Any) -> SafetyConfig:

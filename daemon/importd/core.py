@@ -50,6 +50,7 @@ from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve
 
 if TYPE_CHECKING:
     from importd.config import IgnoreRules, MediaConfig
+    from importd.enrich.enricher import Enricher
     from importd.maintenance.operations import Maintenance
     from importd.pipeline.extract import MediaStage
     from importd.pipeline.scans import Scan
@@ -110,6 +111,7 @@ class Core:
         self._started = started_monotonic
         self._clock = clock
         self._migrating = False  # a legacy migration is being committed
+        self.enricher: Enricher | None = None  # [enrich]: set by the service when configured
 
     # ----- the daemon ------------------------------------------------------------------------
 

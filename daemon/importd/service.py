@@ -23,6 +23,7 @@ from importd.api.table import TABLE, WRITES_UNDER_ROOTS
 from importd.catalog.engine import create_engine, migrate
 from importd.config import Config, ConfigError, check_runnable, load_config
 from importd.core import Core
+from importd.enrich.enricher import Enricher
 from importd.entities import GapChange
 from importd.heartbeat import record_stop, run_heartbeat
 from importd.journal import Notifier, run_watchdog
@@ -69,6 +70,10 @@ class Service:
             catalog=self.catalog_display,
             started_monotonic=self.started_monotonic,
         )
+        if config.enrich is not None:
+            enricher = Enricher(config.enrich, self.core)
+            self.core.enricher = enricher
+            self.pipeline.writer.subscribe(lambda result: enricher.notice(bool(result.changes)))
         self.events = EventBus()
         _publish_events(self.pipeline, self.events)
         self.notifier = Notifier.from_env()
@@ -102,6 +107,8 @@ class Service:
                     self.notifier.status("reconciling roots")
                     tg.start_soon(run_watchdog, self.notifier)
                     tg.start_soon(self._report_status)
+                    if self.core.enricher is not None:
+                        tg.start_soon(self.core.enricher.run)
                 # Stopping: in-flight hashes are abandoned (their files are picked up by the next
                 # start's reconcile); everything already handed to the writer is committed.
                 await self.pipeline.shutdown()
@@ -154,6 +161,10 @@ class Service:
             host=self.config.host,
         )
         self.config = new
+        if self.core.enricher is not None and new.enrich is not None:
+            await self.core.enricher.reconfigure(new.enrich)
+        elif (self.core.enricher is None) != (new.enrich is None):
+            log.warning("[enrich] turned on or off: takes effect after a restart (systemctl restart importd)")
         self.pipeline.reconfigure(new)
         await self.pipeline.apply_roots(new.roots)
         log.info("configuration reloaded: %d root(s)", len(new.roots))

@@ -10,6 +10,7 @@ from importctl.protocol import Method
 from importd.api import (
     csv_import,
     drift,
+    enrich,
     entities,
     entity_views,
     export,
@@ -63,6 +64,11 @@ TABLE: dict[str, Handler] = {
     Method.BACKUP: export.backup,
     Method.STREAM_NEXT: export.stream_next,
     Method.REPORT: report.report,
+    Method.ENRICH: enrich.enrich,
+    Method.ENRICH_PROGRESS: enrich.enrich_progress,
+    Method.PENDING: enrich.pending,
+    Method.VALIDATE: enrich.validate,
+    Method.UNAPPLY: enrich.unapply,
 }
 
 # The methods that change files under a root; `[control] write_group` may keep them to a group.

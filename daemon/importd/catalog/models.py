@@ -410,6 +410,46 @@ class FileAttributeRow(SQLModel, table=True):
     at: float
 
 
+class EnrichmentRow(SQLModel, table=True):
+    """Where an entity stands with the metadata provider (`importd.enrich`): `state` matched |
+    pending | none | skipped | unapplied; `fingerprint` is the query it asked with (an entity whose
+    query is unchanged is not asked again); `candidates` (JSON) what a pending one chooses among."""
+
+    __tablename__ = "enrichments"
+
+    entity_id: int = Field(foreign_key="entities.id", primary_key=True)
+    state: str = Field(max_length=16)
+    provider: str = Field(max_length=16)
+    kind: str = Field(max_length=8)
+    provider_id: int | None = None
+    confidence: float | None = None
+    candidates: str = "[]"
+    reason: str | None = None
+    fingerprint: str = Field(max_length=64)
+    attempts: int = 0
+    run_id: int | None = Field(default=None, foreign_key="runs.id")
+    at: float
+
+
+class EnrichAppliedRow(SQLModel, table=True):
+    """One attribute value a match applied, with what the entity held before (JSON; NULL: no
+    value) and where that came from, so `importctl unapply` restores exactly that."""
+
+    __tablename__ = "enrich_applied"
+
+    id: int | None = Field(default=None, primary_key=True)
+    entity_id: int = Field(foreign_key="entities.id", index=True)
+    run_id: int | None = Field(default=None, foreign_key="runs.id", index=True)
+    provider: str = Field(max_length=16)
+    provider_id: int
+    attribute: str
+    before: str | None = None
+    before_source: str | None = None  # JSON {kind, source, run_id, at}, NULL: none
+    after: str
+    at: float
+    undone: float | None = None
+
+
 def add_postgresql_options() -> None:
     """Give the partial index its PostgreSQL spelling too. Not in the declaration: naming a
     dialect's option there makes SQLAlchemy import that dialect (and its drivers' modules), 0.1 s

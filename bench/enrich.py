@@ -28,10 +28,10 @@ import httpx
 from bench.core import DaemonRun, RootSpec, find_importd
 from bench.report import INFO, Check, Target
 from importd.enrich.cache import ResponseCache
-from importd.enrich.enricher import LIMITER_GUARD_S
 from importd.enrich.limiter import RateLimiter
 from importd.enrich.provider import Secret, Trace
 from importd.enrich.tmdb import TmdbProvider
+from importd.pipeline.enrichment import LIMITER_GUARD_S
 from tests.provider_server import Catalog, provider_server
 
 __all__ = ["bench_enrich_overhead", "bench_enrich_virtual_clock"]

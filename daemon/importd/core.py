@@ -50,8 +50,8 @@ from importd.targets import Place, RootPlace, TargetError, resolve_path, resolve
 
 if TYPE_CHECKING:
     from importd.config import IgnoreRules, MediaConfig
-    from importd.enrich.enricher import Enricher
     from importd.maintenance.operations import Maintenance
+    from importd.pipeline.enrichment import Enricher
     from importd.pipeline.extract import MediaStage
     from importd.pipeline.scans import Scan
     from importd.pipeline.wiring import Pipeline

@@ -23,11 +23,11 @@ from importd.api.table import TABLE, WRITES_UNDER_ROOTS
 from importd.catalog.engine import create_engine, migrate
 from importd.config import Config, ConfigError, check_runnable, load_config
 from importd.core import Core
-from importd.enrich.enricher import Enricher
 from importd.entities import GapChange
 from importd.heartbeat import record_stop, run_heartbeat
 from importd.journal import Notifier, run_watchdog
 from importd.maintenance.operations import Maintenance
+from importd.pipeline.enrichment import Enricher
 from importd.pipeline.scans import Scan
 from importd.pipeline.watch import NotifyFactory, kernel_inotify
 from importd.pipeline.wiring import Pipeline

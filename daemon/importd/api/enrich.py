@@ -19,7 +19,7 @@ from importd.api.server import ApiError, Params
 from importd.catalog.enrich import pending_rows
 from importd.catalog.entity_views import EntityId, EntityLookupError, find_entity
 from importd.core import Core
-from importd.enrich.enricher import Enricher, Job, Selection
+from importd.pipeline.enrichment import Enricher, Job, Selection
 
 OFF = "enrichment is off: configure a provider and its key in [enrich] (see config/importd.example.toml)"
 

@@ -1,6 +1,6 @@
 """Enrichment from an online metadata provider (TMDB's API is the reference): the pure parts
 (the rate limiter, retries, the provider's shapes, scoring) and the HTTP provider. The runs
-themselves are `importd.enrich.enricher`; their catalog side is `importd.catalog.enrich`."""
+themselves are `importd.pipeline.enrichment`; their catalog side is `importd.catalog.enrich`."""
 
 from importd.enrich.limiter import RateLimiter, SlidingWindow
 from importd.enrich.provider import (

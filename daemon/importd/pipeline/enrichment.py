@@ -1,4 +1,4 @@
-"""Enrichment runs: the daemon's own task, apart from the pipeline.
+"""Enrichment runs: the daemon's own task, beside the line of registration stages.
 
 A run (`importctl enrich`, or an automatic one after new entities were registered) reads the
 entities of the provider's types, leaves out those already settled whose query is unchanged

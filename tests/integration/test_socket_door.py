@@ -93,6 +93,9 @@ def test_out_of_range_values_are_invalid_with_no_traceback(make_daemon) -> None:
     # A path that is merely not UTF-8 (an escaped byte) is still a path: not found, not invalid.
     reply = raw(c, Method.FIND, {"query": str(d.roots["legacy"] / "caf\udce9.txt")})
     assert reply.error_code is ErrorCode.NOT_FOUND, reply
+    # Digits int() refuses ('²', found by the fuzz) and an id past 64 bits name no entity.
+    for entity in ("²", "9" * 30):
+        assert raw(c, Method.ENTITY, {"entity": entity}).error_code is ErrorCode.NOT_FOUND, entity
     assert tracebacks(d) == before, d.log_text()[-3000:]
     assert c.status()["pid"]
 

@@ -49,8 +49,11 @@ def find_entity(conn: Connection, spec: str) -> EntityId | EntityLookupError:
     live = entities.c.merged_into.is_(None)
     cols = (entities.c.id, entities.c.type, entities.c.key, entities.c.name)
     text = spec.strip()
-    if text.isdigit():
-        row = conn.execute(select(*cols).where(entities.c.id == int(text), live)).first()
+    # ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses. An id past
+    # 64 bits names no row (and SQLite could not even bind it).
+    if text.isascii() and text.isdigit():
+        found = int(text) if len(text) <= 18 else None
+        row = conn.execute(select(*cols).where(entities.c.id == found, live)).first() if found else None
         return EntityId(*row) if row else EntityLookupError(f"no entity with id {text}")
     entity_type: str | None = None
     name = text

@@ -132,7 +132,7 @@ def query_of(kind: Kind, name: str, attributes: Mapping[str, Any], id_attribute:
         year = int(found.group(1)) if found else None
     ident = attributes.get(id_attribute)
     provider_id = ident if isinstance(ident, int) and not isinstance(ident, bool) and ident > 0 else None
-    if isinstance(ident, str) and ident.isdigit():
+    if isinstance(ident, str) and ident.isascii() and ident.isdigit() and len(ident) < 16:
         provider_id = int(ident)
     return Query(
         kind, title.strip() if isinstance(title, str) and title.strip() else bare.strip(), year, provider_id
@@ -146,7 +146,7 @@ def fingerprint(query: Query) -> str:
 
 
 def _year(date: Any) -> int | None:
-    if isinstance(date, str) and len(date) >= 4 and date[:4].isdigit():
+    if isinstance(date, str) and len(date) >= 4 and date[:4].isascii() and date[:4].isdigit():
         return int(date[:4])
     return None
 

@@ -154,7 +154,7 @@ def _ids(root: Element, kind: NfoKind) -> dict[str, JsonValue]:
     legacy = _text(root, "id")
     if legacy and _IMDB.fullmatch(legacy):
         ids.setdefault("imdb_id", legacy)
-    elif legacy and legacy.isdigit() and kind == "tvshow":
+    elif legacy and legacy.isascii() and legacy.isdigit() and len(legacy) < 16 and kind == "tvshow":
         ids.setdefault("tvdb_id", int(legacy))
     return ids
 

@@ -95,3 +95,8 @@ def test_a_secret_never_prints() -> None:
     key = Secret("abc123")
     assert "abc123" not in repr(key) and "abc123" not in str(key) and "abc123" not in f"{key}"
     assert key.reveal() == "abc123"
+
+
+def test_an_id_or_a_year_of_digits_int_refuses_is_no_id_and_no_crash() -> None:
+    q = query_of("movie", "Amélie (2001)", {"title": "Amélie", "tmdb_id": "²"}, "tmdb_id")
+    assert q.provider_id is None and q.year == 2001

@@ -52,6 +52,8 @@ def test_a_movie_gives_title_year_plot_ids_genres_and_tags() -> None:
 def test_legacy_ids_and_a_tvshow() -> None:
     assert nfo("<movie><id>tt0211915</id><id>12</id></movie>").attributes == {"imdb_id": "tt0211915"}
     assert nfo("<movie><id>194</id></movie>").attributes == {}, "a bare number in a movie is ambiguous"
+    # Digits int() refuses ('²' is a digit to str.isdigit()) are no id, and no crash.
+    assert nfo("<tvshow><title>T</title><id>²</id></tvshow>").attributes == {"title": "T"}
     show = nfo("<tvshow><title>Kaamelott</title><id>79175</id><imdbid>tt0443370</imdbid></tvshow>")
     assert (show.kind, show.attributes) == (
         "tvshow",

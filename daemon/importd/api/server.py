@@ -40,6 +40,10 @@ CoreT = TypeVar("CoreT")
 MAX_IN_FLIGHT_PER_CLIENT = 64
 # All clients together: a backstop on memory, far above what people and their scripts reach.
 MAX_IN_FLIGHT = 1024
+# Past that backstop a client with fewer than this in flight is still served, so twenty scripts
+# flooding at once (20 x 64 > 1,024) cannot lock `importctl status` out either; the total stays
+# bounded by MAX_IN_FLIGHT + RESERVED_PER_CLIENT x (clients).
+RESERVED_PER_CLIENT = 2
 # An error message is for a person: a 1 MB query is not echoed back whole.
 MAX_ERROR_MESSAGE = 500
 
@@ -193,7 +197,8 @@ async def serve(
             # A process, whatever sockets it opens (importctl opens one per call); the routing
             # identity where the kernel's word is missing.
             client: object = (peer.uid, peer.pid) if peer.known else envelope[0]
-            if in_flight.get(client, 0) >= MAX_IN_FLIGHT_PER_CLIENT or total >= MAX_IN_FLIGHT:
+            held = in_flight.get(client, 0)
+            if held >= MAX_IN_FLIGHT_PER_CLIENT or (total >= MAX_IN_FLIGHT and held >= RESERVED_PER_CLIENT):
                 await reply(
                     envelope, failed(None, ErrorCode.BUSY, "too many requests in flight; retry shortly")
                 )

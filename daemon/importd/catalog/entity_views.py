@@ -52,8 +52,10 @@ def find_entity(conn: Connection, spec: str) -> EntityId | EntityLookupError:
     # ASCII digits only: str.isdigit() also takes '²' and other digits int() refuses. An id past
     # 64 bits names no row (and SQLite could not even bind it).
     if text.isascii() and text.isdigit():
-        found = int(text) if len(text) <= 18 else None
-        row = conn.execute(select(*cols).where(entities.c.id == found, live)).first() if found else None
+        entity_id = int(text) if len(text) <= 18 else None
+        row = (
+            conn.execute(select(*cols).where(entities.c.id == entity_id, live)).first() if entity_id else None
+        )
         return EntityId(*row) if row else EntityLookupError(f"no entity with id {text}")
     entity_type: str | None = None
     name = text

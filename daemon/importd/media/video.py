@@ -53,7 +53,7 @@ _FRAME_SIDE = 64
 # us, with a reason.
 _FFMPEG_TIMEOUT_S = 60.0
 # ffmpeg runs per fingerprint at most. Decoding from each keyframe to its sample is the whole cost (about
-# 3.3 s of CPU for an hour-long 1080p H.264 film with 10 s keyframe intervals, bench section `camera`);
+# 3.5 s of CPU for an hour-long 1080p H.264 film with 10 s keyframe intervals, bench section `camera`);
 # runs on free cores share it out, which cuts the wall time, not the CPU.
 _MAX_PROCESSES = 4
 

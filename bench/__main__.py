@@ -28,8 +28,8 @@ from bench import report
 from bench.core import CoreBench, CoreOptions, figures_of, find_importd
 
 SECTIONS = (
-    "core", "media", "entities", "maintenance", "watch", "legacy", "imports", "export", "html_report", "site",
-    "enrich",
+    "core", "media", "camera", "entities", "maintenance", "watch", "legacy", "imports", "export",
+    "html_report", "site", "enrich",
 )  # fmt: skip
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "results.json"
 

@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from importd.media.hashes import to_unsigned64
+from importd.media.image import DEFAULT_MAX_PIXELS, ImageFacts, extract_image
 from tests import media_models
+from tests.camera_photos import camera_picture, save_camera_jpeg
 from tests.conftest import CORPUS, Daemon, blake3_of, wait_for
 from tests.videos import run_ffmpeg as ffmpeg
 
@@ -238,3 +241,24 @@ def test_the_pillow_corpus(make_daemon) -> None:  # type: ignore[no-untyped-def]
     assert failed > 10, "the corpus holds corrupt and fuzzed files"
     failures = [e for e in d.ctl_json("errors", "--limit", "5000") if e["kind"] == "extract"]
     assert failures and all(e["error"].strip() for e in failures), "every failure has a reason"
+
+
+def test_a_12_megapixel_camera_jpeg(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    """A camera's 4000×3000 JPEG, taken upright (EXIF orientation 6): the daemon stores its facts as
+    displayed, its EXIF date and camera, and the hashes extract_image gives in this process."""
+    d = make_daemon()
+    path = save_camera_jpeg(camera_picture(7), d.roots["legacy"] / "IMG_0007.JPG", orientation=6)
+    d.start()
+    wait_for(lambda: media_idle(d) and d.status()["media"]["done"] >= 1, timeout=60, what="analysed")
+    info = d.ctl_json("info", str(path))
+    media = info["media"]
+    assert (media["kind"], media["format"], media["width"], media["height"]) == ("image", "JPEG", 3000, 4000)
+    assert media["camera"] == "Canon EOS 450D"
+    assert media["taken_at"].startswith("2019-07-14T16:20:05") and media["taken_at"].endswith("+02:00")
+    here = extract_image(str(path), max_pixels=DEFAULT_MAX_PIXELS)
+    assert isinstance(here, ImageFacts)
+    hashes = (f"{to_unsigned64(here.phash):016x}", f"{to_unsigned64(here.dhash):016x}")
+    assert (media["phash"], media["dhash"]) == hashes, media
+    assert [e["status"] for e in info["extractions"] if e["extractor"] == "image"] == ["ok"], info[
+        "extractions"
+    ]

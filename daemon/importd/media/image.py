@@ -22,6 +22,12 @@ from importd.media.hashes import is_low_detail, perceptual_hashes
 
 EXTRACTOR = "image"
 
+# Pillow tries formats in the order their plugins were imported, and first imports the one a file name's
+# suffix suggests: left alone, the first files a worker opens decide how later ones are identified (after
+# a .tga, the Pillow corpus's pillow.ico reads as a TGA, which has no signature, and fails). Importing
+# every plugin now fixes the order for the worker's life.
+Image.init()
+
 T = TypeVar("T")
 
 # Pillow's own hard limit (twice its 89.5 Mpx warning level): about a 13,000 × 13,000 picture. Above it a

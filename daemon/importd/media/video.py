@@ -3,9 +3,10 @@
 Frames come from ffmpeg run as a subprocess rather than PyAV: a decoder that hangs or crashes on a
 damaged file takes down a child process we can time out and kill, not our worker. The system's ffmpeg
 (Debian's, patched with the rest of the system) comes first, else the static build the imageio-ffmpeg
-wheel ships (media/ffmpeg.py chooses). With input seeking (`-ss` before `-i`) one process decodes only
-the few frames we ask for, whatever the file's length. PyAV would save the ~50 ms process start-up per
-video, which is noise next to decoding.
+wheel ships (media/ffmpeg.py chooses). With input seeking (`-ss` before `-i`) ffmpeg decodes only from
+the keyframe before each sample position up to it, whatever the file's length; the positions are shared
+between one ffmpeg per core, run at once. PyAV would save the ~50 ms process start-up per video, which
+is noise next to decoding.
 
 pymediainfo must not `parse` concurrently from threads with different options; we call it from
 single-threaded pool workers only.
@@ -13,8 +14,10 @@ single-threaded pool workers only.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,8 +49,13 @@ DURATION_TOLERANCE_S = 1.0
 DURATION_TOLERANCE_RATIO = 0.02
 
 _FRAME_SIDE = 64
-# Per ffmpeg run; below the pool's per-file limit so a stuck ffmpeg is killed by us, with a reason.
+# For all of one file's ffmpeg runs; below the pool's per-file limit so a stuck ffmpeg is killed by
+# us, with a reason.
 _FFMPEG_TIMEOUT_S = 60.0
+# ffmpeg runs per fingerprint at most. Decoding from each keyframe to its sample is the whole cost (about
+# 3.5 s of CPU for an hour-long 1080p H.264 film with 10 s keyframe intervals, bench section `camera`);
+# runs on free cores share it out, which cuts the wall time, not the CPU.
+_MAX_PROCESSES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +147,16 @@ def extract_av(path: str | bytes) -> AVFacts | ExtractionFailure:
 
 
 def video_fingerprint(
-    path: str | bytes, duration_s: float, *, frames: int = FINGERPRINT_FRAMES, ffmpeg: Ffmpeg | None = None
+    path: str | bytes,
+    duration_s: float,
+    *,
+    frames: int = FINGERPRINT_FRAMES,
+    ffmpeg: Ffmpeg | None = None,
+    processes: int | None = None,
 ) -> VideoFingerprint | ExtractionFailure:
     """Hash `frames` frames spread over the running time (`duration_s`, from `extract_av`), with
-    `ffmpeg` (by default the one `media.ffmpeg` resolves for this process)."""
+    `ffmpeg` (by default the one `media.ffmpeg` resolves for this process) in `processes` runs at once
+    (by default one per core, at most `_MAX_PROCESSES`; the frames are the same either way)."""
     if not duration_s or duration_s <= 0:
         return ExtractionFailure(FINGERPRINT_EXTRACTOR, "unknown duration; cannot place sample frames")
     positions = [duration_s * (i + 0.5) / frames for i in range(frames)]
@@ -150,7 +164,7 @@ def video_fingerprint(
     if binary.path is None:
         return ExtractionFailure(FINGERPRINT_EXTRACTOR, f"ffmpeg unavailable: {binary.problem}")
     try:
-        pictures = _grab_frames(binary.path, path, positions)
+        pictures = _grab_frames(binary.path, path, positions, processes)
     except subprocess.TimeoutExpired:
         return ExtractionFailure(FINGERPRINT_EXTRACTOR, f"ffmpeg took longer than {_FFMPEG_TIMEOUT_S:g} s")
     except FfmpegError as error:
@@ -210,44 +224,102 @@ class FfmpegError(Exception):
     pass
 
 
-def _grab_frames(ffmpeg: str, path: str | bytes, positions: list[float]) -> list[Image.Image | None]:
-    """One ffmpeg run: an input per position (fast input seeking), a 64×64 grey raw frame out of each."""
+def _grab_frames(
+    ffmpeg: str, path: str | bytes, positions: list[float], processes: int | None = None
+) -> list[Image.Image | None]:
+    """A 64×64 grey raw frame at each position, from `processes` ffmpeg runs at once (by default one
+    per core, at most `_MAX_PROCESSES`), each taking a contiguous share of the positions.
+
+    Each run has an input per position (fast input seeking) and decodes each on one thread, so a run's
+    frames are the same whichever share it takes: splitting changes the wall time, not the pixels
+    (tests/unit/importd/media/test_video.py compares them). Seeking lands on the keyframe before a
+    position and decodes up to it, on average half a keyframe interval per position: at camera and film
+    sizes that decoding is the whole cost, and it parallelises across positions, not inside one.
+    """
+    count = processes if processes is not None else _default_processes()
+    shares = _split(positions, max(1, min(count, len(positions))))
     source: str | bytes = (b"file:" + path) if isinstance(path, bytes) else "file:" + path
     # "file:" stops ffmpeg reading "a:b.mp4" as protocol "a" or "-x.mp4" as an option.
     with tempfile.TemporaryDirectory(prefix="importd-frames-") as scratch:
-        command: list[str | bytes] = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
-        for position in positions:
-            # One decoding thread per input: the pool already runs a worker per core, and threads
-            # cost 40 % more CPU here for these few frames.
-            command += ["-threads", "1", "-ss", f"{position:.3f}", "-i", source]
-        graph = ";".join(
-            f"[{i}:v:0]scale={_FRAME_SIDE}:{_FRAME_SIDE}:flags=area,format=gray[f{i}]"
-            for i in range(len(positions))
-        )
-        command += ["-filter_complex", graph]
-        outputs = [Path(scratch) / f"{i}.raw" for i in range(len(positions))]
-        for i, output in enumerate(outputs):
-            command += ["-map", f"[f{i}]", "-frames:v", "1", "-f", "rawvideo", str(output)]
-        run = subprocess.run(
+        runs: list[tuple[subprocess.Popen[bytes], Path, list[Path]]] = []
+        try:
+            first = 0
+            for k, share in enumerate(shares):
+                outputs = [Path(scratch) / f"{first + i}.raw" for i in range(len(share))]
+                first += len(share)
+                log = Path(scratch) / f"stderr-{k}"
+                runs.append((_start(_frames_command(ffmpeg, source, share, outputs), log), log, outputs))
+            deadline = time.monotonic() + _FFMPEG_TIMEOUT_S
+            for run, log, _ in runs:
+                returncode = run.wait(timeout=max(0.0, deadline - time.monotonic()))
+                if returncode != 0:
+                    detail = log.read_bytes().decode("utf-8", "replace").strip().splitlines()
+                    raise FfmpegError(f"ffmpeg exit {returncode}: {detail[-1] if detail else 'no message'}")
+        finally:
+            for run, _, _ in runs:
+                if run.poll() is None:
+                    run.kill()
+                    run.wait()
+        pictures: list[Image.Image | None] = []
+        size = _FRAME_SIDE * _FRAME_SIDE
+        for _, _, outputs in runs:
+            for output in outputs:
+                data = output.read_bytes() if output.exists() else b""
+                pictures.append(
+                    Image.frombytes("L", (_FRAME_SIDE, _FRAME_SIDE), data[:size])
+                    if len(data) >= size
+                    else None
+                )
+        return pictures
+
+
+def _start(command: list[str | bytes], log: Path) -> subprocess.Popen[bytes]:
+    # stderr goes to a file, not a pipe: a chatty run cannot block while we wait for another.
+    with open(log, "wb") as errors:
+        return subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=_FFMPEG_TIMEOUT_S,
+            stderr=errors,
             preexec_fn=die_with_parent,  # a worker killed for overrunning takes its ffmpeg along
-            check=False,
         )
-        if run.returncode != 0:
-            detail = run.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise FfmpegError(f"ffmpeg exit {run.returncode}: {detail[-1] if detail else 'no message'}")
-        pictures: list[Image.Image | None] = []
-        for output in outputs:
-            data = output.read_bytes() if output.exists() else b""
-            size = _FRAME_SIDE * _FRAME_SIDE
-            pictures.append(
-                Image.frombytes("L", (_FRAME_SIDE, _FRAME_SIDE), data[:size]) if len(data) >= size else None
-            )
-        return pictures
+
+
+def _frames_command(
+    ffmpeg: str, source: str | bytes, positions: list[float], outputs: list[Path]
+) -> list[str | bytes]:
+    command: list[str | bytes] = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error"]
+    for position in positions:
+        # One decoding thread per input: frame threads cost 40 % more CPU here for these few frames;
+        # several runs share the positions instead.
+        command += ["-threads", "1", "-ss", f"{position:.3f}", "-i", source]
+    graph = ";".join(
+        f"[{i}:v:0]scale={_FRAME_SIDE}:{_FRAME_SIDE}:flags=area,format=gray[f{i}]"
+        for i in range(len(positions))
+    )
+    command += ["-filter_complex", graph]
+    for i, output in enumerate(outputs):
+        command += ["-map", f"[f{i}]", "-frames:v", "1", "-f", "rawvideo", str(output)]
+    return command
+
+
+def _split(positions: list[float], parts: int) -> list[list[float]]:
+    """`parts` contiguous shares of `positions`, as equal as can be, in order."""
+    base, extra = divmod(len(positions), parts)
+    shares, start = [], 0
+    for k in range(parts):
+        end = start + base + (1 if k < extra else 0)
+        shares.append(positions[start:end])
+        start = end
+    return shares
+
+
+def _default_processes() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _MAX_PROCESSES))
 
 
 def _parse(path: str | bytes) -> Any:

@@ -212,3 +212,32 @@ def test_awkward_file_names(videos: dict[str, Path], tmp_path: Path) -> None:
     assert facts.duration_s == pytest.approx(8.0, abs=0.1)
     print_ = video_fingerprint(raw, 8.0)
     assert isinstance(print_, VideoFingerprint) and print_.frames == fingerprint(videos["base"]).frames
+
+
+def test_sharing_the_positions_between_ffmpeg_runs_gives_the_same_frames(tmp_path: Path) -> None:
+    """One run with an input per position (`processes=1`, the only way before the split) and any split
+    of the positions give identical fingerprints, so fingerprints stored by version 1 stay valid.
+
+    A film-like encode: B-frames and 4 s keyframe intervals, so every sample is decoded from the
+    keyframe before it rather than being one.
+    """
+    film = tmp_path / "film.mp4"
+    ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=s={SIZE}:r=25:d=30",
+        "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "100", "-pix_fmt", "yuv420p", str(film),
+    )  # fmt: skip
+    duration = av(film).duration_s
+    assert duration is not None
+    prints = {n: video_fingerprint(str(film), duration, processes=n) for n in (1, 2, 3, 8, 20)}
+    first = prints[1]
+    assert isinstance(first, VideoFingerprint) and None not in first.frames
+    assert len(set(first.frames)) > 4  # distinct pictures, not one frame over and over
+    assert all(p == first for p in prints.values()), prints
+
+
+def test_one_failing_run_fails_the_fingerprint(videos: dict[str, Path], tmp_path: Path) -> None:
+    """The later shares' positions lie past the end of a copy cut short: their runs give no frames."""
+    short = tmp_path / "short.mp4"
+    ffmpeg("-i", str(videos["base"]), "-t", "2", "-c", "copy", str(short))
+    result = video_fingerprint(str(short), 8.0, processes=2)
+    assert isinstance(result, ExtractionFailure) and result.extractor == "video_fp"

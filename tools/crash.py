@@ -39,6 +39,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ STOP_S = 15.0
 STACKS_SIGNAL = signal.SIGUSR1  # importd.runtime.DUMP_STACKS_SIGNAL
 LIVE = ("present", "error")
 KINDS = ("cold", "burst", "double", "down")
+# When a kill lands, as the table counts them.
+MOMENTS = ("start-up", "cold import", "burst", "second in a row", "restart under changes")
 
 
 def b3(data: bytes) -> str:
@@ -227,7 +230,6 @@ class Daemon:
         self.log = base / "importd.log"
         self.config = base / "importd.toml"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.kills = 0
         self.config.write_text(
             textwrap.dedent(
                 f"""\
@@ -271,7 +273,6 @@ class Daemon:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.kill()
-            self.kills += 1
         self.proc.wait(timeout=30)
         self.proc = None
         with open(self.log, "ab") as logf:
@@ -289,8 +290,8 @@ class Daemon:
     def exited(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
-    def status(self, timeout: float = ANSWER_S) -> dict[str, Any]:
-        return dict(Client(self.socket, timeout=timeout).status())
+    def status(self, timeout: float | None = None) -> dict[str, Any]:
+        return dict(Client(self.socket, timeout=ANSWER_S if timeout is None else timeout).status())
 
     def wait_answering(self) -> str | None:
         """None once `status` answers; else why not (it exited, or ANSWER_S went by)."""
@@ -441,7 +442,8 @@ def check(tree: Tree, daemon: Daemon, committed: dict[int, bytes]) -> list[str]:
 class TrialResult:
     seed: int
     kinds: list[str]
-    kills: int
+    kills: Counter[str]
+    interrupted: int  # reconciles a kill cut short
     files: int
     seconds: float
     violations: list[Violation] = field(default_factory=list)
@@ -459,6 +461,8 @@ class Trial:
         self.kinds: list[str] = []
         self.violations: list[Violation] = []
         self.committed: dict[int, bytes] = {}  # row id -> its path, for every row a kill left
+        self.kills: Counter[str] = Counter()
+        self.interrupted_runs: set[int] = set()  # runs a kill left `running`: it hit a reconcile
 
     def violation(self, what: str, stacks: bool = False) -> None:
         saved = ""
@@ -476,16 +480,19 @@ class Trial:
             return False
         return True
 
-    def kill(self) -> None:
+    def kill(self, moment: str) -> None:
+        assert moment in MOMENTS
+        if self.daemon.exited() is None:
+            self.kills[moment] += 1
         self.daemon.kill()
-        if (
-            self.daemon.catalog_url.startswith("sqlite:///")
-            and not Path(self.daemon.catalog_url[len("sqlite:///") :]).exists()
-        ):
+        url = self.daemon.catalog_url
+        if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
             return
         with contextlib.suppress(Exception):  # before the first migration there is no table yet
-            for row_id, relpath in sql(self.daemon.catalog_url, "SELECT id, relpath FROM files"):
+            for row_id, relpath in sql(url, "SELECT id, relpath FROM files"):
                 self.committed[row_id] = bytes(relpath)
+            for (run_id,) in sql(url, "SELECT id FROM runs WHERE status = 'running'"):
+                self.interrupted_runs.add(run_id)
 
     def quiet(self) -> bool:
         why = self.daemon.wait_quiet()
@@ -503,8 +510,16 @@ class Trial:
         self.kinds.append("cold")
         if rng.random() < 0.7:
             self.daemon.start()
-            time.sleep(rng.uniform(0.2, 3.0))
-            self.kill()
+            if rng.random() < 0.3:  # anywhere in start-up: imports, migrations, binding
+                time.sleep(rng.uniform(0.05, 1.5))
+                self.kill("start-up")
+            else:  # once it answers, while the import runs
+                why = self.daemon.wait_answering()
+                if why is not None:
+                    self.violation(why, stacks=True)
+                    ok = False
+                time.sleep(rng.uniform(0, 0.5))
+                self.kill("cold import")
         else:
             ok = self.start(answering=True) and self.quiet()
         for _ in range(rng.randint(1, 3)):
@@ -536,7 +551,13 @@ class Trial:
             keep.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.daemon.log, keep)
         return TrialResult(
-            self.seed, self.kinds, self.daemon.kills, self.files, time.monotonic() - t0, self.violations
+            self.seed,
+            self.kinds,
+            self.kills,
+            len(self.interrupted_runs),
+            self.files,
+            time.monotonic() - t0,
+            self.violations,
         )
 
     # The kinds of kill after the cold import; each returns whether the trial can go on.
@@ -553,7 +574,7 @@ class Trial:
         delay = self.rng.uniform(0.1, 2.0)
         burst.start()
         time.sleep(delay)
-        self.kill()
+        self.kill("burst")
         stop.set()
         burst.join()
         return True
@@ -564,22 +585,29 @@ class Trial:
             return False
         self.tree.burst(self.rng.randint(5, 30), 0.01)
         time.sleep(self.rng.uniform(0, 0.5))
-        self.kill()
+        self.kill("burst")
         self.daemon.start()
-        time.sleep(self.rng.uniform(0.05, 2.0))
-        self.kill()
+        if self.rng.random() < 0.5:  # anywhere in its start-up
+            time.sleep(self.rng.uniform(0.05, 2.0))
+        else:  # in its start-up reconcile
+            why = self.daemon.wait_answering()
+            if why is not None:
+                self.violation(why, stacks=True)
+                return False
+            time.sleep(self.rng.uniform(0, 0.3))
+        self.kill("second in a row")
         return True
 
     def _down(self) -> bool:
         """Changes while the daemon is down, and more while it starts again."""
         if self.daemon.proc is not None:
-            self.kill()
+            self.kill("burst")
         self.tree.burst(self.rng.randint(5, 60), 0)
         self.daemon.start()
         self.tree.burst(self.rng.randint(5, 40), 0.02)
         if self.rng.random() < 0.5:
             time.sleep(self.rng.uniform(0, 1.5))
-            self.kill()
+            self.kill("restart under changes")
         return True
 
 
@@ -615,16 +643,19 @@ def run_trials(
             trial_seed = seed + i
             base = Path(tempfile.mkdtemp(prefix=f"importd-crash-{trial_seed}-"))
             url, drop = new_catalog(catalog, base, server)
+            trial = Trial(trial_seed, base, out, url, files)
             try:
-                result = Trial(trial_seed, base, out, url, files).run()
+                result = trial.run()
             finally:
+                if trial.daemon.proc is not None:  # interrupted: leave no daemon behind
+                    trial.daemon.kill()
                 drop()
                 if not keep:
                     shutil.rmtree(base, ignore_errors=True)
             results.append(result)
             verdict = "ok" if not result.violations else f"{len(result.violations)} VIOLATION(S)"
             echo(
-                f"trial {i + 1}/{trials} seed={trial_seed} files={result.files} kills={result.kills} "
+                f"trial {i + 1}/{trials} seed={trial_seed} files={result.files} kills={result.kills.total()} "
                 f"[{' '.join(result.kinds)}] {result.seconds:.1f}s {verdict}"
             )
             for v in result.violations:
@@ -636,14 +667,15 @@ def run_trials(
 
 
 def table(results: list[TrialResult], catalog: str, wall: float) -> str:
-    kills = sum(r.kills for r in results)
+    kills: Counter[str] = sum((r.kills for r in results), Counter())
     violations = [v for r in results for v in r.violations]
     hangs = [v for v in violations if v.saved]
     times = [r.seconds for r in results] or [0.0]
     rows = [
         ("trials", f"{len(results)}", "≥ 100 (make soak)"),
-        ("kill -9", f"{kills}", ""),
-        ("  of which in a cold import / burst / double / while down", _kind_counts(results), ""),
+        ("kill -9", f"{kills.total()}", ""),
+        ("  in " + " / ".join(MOMENTS), " / ".join(str(kills[m]) for m in MOMENTS), ""),
+        ("  that cut a reconcile short (left its run running)", f"{sum(r.interrupted for r in results)}", ""),
         ("violations", f"{len(violations)}", "0"),
         (f"  of which hangs (no status in {ANSWER_S:.0f} s, not quiet, no stop)", f"{len(hangs)}", "0"),
         ("files per trial (median)", f"{statistics.median(r.files for r in results or []) or 0:.0f}", ""),
@@ -659,10 +691,6 @@ def table(results: list[TrialResult], catalog: str, wall: float) -> str:
     return "\n".join(lines)
 
 
-def _kind_counts(results: list[TrialResult]) -> str:
-    return " / ".join(str(sum(r.kinds.count(k) for r in results)) for k in KINDS)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crash", description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=100)
@@ -672,6 +700,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/out/crash"), help="hang stacks and logs")
     parser.add_argument("--keep", action="store_true", help="keep each trial's tree, catalog and log")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the running trial's daemon is killed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000 * 1000
     print(f"crash trials: {args.trials} from seed {seed} on {args.catalog}", flush=True)
     t0 = time.monotonic()

@@ -223,7 +223,7 @@ class Violation:
 class Daemon:
     """One importd process on the trial's catalog, its log appended to one file."""
 
-    def __init__(self, base: Path, root: Path, catalog_url: str) -> None:
+    def __init__(self, base: Path, root: Path, catalog_url: str, media: bool = False) -> None:
         self.base = base
         self.socket = base / "run" / "control.sock"
         self.catalog_url = catalog_url
@@ -245,7 +245,8 @@ class Daemon:
                 max_vanish_files = 1000000
                 max_vanish_percent = 100
                 [media]
-                enabled = false
+                enabled = {json.dumps(media)}
+                workers = 1
                 [expect.character]
                 roles = ["source_image"]
                 scenes = ["intro", "dance"]
@@ -353,6 +354,33 @@ class Daemon:
         return str(out)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc's children lists), deepest last."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{task}/children") as fh:
+                    kids = [int(k) for k in fh.read().split()]
+                out.extend(kids)
+                todo.extend(kids)
+    return out
+
+
+def alive(pid: int) -> str | None:
+    """The command line of `pid` if it runs (not a zombie), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return None
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
 def sql(url: str, query: str) -> list[tuple[Any, ...]]:
     """One read on the catalog, SQLite file or PostgreSQL."""
     if url.startswith("sqlite:///"):
@@ -442,6 +470,7 @@ def check(tree: Tree, daemon: Daemon, committed: dict[int, bytes]) -> list[str]:
 class TrialResult:
     seed: int
     kinds: list[str]
+    media: bool
     kills: Counter[str]
     interrupted: int  # reconciles a kill cut short
     files: int
@@ -456,8 +485,11 @@ class Trial:
         self.base = base
         self.out = out
         self.tree = Tree(base / "tree", self.rng)
-        self.daemon = Daemon(base, base / "tree", catalog_url)
         self.files = files or self.rng.randint(150, 400)
+        # Media extraction in a share of the trials: its worker processes and ffmpeg children
+        # must not outlive a kill, nor hold anything the next start waits for.
+        self.media = self.rng.random() < 0.25
+        self.daemon = Daemon(base, base / "tree", catalog_url, self.media)
         self.kinds: list[str] = []
         self.violations: list[Violation] = []
         self.committed: dict[int, bytes] = {}  # row id -> its path, for every row a kill left
@@ -482,9 +514,23 @@ class Trial:
 
     def kill(self, moment: str) -> None:
         assert moment in MOMENTS
+        children: list[int] = []
         if self.daemon.exited() is None:
             self.kills[moment] += 1
+            assert self.daemon.proc is not None
+            children = descendants(self.daemon.proc.pid)
         self.daemon.kill()
+        # Its media workers and ffmpeg must go with it: one left behind holds memory, files and
+        # CPU that the next start competes with.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and any(alive(c) for c in children):
+            time.sleep(0.1)
+        left = {c: alive(c) for c in children if alive(c)}
+        if left:
+            self.violation(f"kill -9 left {len(left)} processes behind: {list(left.values())[:3]}")
+            for c in left:
+                with contextlib.suppress(OSError):
+                    os.kill(c, signal.SIGKILL)
         url = self.daemon.catalog_url
         if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
             return
@@ -553,6 +599,7 @@ class Trial:
         return TrialResult(
             self.seed,
             self.kinds,
+            self.media,
             self.kills,
             len(self.interrupted_runs),
             self.files,
@@ -654,9 +701,10 @@ def run_trials(
                     shutil.rmtree(base, ignore_errors=True)
             results.append(result)
             verdict = "ok" if not result.violations else f"{len(result.violations)} VIOLATION(S)"
+            media = " media" if result.media else ""
             echo(
                 f"trial {i + 1}/{trials} seed={trial_seed} files={result.files} kills={result.kills.total()} "
-                f"[{' '.join(result.kinds)}] {result.seconds:.1f}s {verdict}"
+                f"[{' '.join(result.kinds)}]{media} {result.seconds:.1f}s {verdict}"
             )
             for v in result.violations:
                 echo(f"  seed={v.seed}: {v.what}" + (f" (stacks: {v.saved})" if v.saved else ""))

@@ -148,53 +148,53 @@ class Tree:
 
     def change(self) -> str:
         """One random change; its kind."""
-        if True:
-            files = sorted(self.files())
-            folders = sorted(self.folders())
-            kind = self.rng.choices(
-                ["create", "append", "rename", "rename_folder", "move", "delete", "rmtree", "mkdir"],
-                [25, 15, 12, 5, 12, 15, 3, 5],
-            )[0]
-            if not files or not folders:
-                kind = "mkdir"
-            if kind == "create":
-                self.write(self.rng.choice(folders) + b"/" + self._name("c", ".bin"), self._blob())
-            elif kind == "append":
-                rel = self.rng.choice(files)
-                with open(self._abs(rel), "ab") as fh:
-                    fh.write(self.rng.randbytes(self.rng.randint(1, 2048)))
-                with open(self._abs(rel), "rb") as fh:
-                    self.history.add(b3(fh.read()))
-            elif kind in ("rename", "move"):
-                rel = self.rng.choice(files)
-                folder = os.path.dirname(rel) if kind == "rename" else self.rng.choice(folders)
-                new = os.path.join(folder, self._name("r", os.path.splitext(rel)[1].decode("latin-1")))
-                os.rename(self._abs(rel), self._abs(new))
-                self.deleted.discard(new)
-            elif kind == "rename_folder":
-                old = self.rng.choice(folders)
-                new = os.path.join(os.path.dirname(old), self._name("rd", ""))
-                moved = [f for f in files if f.startswith(old + b"/")]
-                os.rename(self._abs(old), self._abs(new))
-                for f in moved:
-                    self.deleted.discard(new + f[len(old) :])
-            elif kind == "delete":
-                rel = self.rng.choice(files)
-                os.unlink(self._abs(rel))
-                self.deleted.add(rel)
-            elif kind == "rmtree":
-                # A small folder only: a big one would be held by the brake (set high here anyway).
-                small = [d for d in folders if sum(f.startswith(d + b"/") for f in files) <= 30]
-                if not small:
-                    return self.change_unlocked_mkdir()
-                old = self.rng.choice(small)
-                self.deleted.update(f for f in files if f.startswith(old + b"/"))
-                shutil.rmtree(self._abs(old))
-            else:
-                return self.change_unlocked_mkdir()
-            return kind
+        files = sorted(self.files())
+        folders = sorted(self.folders())
+        kind = self.rng.choices(
+            ["create", "append", "rename", "rename_folder", "move", "delete", "rmtree", "mkdir"],
+            [25, 15, 12, 5, 12, 15, 3, 5],
+        )[0]
+        if not files or not folders:
+            kind = "mkdir"
+        if kind == "create":
+            self.write(self.rng.choice(folders) + b"/" + self._name("c", ".bin"), self._blob())
+        elif kind == "append":
+            rel = self.rng.choice(files)
+            with open(self._abs(rel), "ab") as fh:
+                fh.write(self.rng.randbytes(self.rng.randint(1, 2048)))
+            with open(self._abs(rel), "rb") as fh:
+                self.history.add(b3(fh.read()))
+        elif kind in ("rename", "move"):
+            rel = self.rng.choice(files)
+            folder = os.path.dirname(rel) if kind == "rename" else self.rng.choice(folders)
+            new = os.path.join(folder, self._name("r", os.path.splitext(rel)[1].decode("latin-1")))
+            os.rename(self._abs(rel), self._abs(new))
+            self.deleted.discard(new)
+        elif kind == "rename_folder":
+            old = self.rng.choice(folders)
+            new = os.path.join(os.path.dirname(old), self._name("rd", ""))
+            moved = [f for f in files if f.startswith(old + b"/")]
+            os.rename(self._abs(old), self._abs(new))
+            for f in moved:
+                self.deleted.discard(new + f[len(old) :])
+        elif kind == "delete":
+            rel = self.rng.choice(files)
+            os.unlink(self._abs(rel))
+            self.deleted.add(rel)
+        elif kind == "rmtree":
+            # A small folder only: a big one would be held by the brake (set high here anyway).
+            small = [d for d in folders if sum(f.startswith(d + b"/") for f in files) <= 30]
+            if not small:
+                return self._new_folder()
+            old = self.rng.choice(small)
+            self.deleted.update(f for f in files if f.startswith(old + b"/"))
+            shutil.rmtree(self._abs(old))
+        else:
+            return self._new_folder()
+        return kind
 
-    def change_unlocked_mkdir(self) -> str:
+    def _new_folder(self) -> str:
+        """A new folder with a few files: the watcher must place a watch and rescan it."""
         folders = self.folders() or [b"misc"]
         new = self.rng.choice(folders) + b"/" + self._name("m", "")
         os.makedirs(self._abs(new), exist_ok=True)

@@ -230,6 +230,7 @@ class Daemon:
         self.log = base / "importd.log"
         self.config = base / "importd.toml"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.last_busy = ""  # what the last `status` said was still going on
         self.config.write_text(
             textwrap.dedent(
                 f"""\
@@ -311,6 +312,7 @@ class Daemon:
     def idle(self) -> bool:
         s = self.status()
         q = s["queue"]
+        self.last_busy = f"queue {q}, roots {[(r['name'], r['state']) for r in s['roots']]}"
         busy = q["settling"] or q["hashing"] or q["writing"] or q.get("mapping", 0)
         return not busy and not any(r["state"] in ("scanning", "held") for r in s["roots"])
 
@@ -329,7 +331,7 @@ class Daemon:
             if streak >= 2:
                 return None
             time.sleep(0.5 if streak else 0.1)
-        return f"not quiet within {QUIET_S:.0f} s"
+        return f"not quiet within {QUIET_S:.0f} s: {self.last_busy}"
 
     def capture_stacks(self, out: Path) -> str:
         """Every thread's stack (faulthandler, into the log; py-spy where installed) and the log

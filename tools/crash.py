@@ -478,6 +478,9 @@ class TrialResult:
     files: int
     seconds: float
     violations: list[Violation] = field(default_factory=list)
+    # The daemon hit the inotify watch limit: fs.inotify.max_user_watches is machine-wide, and
+    # another process (a test of that very limit) may have lowered it under the trial.
+    watch_limit: bool = False
 
 
 class Trial:
@@ -607,6 +610,7 @@ class Trial:
             self.files,
             time.monotonic() - t0,
             self.violations,
+            b"inotify watch limit reached" in self.daemon.log.read_bytes(),
         )
 
     # The kinds of kill after the cold import; each returns whether the trial can go on.
@@ -710,6 +714,11 @@ def run_trials(
             )
             for v in result.violations:
                 echo(f"  seed={v.seed}: {v.what}" + (f" (stacks: {v.saved})" if v.saved else ""))
+            if result.watch_limit:
+                echo(
+                    "  note: the daemon hit the inotify watch limit in this trial (polling, not "
+                    "watching): was fs.inotify.max_user_watches lowered by another process?"
+                )
     finally:
         if cluster is not None:
             cluster.stop()
@@ -728,6 +737,11 @@ def table(results: list[TrialResult], catalog: str, wall: float) -> str:
         ("  that cut a reconcile short (left its run running)", f"{sum(r.interrupted for r in results)}", ""),
         ("violations", f"{len(violations)}", "0"),
         (f"  of which hangs (no status in {ANSWER_S:.0f} s, not quiet, no stop)", f"{len(hangs)}", "0"),
+        (
+            "trials where the daemon hit the inotify watch limit (machine-wide)",
+            f"{sum(r.watch_limit for r in results)}",
+            "0",
+        ),
         ("files per trial (median)", f"{statistics.median(r.files for r in results or []) or 0:.0f}", ""),
         ("seconds per trial (median / max)", f"{statistics.median(times):.1f} / {max(times):.1f}", ""),
         ("wall time", f"{wall / 60:.1f} min", ""),

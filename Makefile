@@ -11,7 +11,7 @@ ROOT ?= $(DEMO)
 RUNDIR := $(CURDIR)/.run
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mypy bench demo clean bytecode sanitize
+.PHONY: install run test lint format mypy bench demo clean bytecode sanitize soak
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,13 @@ format: $(STAMP)
 
 bench: $(STAMP) bytecode
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Crash trials (tools/crash.py): the real daemon killed with -9 at random moments of random
+# changes, then the catalog checked against the disk. `make soak SOAK_ARGS="--trials 1 --seed S"`
+# replays one trial; `--catalog postgresql` runs them on a throwaway PostgreSQL server.
+SOAK_ARGS ?= --trials 100
+soak: $(STAMP) bytecode
+	$(PY) tools/crash.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .run demo bench/out

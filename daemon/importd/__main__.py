@@ -58,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     from importd.api.server import AlreadyRunning
     from importd.catalog.engine import CatalogUnreachable, CatalogUnusable
     from importd.journal import setup_logging
+    from importd.runtime import dump_stacks_on_signal
     from importd.service import Service
 
     setup_logging(config.log_level)
+    dump_stacks_on_signal()
     os.umask(0o007)
     service = Service(config)
     try:

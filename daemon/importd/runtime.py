@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import functools
 import gc
 import signal
@@ -114,6 +115,19 @@ def collector_paused() -> Iterator[None]:
         _pauses -= 1
         if _pauses == 0 and _enable_after:
             gc.enable()
+
+
+# `kill -USR1 <pid>` dumps every thread's stack (to stderr: the journal under systemd).
+DUMP_STACKS_SIGNAL = signal.SIGUSR1
+
+
+def dump_stacks_on_signal() -> None:
+    """Write every thread's Python stack to stderr when DUMP_STACKS_SIGNAL arrives, so a daemon
+    that stops answering can say where it is stuck. faulthandler's handler is C code that runs
+    in the signal handler itself: it works while the event loop is blocked or the GIL is held
+    by a stuck thread, where a Python-level handler would never run. Cost: none until the
+    signal; the signal no longer kills the process (its default action)."""
+    faulthandler.register(DUMP_STACKS_SIGNAL, all_threads=True, chain=False)
 
 
 def die_with_parent() -> None:

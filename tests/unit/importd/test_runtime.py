@@ -7,6 +7,7 @@ import gc
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -135,3 +136,27 @@ def test_a_child_started_with_die_with_parent_ends_with_its_parent(with_parent: 
     finally:
         if alive(int(pid)):
             os.kill(int(pid), 9)
+
+
+def test_the_stack_signal_dumps_every_thread_and_does_not_kill() -> None:
+    # In a child: the handler stays installed for the rest of the process it is registered in.
+    code = textwrap.dedent(
+        """
+        import os, threading, time
+        from importd.runtime import DUMP_STACKS_SIGNAL, dump_stacks_on_signal
+
+        def parked():
+            time.sleep(30)
+
+        dump_stacks_on_signal()
+        threading.Thread(target=parked, name="parked", daemon=True).start()
+        time.sleep(0.1)
+        os.kill(os.getpid(), DUMP_STACKS_SIGNAL)
+        print("alive")
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "alive"
+    assert "Current thread" in res.stderr
+    assert "in parked" in res.stderr

@@ -296,7 +296,11 @@ class Pipeline:
         holds that inode follows its file, with no re-hash. Any other file (changed, or never
         registered) settles at its new path, and its old path is gone."""
         for hint, _ in renamed:
+            # A scan may wait for the old path (walked while young, then settling): the file is
+            # not there any more, so that scan must stop waiting for it (it stayed `scanning`
+            # for good: crash trials, seed 6069).
             self.tracker.forget((state.root_id, hint.old))
+            self.scans.file_done((state.root_id, hint.old))
         batch = [settled for _, settled in renamed]
         found = identify(
             batch, await catalog_matches(self.engine, inodes_of(batch), self.writer.host), self._on_disk

@@ -32,7 +32,7 @@ from importd.pipeline.hasher import hash_walked as hash_walked_for_real
 from importd.pipeline.reconcile import WalkedFile
 from importd.pipeline.scans import Scan
 from importd.pipeline.settle import SettleTracker
-from importd.pipeline.watch import IN_CREATE, IN_DELETE, IN_ISDIR, RawEvent
+from importd.pipeline.watch import IN_CREATE, IN_DELETE, IN_ISDIR, IN_MOVED_FROM, IN_MOVED_TO, RawEvent
 from importd.pipeline.wiring import Key, Pipeline
 
 pytestmark = pytest.mark.anyio
@@ -113,6 +113,16 @@ class ScriptedNotify:
                 mask = IN_DELETE
             events.append(RawEvent(self.wds[folder], mask, 0, name))
         self.batches.put(events)
+
+    def feed_rename(self, old: Path, new: Path, cookie: int = 7) -> None:
+        """A rename inside the root, as the kernel pairs it (IN_MOVED_FROM/IN_MOVED_TO, one cookie)."""
+        (old_folder, old_name), (new_folder, new_name) = (os.fsencode(p).rsplit(b"/", 1) for p in (old, new))
+        self.batches.put(
+            [
+                RawEvent(self.wds[old_folder], IN_MOVED_FROM, cookie, old_name),
+                RawEvent(self.wds[new_folder], IN_MOVED_TO, cookie, new_name),
+            ]
+        )
 
     def read(self, timeout_ms: int) -> list[RawEvent]:
         try:
@@ -363,6 +373,32 @@ async def test_a_rename_seen_by_the_watcher_keeps_its_row_and_is_not_hashed_agai
         assert (after["id"], after["blake3"], after["status"]) == (before["id"], b3(b"alpha"), "present")
         assert h.row_count() == 1
         assert h.pipeline.scans.counters.hashed_files == 1
+
+
+async def test_a_scan_waiting_for_a_settling_file_that_is_renamed_still_ends(tmp_path: Path) -> None:
+    """A catalogued file renamed (its ctime is new: young again) is walked by a scan, which waits
+    for it to settle; then it is renamed once more and follows its row without settling: the
+    scan stops waiting for the path it left (it stayed `scanning` for good: crash trials, seed
+    6069)."""
+    root = tmp_path / "r"
+    tree(root, {"a.bin": b"catalogued"})
+    clock = Clock()
+    clock.ahead()
+    async with running(tmp_path, [RootConfig("r", root)], clock) as h:
+        notify = h.watchers.of(root)
+        assert notify is not None
+        before = h.rows()[b"a.bin"]
+        clock.behind()  # a rename sets the ctime: young until the clock moves
+        (root / "a.bin").rename(root / "b.bin")
+        scan = await h.pipeline.request_scan(h.root_id("r"), b"", "manual")
+        await until(lambda: scan.state == "importing" and scan.pending, "the scan waits for the young file")
+        (root / "b.bin").rename(root / "c.bin")
+        notify.feed_rename(root / "b.bin", root / "c.bin")
+        await until(lambda: scan.state in TERMINAL_STATES, "the scan ends")
+        clock.ahead()
+        await until(lambda: b"c.bin" in h.rows() and h.idle(), "the row follows its file")
+        assert scan.state == "completed"
+        assert h.rows()[b"c.bin"]["id"] == before["id"] and h.row_count() == 1
 
 
 async def test_a_hard_link_takes_the_digest_without_hashing(tmp_path: Path) -> None:

@@ -56,11 +56,5 @@ def site_roots(conn: Connection) -> dict[int, SiteRoot]:
     return {rid: SiteRoot(host, name, path, last) for rid, host, name, path, last in rows}
 
 
-def host_root_ids(conn: Connection, host: str) -> list[int]:
-    return [
-        rid for (rid,) in conn.execute(select(roots.c.id).where(roots.c.host == host).order_by(roots.c.id))
-    ]
-
-
 def mark_reconciled(conn: Connection, root_id: int, at: float) -> None:
     conn.execute(update(roots).where(roots.c.id == root_id).values(last_reconciled=at))

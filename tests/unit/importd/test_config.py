@@ -176,3 +176,14 @@ def test_check_runnable_refuses_what_would_never_work(tmp_path: Path) -> None:
 def test_a_missing_root_with_a_marker_is_a_warning(tmp_path: Path) -> None:
     warnings = runnable(tmp_path, [{"name": "nas", "path": str(tmp_path / "nas"), "marker": ".online"}])
     assert len(warnings) == 1 and "roots[0].path" in warnings[0] and "not mounted yet" in warnings[0]
+
+
+def test_host_defaults_to_the_machine_and_a_bad_one_is_refused() -> None:
+    import socket
+
+    assert parse_config({}).host == socket.gethostname()
+    assert parse_config({"host": "storage-2"}).host == "storage-2"
+    for bad in ("x" * 256, "a\nb", " padded", 5):
+        with pytest.raises(ConfigError) as err:
+            parse_config({"host": bad}, Path("/etc/importd/importd.toml"))
+        assert "host" in str(err.value)

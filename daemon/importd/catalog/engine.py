@@ -154,6 +154,24 @@ def _sync_sqlite_engine(db_file: str, **options: Any) -> Engine:
     return sync
 
 
+def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+
+
+def _begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _transactional_ddl(sync: Engine) -> None:
+    """Python's sqlite3 opens a transaction only before INSERT, UPDATE and DELETE: CREATE TABLE
+    and ALTER ran in autocommit, so a kill -9 while a new catalog was being made left some tables
+    and no version stamp, and every later start failed on "table already exists" (crash trials).
+    SQLAlchemy's documented recipe: the driver's own transaction handling off, BEGIN sent as is;
+    IMMEDIATE takes the write lock at once, so nothing else writes halfway through."""
+    event.listen(sync, "connect", _no_driver_transactions)
+    event.listen(sync, "begin", _begin_immediate)
+
+
 def _upgrade(connection: Connection) -> None:
     # Imported here: a catalog already at head (every start but the first) never needs Alembic,
     # and importing it costs 0.2 s of start-up.
@@ -245,6 +263,7 @@ async def migrate(engine: AsyncEngine) -> None:
             await conn.run_sync(_bring_to_head)
         return
     sync = _sync_sqlite_engine(db_file)
+    _transactional_ddl(sync)
     try:
         with sync.begin() as conn:
             _bring_to_head(conn)

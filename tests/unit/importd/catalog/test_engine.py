@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy import event
+
 from importd.catalog import engine as catalog_engine
 from importd.catalog.engine import create_engine, head_revision, migrate
 
@@ -33,6 +36,10 @@ def schema(db: Path) -> dict[str, Any]:
         for (sql,) in conn.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql LIKE '%WHERE%'"
         )
+    )
+    out["triggers"] = sorted(
+        " ".join(sql.split())
+        for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger'")
     )
     out["version"] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     conn.close()
@@ -93,6 +100,61 @@ def test_an_older_catalog_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None
     assert sqlite3.connect(db).execute("SELECT name, path FROM roots").fetchall() == [
         ("legacy", "/srv/legacy")
     ]
+
+
+def test_the_file_counts_migration_counts_the_rows_already_there(tmp_path: Path) -> None:
+    """0012 fills file_counts from the rows as they are; its triggers then keep it."""
+    db = tmp_path / "old.db"
+    with_alembic(db, "0011")
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO roots (id, name, path, host) VALUES (1, 'r', '/srv/r', 'h')")
+    insert = (
+        "INSERT INTO files (root_id, relpath, display_path, size, mtime_ns, inode, dev, status,"
+        " first_seen, last_seen) VALUES (1, ?, ?, ?, 1, ?, 7, ?, 1.0, 1.0)"
+    )
+    for i, status in enumerate(["present", "present", "missing", "error", "forgotten"]):
+        conn.execute(insert, (b"f%d" % i, f"f{i}", 10 * (i + 1), i, status))
+    conn.commit()
+    conn.close()
+    migrate_file(db)
+    conn = sqlite3.connect(db)
+    counts = "SELECT root_id, status, files, bytes FROM file_counts WHERE files != 0 ORDER BY status"
+    assert conn.execute(counts).fetchall() == [
+        (1, "error", 1, 40), (1, "forgotten", 1, 50), (1, "missing", 1, 30), (1, "present", 2, 30),
+    ]  # fmt: skip
+    conn.execute("UPDATE files SET status = 'missing' WHERE relpath = ?", (b"f0",))
+    conn.execute("UPDATE files SET last_seen = 2.0")  # no counted column: the counts stay
+    conn.execute(insert, (b"f9", "f9", 5, 9, "present"))
+    conn.execute("DELETE FROM files WHERE relpath = ?", (b"f3",))
+    assert conn.execute(counts).fetchall() == [
+        (1, "forgotten", 1, 50), (1, "missing", 2, 40), (1, "present", 2, 25),
+    ]  # fmt: skip
+    conn.close()
+
+
+def test_a_catalog_creation_cut_short_leaves_nothing_and_the_next_start_makes_it(tmp_path: Path) -> None:
+    """Crash trials: a kill -9 while a new catalog was being made left some tables and no version
+    stamp (Python's sqlite3 ran CREATE TABLE outside the transaction), and every later start
+    failed. Cut short here by a failure half-way: nothing stays, and the next start makes it."""
+    from sqlmodel import SQLModel
+
+    def cut(*args: object, **kw: object) -> None:
+        raise RuntimeError("killed half-way")
+
+    db = tmp_path / "new.db"
+    table = SQLModel.metadata.tables["runs"]
+    event.listen(table, "after_create", cut)
+    try:
+        with pytest.raises(RuntimeError):
+            migrate_file(db)
+    finally:
+        event.remove(table, "after_create", cut)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    conn.close()
+    migrate_file(db)
+    with_alembic(tmp_path / "migrated.db", "head")
+    assert schema(db) == schema(tmp_path / "migrated.db")
 
 
 def test_a_catalog_at_head_starts_without_alembic(tmp_path: Path) -> None:

@@ -142,9 +142,12 @@ class TableSpec:
 
 
 def table_specs() -> list[TableSpec]:
-    """Every table of the schema, in dependency order (a row's references come before it)."""
+    """Every table of the schema, in dependency order (a row's references come before it), but
+    the derived ones (kept by triggers from the others, which rebuild them as a dump is loaded)."""
     specs = []
     for table in SQLModel.metadata.sorted_tables:
+        if table.info.get("derived"):
+            continue
         columns = tuple(c.name for c in table.columns)
         kinds = tuple(_kind(table, c) for c in columns)
         order_by = tuple(c.name for c in table.primary_key.columns) or columns

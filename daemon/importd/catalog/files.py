@@ -38,7 +38,7 @@ from importd.catalog.models import (
     STATUS_MISSING,
     FileRow,
 )
-from importd.catalog.tables import chunks, files, roots
+from importd.catalog.tables import chunks, file_counts, files, roots
 from importd.items import KnownRow, KnownRows, s64
 from importd.paths import subtree_bounds
 
@@ -268,7 +268,21 @@ def identities_sqlite(
 
 
 def status_counts(conn: Connection) -> dict[int, dict[str, tuple[int, int]]]:
-    """{root_id: {status: (files, bytes)}}."""
+    """{root_id: {status: (files, bytes)}}, from the counts the triggers keep (a few rows, however
+    many files)."""
+    rows = conn.execute(
+        select(file_counts.c.root_id, file_counts.c.status, file_counts.c.files, file_counts.c.bytes).where(
+            file_counts.c.files != 0
+        )
+    )
+    out: dict[int, dict[str, tuple[int, int]]] = {}
+    for root_id, status, count, size in rows:
+        out.setdefault(root_id, {})[status] = (int(count), int(size))
+    return out
+
+
+def counted_statuses(conn: Connection) -> dict[int, dict[str, tuple[int, int]]]:
+    """The same counted from the rows themselves: what the kept counts must always equal."""
     rows = conn.execute(
         select(
             files.c.root_id, files.c.status, func.count(), func.coalesce(func.sum(files.c.size), 0)

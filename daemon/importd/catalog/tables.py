@@ -44,6 +44,7 @@ entity_tags = _table("entity_tags")
 legacy_backlog = _table("legacy_backlog")
 backlog_control = _table("backlog_control")
 file_attributes = _table("file_attributes")
+file_counts = _table("file_counts")
 
 T = TypeVar("T")
 # SQLite's default limit on bound parameters is 32766; stay far below for IN lists.

@@ -90,6 +90,10 @@ def restore(db: Path, lines: list[str]) -> None:
     asyncio.run(restore_catalog(f"sqlite:///{db}", iter(lines), batch=2))
 
 
+# Kept by triggers from the other tables (which rebuild them as a dump is loaded): not dumped.
+DERIVED = {"file_counts"}
+
+
 def test_every_table_of_a_migrated_catalog_is_in_the_dump(tmp_path: Path) -> None:
     """Alembic's schema, not the models': a table a migration adds without a model fails here."""
     db = tmp_path / "migrated.db"
@@ -98,7 +102,7 @@ def test_every_table_of_a_migrated_catalog_is_in_the_dump(tmp_path: Path) -> Non
     tables = {
         name: [row[1] for row in conn.execute(f"PRAGMA table_info('{name}')")]
         for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        if name != "alembic_version" and not name.startswith("sqlite_")
+        if name != "alembic_version" and not name.startswith("sqlite_") and name not in DERIVED
     }
     conn.close()
     header = json.loads(lines_of(db)[0])

@@ -164,6 +164,35 @@ def test_known_rows_on_postgresql_equal_the_sqlite_file_s(tmp_path: Path, pg_url
         assert got[:2] == (present, errors), (root_id, prefix)
 
 
+def _busy_history(c: Connection) -> dict[int, dict[str, tuple[int, int]]]:
+    """Every kind of write the catalog takes, then the kept counts (checked against a count of
+    the rows themselves)."""
+    register(c, {b"a": H1, b"b": H2, b"c": "", b"d": H3, b"e": H1})
+    apply_ops(c, [HashedFile(FileRef(1, "r", b"b"), FileStat(99, 5, 5, 2, 7), H3)], 2.0)  # grew
+    apply_ops(c, [MovedFile(FileRef(1, "r", b"moved"), FileStat(13, 1, 1, 4, 7), 4, H3)], 3.0)
+    apply_ops(c, [Vanished(FileRef(1, "r", b"e")), Vanished(FileRef(1, "r", b"a"))], 4.0)
+    files.forget(c, 1, b"e", undo=False, dry_run=False)
+    apply_ops(c, [HashedFile(FileRef(1, "r", b"c"), FileStat(7, 9, 9, 3, 7), H2)], 5.0)  # error fixed
+    apply_ops(c, [HashedFile(FileRef(1, "r", b"a"), FileStat(11, 9, 9, 30, 7), H1)], 6.0)  # back
+    kept = files.status_counts(c)
+    assert kept == files.counted_statuses(c)
+    return kept
+
+
+def test_status_counts_are_kept_by_the_catalog_through_every_write(tmp_path: Path, pg_url: str) -> None:
+    """`status` reads counts the triggers keep; they equal a count of the rows after every kind of
+    write, on a SQLite catalog made from the models and on PostgreSQL (migrated)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    SQLModel.metadata.create_all(engine)
+    SQLModel.metadata.create_all(engine)  # again: the triggers are not made twice
+    with engine.begin() as c:
+        ensure_roots(c, "h", [("r", "/srv/r")])
+        on_sqlite = _busy_history(c)
+    engine.dispose()
+    assert on_sqlite == {1: {"present": (4, 11 + 99 + 7 + 13), "forgotten": (1, 15)}}
+    assert on_postgresql(pg_url, _busy_history) == on_sqlite
+
+
 def test_identities_sqlite_equals_the_portable_identities(tmp_path: Path) -> None:
     db = _file_catalog(tmp_path)
     keys = [(7, 1), (7, 2), (7, 3), (7, 4), (2**63 + 9, 2**64 - 3), (8, 1), (7, 99)]

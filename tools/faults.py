@@ -1,0 +1,582 @@
+"""Fault injection (`make faults`): the real daemon (SQLite catalog) under each fault, `status`
+asked every 200 ms throughout by a poller thread over the real socket, then the catalog checked.
+
+Faults: the state dir's filesystem full (a small tmpfs) and then freed; EIO on reads (a FUSE
+passthrough that fails chosen files and folders); EACCES (mode 000, the daemon without
+CAP_DAC_OVERRIDE); a root unmounted in the middle of its cold import; the catalog file locked by
+another process (`BEGIN EXCLUSIVE`, then `PRAGMA locking_mode=EXCLUSIVE`); SIGSTOP and SIGCONT of
+the daemon, with the sd_notify watchdog pings it sends recorded.
+
+For each: the share of `status` calls answered while the fault lasts and their p99 (measured in
+the client), the rows committed before the fault that are gone or changed after it (target 0),
+what the operator sees (the status warning, the `importctl errors` line), and the time from the
+end of the fault until every file written meanwhile is catalogued and the warnings have cleared.
+Each broken expectation is a violation; the exit status is 1 when there is any. Needs root
+(tmpfs and FUSE mounts; the EIO fault needs `fusermount3`/libfuse3 and the mfusepy package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from importctl.client import Client, ClientError
+
+BIN = Path(sys.executable).parent
+POLL_S = 0.2
+ANSWER_S = 2.0  # the poller's client timeout: a `status` slower than this is not answered
+RECOVER_S = 90.0
+HELP_LINK = "sqlalche.me"  # SQLAlchemy's "Background on this error at: https://sqlalche.me/..."
+
+
+@dataclass
+class Sample:
+    phase: str
+    ok: bool
+    seconds: float
+    warnings: list[str]
+    error: str = ""
+
+
+class Poller(threading.Thread):
+    """`status` every POLL_S over the real socket, each answer or failure kept with its phase."""
+
+    def __init__(self, sock: Path) -> None:
+        super().__init__(name="status-poller", daemon=True)
+        self.sock = sock
+        self.phase = "before"
+        self.samples: list[Sample] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        client = Client(self.sock, timeout=ANSWER_S)
+        while not self._done.is_set():
+            phase, t0 = self.phase, time.monotonic()
+            try:
+                reply = client.status()
+            except ClientError as exc:
+                self.samples.append(Sample(phase, False, time.monotonic() - t0, [], str(exc)))
+            else:
+                self.samples.append(Sample(phase, True, time.monotonic() - t0, list(reply["warnings"])))
+            self._done.wait(max(0.0, POLL_S - (time.monotonic() - t0)))
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=ANSWER_S + 1)
+
+    def during(self, phase: str) -> list[Sample]:
+        return [s for s in self.samples if s.phase == phase]
+
+    def warnings(self, phase: str) -> list[str]:
+        return sorted({w for s in self.during(phase) for w in s.warnings})
+
+
+@dataclass
+class Outcome:
+    """One fault's figures and what broke."""
+
+    fault: str
+    polls: int = 0
+    answered: float = 0.0  # share of `status` calls answered during the fault
+    p99_ms: float = 0.0
+    rows_before: int = 0
+    lost: int = 0
+    recover_s: float | None = None
+    seen: list[str] = field(default_factory=list)  # what the operator saw: warnings, error lines
+    notes: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+    def judge_polls(self, samples: list[Sample], must_answer: bool = True) -> None:
+        self.polls = len(samples)
+        ok = [s.seconds for s in samples if s.ok]
+        self.answered = len(ok) / len(samples) if samples else 0.0
+        self.p99_ms = 1000 * (statistics.quantiles(ok, n=100)[98] if len(ok) > 1 else (ok[0] if ok else 0.0))
+        if must_answer and self.answered < 1.0:
+            failed = [s.error for s in samples if not s.ok]
+            self.violations.append(f"status unanswered {len(failed)} of {len(samples)} times: {failed[:1]}")
+
+    def check_no_help_links(self, texts: list[str]) -> None:
+        linked = [t for t in texts if HELP_LINK in t]
+        if linked:
+            self.violations.append(f"a message carries a library help link: {linked[0]}")
+
+
+class Daemon:
+    """One importd process with its own config, catalog and socket under `base`."""
+
+    def __init__(
+        self, base: Path, roots: dict[str, Path], state: Path | None = None, extra: str = ""
+    ) -> None:
+        self.base = base
+        self.roots = roots
+        self.state = state or base / "state"
+        self.socket = base / "run" / "control.sock"
+        self.db = self.state / "catalog.db"
+        self.log = base / "importd.log"
+        self.config = base / "importd.toml"
+        self.proc: subprocess.Popen[bytes] | None = None
+        base.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            textwrap.dedent(
+                f"""\
+                settle_seconds = 0.3
+                hash_workers = 2
+                log_level = "info"
+                state_dir = {json.dumps(str(self.state))}
+                [catalog]
+                url = {json.dumps(f"sqlite:///{self.db}")}
+                [control]
+                socket = {json.dumps(str(self.socket))}
+                [media]
+                enabled = false
+                """
+            )
+            + extra
+            + "".join(
+                f"[[roots]]\nname = {json.dumps(n)}\npath = {json.dumps(str(p))}\n" for n, p in roots.items()
+            ),
+            encoding="utf-8",
+        )
+
+    def start(self, drop_dac: bool = False, env: dict[str, str] | None = None) -> Daemon:
+        clean = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "IMPORTD_CATALOG_URL")}
+        cmd = [str(BIN / "importd"), "run", "--config", str(self.config)]
+        if drop_dac:  # root ignores permission bits; without these two capabilities it obeys them
+            caps = "-dac_override,-dac_read_search"
+            cmd = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(
+                cmd, stdout=logf, stderr=subprocess.STDOUT, env={**clean, **(env or {})}
+            )
+        wait_for(lambda: self.socket.exists() and self.status()["roots"], 60, "the daemon's socket")
+        return self
+
+    def client(self, timeout: float = 10.0) -> Client:
+        return Client(self.socket, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.client().status())
+
+    def idle(self) -> bool:
+        s = self.status()
+        q = s["queue"]
+        busy = q["settling"] or q["hashing"] or q["writing"] or q.get("mapping", 0)
+        return not busy and not any(r["state"] == "scanning" for r in s["roots"])
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        wait_for(self.idle, timeout, "the daemon idle")
+        time.sleep(0.1)
+        wait_for(self.idle, timeout, "the daemon idle")
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "importctl"), "--socket", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def errors(self) -> list[dict[str, Any]]:
+        res = self.ctl("errors", "--json")
+        return list(json.loads(res.stdout)) if res.returncode == 0 else []
+
+    def rows(self) -> dict[int, tuple[bytes, str | None, str]]:
+        """Every file row: id -> (relpath, blake3, status), read beside the daemon."""
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+        try:
+            return {
+                i: (bytes(rel), b3, st)
+                for i, rel, b3, st in conn.execute("SELECT id, relpath, blake3, status FROM files")
+            }
+        finally:
+            conn.close()
+
+    def present(self) -> set[bytes]:
+        return {rel for rel, _b3, st in self.rows().values() if st == "present"}
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # the daemon between states: ask again
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}: last={last!r}")
+
+
+def lost_rows(
+    before: dict[int, tuple[bytes, str | None, str]], after: dict[int, tuple[bytes, str | None, str]]
+) -> list[str]:
+    """Rows committed before the fault that are gone, or whose path or hash changed, or that are
+    no longer present though their file is still there (every fault here leaves the files be)."""
+    out = []
+    for row_id, (rel, digest, st) in before.items():
+        now = after.get(row_id)
+        if now is None:
+            out.append(f"{rel!r}: row {row_id} deleted")
+        elif now[:2] != (rel, digest) or (st == "present" and now[2] != "present"):
+            out.append(f"{rel!r}: was {(rel, digest, st)}, now {now}")
+    return out
+
+
+def write_files(root: Path, prefix: str, count: int, size: int = 2048) -> list[bytes]:
+    names = []
+    for i in range(count):
+        rel = f"{prefix}{i:04d}.bin"
+        (root / rel).write_bytes(os.urandom(size))
+        names.append(rel.encode())
+    return names
+
+
+def recovered(
+    d: Daemon, wanted: set[bytes], t_end: float, outcome: Outcome, clear: Callable[[], bool]
+) -> None:
+    """Wait until every `wanted` file is present and `clear()` holds; the time since `t_end`."""
+    try:
+        wait_for(lambda: wanted <= d.present() and clear(), RECOVER_S, "recovery")
+    except TimeoutError:
+        missing = sorted(wanted - d.present())[:3]
+        outcome.violations.append(f"not recovered within {RECOVER_S:.0f} s (not catalogued: {missing}…)")
+        return
+    outcome.recover_s = time.monotonic() - t_end
+
+
+def no_warnings(d: Daemon) -> bool:
+    return not d.status()["warnings"]
+
+
+def mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "importd-fault", str(path)], check=True)
+
+
+def unmount(path: Path, lazy: bool = False) -> None:
+    if not lazy:
+        for _ in range(50):
+            if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
+                return
+            time.sleep(0.1)  # busy: a file still open in it
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+# ----- the faults ---------------------------------------------------------------------------------
+
+
+def state_dir_full(work: Path, hold_s: float) -> Outcome:
+    """The catalog's filesystem (a 4 MiB tmpfs) filled to the last byte while files arrive, then
+    freed: writes wait and are retried, status and `importctl errors` say the disk is full."""
+    out = Outcome("state dir full")
+    root, state = work / "root", work / "state"
+    root.mkdir(parents=True)
+    mount_tmpfs(state, "4m")
+    d = Daemon(work / "d", {"legacy": root}, state=state)
+    poller = None
+    try:
+        write_files(root, "before", 40)
+        d.start().wait_idle()
+        before = d.rows()
+        out.rows_before = len(before)
+        poller = Poller(d.socket)
+        poller.start()
+        filler = state / "filler"
+        with open(filler, "wb") as fh, contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        with contextlib.suppress(OSError), open(state / "filler2", "wb") as fh:  # the last blocks
+            while True:
+                fh.write(b"\0" * 512)
+                fh.flush()
+        poller.phase = "fault"
+        t0 = time.monotonic()
+        during = write_files(root, "during", 30)
+        errors: list[dict[str, Any]] = []
+        try:
+            wait_for(lambda: any("disk is full" in w for w in d.status()["warnings"]), 30, "the warning")
+            errors = wait_for(lambda: [e for e in d.errors() if e["kind"] == "catalog"], 10, "an errors line")
+        except TimeoutError as exc:
+            out.violations.append(str(exc))
+        out.seen = [e["error"] for e in errors]
+        time.sleep(max(0.0, hold_s - (time.monotonic() - t0)))
+        out.seen += poller.warnings("fault")
+        (state / "filler").unlink()
+        (state / "filler2").unlink(missing_ok=True)
+        poller.phase = "after"
+        t_end = time.monotonic()
+        recovered(
+            d, {*before_paths(before), *during}, t_end, out, lambda: no_warnings(d) and not catalog_errors(d)
+        )
+        out.judge_polls(poller.during("fault"))
+        out.check_no_help_links(out.seen)
+        if not any("disk is full" in s for s in out.seen):
+            out.violations.append(f"the disk-full condition was not shown: {out.seen}")
+        gone = lost_rows(before, d.rows())
+        out.lost = len(gone)
+        out.violations += gone[:5]
+    finally:
+        if poller is not None:
+            poller.stop()
+        d.stop()
+        unmount(state)
+    return out
+
+
+def before_paths(rows: dict[int, tuple[bytes, str | None, str]]) -> set[bytes]:
+    return {rel for rel, _b3, st in rows.values() if st == "present"}
+
+
+def catalog_errors(d: Daemon) -> list[dict[str, Any]]:
+    return [e for e in d.errors() if e["kind"] == "catalog"]
+
+
+# Another process takes the catalog's lock and keeps it until its standard input closes:
+# `begin` a write transaction left open; `exclusive-mode` PRAGMA locking_mode=EXCLUSIVE, which a
+# write then holds past its commit, for readers too. It says "locked", or "refused: why".
+LOCK_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)
+if sys.argv[2] == "exclusive-mode":
+    conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+deadline = time.monotonic() + float(sys.argv[3])
+while True:
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        break
+    except sqlite3.OperationalError as exc:
+        if time.monotonic() > deadline:
+            print(f"refused: {exc}", flush=True)
+            sys.exit(1)
+        time.sleep(0.02)
+conn.execute("CREATE TABLE IF NOT EXISTS fault_lock (x)")
+if sys.argv[2] == "exclusive-mode":
+    conn.execute("COMMIT")
+    conn.execute("SELECT count(*) FROM files").fetchone()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def catalog_lock(db: Path, mode: str, patience_s: float) -> Iterator[str]:
+    """Another process holding the catalog's lock while inside; yields "locked" or "refused: …"."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(db), mode, str(patience_s)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        yield holder.stdout.readline().strip()
+    finally:
+        holder.stdin.close()
+        try:
+            holder.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
+
+
+def catalog_locked(work: Path, hold_s: float) -> Outcome:
+    """Another process holds a write transaction on the catalog (`BEGIN EXCLUSIVE`) while files
+    arrive: readers go on (WAL), the writer waits and retries, status says the catalog is locked."""
+    out = Outcome("catalog locked (BEGIN EXCLUSIVE)")
+    root = work / "root"
+    root.mkdir(parents=True)
+    d = Daemon(work / "d", {"legacy": root})
+    poller = None
+    try:
+        write_files(root, "before", 40)
+        d.start().wait_idle()
+        before = d.rows()
+        out.rows_before = len(before)
+        poller = Poller(d.socket)
+        poller.start()
+        with catalog_lock(d.db, "begin", 10.0) as got:
+            if got != "locked":
+                out.violations.append(f"the lock could not be taken: {got}")
+            poller.phase = "fault"
+            t0 = time.monotonic()
+            during = write_files(root, "during", 30)
+            try:
+                wait_for(
+                    lambda: any("locked" in w for w in d.status()["warnings"]), hold_s + 30, "the warning"
+                )
+                out.seen += [e["error"] for e in catalog_errors(d)]
+            except TimeoutError as exc:
+                out.violations.append(str(exc))
+            time.sleep(max(0.0, hold_s - (time.monotonic() - t0)))
+            out.seen += poller.warnings("fault")
+            poller.phase = "after"
+        t_end = time.monotonic()
+        recovered(d, {*before_paths(before), *during}, t_end, out, lambda: clear(d))
+        out.judge_polls(poller.during("fault"))
+        out.check_no_help_links(out.seen)
+        if not any("locked by another process" in s for s in out.seen):
+            out.violations.append(f"the lock was not shown: {out.seen}")
+        gone = lost_rows(before, d.rows())
+        out.lost = len(gone)
+        out.violations += gone[:5]
+    finally:
+        if poller is not None:
+            poller.stop()
+        d.stop()
+    return out
+
+
+def catalog_locked_exclusive_mode(work: Path, hold_s: float) -> Outcome:
+    """`PRAGMA locking_mode=EXCLUSIVE` in another process: refused while importd has the catalog
+    open (WAL); taken while importd is down, importd's start exits 75 with one line (systemd
+    restarts it) until the lock is let go; then everything written meanwhile is catalogued."""
+    out = Outcome("catalog locked (locking_mode=EXCLUSIVE)")
+    root = work / "root"
+    root.mkdir(parents=True)
+    d = Daemon(work / "d", {"legacy": root})
+    poller = None
+    try:
+        write_files(root, "before", 40)
+        d.start().wait_idle()
+        before = d.rows()
+        out.rows_before = len(before)
+        poller = Poller(d.socket)
+        poller.start()
+        poller.phase = "fault"
+        t0 = time.monotonic()
+        with catalog_lock(d.db, "exclusive-mode", min(hold_s, 5.0)) as got:
+            out.notes.append(f"taken while importd runs: {got}")
+            if got == "locked":
+                out.violations.append("another process took the catalog exclusively from under importd")
+        during = write_files(root, "during", 10)
+        time.sleep(max(0.0, min(hold_s, 5.0) - (time.monotonic() - t0)))
+        poller.phase = "after"
+        poller.stop()
+        out.judge_polls(poller.during("fault"))
+        d.stop()
+        with catalog_lock(d.db, "exclusive-mode", 5.0) as got:
+            if got != "locked":
+                out.violations.append(f"the lock could not be taken with importd down: {got}")
+            during += write_files(root, "down", 10)
+            t1 = time.monotonic()
+            started = subprocess.run(
+                [str(BIN / "importd"), "run", "--config", str(d.config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+            )
+            line = started.stderr.strip().splitlines()[-1:] or [""]
+            out.seen.append(
+                f"start-up: exit {started.returncode} after {time.monotonic() - t1:.1f} s: {line[0]}"
+            )
+            if started.returncode != 75 or len(started.stderr.strip().splitlines()) != 1:
+                out.violations.append(
+                    f"start-up on a locked catalog: exit {started.returncode}: {started.stderr[-300:]}"
+                )
+        t_end = time.monotonic()
+        d.start()
+        recovered(d, {*before_paths(before), *during}, t_end, out, lambda: clear(d))
+        out.check_no_help_links(out.seen)
+        gone = lost_rows(before, d.rows())
+        out.lost = len(gone)
+        out.violations += gone[:5]
+    finally:
+        if poller is not None:
+            poller.stop()
+        d.stop()
+    return out
+
+
+def clear(d: Daemon) -> bool:
+    """No warning in status and no catalog condition in `importctl errors`."""
+    return no_warnings(d) and not catalog_errors(d)
+
+
+FAULTS: dict[str, Callable[[Path, float], Outcome]] = {
+    "full": state_dir_full,
+    "locked": catalog_locked,
+    "locked-mode": catalog_locked_exclusive_mode,
+}
+
+
+def table(outcomes: list[Outcome]) -> str:
+    head = ("fault", "status answered", "p99 ms", "rows lost", "recovered in", "violations")
+    rows = [
+        (
+            o.fault,
+            f"{100 * o.answered:.0f} % of {o.polls}",
+            f"{o.p99_ms:.0f}",
+            f"{o.lost} of {o.rows_before}",
+            "-" if o.recover_s is None else f"{o.recover_s:.1f} s",
+            f"{len(o.violations)}",
+        )
+        for o in outcomes
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("targets: status answered 100 % (except while stopped), rows lost 0, violations 0")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="faults", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", choices=sorted(FAULTS), help="one fault (repeatable)")
+    parser.add_argument("--hold", type=float, default=10.0, help="seconds each fault lasts (SIGSTOP: 60)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("faults: needs root (tmpfs and FUSE mounts)", file=sys.stderr)
+        return 2
+    outcomes = []
+    for name in args.only or list(FAULTS):
+        with tempfile.TemporaryDirectory(prefix=f"importd-fault-{name}-") as tmp:
+            print(f"fault: {name} ...", flush=True)
+            outcome = FAULTS[name](Path(tmp), args.hold)
+            for line in outcome.seen:
+                print(f"  seen: {line}")
+            for line in outcome.notes:
+                print(f"  note: {line}")
+            for line in outcome.violations:
+                print(f"  VIOLATION: {line}")
+            outcomes.append(outcome)
+    print()
+    print(table(outcomes))
+    return 1 if any(o.violations for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

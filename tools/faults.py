@@ -526,8 +526,173 @@ def clear(d: Daemon) -> bool:
     return no_warnings(d) and not catalog_errors(d)
 
 
+EIOFS = Path(__file__).resolve().parent / "eiofs.py"
+
+
+def fuse_missing() -> str | None:
+    """Why the EIO fault cannot run here, or None."""
+    if not Path("/dev/fuse").exists():
+        return "no /dev/fuse"
+    try:
+        import mfusepy  # noqa: F401  (loads libfuse)
+    except (ImportError, OSError) as exc:
+        return f"mfusepy cannot load libfuse ({exc}): apt-get install fuse3; pip install mfusepy"
+    return None
+
+
+@contextlib.contextmanager
+def eio_mount(backing: Path, mountpoint: Path, faults: Path) -> Iterator[None]:
+    """tools/eiofs.py serving `backing` at `mountpoint`, failing what `faults` lists with EIO."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    faults.touch()
+    log = open(mountpoint.parent / "eiofs.log", "ab")  # noqa: SIM115  (handed to the child)
+    proc = subprocess.Popen(
+        [sys.executable, str(EIOFS), str(backing), str(mountpoint), str(faults)], stdout=log, stderr=log
+    )
+    log.close()
+    try:
+        wait_for(lambda: os.path.ismount(mountpoint) or proc.poll() is not None, 20, "the FUSE mount")
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"eiofs exited {proc.returncode}: {(mountpoint.parent / 'eiofs.log').read_text()[-300:]}"
+            )
+        yield
+    finally:
+        if os.path.ismount(mountpoint):
+            unmount(mountpoint)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def eio_reads(work: Path, hold_s: float) -> Outcome:
+    """A root on a FUSE passthrough whose chosen files fail with EIO when read and a folder (already
+    catalogued) whose listing fails with EIO, while a second root takes new files: the failing files
+    are `error` rows and the folder an unreadable one in `importctl errors`, nothing under it is
+    marked missing; healed, a scan brings them in and the errors clear."""
+    out = Outcome("EIO on reads (FUSE)")
+    backing, mount, plain = work / "backing", work / "mnt", work / "plain"
+    for folder in (backing / "shelf", plain):
+        folder.mkdir(parents=True)
+    faults = work / "eio.list"
+    d = Daemon(work / "d", {"disk": mount, "plain": plain})
+    poller = None
+    with eio_mount(backing, mount, faults):
+        try:
+            write_files(backing / "shelf", "kept", 20)
+            write_files(backing, "before", 10)
+            d.start().wait_idle()
+            before = d.rows()
+            out.rows_before = len(before)
+            poller = Poller(d.socket)
+            poller.start()
+            poller.phase = "fault"
+            bad = write_files(backing, "bad", 3, size=300_000)  # one small-file batch, two streamed
+            bad.append(write_files(backing, "huge", 1, size=20 << 20)[0])  # the parallel big-file path
+            faults.write_text("".join(f"{n.decode()}\n" for n in bad) + "shelf\n")
+            good = write_files(backing, "good", 10)
+            during = write_files(plain, "during", 20)
+            t0 = time.monotonic()
+            d.ctl("scan", "disk", "--wait")
+            errors = wait_for(lambda: eio_errors(d, len(bad) + 1), 30, "the EIO errors listed")
+            out.seen += sorted({f"{e['kind']}: {e['error']}" for e in errors})
+            time.sleep(max(0.0, hold_s - (time.monotonic() - t0)))
+            shelf = {rel for rel, _b3, st in before.values() if rel.startswith(b"shelf/")}
+            if not shelf <= d.present():
+                out.violations.append(
+                    f"files under the unreadable folder not present: {sorted(shelf - d.present())[:3]}"
+                )
+            out.seen += [w for w in poller.warnings("fault")]
+            poller.phase = "after"
+            faults.write_text("")
+            t_end = time.monotonic()
+            d.ctl("scan", "disk", "--wait")
+            wanted = {*before_paths(before), *bad, *good} | {*during}
+            recovered(d, wanted, t_end, out, lambda: not d.errors() and no_warnings(d))
+            out.judge_polls(poller.during("fault"))
+            out.check_no_help_links(out.seen)
+            if not any("input/output error" in s.lower() for s in out.seen):
+                out.violations.append(f"EIO was not shown: {out.seen}")
+            gone = lost_rows(before, d.rows())
+            out.lost = len(gone)
+            out.violations += gone[:5]
+        finally:
+            if poller is not None:
+                poller.stop()
+            d.stop()
+    return out
+
+
+def eio_errors(d: Daemon, count: int) -> list[dict[str, Any]]:
+    """`importctl errors` once it lists `count` EIO failures, else nothing."""
+    errors = [e for e in d.errors() if "input/output error" in (e["error"] or "").lower()]
+    return errors if len(errors) >= count else []
+
+
+def eacces_reads(work: Path, hold_s: float) -> Outcome:
+    """Files and a folder of mode 000 under a daemon that obeys permission bits (root without
+    CAP_DAC_OVERRIDE, as the importd user of the unit is): `error` rows and an unreadable folder
+    with "Permission denied"; made readable again, they come in by themselves (IN_ATTRIB)."""
+    out = Outcome("EACCES on reads (mode 000)")
+    root = work / "root"
+    (root / "shelf").mkdir(parents=True)
+    d = Daemon(work / "d", {"legacy": root})
+    poller = None
+    try:
+        write_files(root / "shelf", "kept", 10)
+        write_files(root, "before", 10)
+        d.start(drop_dac=True).wait_idle()
+        before = d.rows()
+        out.rows_before = len(before)
+        poller = Poller(d.socket)
+        poller.start()
+        poller.phase = "fault"
+        t0 = time.monotonic()
+        (root / "shelf").chmod(0o000)
+        locked = []
+        for i in range(3):
+            path = root / f"locked{i}.bin"
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o000)  # never readable, even for a moment
+            os.write(fd, os.urandom(4000))
+            os.close(fd)
+            locked.append(path.name.encode())
+        good = write_files(root, "good", 10)
+        d.ctl("scan", "legacy", "--wait")
+        denied = lambda: [e for e in d.errors() if "permission denied" in (e["error"] or "").lower()]  # noqa: E731
+        errors = wait_for(lambda: len(denied()) >= len(locked) + 1 and denied(), 30, "the EACCES errors")
+        out.seen += sorted({f"{e['kind']}: {e['error']}" for e in errors})
+        time.sleep(max(0.0, hold_s - (time.monotonic() - t0)))
+        shelf = {rel for rel, _b3, st in before.values() if rel.startswith(b"shelf/")}
+        if not shelf <= d.present():
+            out.violations.append(
+                f"files under the unreadable folder not present: {sorted(shelf - d.present())[:3]}"
+            )
+        poller.phase = "after"
+        t_end = time.monotonic()
+        (root / "shelf").chmod(0o755)
+        for name in locked:
+            (root / name.decode()).chmod(0o644)
+        recovered(
+            d, {*before_paths(before), *locked, *good}, t_end, out, lambda: not d.errors() and no_warnings(d)
+        )
+        out.judge_polls(poller.during("fault"))
+        out.check_no_help_links(out.seen)
+        gone = lost_rows(before, d.rows())
+        out.lost = len(gone)
+        out.violations += gone[:5]
+    finally:
+        if poller is not None:
+            poller.stop()
+        d.stop()
+    return out
+
+
 FAULTS: dict[str, Callable[[Path, float], Outcome]] = {
     "full": state_dir_full,
+    "eio": eio_reads,
+    "eacces": eacces_reads,
     "locked": catalog_locked,
     "locked-mode": catalog_locked_exclusive_mode,
 }

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -48,7 +49,8 @@ HELP_LINK = "sqlalche.me"  # SQLAlchemy's "Background on this error at: https://
 class Sample:
     phase: str
     ok: bool
-    seconds: float
+    seconds: float  # the call's latency
+    started: float  # time.monotonic() at the call
     warnings: list[str]
     error: str = ""
 
@@ -70,9 +72,9 @@ class Poller(threading.Thread):
             try:
                 reply = client.status()
             except ClientError as exc:
-                self.samples.append(Sample(phase, False, time.monotonic() - t0, [], str(exc)))
+                self.samples.append(Sample(phase, False, time.monotonic() - t0, t0, [], str(exc)))
             else:
-                self.samples.append(Sample(phase, True, time.monotonic() - t0, list(reply["warnings"])))
+                self.samples.append(Sample(phase, True, time.monotonic() - t0, t0, list(reply["warnings"])))
             self._done.wait(max(0.0, POLL_S - (time.monotonic() - t0)))
 
     def stop(self) -> None:
@@ -97,6 +99,7 @@ class Outcome:
     rows_before: int = 0
     lost: int = 0
     recover_s: float | None = None
+    watchdog_gap_s: float | None = None
     seen: list[str] = field(default_factory=list)  # what the operator saw: warnings, error lines
     notes: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -689,10 +692,202 @@ def eacces_reads(work: Path, hold_s: float) -> Outcome:
     return out
 
 
+@contextlib.contextmanager
+def tmpfs_root(path: Path, files: dict[str, int], size: str = "96m") -> Iterator[None]:
+    """A new tmpfs at `path`, filled before it appears there (mounted beside it, then bound in
+    place), as a share is mounted whole: `files` is {folder: count} of 4 KiB files."""
+    staging = path.parent / f".{path.name}.staging"
+    mount_tmpfs(staging, size)
+    try:
+        for folder, count in files.items():
+            (staging / folder).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                (staging / folder / f"f{i:05d}.bin").write_bytes(i.to_bytes(4, "big") * 256)
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "--bind", str(staging), str(path)], check=True)
+    finally:
+        unmount(staging, lazy=True)
+    try:
+        yield
+    finally:
+        if os.path.ismount(path):
+            unmount(path, lazy=True)
+
+
+def unmounted_mid_walk(work: Path, hold_s: float) -> Outcome:
+    """A root that is a mount of its own, unmounted (`umount -l`) in the middle of its cold
+    import: what was committed stays, nothing is marked missing, status warns; mounted again
+    with the same files and more, everything is present and the warning clears."""
+    out = Outcome("root unmounted mid-walk")
+    root = work / "root"
+    tree = {f"shelf{i:02d}": 500 for i in range(40)}  # 20,000 files: a cold import of seconds
+    d = Daemon(work / "d", {"legacy": root})
+    poller = None
+    try:
+        with tmpfs_root(root, tree):
+            d.start()
+            poller = Poller(d.socket)
+            poller.start()
+            wait_for(lambda: d.status()["counters"]["registered"] >= 100, 60, "the cold import under way")
+            before = d.rows()
+            poller.phase = "fault"
+            t0 = time.monotonic()
+            unmount(root, lazy=True)
+            scanning = d.status()["roots"][0]["state"]
+            out.notes.append(f"unmounted with {len(before)} of 20000 rows committed, the root {scanning}")
+        out.rows_before = len(before)
+        try:
+            wait_for(lambda: d.status()["roots"][0]["state"] == "offline", 30, "the root offline")
+        except TimeoutError as exc:
+            out.violations.append(str(exc))
+        with contextlib.suppress(TimeoutError):
+            wait_for(d.idle, 60, "the daemon idle")
+        time.sleep(max(0.0, hold_s - (time.monotonic() - t0)))
+        out.seen += poller.warnings("fault")
+        missing = [rel for rel, _b3, st in d.rows().values() if st == "missing"]
+        if missing:
+            out.violations.append(f"{len(missing)} rows marked missing while unmounted: {missing[:3]}")
+        if not any("mount point" in w for w in out.seen):
+            out.violations.append(f"no warning that the root is unmounted: {out.seen}")
+        poller.phase = "after"
+        t_end = time.monotonic()
+        with tmpfs_root(root, {**tree, "new": 20}):
+            wanted = {
+                f"{folder}/f{i:05d}.bin".encode()
+                for folder, n in {**tree, "new": 20}.items()
+                for i in range(n)
+            }
+            recovered(d, wanted, t_end, out, lambda: no_warnings(d) and d.idle())
+            missing = [rel for rel, _b3, st in d.rows().values() if st == "missing"]
+            if missing:
+                out.violations.append(f"{len(missing)} rows missing after the remount: {missing[:3]}")
+            out.judge_polls(poller.during("fault"))
+            gone = lost_rows(before, d.rows())
+            out.lost = len(gone)
+            out.violations += gone[:5]
+            d.stop()
+    finally:
+        if poller is not None:
+            poller.stop()
+        d.stop()
+    return out
+
+
+class WatchdogListener(threading.Thread):
+    """The daemon's $NOTIFY_SOCKET, as systemd's: the times of its WATCHDOG=1 pings."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(name="notify-socket", daemon=True)
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.pings: list[float] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            if b"WATCHDOG=1" in data.split(b"\n"):
+                self.pings.append(time.monotonic())
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=2)
+        self.sock.close()
+
+    def longest_gap(self, since: float) -> float:
+        earlier = [t for t in self.pings if t < since]
+        times = earlier[-1:] + [t for t in self.pings if t >= since]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+
+UNIT_WATCHDOG_S = 30.0  # units/importd.service: WatchdogSec=30
+PING_WATCHDOG_USEC = 2_000_000  # here: a ping every second, so a gap is seen to the second
+
+
+def stopped(work: Path, hold_s: float) -> Outcome:
+    """SIGSTOP for `hold_s`, files created meanwhile (at 60 s, more events than the kernel's
+    inotify queue holds: an overflow, then a reconcile), then SIGCONT: status answers again at
+    once, everything made during the stop is catalogued, and the watchdog pings resume. Under
+    systemd (WatchdogSec=30) a stop longer than 30 s gets the daemon killed and restarted."""
+    out = Outcome(f"SIGSTOP {hold_s:.0f} s, SIGCONT")
+    root = work / "root"
+    root.mkdir(parents=True)
+    d = Daemon(work / "d", {"legacy": root})
+    poller = None
+    listener = WatchdogListener(work / "notify.sock")
+    listener.start()
+    try:
+        write_files(root, "before", 40)
+        d.start(env={"NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": str(PING_WATCHDOG_USEC)})
+        d.wait_idle()
+        before = d.rows()
+        out.rows_before = len(before)
+        poller = Poller(d.socket)
+        poller.start()
+        assert d.proc is not None
+        since = time.monotonic()
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        poller.phase = "fault"
+        t0 = time.monotonic()
+        # Enough events to overflow the kernel's queue when the stop is long (16,384 by default):
+        # each file is a create, a modify and a close-write.
+        count = 20 if hold_s < 30 else 6000
+        (root / "made while stopped").mkdir()
+        during = [
+            b"made while stopped/" + n for n in write_files(root / "made while stopped", "s", count, 256)
+        ]
+        during += write_files(root, "during", 10)
+        time.sleep(max(0.0, hold_s - (time.monotonic() - t0)))
+        poller.phase = "after"
+        os.kill(d.proc.pid, signal.SIGCONT)
+        t_end = time.monotonic()
+        try:
+            wait_for(lambda: d.client(timeout=ANSWER_S).status(), 30, "status after SIGCONT")
+            out.notes.append(f"status answered {time.monotonic() - t_end:.2f} s after SIGCONT")
+        except TimeoutError as exc:
+            out.violations.append(str(exc))
+        recovered(d, {*before_paths(before), *during}, t_end, out, lambda: d.idle() and no_warnings(d))
+        wait_for(lambda: listener.pings and listener.pings[-1] > t_end, 10, "a watchdog ping after SIGCONT")
+        gap = listener.longest_gap(since)
+        killed = "yes" if gap > UNIT_WATCHDOG_S else "no"
+        out.notes.append(
+            f"longest gap between WATCHDOG=1 pings {gap:.1f} s (one a second otherwise); under the unit"
+            f" (WatchdogSec={UNIT_WATCHDOG_S:.0f}) systemd would have killed and restarted it: {killed}"
+        )
+        out.watchdog_gap_s = gap
+        triggers = d.ctl("runs", "--json")
+        if triggers.returncode == 0:
+            out.notes.append(
+                "runs: " + ", ".join(sorted({r["trigger"] for r in json.loads(triggers.stdout)}))
+            )
+        answered = poller.during("after")
+        out.judge_polls([s for s in answered if s.ok] or answered)
+        stopped_polls = poller.during("fault")
+        out.notes.append(
+            f"while stopped: {sum(s.ok for s in stopped_polls)} of {len(stopped_polls)} status calls answered"
+        )
+        gone = lost_rows(before, d.rows())
+        out.lost = len(gone)
+        out.violations += gone[:5]
+    finally:
+        if poller is not None:
+            poller.stop()
+        d.stop()
+        listener.stop()
+    return out
+
+
 FAULTS: dict[str, Callable[[Path, float], Outcome]] = {
     "full": state_dir_full,
     "eio": eio_reads,
     "eacces": eacces_reads,
+    "unmount": unmounted_mid_walk,
+    "sigstop": stopped,
     "locked": catalog_locked,
     "locked-mode": catalog_locked_exclusive_mode,
 }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -408,6 +409,7 @@ def catalog_lock(db: Path, mode: str, patience_s: float) -> Iterator[str]:
         yield holder.stdout.readline().strip()
     finally:
         holder.stdin.close()
+        holder.stdout.close()
         try:
             holder.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -714,13 +716,13 @@ def tmpfs_root(path: Path, files: dict[str, int], size: str = "96m") -> Iterator
             unmount(path, lazy=True)
 
 
-def unmounted_mid_walk(work: Path, hold_s: float) -> Outcome:
+def unmounted_mid_walk(work: Path, hold_s: float, folders: int = 40) -> Outcome:
     """A root that is a mount of its own, unmounted (`umount -l`) in the middle of its cold
     import: what was committed stays, nothing is marked missing, status warns; mounted again
     with the same files and more, everything is present and the warning clears."""
     out = Outcome("root unmounted mid-walk")
     root = work / "root"
-    tree = {f"shelf{i:02d}": 500 for i in range(40)}  # 20,000 files: a cold import of seconds
+    tree = {f"shelf{i:02d}": 500 for i in range(folders)}  # 40 x 500: a cold import of seconds
     d = Daemon(work / "d", {"legacy": root})
     poller = None
     try:
@@ -734,7 +736,8 @@ def unmounted_mid_walk(work: Path, hold_s: float) -> Outcome:
             t0 = time.monotonic()
             unmount(root, lazy=True)
             scanning = d.status()["roots"][0]["state"]
-            out.notes.append(f"unmounted with {len(before)} of 20000 rows committed, the root {scanning}")
+            total = 500 * folders
+            out.notes.append(f"unmounted with {len(before)} of {total} rows committed, the root {scanning}")
         out.rows_before = len(before)
         try:
             wait_for(lambda: d.status()["roots"][0]["state"] == "offline", 30, "the root offline")
@@ -802,7 +805,7 @@ class WatchdogListener(threading.Thread):
     def longest_gap(self, since: float) -> float:
         earlier = [t for t in self.pings if t < since]
         times = earlier[-1:] + [t for t in self.pings if t >= since]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 UNIT_WATCHDOG_S = 30.0  # units/importd.service: WatchdogSec=30
@@ -834,14 +837,13 @@ def stopped(work: Path, hold_s: float) -> Outcome:
         os.kill(d.proc.pid, signal.SIGSTOP)
         poller.phase = "fault"
         t0 = time.monotonic()
-        # Enough events to overflow the kernel's queue when the stop is long (16,384 by default):
-        # each file is a create, a modify and a close-write.
+        # In a watched folder, each file is three events (create, modify, close-write): on a long
+        # stop, more than the kernel's queue holds (fs.inotify.max_queued_events, 16,384 by
+        # default), so it overflows. A folder made meanwhile has no watch yet: it is walked.
         count = 20 if hold_s < 30 else 6000
+        during = write_files(root, "during", count, 256)
         (root / "made while stopped").mkdir()
-        during = [
-            b"made while stopped/" + n for n in write_files(root / "made while stopped", "s", count, 256)
-        ]
-        during += write_files(root, "during", 10)
+        during += [b"made while stopped/" + n for n in write_files(root / "made while stopped", "s", 10)]
         time.sleep(max(0.0, hold_s - (time.monotonic() - t0)))
         poller.phase = "after"
         os.kill(d.proc.pid, signal.SIGCONT)
@@ -916,7 +918,8 @@ def table(outcomes: list[Outcome]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(FAULTS), help="one fault (repeatable)")
-    parser.add_argument("--hold", type=float, default=10.0, help="seconds each fault lasts (SIGSTOP: 60)")
+    parser.add_argument("--hold", type=float, default=10.0, help="seconds each fault lasts")
+    parser.add_argument("--stop", type=float, default=60.0, help="seconds the daemon stays stopped (SIGSTOP)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("faults: needs root (tmpfs and FUSE mounts)", file=sys.stderr)
@@ -925,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or list(FAULTS):
         with tempfile.TemporaryDirectory(prefix=f"importd-fault-{name}-") as tmp:
             print(f"fault: {name} ...", flush=True)
-            outcome = FAULTS[name](Path(tmp), args.hold)
+            outcome = FAULTS[name](Path(tmp), args.stop if name == "sigstop" else args.hold)
             for line in outcome.seen:
                 print(f"  seen: {line}")
             for line in outcome.notes:

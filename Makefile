@@ -11,7 +11,7 @@ ROOT ?= $(DEMO)
 RUNDIR := $(CURDIR)/.run
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mypy bench demo clean bytecode sanitize soak
+.PHONY: install run test lint format mypy bench demo clean bytecode sanitize soak faults
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,13 @@ bench: $(STAMP) bytecode
 SOAK_ARGS ?= --trials 100
 soak: $(STAMP) bytecode
 	$(PY) tools/crash.py $(SOAK_ARGS)
+
+# Fault injection (tools/faults.py; needs root: it mounts tmpfs and FUSE filesystems): the real
+# daemon with its state dir full, EIO and EACCES on reads, a root unmounted mid-walk, the catalog
+# locked by another process, SIGSTOP for 60 s; one table. `make faults FAULTS_ARGS="--only eio"`.
+FAULTS_ARGS ?=
+faults: $(STAMP) bytecode
+	$(PY) tools/faults.py $(FAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) .run demo bench/out

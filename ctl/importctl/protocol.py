@@ -496,7 +496,7 @@ class FileReply(TypedDict):
 
 
 class ErrorReply(TypedDict):
-    kind: str  # file | directory | root | extract
+    kind: str  # file | directory | root | extract | catalog (writes waiting: disk full, locked)
     path: str
     root: str
     error: str | None

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from importd.api.server import AlreadyRunning
-    from importd.catalog.engine import CatalogUnreachable, CatalogUnusable
+    from importd.catalog.engine import CatalogLocked, CatalogUnreachable, CatalogUnusable
     from importd.journal import setup_logging
     from importd.runtime import dump_stacks_on_signal
     from importd.service import Service
@@ -77,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EX_DATAERR
+    except CatalogLocked as exc:
+        # Not 65 or 78: systemd restarts the unit until the other process lets go.
+        print(
+            f"importd: catalog {exc}: another process holds its lock; hint: `fuser -v` on the file names it",
+            file=sys.stderr,
+        )
+        return EX_TEMPFAIL
     except CatalogUnreachable as exc:
         # Not 65 or 78: systemd restarts the unit, and a server that comes up later is found then.
         print(

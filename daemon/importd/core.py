@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
+LOCKED = "locked by another process: writes wait and are retried until it lets go"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,8 @@ class Core:
             out.append(f"entities: mapping failing: {self._pipeline.mapper.last_error}")
         if self._pipeline.writer.disk_full:
             out.append("catalog: the disk is full: writes wait until space returns")
+        if self._pipeline.writer.locked:
+            out.append(f"catalog: {LOCKED}")
         if self._pipeline.writer.last_error:
             out.append(f"catalog: writes failing, retrying: {self._pipeline.writer.last_error}")
         for root_id, scan in sorted(self._pipeline.scans.failed.items()):
@@ -205,6 +208,20 @@ class Core:
                 f"`importctl scan {state.name}` tries again{run}"
             )
         return out
+
+    def catalog_condition(self) -> tuple[str, float | None] | None:
+        """Why catalog writes wait right now (a full disk, a lock another process holds, another
+        failure that passes), and since when; None while they go through."""
+        writer = self._pipeline.writer
+        if writer.last_error is None:
+            return None
+        if writer.disk_full:
+            why = "the disk is full: writes wait until space returns"
+        elif writer.locked:
+            why = LOCKED
+        else:
+            why = "writes failing, retrying"
+        return f"{why} ({writer.last_error})", writer.failing_since
 
     def queue(self) -> QueueStatus:
         sizes = self._pipeline.queue_sizes()

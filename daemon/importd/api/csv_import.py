@@ -34,6 +34,7 @@ from importctl.protocol import (
 )
 from importd.api.server import ApiError, Params
 from importd.catalog.csv_import import CsvBatchOutcome, CsvRowOutcome, csv_batch
+from importd.catalog.failures import failure_text
 from importd.catalog.runs import finish_run, start_run
 from importd.core import Core
 from importd.entities import FieldRules
@@ -189,7 +190,7 @@ async def import_csv(core: Core, params: Params) -> CsvImportReply:
             ErrorCode.INVALID, f"{path}: {exc} (rows before it were {'applied' if commit else 'read'})"
         ) from None
     except BaseException as exc:
-        status, detail = "failed", f"{type(exc).__name__}: {exc}"
+        status, detail = "failed", failure_text(exc)
         raise
     finally:
         records.close()

@@ -207,9 +207,22 @@ async def _find_on_site(
 async def errors(core: Core, params: Params) -> list[ErrorReply]:
     limit = max(1, min(int(params.get("limit", DEFAULT_ERRORS_LIMIT)), MAX_ERRORS_LIMIT))
     own = own_root_ids(core, await roots_by_id(core))
+    out: list[ErrorReply] = []
+    condition = core.catalog_condition()
+    if condition is not None:  # first: the one line that explains why nothing else moves
+        why, since = condition
+        out.append(
+            {
+                "kind": "catalog",
+                "path": core.catalog,
+                "root": "",
+                "error": why,
+                "since": iso_utc(since) if since is not None else None,
+            }
+        )
     async with AsyncSession(core.engine) as session:
         rows = await catalog_files.error_rows(session, limit, own)
-    out: list[ErrorReply] = [
+    out += [
         {"kind": "file", "path": r["path"], "root": r["root"], "error": r["error"], "since": r["last_seen"]}
         for r in await file_replies(core, rows)
     ]

@@ -29,6 +29,7 @@ from importctl.protocol import (
 )
 from importd.api.access import WriteAccess
 from importd.api.peer import Peer, set_caller
+from importd.catalog.failures import failure_text
 
 log = logging.getLogger("importd.api")
 
@@ -165,7 +166,7 @@ async def serve(
             await reply(envelope, failed(request_id, exc.code, exc.message))
         except Exception as exc:
             log.exception("handler failed")
-            await reply(envelope, failed(request_id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}"))
+            await reply(envelope, failed(request_id, ErrorCode.INTERNAL, failure_text(exc)))
         finally:
             total -= 1
             left = in_flight[client] - 1

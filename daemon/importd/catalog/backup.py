@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from importd.catalog.engine import open_reader
+from importd.catalog.failures import failure_text
 from importd.threads import thread_named
 
 PAGES_PER_STEP = 1024
@@ -85,7 +86,7 @@ class OnlineBackup:
         except BackupCancelled:
             self.error = "cancelled"
         except (sqlite3.Error, OSError) as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = failure_text(exc)
         finally:
             self._done.set()
 

@@ -20,6 +20,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel
 
 from importd.catalog import models  # noqa: F401  (the tables, registered on SQLModel.metadata)
+from importd.catalog.failures import failure_text, is_locked
 from importd.catalog.models import add_postgresql_options
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -27,6 +28,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 class CatalogUnusable(Exception):
     """The catalog file is not a SQLite database SQLite can read (damaged, or some other file)."""
+
+
+class CatalogLocked(Exception):
+    """Another process holds the catalog file's lock (`PRAGMA locking_mode=EXCLUSIVE`, a
+    transaction left open) past the busy timeout at start-up: a later start may find it free."""
 
 
 class CatalogUnreachable(Exception):
@@ -268,6 +274,8 @@ async def migrate(engine: AsyncEngine) -> None:
         with sync.begin() as conn:
             _bring_to_head(conn)
     except DatabaseError as exc:
+        if is_locked(exc):
+            raise CatalogLocked(f"{db_file}: {failure_text(exc)}") from exc
         # Exactly sqlite3.DatabaseError ("file is not a database", "malformed"): not its
         # subclasses (locked, I/O errors), which a later start may not meet again.
         if type(exc.orig) is not sqlite3.DatabaseError:

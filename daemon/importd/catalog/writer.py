@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from importd.brake import MASS_MIN_FILES, VanishLimits, should_hold
 from importd.catalog import holds
 from importd.catalog.engine import Checkpointer, dialect_insert, sqlite_file, writer_engine
+from importd.catalog.failures import failure_text, is_locked
 from importd.catalog.models import (
     GONE_STATUSES,
     LIVE_PATH_WHERE,
@@ -808,8 +809,11 @@ class CatalogWriter:
         self._room = anyio.Event()  # set when pending ops drop below queue_size
         self.pending = 0
         self.last_error: str | None = None
-        # The catalog's disk is full: writes wait (and are retried) until space returns.
+        # The catalog's disk is full, or another process holds its lock: writes wait (and are
+        # retried) until space returns or the lock is released; since when they have failed.
         self.disk_full = False
+        self.locked = False
+        self.failing_since: float | None = None
         # Ops that failed for good (a constraint, bad data) and were dropped, not retried.
         self.dropped = 0
         self._db_file = db_file
@@ -995,8 +999,11 @@ class CatalogWriter:
             except Exception as error:
                 if not is_transient(error):
                     return error
-                self.last_error = f"{type(error).__name__}: {error}"
+                self.last_error = failure_text(error)
                 self.disk_full = is_disk_full(error, self._db_file)
+                self.locked = is_locked(error)
+                if self.failing_since is None:
+                    self.failing_since = self.clock()
                 log.error("catalog write failed, retrying in %.1fs: %s", delay, self.last_error)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 30.0)
@@ -1004,7 +1011,8 @@ class CatalogWriter:
             if self.last_error is not None:
                 log.info("catalog writes go through again")
             self.last_error = None
-            self.disk_full = False
+            self.disk_full = self.locked = False
+            self.failing_since = None
             self.held = brake.held
             return result
 
@@ -1012,14 +1020,14 @@ class CatalogWriter:
         """One op the catalog refuses for good. A file's registration becomes an `error` row
         with the reason (as a file that cannot be read does); anything else (a failure row, a
         deletion, a confirmation) is dropped with a logged error: the next reconcile redoes it."""
-        reason = f"catalog refused the write: {type(error).__name__}: {error}"[:2000]
+        reason = f"catalog refused the write: {failure_text(error)}"[:2000]
         what, extra = _describe(op)
         if isinstance(op, HashedFile | MovedFile):
             log.error("%s: %s", what, reason, extra=extra)
             outcome = await self._commit_retrying([FileFailure(op.ref, op.stat, reason)])
             if isinstance(outcome, BatchResult):
                 return outcome
-            reason = f"{reason}; and as an error row: {type(outcome).__name__}: {outcome}"[:2000]
+            reason = f"{reason}; and as an error row: {failure_text(outcome)}"[:2000]
         log.error("dropped %s: %s", what, reason, extra=extra)
         self.dropped += 1
         return BatchResult()

@@ -31,6 +31,7 @@ from importd.catalog.entities import (
     load_states,
     sidecar_files,
 )
+from importd.catalog.failures import failure_text
 from importd.catalog.tables import chunks
 from importd.catalog.writer import BatchResult, CatalogWriter, FileChange
 from importd.entities import (
@@ -197,7 +198,7 @@ class EntityMapper:
                 lambda c: apply_mapping(c, items, self.clock(), run_ids, carried, self.writer.host)
             )
         except Exception as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = failure_text(exc)
             log.exception("mapping %d file(s) to entities failed", len(items))
             return
         self.last_error = None

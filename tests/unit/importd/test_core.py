@@ -57,8 +57,25 @@ def test_a_full_catalog_disk_is_a_warning_until_writes_go_through(tmp_path: Path
             "catalog: the disk is full: writes wait until space returns",
             "catalog: writes failing, retrying: OperationalError: database or disk is full",
         ]
-        writer.disk_full, writer.last_error = False, None  # what a write that goes through does
-        assert service.core.stage_warnings() == []
+        writer.failing_since = 1_790_000_000.0
+        assert service.core.catalog_condition() == (
+            "the disk is full: writes wait until space returns (OperationalError: database or disk is full)",
+            1_790_000_000.0,
+        )
+        writer.disk_full, writer.locked, writer.last_error = (
+            False,
+            True,
+            "OperationalError: database is locked",
+        )
+        assert service.core.stage_warnings() == [
+            "catalog: locked by another process: writes wait and are retried until it lets go",
+            "catalog: writes failing, retrying: OperationalError: database is locked",
+        ]
+        condition = service.core.catalog_condition()
+        assert condition is not None and condition[0].startswith("locked by another process")
+        writer.locked, writer.last_error = False, None  # what a write that goes through does
+        writer.failing_since = None
+        assert service.core.stage_warnings() == [] and service.core.catalog_condition() is None
 
     run_service(config_for(tmp_path, {}), body, started_up)
 

@@ -29,6 +29,7 @@ from importctl.findings import Finding, FindingReport
 from importctl.protocol import iso_utc
 from importd.catalog import maintenance as catalog
 from importd.catalog import runs
+from importd.catalog.failures import failure_text
 from importd.catalog.files import known_rows
 from importd.maintenance.links import (
     Candidate,
@@ -424,7 +425,7 @@ class Maintenance:
                 await self._scrub(sweep, started)
             sweep.state = "cancelled" if sweep.stop.is_set() else "completed"
         except Exception as exc:
-            sweep.state, sweep.message = "failed", f"{type(exc).__name__}: {exc}"
+            sweep.state, sweep.message = "failed", failure_text(exc)
             log.exception("sweep %d failed", sweep.run_id)
         finally:
             sweep.phase = "done"

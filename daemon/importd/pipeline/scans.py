@@ -30,6 +30,7 @@ from importd.catalog import roots as catalog_roots
 from importd.catalog import runs as catalog_runs
 from importd.catalog.engine import shrink_cache
 from importd.catalog.entities import MappingOutcome
+from importd.catalog.failures import failure_text
 from importd.catalog.writer import BatchResult, CatalogWriter
 from importd.items import KnownRows, VanishedRows
 from importd.paths import display
@@ -357,7 +358,7 @@ class Scans:
         try:
             await self._reconcile(state, scan)
         except Exception as exc:
-            scan.state, scan.message = "failed", f"{type(exc).__name__}: {exc}"
+            scan.state, scan.message = "failed", failure_text(exc)
             log.exception("reconcile of %s failed", state.name, extra={"root": state.name})
         finally:
             await self._finish(state, scan)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 from sqlmodel import col
@@ -659,18 +659,22 @@ def described_file(conn: Connection, root_id: int, relpath: bytes) -> int | None
     stem = sidecar_stem_of_path(relpath)
     if stem is None:
         return None
+    # One range of the live-path index: the stem and every name that goes on from it. Written as
+    # `= stem OR a range`, SQLite read all of the root's rows for each sidecar (a cold import of
+    # a million files with 40,000 sidecars went at 2,000 files/s).
     rows = conn.execute(
         select(files.c.id, files.c.relpath).where(
             files.c.root_id == root_id,
             text(LIVE_PATH_WHERE),
-            or_(files.c.relpath == stem, and_(files.c.relpath >= stem + b".", files.c.relpath < stem + b"/")),
+            files.c.relpath >= stem,
+            files.c.relpath < stem + b"/",
         )
     ).all()
     found = []
     for fid, raw in rows:
         rel = bytes(raw)
-        rest = rel[len(stem) + 1 :]
-        beside = rel == stem or (b"/" not in rest and b"." not in rest)
+        after, rest = rel[len(stem) : len(stem) + 1], rel[len(stem) + 1 :]
+        beside = rel == stem or (after == b"." and b"/" not in rest and b"." not in rest)
         if beside and media_kind_of_path(rel) is not None:
             found.append(fid)
     return found[0] if len(found) == 1 else None

@@ -136,6 +136,7 @@ class _Batch:
         self.entities: dict[tuple[str, str], _Entity] = {}
         self._log_lines: list[dict[str, Any]] = []
         self._sources: list[dict[str, Any]] = []
+        self._links: list[dict[str, Any]] = []
 
     def _log(self, root_id: int, action: str, entity: _Entity | None, detail: str) -> None:
         run_id = self.run_ids.get(root_id)
@@ -286,25 +287,32 @@ class _Batch:
             )
 
     def link(self, file_id: int, root_id: int, entity: _Entity | None, mapping: PathMapping | None) -> None:
-        values = {
-            "file_id": file_id,
-            "entity_id": entity.id if entity else None,
-            "root_id": root_id,
-            "rule_index": mapping.rule_index if mapping else None,
-            "role": mapping.role if mapping else None,
-            "link_attributes": dumps(dict(mapping.link_attributes)) if mapping else "{}",
-            "pre_approved": bool(mapping and mapping.pre_approved),
-            "mapped_at": self.now,
-        }
-        stmt = dialect_insert(self.conn, entity_links).values(values)
-        self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["file_id"], set_={k: v for k, v in values.items() if k != "file_id"}
-            )
+        """Kept and written at `flush_links`: every file of a root gets a link row (an unmapped
+        one too), and an upsert built and run per file was most of a cold import's mapping."""
+        self._links.append(
+            {
+                "file_id": file_id,
+                "entity_id": entity.id if entity else None,
+                "root_id": root_id,
+                "rule_index": mapping.rule_index if mapping else None,
+                "role": mapping.role if mapping else None,
+                "link_attributes": dumps(dict(mapping.link_attributes)) if mapping else "{}",
+                "pre_approved": bool(mapping and mapping.pre_approved),
+                "mapped_at": self.now,
+            }
         )
 
+    def flush_links(self) -> None:
+        """The kept link rows, as one statement with many parameter sets (in order: a file linked
+        twice in a batch keeps its last link)."""
+        if self._links:
+            self.conn.execute(_link_upsert(self.conn), self._links)
+            self._links = []
+
     def flush_entities(self) -> None:
-        """Write the changed attributes, the kept attribute sources and run log lines."""
+        """Write the kept links, the changed attributes, the kept attribute sources and run log
+        lines."""
+        self.flush_links()
         dirty = [e for e in self.entities.values() if e.dirty]
         if dirty:
             self.conn.execute(
@@ -375,6 +383,7 @@ def apply_mapping(
                 batch.out.events.append(FileForgotten(change.file_id))
             continue
         if change.kind == "unforgotten":
+            batch.flush_links()  # its link row may be among the kept ones
             back = _link_state(conn, change.file_id)
             if back is not None:
                 batch.out.events.append(FileLinked(change.file_id, back[0], back[1]))
@@ -534,6 +543,8 @@ def source_rows(
 
 
 _SOURCE_UPSERTS: dict[str, Any] = {}
+_LINK_UPSERTS: dict[str, Any] = {}
+_LINK_COLUMNS = ("entity_id", "root_id", "rule_index", "role", "link_attributes", "pre_approved", "mapped_at")
 
 
 def _source_upsert(conn: Connection) -> Any:
@@ -547,6 +558,19 @@ def _source_upsert(conn: Connection) -> Any:
             set_={k: insert.excluded[k] for k in ("kind", "source", "run_id", "at")},
         )
         _SOURCE_UPSERTS[conn.dialect.name] = stmt
+    return stmt
+
+
+def _link_upsert(conn: Connection) -> Any:
+    """The entity_links upsert, built once per dialect and run with parameters (as above)."""
+    stmt = _LINK_UPSERTS.get(conn.dialect.name)
+    if stmt is None:
+        insert = dialect_insert(conn, entity_links)
+        stmt = insert.on_conflict_do_update(
+            index_elements=["file_id"],
+            set_={k: insert.excluded[k] for k in _LINK_COLUMNS},
+        )
+        _LINK_UPSERTS[conn.dialect.name] = stmt
     return stmt
 
 

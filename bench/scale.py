@@ -87,8 +87,9 @@ class ScaleOptions:
     huge_mib: int = 256
     restarts: int = 3
     settle_seconds: float = 1.0
-    load_rate: float = 2000.0  # new files per second while the latency is measured
-    rounds: int = 30  # of the latency measurement (10 status, a find of each kind, gaps, ...)
+    load_rate: float = 1000.0  # new files per second while the latency is measured
+    rounds: int = 30  # of the latency measurement (status calls, a find of each kind, gaps, ...)
+    latency_s: float = 60.0  # at most, with the load (a third of it without)
     soak_rate: float = 4.0  # changes per second
     soak_sample_s: float = 10.0
 
@@ -104,8 +105,9 @@ class ScaleOptions:
             soak_minutes=soak_minutes if soak_minutes is not None else (1.0 if quick else 30.0),
             tree_base=tree,
             huge_mib=32 if n < 200_000 else 256,
-            load_rate=500.0 if n < 200_000 else 2000.0,
+            load_rate=500.0 if n < 200_000 else 1000.0,
             rounds=10 if quick else 30,
+            latency_s=15.0 if quick else 60.0,
             soak_sample_s=2.0 if quick else 10.0,
         )
 
@@ -494,7 +496,7 @@ class ScaleBench:
         }
         for call in queries.values():  # the first call of each warms the daemon's caches
             call()
-        idle = self.time_queries(queries, max(3, o.rounds // 3))
+        idle = self.time_queries(queries, max(3, o.rounds // 3), o.latency_s / 3)
         cli_idle = self.cli_status(5)
         hashed_before = daemon.status()["counters"]
         cpu_before, t_before = daemon.cpu_seconds(), time.monotonic()
@@ -503,7 +505,7 @@ class ScaleBench:
         loader.start()
         try:
             time.sleep(3)  # the first new files have settled and are being hashed
-            busy = self.time_queries(queries, o.rounds)
+            busy = self.time_queries(queries, o.rounds, o.latency_s)
             cli_busy = self.cli_status(5)
         finally:
             stop.set()
@@ -544,10 +546,14 @@ class ScaleBench:
         ]  # fmt: skip
 
     @staticmethod
-    def time_queries(queries: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-        """Round-robin, so every kind meets the same load: each round 10 status calls spread
-        between one call of every other kind (dupes every third round: it is the slow one)."""
+    def time_queries(
+        queries: dict[str, Callable[[], object]], rounds: int, budget_s: float
+    ) -> dict[str, list[float]]:
+        """Round-robin, so every kind meets the same load: each round 3 status calls after each
+        call of every other kind (dupes every third round: it is the slow one); `rounds` of
+        them, or fewer (at least 2) when `budget_s` is spent."""
         out: dict[str, list[float]] = {name: [] for name in queries}
+        deadline = time.monotonic() + budget_s
 
         def timed(name: str) -> None:
             started = time.perf_counter()
@@ -555,6 +561,8 @@ class ScaleBench:
             out[name].append((time.perf_counter() - started) * 1000)
 
         for n in range(rounds):
+            if n >= 2 and time.monotonic() > deadline:
+                break
             for name in queries:
                 if name == "status":
                     continue
@@ -652,7 +660,8 @@ NOTES = [
     "restart: SIGTERM, `find -printf '%p %s %T@ %i'`, then a new process on the same catalog; "
     "the judged figure is the start-up reconcile (`importctl runs`), median of the runs.",
     "latency: the real client (importctl.client) over the socket from the bench's process, round "
-    "robin (3 status calls 10 ms apart after each other call), first without load, then while another "
+    "robin (3 status calls 10 ms apart after each other call, for at most a minute, or as many "
+    "rounds as fit), first without load, then while another "
     "process writes new files at a steady rate (and a 64 MiB file every 3 s) that the daemon "
     "settles and hashes; the daemon's CPU and hashing rate over that time are in the JSON.",
     "soak: tools/crash.py's random changes (create, append, rename, rename folder, move, delete, "

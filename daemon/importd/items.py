@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat as stat_mod
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from typing_extensions import dataclass_transform
 
@@ -150,23 +150,24 @@ HashOutcome = HashedFile | FileFailure | Unsettled | Vanished
 CatalogOp = HashedFile | MovedFile | FileFailure | Vanished | VanishedRows | ConfirmHeld
 
 
-# A catalog row as the snapshot reads it: (relpath, *signature). Kept whole: building a dict of
-# 100,000 rows is then a loop in C, not one tuple per row in Python.
+# A catalog row as a walk's read gives it: (relpath, *signature). Kept whole: building a folder's
+# dict of rows is then a loop in C, not one tuple per row in Python.
 KnownRow = tuple[bytes, int, int, int, int]
 
 
-@dataclass
-class CatalogSnapshot:
-    """What the catalog knows of the live rows of a root (or subtree), shaped for the comparison:
-    `signatures` holds the present rows only, so a row in error never compares equal and is
-    retried; `in_error` the rows in error. Row ids are looked up only for what vanished."""
+class KnownRows(Protocol):
+    """The live rows of a root (or subtree) in relpath order, read in the walk's thread while the
+    walk runs: a reconcile never holds all of a root's paths at once (a million rows would be
+    ~280 MB as a dict)."""
 
-    signatures: dict[bytes, KnownRow]
-    in_error: dict[bytes, int]
+    def in_error(self) -> list[bytes]:
+        """The relpaths of the rows in error, sorted (few: each is a file that failed)."""
+        ...
 
-    def status(self, relpath: bytes) -> str | None:
-        if relpath in self.signatures:
-            return "present"
-        if relpath in self.in_error:
-            return "error"
-        return None
+    def next_chunk(self) -> list[KnownRow] | None:
+        """The next present rows, in relpath (byte) order; None once all are read."""
+        ...
+
+    def close(self) -> None:
+        """Stop reading (a walk that ends early); safe to call twice."""
+        ...

@@ -260,7 +260,7 @@ async def migrate(engine: AsyncEngine) -> None:
 
 def sqlite_file(engine: AsyncEngine) -> str | None:
     """The catalog's file when it is SQLite on disk, for the readers that open their own
-    connection (the reconcile snapshot); None for PostgreSQL and in-memory catalogs."""
+    connection (a walk's catalog read); None for PostgreSQL and in-memory catalogs."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None

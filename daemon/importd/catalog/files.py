@@ -1,26 +1,30 @@
-"""The `files` table (one row per path) and the content it points at: the walk's snapshot, the
-identity lookup (rename, move and hard-link detection), status counts, find by path, by hash
-and by error, and forgetting rows marked missing (`importctl forget`, and its undo). The
-writer's registration statements, which change these rows, are in `writer.py`.
+"""The `files` table (one row per path) and the content it points at: the rows a walk is
+compared with (read in path order as it goes), the identity lookup (rename, move and hard-link
+detection), status counts, find by path, by hash and by error, and forgetting rows marked missing
+(`importctl forget`, and its undo). The writer's registration statements, which change these
+rows, are in `writer.py`.
 
 Two reads have a second spelling on a plain `sqlite3` connection, because they are the hot paths
-of a walk: `snapshot_from_file` (100,000 rows at every start-up) and `identities_sqlite` (a
-lookup per batch of the walk's fast lane). Each stands beside its portable statement, and a test
-keeps the two giving the same answer.
+of a walk: `known_rows` (every row of a root at every start-up, read ahead by a thread of its own)
+and `identities_sqlite` (a lookup per batch of the walk's fast lane). Each stands beside its
+portable spelling, and a test keeps the two giving the same answer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import sqlite3
+import threading
 from collections.abc import Collection, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 import anyio
 from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult
 from sqlmodel import col
 from sqlmodel import select as typed_select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,13 +32,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from importd.catalog.engine import open_reader, sqlite_file
 from importd.catalog.models import (
     GONE_STATUSES,
+    LIVE_PATH_WHERE,
     STATUS_ERROR,
     STATUS_FORGOTTEN,
     STATUS_MISSING,
     FileRow,
 )
 from importd.catalog.tables import chunks, files, roots
-from importd.items import CatalogSnapshot, KnownRow, s64
+from importd.items import KnownRow, KnownRows, s64
 from importd.paths import subtree_bounds
 
 
@@ -51,56 +56,146 @@ class IdentityMatch:
     status: str
 
 
-def _snapshot_sql(root_id: int, prefix: bytes | None, sqlite: bool = True) -> tuple[str, str, dict[str, Any]]:
+def _stream_sql(root_id: int, prefix: bytes | None, sqlite: bool) -> tuple[str, str, dict[str, Any]]:
+    """The live rows of a root (or of the subtree at `prefix`) in relpath order: present rows
+    with only the columns the comparison needs, and the relpaths of rows in error."""
     cond, params = "root_id = :root", dict[str, Any](root=root_id)
     if prefix:
         low, high = subtree_bounds(prefix)
         cond += " AND ((relpath >= :low AND relpath < :high) OR relpath = :prefix)"
         params |= {"low": low, "high": high, "prefix": prefix}
-    # `+status`: not through ix_files_status; a scan of the table beats a lookup per row. The unary
-    # `+` on text is SQLite's alone (PostgreSQL has no such operator, and its planner chooses well).
+    # `+status`: not through ix_files_status (the path index gives the order). The unary `+` on
+    # text is SQLite's alone (PostgreSQL has no such operator, and its planner chooses well).
     status = "+status" if sqlite else "status"
     present = f"SELECT relpath, size, mtime_ns, inode, dev FROM files WHERE {cond} AND {status} = 'present'"
-    errors = f"SELECT relpath, id FROM files WHERE {cond} AND status = 'error'"
-    return present, errors, params
+    errors = f"SELECT relpath FROM files WHERE {cond} AND status = 'error'"
+    if sqlite:
+        # The partial unique index on (root_id, relpath) gives the rows in order with no sort;
+        # SQLite uses a partial index only when the query repeats the index's own condition.
+        present += f" AND {LIVE_PATH_WHERE}"
+    return present + " ORDER BY relpath", errors + " ORDER BY relpath", params
 
 
-def _snapshot_of(present: list[KnownRow], errors: list[tuple[bytes, int]]) -> CatalogSnapshot:
-    by_path = dict(zip(map(itemgetter(0), present), present, strict=True))
-    return CatalogSnapshot(by_path, {r[0]: r[1] for r in errors})
+# Rows per chunk of a streamed read, and chunks read ahead of the walk (~1.5 MB at most).
+ROW_CHUNK = 4096
+PREFETCH_CHUNKS = 4
 
 
-def snapshot(conn: Connection, root_id: int, prefix: bytes | None) -> CatalogSnapshot:
-    """Live rows of a root (or of the subtree at `prefix`), keyed by relpath: only the columns
-    the comparison needs."""
-    present, errors, params = _snapshot_sql(root_id, prefix, conn.dialect.name == "sqlite")
-    # Plain tuples with bytes relpaths, as sqlite3 gives them (the comparison needs tuples).
-    rows = [(bytes(r[0]), r[1], r[2], r[3], r[4]) for r in conn.execute(text(present), params)]
-    return _snapshot_of(rows, [(bytes(r[0]), r[1]) for r in conn.execute(text(errors), params)])
+class _SqliteKnownRows:
+    """`KnownRows` from a SQLite catalog: a thread of its own reads chunks ahead of the walk on a
+    read-only connection, in one read transaction (the walk compares with one catalog state)."""
+
+    def __init__(self, db_file: str, root_id: int, prefix: bytes | None) -> None:
+        self._sql = _stream_sql(root_id, prefix, sqlite=True)
+        self._db_file = db_file
+        self._chunks: queue.Queue[list[KnownRow] | BaseException | None] = queue.Queue(PREFETCH_CHUNKS)
+        self._errors: Future[list[bytes]] = Future()
+        self._closed = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._read, name="importd-catalog-read", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        present, errors, params = self._sql
+        try:
+            conn = open_reader(self._db_file)
+            try:
+                conn.execute("BEGIN")
+                self._errors.set_result([r[0] for r in conn.execute(errors, params)])
+                cursor = conn.execute(present, params)
+                while not self._closed.is_set() and (rows := cursor.fetchmany(ROW_CHUNK)):
+                    self._put(rows)
+            finally:
+                conn.close()
+            self._put(None)
+        except BaseException as exc:  # handed to the walk's thread, raised there
+            if not self._errors.done():
+                self._errors.set_exception(exc)
+            self._put(exc)
+
+    def _put(self, item: list[KnownRow] | BaseException | None) -> None:
+        while not self._closed.is_set():
+            with contextlib.suppress(queue.Full):
+                self._chunks.put(item, timeout=0.2)
+                return
+
+    def in_error(self) -> list[bytes]:
+        return self._errors.result()
+
+    def next_chunk(self) -> list[KnownRow] | None:
+        if self._ended:
+            return None
+        item = self._chunks.get()
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        if item is None:
+            self._ended = True
+        return item
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
 
 
-def snapshot_from_file(db_file: str, root_id: int, prefix: bytes | None) -> CatalogSnapshot:
-    """The same from a SQLite catalog, on a read-only connection of its own in the calling
-    thread. Every start-up reads 100,000 rows; through the async engine's single connection
-    thread (and its result processing) that took three times as long as the walk beside it."""
-    present, errors, params = _snapshot_sql(root_id, prefix)
-    conn = open_reader(db_file)
-    try:
-        conn.execute("BEGIN")  # one read transaction: both statements see the same catalog
-        present_rows = conn.execute(present, params).fetchall()
-        error_rows = conn.execute(errors, params).fetchall()
-        conn.execute("COMMIT")
-        return _snapshot_of(present_rows, error_rows)
-    finally:
-        conn.close()
+class _EngineKnownRows:
+    """`KnownRows` through the async engine (PostgreSQL): each chunk fetched on the event loop
+    from a server-side cursor, called from the walk's thread."""
+
+    def __init__(self, engine: AsyncEngine, root_id: int, prefix: bytes | None) -> None:
+        self._engine = engine
+        self._sql = _stream_sql(root_id, prefix, sqlite=False)
+        self._conn: AsyncConnection | None = None
+        self._result: AsyncResult[*tuple[Any, ...]] | None = None
+        self._errors: list[bytes] | None = None
+        self._ended = False
+
+    async def _open(self) -> None:
+        present, errors, params = self._sql
+        self._conn = conn = await self._engine.connect()
+        self._errors = [bytes(r[0]) for r in await conn.execute(text(errors), params)]
+        self._result = await conn.stream(text(present), params)
+
+    async def _fetch(self) -> list[KnownRow] | None:
+        assert self._result is not None
+        rows = await self._result.fetchmany(ROW_CHUNK)
+        return [(bytes(r[0]), r[1], r[2], r[3], r[4]) for r in rows] or None
+
+    async def _close(self) -> None:
+        if self._result is not None:
+            await self._result.close()
+        if self._conn is not None:
+            await self._conn.close()
+        self._result = self._conn = None
+
+    def in_error(self) -> list[bytes]:
+        if self._errors is None:
+            anyio.from_thread.run(self._open)
+        assert self._errors is not None
+        return self._errors
+
+    def next_chunk(self) -> list[KnownRow] | None:
+        if self._ended:
+            return None
+        self.in_error()
+        rows = anyio.from_thread.run(self._fetch)
+        if rows is None:
+            self._ended = True
+            anyio.from_thread.run(self._close)
+        return rows
+
+    def close(self) -> None:
+        self._ended = True
+        if self._conn is not None:
+            anyio.from_thread.run(self._close)
 
 
-async def read_snapshot(engine: AsyncEngine, root_id: int, prefix: bytes | None) -> CatalogSnapshot:
-    """`snapshot`, on a connection of its own in a worker thread when the catalog is a SQLite file."""
+def known_rows(engine: AsyncEngine, root_id: int, prefix: bytes | None) -> KnownRows:
+    """The live rows of a root (or of the subtree at `prefix`) in relpath order, for a walk's
+    thread: on a SQLite file read ahead by a thread of their own, elsewhere through the loop."""
     if (db_file := sqlite_file(engine)) is not None:
-        return await anyio.to_thread.run_sync(snapshot_from_file, db_file, root_id, prefix)
-    async with engine.connect() as conn:
-        return await conn.run_sync(snapshot, root_id, prefix)
+        return _SqliteKnownRows(db_file, root_id, prefix)
+    return _EngineKnownRows(engine, root_id, prefix)
 
 
 def _inodes_by_device(keys: list[tuple[int, int]]) -> list[tuple[int, Sequence[int]]]:

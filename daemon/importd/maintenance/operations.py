@@ -29,7 +29,7 @@ from importctl.findings import Finding, FindingReport
 from importctl.protocol import iso_utc
 from importd.catalog import maintenance as catalog
 from importd.catalog import runs
-from importd.catalog.files import read_snapshot
+from importd.catalog.files import known_rows
 from importd.maintenance.links import (
     Candidate,
     LastKnown,
@@ -53,7 +53,8 @@ from importd.maintenance.sweep import (
 )
 from importd.maintenance.trash import Trash, TrashFailure
 from importd.paths import display, wire
-from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk, walk_listings
+from importd.pipeline.reconcile import ReconcileDiff, StreamComparer, WalkedLink, walk, walk_listings
+from importd.pipeline.roots import RootState
 from importd.priority import lower_thread_priority
 from importd.targets import TargetError, resolve_target
 
@@ -369,6 +370,23 @@ class Maintenance:
         self._tg.start_soon(self._run_sweep, sweep, started)
         return sweep
 
+    def _sweep_walk(self, sweep: Sweep, state: RootState, root_id: int, prefix: bytes) -> ReconcileDiff:
+        """A sweep's walk (in a worker thread) against the catalog's rows, read as it goes."""
+        lower_thread_priority()
+        ignore = state.config.ignore
+        known = known_rows(self.engine, root_id, prefix or None)
+        try:
+            comparer = StreamComparer(known, ignore, keep_changed=True)
+            for listing in walk_listings(state.raw_path, prefix, ignore):
+                if sweep.stop.is_set():
+                    return comparer.diff  # cut short: what it saw so far
+                comparer.feed(listing)
+                sweep.files_seen = comparer.diff.seen
+            comparer.finish()
+            return comparer.diff
+        finally:
+            known.close()
+
     async def _run_sweep(self, sweep: Sweep, started: float) -> None:
         try:
             for rid, prefix in sweep.scope:
@@ -380,23 +398,11 @@ class Maintenance:
                         Finding("unreadable", state.raw_path, f"root offline: {state.watch_error}")
                     )
                     continue
-                known = await read_snapshot(self.engine, rid, prefix or None)
-                comparer = ReconcileComparer(known)
-
-                def walk_root(
-                    st: Any = state, pre: bytes = prefix, cmp: ReconcileComparer = comparer
-                ) -> None:
-                    lower_thread_priority()
-                    for listing in walk_listings(st.raw_path, pre, st.config.ignore):
-                        if sweep.stop.is_set():
-                            break
-                        cmp.feed(listing)
-                        sweep.files_seen = cmp.diff.seen
-
-                await anyio.to_thread.run_sync(walk_root, abandon_on_cancel=True)
-                diff = comparer.finish(state.config.ignore)
+                diff = await anyio.to_thread.run_sync(
+                    self._sweep_walk, sweep, state, rid, prefix, abandon_on_cancel=True
+                )
                 link_paths = [link.relpath for link in diff.links]
-                sweep.findings.extend(findings_from_walk(state.raw_path, diff, known))
+                sweep.findings.extend(findings_from_walk(state.raw_path, diff))
                 async with self.engine.connect() as conn:
                     missing = await conn.run_sync(catalog.missing_rows, rid, prefix or None)
                 sweep.findings.extend(ghosts_from_missing(state.raw_path, missing))

@@ -1,6 +1,6 @@
 """What a sweep saw, as findings: the reconcile walk against the catalog, the links, the scrub.
 
-The walk is the pipeline's own (`reconcile.walk` fed to a `ReconcileComparer`), run without
+The walk is the pipeline's own (`reconcile.walk_listings` fed to a `StreamComparer`), run without
 handing anything on to the pipeline, so the check reports orphans instead of registering them.
 """
 
@@ -11,22 +11,21 @@ from collections.abc import Sequence
 from importctl.findings import Finding
 from importctl.protocol import iso_utc
 from importd.catalog.models import STATUS_ERROR
-from importd.items import CatalogSnapshot
 from importd.maintenance.links import LinkError, LinkInfo
 from importd.maintenance.scrub import ScrubResult
 from importd.paths import display, join
 from importd.pipeline.reconcile import ReconcileDiff
 
 
-def findings_from_walk(root_path: bytes, diff: ReconcileDiff, known: CatalogSnapshot) -> list[Finding]:
-    """`known` is the snapshot the comparer was built from. Vanished rows are ghosts; new files
+def findings_from_walk(root_path: bytes, diff: ReconcileDiff) -> list[Finding]:
+    """`diff` kept its changed files and what the catalog held for each. Vanished rows are ghosts; new files
     and files changed behind the watcher's back are orphans; rows in error are errors; folders
     the walk could not read are unreadable."""
     out: list[Finding] = []
     for relpath in diff.vanished:
         out.append(Finding("ghost", join(root_path, relpath), "in the catalog, gone from disk"))
     for item in diff.changed:
-        status = known.status(item.relpath)
+        status = diff.catalog_status.get(item.relpath)
         path = join(root_path, item.relpath)
         if status is None:
             out.append(Finding("orphan", path, "not in the catalog"))

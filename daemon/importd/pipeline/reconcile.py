@@ -10,16 +10,18 @@ are always retried.
 
 from __future__ import annotations
 
+import bisect
 import errno
-import itertools
+import heapq
 import os
 import stat as stat_mod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Protocol, cast
 
 from importd.config import IgnoreRules
-from importd.items import CatalogSnapshot, FileStat, KnownRow, record, s64
+from importd.items import FileStat, KnownRow, KnownRows, record, s64
 
 # (size, mtime_ns, inode, dev) as the catalog stores them: inode and dev as signed 64-bit.
 Signature = tuple[int, int, int, int]
@@ -180,15 +182,18 @@ read_dirs: ReadDirs = _native_read_dirs() or _read_dirs_python
 
 @dataclass(frozen=True, slots=True)
 class DirListing:
-    """One directory as the walk read it. Its files stay with the reader until `take`: before
-    the catalog snapshot is there, a walk can run ahead without building an object per file.
-    Links and errors carry whole relpaths."""
+    """One directory as the walk read it. Its files stay with the reader until `take` (no object
+    per file for the unchanged ones). Links and errors carry whole relpaths."""
 
     prefix: bytes
     pending: DirFiles | None
     ignore: IgnoreRules
     links: list[WalkedLink] = field(default_factory=list)
     errors: list[WalkError] = field(default_factory=list)
+    # Where the walk goes next (the next folder's prefix, None when this is its last listing).
+    # The walk lists folders in byte order of their prefixes, so every path below `upto` lies
+    # in a folder already listed: what the catalog holds there and the walk did not see is gone.
+    upto: bytes | None = None
 
     def take(self, unseen: dict[bytes, KnownRow] | None = None) -> tuple[list[FileEntry], int]:
         """(files that pass the ignore rules, files found unchanged in `unseen`)."""
@@ -246,11 +251,17 @@ def walk_listings(
         return
     visited: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
     stack: list[bytes] = [start]
+    # Folders read ahead of their turn: the next ones on the stack, up to READ_BATCH per call.
+    ahead: dict[bytes, DirRead | OSError] = {}
     while stack:
-        batch = [stack.pop() for _ in range(min(len(stack), READ_BATCH))]
-        reads = reader([root + b"/" + rel if rel else root for rel in batch])
-        for rel, read in zip(batch, reads, strict=True):
-            yield _listing(rel, read, ignore, visited, stack)
+        rel = stack.pop()
+        read = ahead.pop(rel, None)
+        if read is None:
+            batch = [rel] + [r for r in reversed(stack[-(READ_BATCH - 1) :]) if r not in ahead]
+            reads = reader([root + b"/" + r if r else root for r in batch])
+            read = reads[0]
+            ahead.update(zip(batch[1:], reads[1:], strict=True))
+        yield _listing(rel, read, ignore, visited, stack)
 
 
 def _listing(
@@ -263,26 +274,34 @@ def _listing(
     """One read as a listing; its subdirectories go on the stack (each (dev, inode) once)."""
     prefix = rel + b"/" if rel else b""
     if isinstance(read, OSError):
-        return DirListing(prefix, None, ignore, errors=[WalkError(rel, describe_os_error(read))])
+        error = WalkError(rel, describe_os_error(read))
+        return DirListing(prefix, None, ignore, errors=[error], upto=_next(stack))
     files, dirs, links, errors = read
-    listing = DirListing(prefix, files, ignore)
+    walk_errors: list[WalkError] = []
     for name, errno_value in errors:
         if not _skipped(ignore, prefix + name):
-            listing.errors.append(WalkError(prefix + name, describe_os_error(OSError(errno_value, ""))))
-    for name in links:
-        if not _skipped(ignore, prefix + name):
-            listing.links.append(WalkedLink(prefix + name))
-    for name, dev, ino in reversed(dirs):  # reversed: the stack pops them in readdir order
+            walk_errors.append(WalkError(prefix + name, describe_os_error(OSError(errno_value, ""))))
+    walked_links = [WalkedLink(prefix + name) for name in links if not _skipped(ignore, prefix + name)]
+    # Pushed so that they pop in byte order of `name/`: a folder's prefix then sorts after every
+    # path of the folders listed before it (`a-b/` < `a/`: '-' is below '/').
+    for name, dev, ino in sorted(dirs, key=_as_prefix, reverse=True):
         relpath = prefix + name
         if _skipped(ignore, relpath):
             continue
         if (dev, ino) in visited:
-            loop = WalkError(relpath, "directory loop (a bind mount of a parent?): not entered")
-            listing.errors.append(loop)
+            walk_errors.append(WalkError(relpath, "directory loop (a bind mount of a parent?): not entered"))
             continue
         visited.add((dev, ino))
         stack.append(relpath)
-    return listing
+    return DirListing(prefix, files, ignore, walked_links, walk_errors, _next(stack))
+
+
+def _next(stack: list[bytes]) -> bytes | None:
+    return stack[-1] + b"/" if stack else None
+
+
+def _as_prefix(entry: tuple[bytes, int, int]) -> bytes:
+    return entry[0] + b"/"
 
 
 def _skipped(ignore: IgnoreRules, relpath: bytes) -> bool:
@@ -311,47 +330,181 @@ class ReconcileDiff:
     links: list[WalkedLink] = field(default_factory=list)
     seen: int = 0
     changed_count: int = 0
+    # With `keep_changed`: what the catalog held for each changed file ("present": changed since;
+    # "error"); a file it did not know is not here.
+    catalog_status: dict[bytes, str] = field(default_factory=dict)
 
 
-class ReconcileComparer:
-    """Compares walk listings against a catalog snapshot, a directory at a time (so the walk can
-    stream changed files onward while it is still going), then lists the vanished rows at the end."""
+# Rows a comparison window may hold beyond the folder being compared before the rest are settled
+# on the spot (a deleted folder of 500,000 files between two listings).
+WINDOW_LIMIT = 32_768
 
-    def __init__(self, known: CatalogSnapshot, keep_changed: bool = True) -> None:
-        # The comparison pops from a copy: a sweep still needs the snapshot to name its findings.
-        self._unseen = dict(known.signatures)
-        self._unseen_errors = dict(known.in_error)
-        # A reconcile streams changed files onward and only needs their count; keeping 100,000
-        # stat results until the walk ends would cost tens of MB. A sweep keeps them to report.
-        self.keep_changed = keep_changed
+
+class StreamComparer:
+    """Compares walk listings with the catalog's rows read in relpath order while the walk runs:
+    the merge of a sorted walk with a sorted catalog read, so neither side is ever held whole.
+
+    The walk lists folders in byte order of their prefixes and each listing says where it goes
+    next (`upto`). Every catalog row below `upto` lies in a folder already listed, so once a
+    listing is compared the rows below `upto` that nothing matched are gone. A folder's own files
+    that sort after its first subfolder (`a/z.txt` after `a/m/`) wait, with their signature,
+    until the catalog read passes them."""
+
+    def __init__(self, known: KnownRows, ignore: IgnoreRules, keep_changed: bool = False) -> None:
+        self._known = known
+        self._ignore = ignore
+        # A reconcile streams changed files onward and needs only their count; a sweep keeps them
+        # (with what the catalog held for each) to report them.
+        self._keep_changed = keep_changed
+        self._chunk: list[KnownRow] = []
+        self._at = 0
+        self._read_all = False
+        self._in_error: list[bytes] | None = None
+        self._error_at = 0
+        self._waiting: dict[bytes, tuple[Signature, int]] = {}
+        self._waiting_order: list[bytes] = []  # a heap of `_waiting`'s keys
+        self._blocked: list[bytes] = []
         self.diff = ReconcileDiff()
 
     def feed(self, listing: DirListing) -> list[WalkedFile]:
-        """Returns the files that must go on to settle/hash: the reader pops each file from
-        `unseen` and lists only those whose signature differs or that the catalog lacks."""
+        """The files that must go on to settle/hash: new, changed, in error, or (from earlier
+        listings) waiting files the catalog read has now passed."""
         self.diff.errors.extend(listing.errors)
+        self._blocked.extend(err.relpath for err in listing.errors)
         self.diff.links.extend(listing.links)
-        files, unchanged = listing.take(self._unseen)
+        upto, prefix = listing.upto, listing.prefix
+        changed: list[WalkedFile] = []
+        window = self._rows_below(upto, prefix, changed)
+        had_rows = set(window) if self._keep_changed else None
+        files, unchanged = listing.take(window)
         self.diff.seen += len(files) + unchanged
-        prefix = listing.prefix
-        changed = [WalkedFile(prefix + name, signature, ctime_ns) for name, signature, ctime_ns in files]
-        if changed:
-            for item in changed:
-                self._unseen_errors.pop(item.relpath, None)
-            self.diff.changed_count += len(changed)
-            if self.keep_changed:
-                self.diff.changed.extend(changed)
+        for name, signature, ctime_ns in files:
+            relpath = prefix + name
+            if upto is not None and relpath >= upto:
+                self._waiting[relpath] = (signature, ctime_ns)
+                heapq.heappush(self._waiting_order, relpath)
+            else:
+                changed.append(WalkedFile(relpath, signature, ctime_ns))
+                if had_rows is not None and relpath in had_rows:
+                    self.diff.catalog_status[relpath] = "present"
+        self._settle_below(upto, window, changed)
+        return self._count(changed)
+
+    def finish(self) -> list[WalkedFile]:
+        """After the walk's last listing: the rest of the catalog read, a window at a time. Returns
+        the last files to hand on; `diff` is then complete."""
+        changed: list[WalkedFile] = []
+        while not self._read_all or self._at < len(self._chunk):
+            window = self._rows_below(None, None, changed)
+            self._settle_below(None, window, changed)
+        self._settle_below(None, {}, changed)
+        return self._count(changed)
+
+    def _count(self, changed: list[WalkedFile]) -> list[WalkedFile]:
+        self.diff.changed_count += len(changed)
+        if self._keep_changed:
+            self.diff.changed += changed
         return changed
 
-    def finish(self, ignore: IgnoreRules) -> ReconcileDiff:
-        """Rows not seen are vanished, except below a directory the walk could not read and
-        paths now ignored (an ignore rule added later hides files; it does not delete them)."""
-        blocked = [e.relpath for e in self.diff.errors]
-        for relpath in itertools.chain(self._unseen, self._unseen_errors):
-            if any(relpath == b or relpath.startswith(b + b"/") or not b for b in blocked):
-                continue
-            if ignore.path_ignored(os.fsdecode(relpath)):
-                continue
-            self.diff.vanished.append(relpath)
-        self._unseen, self._unseen_errors = {}, {}
-        return self.diff
+    def _rows_below(
+        self, upto: bytes | None, prefix: bytes | None, changed: list[WalkedFile]
+    ) -> dict[bytes, KnownRow]:
+        """The catalog rows below `upto` (all of them when None; with no prefix, at most about a
+        window's worth: `finish` comes back for the rest), keyed by relpath. Past WINDOW_LIMIT,
+        rows outside the folder at `prefix` are settled on the spot."""
+        window: dict[bytes, KnownRow] = {}
+        while True:
+            if self._at >= len(self._chunk):
+                if self._read_all:
+                    break
+                chunk = self._known.next_chunk()
+                if chunk is None:
+                    self._read_all = True
+                    break
+                self._chunk, self._at = chunk, 0
+            chunk, at = self._chunk, self._at
+            end = len(chunk) if upto is None else bisect.bisect_left(chunk, upto, at, key=itemgetter(0))
+            part = chunk[at:end] if at or end < len(chunk) else chunk
+            window.update(zip(map(itemgetter(0), part), part, strict=True))
+            self._at = end
+            if len(window) > WINDOW_LIMIT:
+                if prefix is None:
+                    break
+                window = self._spill(window, prefix, changed)
+            if end < len(chunk):
+                break
+        return window
+
+    def _spill(
+        self, window: dict[bytes, KnownRow], prefix: bytes, changed: list[WalkedFile]
+    ) -> dict[bytes, KnownRow]:
+        """Keeps the rows of the folder at `prefix` (its listing still has to take them); every
+        other row is a waiting file's or gone."""
+        kept: dict[bytes, KnownRow] = {}
+        start = len(prefix)
+        for relpath, row in window.items():
+            if relpath.startswith(prefix) and relpath.find(b"/", start) < 0:
+                kept[relpath] = row
+            elif (waiting := self._waiting.pop(relpath, None)) is not None:
+                if row[1:] != waiting[0]:
+                    self._changed_row(relpath)
+                    changed.append(WalkedFile(relpath, *waiting))
+            else:
+                self._gone(relpath)
+        return kept
+
+    def _settle_below(
+        self, upto: bytes | None, window: dict[bytes, KnownRow], changed: list[WalkedFile]
+    ) -> None:
+        """Everything below `upto` is now decided: waiting files against what is left of the
+        window, rows in error, and rows nothing matched (gone). With `upto` None only the rows
+        already read, unless the read is done."""
+        high = upto
+        if upto is None and not (self._read_all and self._at >= len(self._chunk)):
+            # Only as far as the catalog has been read: `finish` loops for the rest.
+            high = self._chunk[self._at][0] if self._at < len(self._chunk) else None
+        order, waiting = self._waiting_order, self._waiting
+        while order and (high is None or order[0] < high):
+            relpath = heapq.heappop(order)
+            entry = waiting.pop(relpath, None)
+            if entry is None:
+                continue  # settled by a spill
+            known = window.pop(relpath, None)
+            if known is None or known[1:] != entry[0]:
+                if known is not None:
+                    self._changed_row(relpath)
+                changed.append(WalkedFile(relpath, *entry))
+        errors = self._errors_below(high)
+        if errors:
+            looked_at = {item.relpath for item in changed}
+            for relpath in errors:
+                if relpath not in looked_at:
+                    self._gone(relpath)
+                elif self._keep_changed:
+                    self.diff.catalog_status[relpath] = "error"
+        for relpath in window:
+            self._gone(relpath)
+
+    def _changed_row(self, relpath: bytes) -> None:
+        if self._keep_changed:
+            self.diff.catalog_status[relpath] = "present"
+
+    def _errors_below(self, high: bytes | None) -> list[bytes]:
+        """Rows in error below `high` not yet looked at. A file in error never compares equal,
+        so a walk that saw it hands it on (and retries it); only the unseen are gone."""
+        if self._in_error is None:
+            self._in_error = self._known.in_error()
+        rows, at = self._in_error, self._error_at
+        end = len(rows) if high is None else bisect.bisect_left(rows, high, at)
+        self._error_at = end
+        return rows[at:end]
+
+    def _gone(self, relpath: bytes) -> None:
+        """A row the walk did not see: vanished, unless below a folder it could not read or now
+        ignored (an ignore rule added later hides files; it does not delete them)."""
+        for blocked in self._blocked:
+            if not blocked or relpath == blocked or relpath.startswith(blocked + b"/"):
+                return
+        if self._ignore.path_ignored(os.fsdecode(relpath)):
+            return
+        self.diff.vanished.append(relpath)

@@ -1,10 +1,11 @@
 """Scans: reconcile requests, their runs in the catalog, cancellation, and the counters that
 `importctl status` shows.
 
-A scan walks a root (or a folder of it), compares the walk with a snapshot of the catalog read
-beside it, hands changed files on in batches (`HandOn`, supplied by the wiring), marks what
-vanished, waits for its files to be registered and mapped, and records the run. It learns what
-became of its files through `file_done`, and of commits through `count_committed`.
+A scan walks a root (or a folder of it), compares the walk with the catalog's rows read in path
+order beside it (neither side is ever held whole), hands changed files on in batches (`HandOn`,
+supplied by the wiring), marks what vanished, waits for its files to be registered and mapped,
+and records the run. It learns what became of its files through `file_done`, and of commits
+through `count_committed`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +31,9 @@ from importd.catalog import runs as catalog_runs
 from importd.catalog.engine import shrink_cache
 from importd.catalog.entities import MappingOutcome
 from importd.catalog.writer import BatchResult, CatalogWriter
-from importd.items import CatalogSnapshot, VanishedRows
+from importd.items import KnownRows, VanishedRows
 from importd.paths import display
-from importd.pipeline.reconcile import DirListing, ReconcileComparer, WalkedFile, walk_listings
+from importd.pipeline.reconcile import ReconcileDiff, StreamComparer, WalkedFile, walk_listings
 from importd.pipeline.roots import Roots, RootState, folder_has_entries
 from importd.runtime import collector_paused, release_memory
 
@@ -43,8 +43,6 @@ Key = tuple[int, bytes]
 RATE_WINDOW_S = 10.0
 # Changed files a walk hands on at a time.
 WALK_BATCH_FILES = 1024
-# Files a walk may list ahead of the catalog snapshot (about 200 bytes each).
-SNAPSHOT_WAIT_FILES = 200_000
 # How long a start-up walk waits for the root's watcher to be in place (it walks the tree too).
 WATCH_SETTLE_WAIT_S = 30.0
 RELEASE_MEMORY_AFTER = 20_000
@@ -130,8 +128,8 @@ class Counters:
 # What a scan is handed by the rest of the pipeline.
 HandOn = Callable[[RootState, Scan, list[WalkedFile]], None]
 """In the walk's thread: a batch of changed files, to settle or to identify and hash."""
-WalkRoot = Callable[[RootState, Scan, "Future[CatalogSnapshot]"], ReconcileComparer]
-LoadSnapshot = Callable[[int, bytes | None], Awaitable[CatalogSnapshot]]
+WalkRoot = Callable[[RootState, Scan, KnownRows], "ReconcileDiff | None"]
+OpenKnownRows = Callable[[int, bytes | None], KnownRows]
 OnLinks = Callable[[int, list[bytes], bool], Awaitable[None]]
 
 
@@ -142,43 +140,32 @@ def is_under(relpath: bytes, prefix: bytes) -> bool:
 def walk_in_batches(
     state: RootState,
     scan: Scan,
-    known: Future[CatalogSnapshot],
+    known: KnownRows,
     hand_on: HandOn,
     stopping: threading.Event,
-) -> ReconcileComparer:
-    """The walk itself (in a worker thread): listings are compared with the catalog snapshot a
-    folder at a time and changed files handed on in batches. Until the snapshot arrives, listings
-    wait in memory, their files still in the reader's C buffers (a bounded number of files, then
-    the walk waits)."""
+) -> ReconcileDiff | None:
+    """The walk itself (in a worker thread): listings are compared with the catalog's rows as they
+    are read, a folder at a time, and changed files handed on in batches. None when the walk was
+    cut short (cancelled, or the daemon stopping): an unfinished walk proves nothing vanished."""
     batch: list[WalkedFile] = []
-    early: list[DirListing] = []
-    early_files = 0
-    comparer: ReconcileComparer | None = None
-    for listing in walk_listings(state.raw_path, scan.prefix, state.config.ignore):
+    comparer = StreamComparer(known, state.config.ignore)
+    try:
+        for listing in walk_listings(state.raw_path, scan.prefix, state.config.ignore):
+            if stopping.is_set() or scan.cancelled:
+                return None
+            batch += comparer.feed(listing)
+            if len(batch) >= WALK_BATCH_FILES:
+                hand_on(state, scan, batch)
+                batch = []
+            scan.files_seen = comparer.diff.seen
+        batch += comparer.finish()
         if stopping.is_set() or scan.cancelled:
-            break
-        if comparer is None:
-            if not known.done() and early_files < SNAPSHOT_WAIT_FILES:
-                early.append(listing)
-                early_files += len(listing)
-                continue
-            comparer = ReconcileComparer(known.result(), keep_changed=False)
-            for waited in early:
-                batch += comparer.feed(waited)
-            early = []
-        batch += comparer.feed(listing)
-        if len(batch) >= WALK_BATCH_FILES:
+            return None
+        if batch:
             hand_on(state, scan, batch)
-            batch = []
-        scan.files_seen = comparer.diff.seen
-    if comparer is None:
-        comparer = ReconcileComparer(known.result(), keep_changed=False)
-        for waited in early:
-            batch += comparer.feed(waited)
-        scan.files_seen = comparer.diff.seen
-    if batch and not (stopping.is_set() or scan.cancelled):
-        hand_on(state, scan, batch)
-    return comparer
+        return comparer.diff
+    finally:
+        known.close()
 
 
 class Scans:
@@ -190,7 +177,7 @@ class Scans:
         roots: Roots,
         writer: CatalogWriter,
         walk: WalkRoot,
-        load_snapshot: LoadSnapshot,
+        known_rows: OpenKnownRows,
         drain_mapping: Callable[[], Awaitable[None]],
         gap_report: Callable[[], Mapping[str, Any]],
         stopping: threading.Event,
@@ -209,7 +196,7 @@ class Scans:
         self.listeners: list[Callable[[Scan], None]] = []
         self._writer = writer
         self._walk = walk
-        self._load_snapshot = load_snapshot
+        self._known_rows = known_rows
         self._drain_mapping = drain_mapping
         self._gap_report = gap_report
         self._stopping = stopping
@@ -377,28 +364,27 @@ class Scans:
             if first_import:
                 self.roots.watch_after_import(state, self._stopping.is_set())
 
+    def _walk_root(self, state: RootState, scan: Scan) -> ReconcileDiff | None:
+        """In the walk's thread (which closes the catalog read whatever happens)."""
+        return self._walk(state, scan, self._known_rows(scan.root_id, scan.prefix or None))
+
     def _skip(self, scan: Scan, why: str) -> None:
         scan.state, scan.message = "skipped", why
         scan.done.set()
 
     async def _reconcile(self, state: RootState, scan: Scan) -> None:
         """Walk, then wait for what the walk handed on to be registered, then mapped."""
-        # The catalog read and the walk overlap: each takes about as long as `find` on a
-        # restart, and the walk's syscalls run without the GIL.
-        known: Future[CatalogSnapshot] = Future()
+        # The catalog's rows are read beside the walk (on SQLite by a thread of their own): each
+        # takes about as long as `find` on a restart, and the walk's syscalls run without the GIL.
         # The walk of a whole root (nearly all of a cold import's work) runs without the cyclic
         # collector; not what follows, which may wait long for files still being written.
         paused = collector_paused() if not scan.prefix else contextlib.nullcontext()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._snapshot_into, scan, known)
-            with paused:
-                comparer = await anyio.to_thread.run_sync(
-                    self._walk, state, scan, known, abandon_on_cancel=True
-                )
-        diff = comparer.finish(state.config.ignore)
-        if scan.cancelled:
+        with paused:
+            walked = await anyio.to_thread.run_sync(self._walk_root, state, scan, abandon_on_cancel=True)
+        if walked is None or scan.cancelled:
             scan.state = "cancelled"  # an unfinished walk proves nothing vanished
             return
+        diff = walked
         if not self.roots.check_online(state):
             # The mount went away during the walk: what looked gone is not gone.
             scan.state = "failed"
@@ -462,13 +448,6 @@ class Scans:
             started = scan.started or 0.0
             await self._writer.call(lambda c: catalog_roots.mark_reconciled(c, scan.root_id, started))
         scan.state = "partial" if scan.errors else "completed"
-
-    async def _snapshot_into(self, scan: Scan, known: Future[CatalogSnapshot]) -> None:
-        try:
-            known.set_result(await self._load_snapshot(scan.root_id, scan.prefix or None))
-        except BaseException as exc:
-            known.set_exception(exc)
-            raise
 
     async def _finish(self, state: RootState, scan: Scan) -> None:
         if scan.cancelled and scan.state in ("completed", "partial"):

@@ -14,17 +14,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from importd.catalog.engine import open_reader, sqlite_file
-from importd.items import CatalogSnapshot, FileRef, HashOutcome, SettledFile
+from importd.items import FileRef, HashOutcome, KnownRows, SettledFile
 from importd.pipeline.hasher import BatchHasher, hash_walked
 from importd.pipeline.identify import Identified, InodeLookup, OnDisk, identify, reader_lookup
-from importd.pipeline.reconcile import ReconcileComparer, WalkedFile
+from importd.pipeline.reconcile import ReconcileDiff, WalkedFile
 from importd.pipeline.roots import RootState
 from importd.pipeline.scans import Scan, walk_in_batches
 from importd.threads import thread_named
@@ -74,7 +73,7 @@ class WalkLane:
         self._clock = clock
         self._host = host  # inode lookups see this server's rows only
 
-    def walk(self, state: RootState, scan: Scan, known: Future[CatalogSnapshot]) -> ReconcileComparer:
+    def walk(self, state: RootState, scan: Scan, known: KnownRows) -> ReconcileDiff | None:
         """A scan's walk, in a worker thread, its changed files through the lane."""
         db_file = sqlite_file(self._engine)
         reader = open_reader(db_file) if db_file is not None else None

@@ -132,7 +132,7 @@ class Pipeline:
             self.roots,
             self.writer,
             walk=self.lane.walk,
-            load_snapshot=lambda root_id, prefix: catalog_files.read_snapshot(engine, root_id, prefix),
+            known_rows=lambda root_id, prefix: catalog_files.known_rows(engine, root_id, prefix),
             drain_mapping=self.mapper.drain,
             gap_report=lambda: self.mapper.live.report().to_json(),
             stopping=self.stopping,

@@ -3,17 +3,32 @@ catalog; find by path, by hash and by error; status counts."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import anyio
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
 from importd.catalog import files
+from importd.catalog.engine import create_engine as catalog_engine
 from importd.catalog.engine import open_reader
 from importd.catalog.roots import ensure_roots
 from importd.catalog.writer import apply_ops
-from importd.items import FileRef, FileStat, HashedFile, MovedFile, Vanished
+from importd.items import (
+    FileRef,
+    FileStat,
+    HashedFile,
+    KnownRow,
+    KnownRows,
+    MovedFile,
+    Vanished,
+)
 from tests.unit.importd.catalog.conftest import on_postgresql, read, register
 
 H1, H2, H3 = "1" * 64, "2" * 64, "a3" + "3" * 62
@@ -34,35 +49,119 @@ def _file_catalog(tmp_path: Path) -> str:
     return str(db)
 
 
-def test_snapshot_from_file_equals_the_portable_snapshot(tmp_path: Path) -> None:
+CASES = [(1, None), (1, b"a"), (1, b"a/b/3"), (1, b"zz"), (2, None)]
+
+
+def _read_all(rows: KnownRows) -> tuple[list[KnownRow], list[bytes], int]:
+    """(present rows, rows in error, chunks): what a walk's thread would read."""
+    out: list[KnownRow] = []
+    chunks = 0
+    try:
+        errors = rows.in_error()
+        while (chunk := rows.next_chunk()) is not None:
+            out += chunk
+            chunks += 1
+        assert rows.next_chunk() is None, "the end stays the end"
+    finally:
+        rows.close()
+        rows.close()
+    return out, errors, chunks
+
+
+def _expected(db: str, root_id: int, prefix: bytes | None) -> tuple[list[KnownRow], list[bytes]]:
+    """The reference: every row of the table, filtered and sorted here."""
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "SELECT relpath, size, mtime_ns, inode, dev, status FROM files WHERE root_id = ?", (root_id,)
+        )
+        live = [r for r in rows if prefix is None or r[0] == prefix or r[0].startswith(prefix + b"/")]
+    finally:
+        conn.close()
+    present = sorted(r[:5] for r in live if r[5] == "present")
+    return present, sorted(r[0] for r in live if r[5] == "error")
+
+
+async def _streamed(url: str, make: Callable[[AsyncEngine], KnownRows]) -> list[tuple[Any, ...]]:
+    engine = catalog_engine(url)
+    try:
+        return [
+            await anyio.to_thread.run_sync(_read_all, make_rows(make, engine, root_id, prefix))
+            for root_id, prefix in CASES
+        ]
+    finally:
+        await engine.dispose()
+
+
+def make_rows(
+    make: Callable[..., KnownRows], engine: AsyncEngine, root_id: int, prefix: bytes | None
+) -> KnownRows:
+    return make(engine, root_id, prefix)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_known_rows_stream_the_live_rows_in_relpath_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    """A walk's catalog read: the live rows in byte order of relpath, in chunks, from the
+    SQLite file's reader thread and through the async engine alike."""
     db = _file_catalog(tmp_path)
-    engine = create_engine(f"sqlite:///{db}")
-    with engine.connect() as c:
-        for root_id, prefix in [(1, None), (1, b"a"), (1, b"a/b/3"), (1, b"zz"), (2, None)]:
-            portable = files.snapshot(c, root_id, prefix)
-            raw = files.snapshot_from_file(db, root_id, prefix)
-            assert raw == portable, (root_id, prefix)
-        whole = files.snapshot(c, 1, None)
-    engine.dispose()
-    assert set(whole.signatures) == {b"a/1", b"a/b/3", b"\xff\n"}, "missing rows are not live"
-    assert set(whole.in_error) == {b"c"}
+    monkeypatch.setattr(files, "ROW_CHUNK", 1)
+    url = f"sqlite:///{db}"
+    by_file = await _streamed(url, files.known_rows)
+    by_engine = await _streamed(url, files._EngineKnownRows)
+    for (root_id, prefix), got, through_engine in zip(CASES, by_file, by_engine, strict=True):
+        present, errors = _expected(db, root_id, prefix)
+        assert got == (present, errors, len(present)), (root_id, prefix)
+        assert through_engine == got, (root_id, prefix)
+    assert [r[0] for r in by_file[0][0]] == [b"a/1", b"a/b/3", b"\xff\n"], "missing rows are not live"
+    assert by_file[0][1] == [b"c"]
 
 
-def test_snapshot_on_postgresql_equals_the_sqlite_file_snapshot(tmp_path: Path, pg_url: str) -> None:
-    """The same rows on PostgreSQL give the same snapshots (there without SQLite's `+status`)."""
+def test_the_sqlite_read_follows_the_path_index_with_no_sort(tmp_path: Path) -> None:
     db = _file_catalog(tmp_path)
-    cases = [(1, None), (1, b"a"), (1, b"a/b/3"), (1, b"zz"), (2, None)]
+    present, _, params = files._stream_sql(1, None, sqlite=True)
+    reader = open_reader(db)
+    try:
+        plan = " | ".join(str(r[-1]) for r in reader.execute("EXPLAIN QUERY PLAN " + present, params))
+    finally:
+        reader.close()
+    assert "uq_files_live_path" in plan and "TEMP B-TREE" not in plan, plan
 
-    def snapshots(c: Connection) -> list[object]:
+
+def test_a_walk_that_stops_early_ends_the_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = _file_catalog(tmp_path)
+    monkeypatch.setattr(files, "ROW_CHUNK", 1)
+    monkeypatch.setattr(files, "PREFETCH_CHUNKS", 1)
+    rows = files._SqliteKnownRows(db, 1, None)
+    assert rows.next_chunk() == _expected(db, 1, None)[0][:1]
+    rows.close()  # the reader thread, blocked on a full queue, ends
+    assert not rows._thread.is_alive()
+
+
+def test_a_read_that_fails_raises_in_the_walk_s_thread(tmp_path: Path) -> None:
+    rows = files._SqliteKnownRows(str(tmp_path / "no-such.db"), 1, None)
+    with pytest.raises(sqlite3.OperationalError):
+        rows.next_chunk()
+    rows.close()
+
+
+def test_known_rows_on_postgresql_equal_the_sqlite_file_s(tmp_path: Path, pg_url: str) -> None:
+    db = _file_catalog(tmp_path)
+
+    def fill(c: Connection) -> None:
         ensure_roots(c, "h", [("r", "/srv/r"), ("s", "/srv/s")])
         register(c, {b"a/1": H1, b"a/2": H2, b"a/b/3": H3, b"c": "", b"\xff\n": H1})
         apply_ops(c, [HashedFile(FileRef(2, "s", b"x"), FileStat(5, 1, 1, 2**64 - 3, 2**63 + 9), H2)], 2.0)
         apply_ops(c, [HashedFile(FileRef(2, "s", b"hard"), FileStat(5, 1, 1, 2, 7), H2)], 2.0)
         apply_ops(c, [Vanished(FileRef(1, "r", b"a/2"))], 3.0)
-        return [files.snapshot(c, root_id, prefix) for root_id, prefix in cases]
 
-    on_pg = on_postgresql(pg_url, snapshots)
-    assert on_pg == [files.snapshot_from_file(db, root_id, prefix) for root_id, prefix in cases]
+    on_postgresql(pg_url, fill)
+    on_pg = anyio.run(_streamed, pg_url, files.known_rows)
+    for (root_id, prefix), got in zip(CASES, on_pg, strict=True):
+        present, errors = _expected(db, root_id, prefix)
+        assert got[:2] == (present, errors), (root_id, prefix)
 
 
 def test_identities_sqlite_equals_the_portable_identities(tmp_path: Path) -> None:

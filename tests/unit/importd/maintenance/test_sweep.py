@@ -7,7 +7,7 @@ from pathlib import Path
 
 from importctl.findings import Finding, FindingReport
 from importd.config import DEFAULT_IGNORES, IgnoreRules
-from importd.items import CatalogSnapshot, FileStat, s64
+from importd.items import FileStat, s64
 from importd.maintenance.links import LinkClassifier
 from importd.maintenance.scrub import ScrubResult, ScrubTarget
 from importd.maintenance.sweep import (
@@ -16,7 +16,8 @@ from importd.maintenance.sweep import (
     findings_from_walk,
     ghosts_from_missing,
 )
-from importd.pipeline.reconcile import ReconcileComparer, WalkedLink, walk_listings
+from importd.pipeline.reconcile import StreamComparer, WalkedLink, walk_listings
+from tests.unit.importd.listed_rows import ListedRows
 
 IGNORE = IgnoreRules(DEFAULT_IGNORES)
 
@@ -31,10 +32,7 @@ def test_walk_while_stopped_gives_ghosts_orphans_changes_errors_and_links(tmp_pa
     root.mkdir()
     for name in ("kept", "deleted", "changed", "errored"):
         (root / name).write_bytes(b"x")
-    snapshot = CatalogSnapshot(
-        {os.fsencode(name): known_row(root / name) for name in ("kept", "deleted", "changed")},
-        {b"errored": 4},
-    )
+    known = ListedRows([known_row(root / name) for name in ("kept", "deleted", "changed")], [b"errored"])
     # Behind the daemon's back while it was stopped:
     (root / "deleted").unlink()
     (root / "added").write_bytes(b"new")
@@ -44,11 +42,12 @@ def test_walk_while_stopped_gives_ghosts_orphans_changes_errors_and_links(tmp_pa
     os.symlink("kept", root / "good_link")
 
     raw_root = os.fsencode(str(root))
-    comparer = ReconcileComparer(snapshot)
+    comparer = StreamComparer(known, IGNORE, keep_changed=True)
     for listing in walk_listings(raw_root, b"", IGNORE):
         comparer.feed(listing)
-    diff = comparer.finish(IGNORE)
-    findings = findings_from_walk(raw_root, diff, snapshot)
+    comparer.finish()
+    diff = comparer.diff
+    findings = findings_from_walk(raw_root, diff)
     classifier = LinkClassifier({"media": raw_root})
     for walked in diff.links:
         assert isinstance(walked, WalkedLink)

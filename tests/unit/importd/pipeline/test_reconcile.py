@@ -1,22 +1,24 @@
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from importd.config import DEFAULT_IGNORES, IgnoreRules
-from importd.items import CatalogSnapshot, FileStat, KnownRow, s64
+from importd.items import FileStat, KnownRow, s64
 from importd.pipeline import reconcile
 from importd.pipeline.reconcile import (
     DirListing,
-    ReconcileComparer,
     Signature,
+    StreamComparer,
     WalkedFile,
     WalkedLink,
     WalkError,
     walk,
     walk_listings,
 )
+from tests.unit.importd.listed_rows import ListedRows
 
 IGNORE = IgnoreRules(DEFAULT_IGNORES)
 
@@ -88,40 +90,49 @@ def listing(prefix: bytes, *files: tuple[bytes, FileStat], errors: tuple[WalkErr
     return DirListing(prefix, pending, IGNORE, errors=list(errors))
 
 
+def known(signatures: dict[bytes, Signature], in_error: tuple[bytes, ...] = (), chunk: int = 2) -> ListedRows:
+    return ListedRows(list(rows(signatures).values()), in_error, chunk)
+
+
 def test_comparer_sends_only_changes_and_lists_vanished() -> None:
     same = FileStat(10, 5, 5, 100, 1)
     changed_old = FileStat(10, 5, 5, 101, 1)
     changed_new = FileStat(11, 6, 6, 101, 1)
     errored = FileStat(3, 3, 3, 102, 1)
-    snapshot = CatalogSnapshot(
-        rows(
-            {
-                b"same": sig(same),
-                b"changed": sig(changed_old),
-                b"gone": sig(same),
-                b"blocked/inside": sig(same),
-                b"junk.part": sig(same),
-                b"d/kept": sig(same),
-            }
-        ),
-        {b"err": 4, b"err-gone": 7},
+    catalog = known(
+        {
+            b"same": sig(same),
+            b"changed": sig(changed_old),
+            b"gone": sig(same),
+            b"blocked/inside": sig(same),
+            b"junk.part": sig(same),
+            b"d/kept": sig(same),
+        },
+        (b"err", b"err-gone"),
     )
-    c = ReconcileComparer(snapshot)
-    out = c.feed(listing(b"", (b"same", same), (b"changed", changed_new), (b"new", same), (b"err", errored)))
-    assert [o.relpath for o in out] == [b"changed", b"new", b"err"]
+    c = StreamComparer(catalog, IGNORE, keep_changed=True)
+    root = listing(
+        b"",
+        (b"same", same),
+        (b"changed", changed_new),
+        (b"new", same),
+        (b"err", errored),
+        errors=(WalkError(b"blocked", "permission denied"),),
+    )
+    out = c.feed(replace(root, upto=b"d/"))
+    assert [o.relpath for o in out] == [b"changed"], "err and new sort after d/: they wait for its rows"
     assert out[0].stat == changed_new
-    assert c.feed(listing(b"d/", (b"kept", same))) == []
-    c.feed(listing(b"", errors=(WalkError(b"blocked", "permission denied"),)))
-    diff = c.finish(IGNORE)
+    assert [o.relpath for o in c.feed(listing(b"d/", (b"kept", same)))] == [b"err", b"new"]
+    assert c.finish() == []
+    diff = c.diff
     assert sorted(diff.vanished) == [b"err-gone", b"gone"], "unreadable subtrees and ignored paths stay"
-    assert diff.seen == 5
-    assert snapshot.status(b"same") == "present" and snapshot.status(b"err") == "error"
-    assert snapshot.status(b"new") is None
+    assert diff.seen == 5 and diff.changed_count == 3
+    assert diff.catalog_status == {b"changed": "present", b"err": "error"}, "new is not in the catalog"
 
 
 def test_comparer_handles_unsigned_64_bit_inodes() -> None:
     big = FileStat(1, 1, 1, (1 << 64) - 5, 1)
-    c = ReconcileComparer(CatalogSnapshot(rows({b"x": sig(big)}), {}))
+    c = StreamComparer(known({b"x": sig(big)}), IGNORE)
     assert c.feed(listing(b"", (b"x", big))) == []
     walked = WalkedFile(b"x", sig(big), 1)
     assert walked.stat == big, "the kernel's unsigned inode comes back from the signed signature"
@@ -213,20 +224,26 @@ def test_walks_with_either_reader_agree(tmp_path: Path) -> None:
 def test_comparer_gives_the_same_diff_with_either_reader(tmp_path: Path) -> None:
     odd_tree(tmp_path)
     raw = os.fsencode(str(tmp_path))
-    first = ReconcileComparer(CatalogSnapshot({}, {}))
-    for lst in walk_listings(raw, b"", IGNORE):
-        first.feed(lst)
-    known = {f.relpath: f.signature for f in first.finish(IGNORE).changed}
-    known[b"caf\xe9"] = (0, 0, 0, 0)  # changed since
-    known[b"gone"] = (1, 1, 1, 1)  # deleted since
-    del known[b"new\nline"]  # in error: retried even though it did not change
-    diffs = []
-    for reader in (reconcile.read_dirs, reconcile._read_dirs_python):
-        c = ReconcileComparer(CatalogSnapshot(rows(known), {b"new\nline": 9}))
+
+    def diff(catalog: ListedRows, reader: reconcile.ReadDirs) -> tuple[list[bytes], list[bytes], int]:
+        c = StreamComparer(catalog, IGNORE, keep_changed=True)
         for lst in walk_listings(raw, b"", IGNORE, reader):
             c.feed(lst)
-        d = c.finish(IGNORE)
-        diffs.append((sorted(f.relpath for f in d.changed), d.vanished, d.seen))
+        c.finish()
+        return sorted(f.relpath for f in c.diff.changed), c.diff.vanished, c.diff.seen
+
+    first = StreamComparer(known({}), IGNORE, keep_changed=True)
+    for lst in walk_listings(raw, b"", IGNORE):
+        first.feed(lst)
+    first.finish()
+    signatures = {f.relpath: f.signature for f in first.diff.changed}
+    signatures[b"caf\xe9"] = (0, 0, 0, 0)  # changed since
+    signatures[b"gone"] = (1, 1, 1, 1)  # deleted since
+    del signatures[b"new\nline"]  # in error: retried even though it did not change
+    diffs = [
+        diff(known(signatures, (b"new\nline",)), r)
+        for r in (reconcile.read_dirs, reconcile._read_dirs_python)
+    ]
     assert diffs[0] == ([b"caf\xe9", b"new\nline"], [b"gone"], 4)
     assert diffs[1] == diffs[0]
 

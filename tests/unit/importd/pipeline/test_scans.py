@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
 from pathlib import Path
 
 import anyio
@@ -17,8 +16,8 @@ from importd.catalog import roots as catalog_roots
 from importd.catalog.engine import create_engine, migrate
 from importd.catalog.writer import BatchResult, CatalogWriter, FileChange
 from importd.config import RootConfig
-from importd.items import CatalogSnapshot, FileRef, FileStat, HashedFile
-from importd.pipeline.reconcile import ReconcileComparer, WalkedFile, WalkError
+from importd.items import FileRef, FileStat, HashedFile, KnownRows
+from importd.pipeline.reconcile import ReconcileDiff, WalkedFile, WalkError
 from importd.pipeline.roots import Roots, RootState
 from importd.pipeline.scans import Scan, Scans, walk_in_batches
 from importd.pipeline.watch import Notify, PathHint
@@ -60,7 +59,7 @@ class Harness:
             self.roots,
             writer,
             walk=self._walk,
-            load_snapshot=self._snapshot,
+            known_rows=lambda root_id, prefix: catalog_files.known_rows(writer.engine, root_id, prefix),
             drain_mapping=self._drain,
             gap_report=lambda: {"completeness": {"percent": 100.0}},
             stopping=self.stopping,
@@ -79,10 +78,7 @@ class Harness:
     async def _drain(self) -> None:
         self.drained += 1
 
-    async def _snapshot(self, root_id: int, prefix: bytes | None) -> CatalogSnapshot:
-        return await catalog_files.read_snapshot(self.writer.engine, root_id, prefix)
-
-    def _walk(self, state: RootState, scan: Scan, known: Future[CatalogSnapshot]) -> ReconcileComparer:
+    def _walk(self, state: RootState, scan: Scan, known: KnownRows) -> ReconcileDiff | None:
         def hand_on(st: RootState, sc: Scan, batch: list[WalkedFile]) -> None:
             self.batches.append(batch)
             for item in batch:

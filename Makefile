@@ -11,7 +11,7 @@ ROOT ?= $(DEMO)
 RUNDIR := $(CURDIR)/.run
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format mypy bench demo clean bytecode sanitize soak faults
+.PHONY: install run test lint format mypy bench bench-tree demo clean bytecode sanitize soak faults
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,13 @@ format: $(STAMP)
 
 bench: $(STAMP) bytecode
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The scale section's tree (tools/bench_tree.py): 1,000,000 files by default, in
+# $TMPDIR (or /var/tmp)/importd-bench-tree-<files>, reused while its parameters stay the same;
+# `make bench-tree BENCH_TREE_ARGS="--files 20000"` for another size.
+BENCH_TREE_ARGS ?=
+bench-tree: $(STAMP)
+	$(PY) tools/bench_tree.py $(BENCH_TREE_ARGS)
 
 # Crash trials (tools/crash.py): the real daemon killed with -9 at random moments of random
 # changes, then the catalog checked against the disk. `make soak SOAK_ARGS="--trials 1 --seed S"`

@@ -6,7 +6,8 @@ Sections: `core` (bench.core, issue 2's targets) and, when their modules exist, 
 A section module other than core is called through its `run` function if it has one, else through
 each public function named `bench_*` or `*_figures`, in the order they are defined, each guarded
 on its own. Arguments are passed by name when the function declares them: `work_dir` (a fresh
-folder under the temp dir), `out_dir` (where results go), `quick` (smaller sizes). Each returns a
+folder under the temp dir), `out_dir` (where results go), `quick` (smaller sizes), and the section
+options (`scale_files`, `soak_minutes`, `scale_tree`; None when not given). Each returns a
 dict of figures; its `checks` (`bench.report.Check`, or `Check.as_dict()`) go into the table.
 """
 
@@ -29,7 +30,7 @@ from bench.core import CoreBench, CoreOptions, figures_of, find_importd
 
 SECTIONS = (
     "core", "media", "camera", "entities", "maintenance", "watch", "legacy", "imports", "export",
-    "html_report", "site", "enrich",
+    "html_report", "site", "enrich", "scale",
 )  # fmt: skip
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "results.json"
 
@@ -57,6 +58,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="sample the daemon with py-spy in every phase")
     p.add_argument("--profile-gil", action="store_true", help="with --profile: sample only the GIL holder")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument("--scale-files", type=int, default=None, help="scale: files in its tree (1,000,000)")
+    p.add_argument("--soak-minutes", type=float, default=None, help="scale: soak length (30; --quick 1)")
+    p.add_argument(
+        "--scale-tree", type=Path, default=None, help="scale: the tree's folder (make bench-tree's)"
+    )
     return p.parse_args(argv)
 
 
@@ -94,6 +100,11 @@ def run_core(args: argparse.Namespace, work: Path, out_dir: Path) -> dict[str, A
     return figures_of(CoreBench(opts, say).run())
 
 
+def section_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Options of one section, offered by name to every section (see the module docstring)."""
+    return {"scale_files": args.scale_files, "soak_minutes": args.soak_minutes, "scale_tree": args.scale_tree}
+
+
 def _call(fn: Callable[..., Any], offered: Mapping[str, Any]) -> Any:
     params = inspect.signature(fn).parameters
     kwargs = {name: offered[name] for name in params if name in offered}
@@ -109,15 +120,18 @@ def _call(fn: Callable[..., Any], offered: Mapping[str, Any]) -> Any:
     return fn(**kwargs)
 
 
-def run_module(name: str, work: Path, out_dir: Path, quick: bool) -> dict[str, Any] | None:
-    """A section written by another engineer; None when its module does not exist (yet)."""
+def run_module(
+    name: str, work: Path, out_dir: Path, quick: bool, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """A section written by another engineer; None when its module does not exist (yet).
+    `extra`: section options from the command line, passed to the functions that declare them."""
     try:
         module = importlib.import_module(f"bench.{name}")
     except ModuleNotFoundError as exc:
         if exc.name == f"bench.{name}":
             return None
         raise
-    offered = {"work_dir": work, "out_dir": out_dir, "quick": quick}
+    offered = {"work_dir": work, "out_dir": out_dir, "quick": quick, **(extra or {})}
     run = getattr(module, "run", None)
     if callable(run):
         result = _call(run, offered)
@@ -243,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "core":
                     figures: dict[str, Any] | None = run_core(args, section_work, out.parent)
                 else:
-                    figures = run_module(name, section_work, out.parent, args.quick)
+                    figures = run_module(name, section_work, out.parent, args.quick, section_options(args))
             except Exception as exc:
                 results["errors"][name] = f"{type(exc).__name__}: {exc}"
                 print(f"\n== {name} ==\n  ERROR: {type(exc).__name__}: {exc}", flush=True)

@@ -55,6 +55,10 @@ READ_ROLES = ("metadata", "sidecar", "table", *SIDECAR_ROLES)
 # Kinds of change that bring a media file to a place its sidecars may already be waiting in.
 _ARRIVALS = ("new", "moved", "revived")
 MAX_METADATA_BYTES = 4 << 20
+# Changes mapped in one writer call. Above the writer's bulk batches (8,192 rows, two queued):
+# mapping takes its turn in the writer's queue behind them, and with 5,000 a turn it fell behind
+# a cold import of a million files (400,000 changes queued here, 500 MB).
+MAX_BATCH = 20_000
 # Beyond this many present files among the entities a batch moves files out of, no entity is
 # followed to a new key (their files just map where they now are): checking each file's old
 # place on disk would cost more than it is worth for one batch.
@@ -161,7 +165,7 @@ class EntityMapper:
                     item.done.set()
                     continue
                 batch = list(item)
-                while len(batch) < 5000:
+                while len(batch) < MAX_BATCH:
                     try:
                         more = self._recv.receive_nowait()
                     except (anyio.WouldBlock, anyio.EndOfStream):

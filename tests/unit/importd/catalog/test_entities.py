@@ -260,3 +260,12 @@ def test_a_broken_sidecar_is_a_failed_line_and_the_rest_of_the_batch_maps(catalo
     failed = catalog.execute(select(run_log.c.detail).where(run_log.c.action == "failed")).scalars().all()
     assert [line.split(": ", 2)[:2] for line in failed] == [["Ada/intro.tags.json", "invalid JSON"]]
     assert json.loads(str(_entity(catalog, "Ada")["attributes"])) == {"a": 1}
+
+
+def test_a_sidecar_describes_the_file_its_stem_names_not_one_whose_name_goes_on(catalog: Connection) -> None:
+    _map(catalog, {b"Ada/intro.mp4": b"i", b"Ada/intro 2.mp4": b"j", b"Ada/intro-cut.mp4": b"k"}, 5.0)
+    by_path = {c.relpath: c.file_id for c in live_files_of_root(catalog, 1)}
+    assert described_file(catalog, 1, b"Ada/intro.tags.json") == by_path[b"Ada/intro.mp4"]
+    assert described_file(catalog, 1, b"Ada/intro 2.json") == by_path[b"Ada/intro 2.mp4"]
+    assert described_file(catalog, 1, b"Ada/intro-cut.mp4.tags.json") == by_path[b"Ada/intro-cut.mp4"]
+    assert described_file(catalog, 1, b"Ada/intro-.json") is None

@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from sqlalchemy import and_, bindparam, exc, or_, select, update
+from sqlalchemy import and_, bindparam, exc, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -441,7 +441,7 @@ def _vanished_row_ids(conn: Connection, op: VanishedRows) -> list[int]:
             select(files.c.id).where(
                 files.c.root_id == op.root_id,
                 files.c.relpath.in_(part),
-                files.c.status.not_in(GONE_STATUSES),
+                text(LIVE_PATH_WHERE),  # the partial index's own words, or SQLite cannot use it
                 files.c.last_seen < op.walk_started,
             )
         ).scalars()
@@ -451,16 +451,18 @@ def _vanished_row_ids(conn: Connection, op: VanishedRows) -> list[int]:
 def _gone_row_ids(conn: Connection, burst: Sequence[Vanished]) -> list[int]:
     ids: dict[int, None] = {}  # in order, once each
     for op in burst:
-        cond = files.c.relpath == op.ref.relpath
+        conds = [files.c.relpath == op.ref.relpath]
         if op.subtree:
+            # The path and the range below it as two lookups of the live-path index (the status
+            # spelled as its condition): as `status NOT IN (?, ?)` and `= path OR range`, SQLite
+            # searched by root alone and read all of the root's rows for each deletion.
             low, high = subtree_bounds(op.ref.relpath)
-            cond = or_(cond, and_(files.c.relpath >= low, files.c.relpath < high))
-        if op.at:
-            cond = and_(cond, files.c.last_seen < op.at)
-        query = select(files.c.id).where(
-            files.c.root_id == op.ref.root_id, files.c.status.not_in(GONE_STATUSES), cond
-        )
-        ids.update(dict.fromkeys(conn.execute(query).scalars()))
+            conds.append(and_(files.c.relpath >= low, files.c.relpath < high))
+        for cond in conds:
+            if op.at:
+                cond = and_(cond, files.c.last_seen < op.at)
+            query = select(files.c.id).where(files.c.root_id == op.ref.root_id, text(LIVE_PATH_WHERE), cond)
+            ids.update(dict.fromkeys(conn.execute(query).scalars()))
     return list(ids)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
@@ -337,6 +337,27 @@ def test_live_rows_use_the_partial_index_of_live_paths(conn: Connection) -> None
         " AND relpath IN (x'61', x'62')"
     ).fetchall()
     assert "uq_files_live_path" in str(plan)
+
+
+def test_vanished_paths_are_looked_up_in_the_live_path_index(conn: Connection) -> None:
+    apply_ops(conn, [HashedFile(ref(p), st(i), H1) for i, p in enumerate([b"d/a", b"d", b"e"])], now=1.0)
+    statements: list[tuple[str, object]] = []
+
+    def record(_conn: object, _cursor: object, statement: str, params: object, *_rest: object) -> None:
+        statements.append((statement, params))
+
+    event.listen(conn, "before_cursor_execute", record)
+    try:
+        assert len(writer._gone_row_ids(conn, [Vanished(ref(b"d"), subtree=True, at=5.0)])) == 2
+        assert len(writer._vanished_row_ids(conn, VanishedRows(1, (b"e",), walk_started=5.0))) == 1
+    finally:
+        event.remove(conn, "before_cursor_execute", record)
+    # Not `status NOT IN (?, ?)` nor `= path OR range`: with either SQLite searched by root_id
+    # alone, all of the root's rows.
+    assert statements
+    for statement, params in statements:
+        plan = str(conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).fetchall())  # type: ignore[arg-type]
+        assert "uq_files_live_path (root_id=? AND relpath" in plan, plan
 
 
 # -- the brake on mass disappearance ----------------------------------------------------------

@@ -44,9 +44,10 @@ run: $(STAMP) bytecode demo
 # The whole suite on SQLite, then the integration suite again with every daemon on a PostgreSQL
 # catalog: on IMPORTD_TEST_PG_URL, or a throwaway server started from Debian's binaries; without
 # either it prints "PostgreSQL: skipped (why)" (a failure under IMPORTD_TEST_PG_REQUIRED=1, as in CI).
+# Each pass lists its 15 slowest tests: the suite's time is watched (under 15 minutes on 2 cores).
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
-	$(PY) -m tests.pg $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+	$(PY) -m tests.pg --durations=15 $(PYTEST_ARGS)
 
 # The C extensions rebuilt with AddressSanitizer and UBSan, and the tests that drive them (CI runs it).
 sanitize: $(STAMP)

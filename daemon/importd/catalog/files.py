@@ -61,8 +61,10 @@ def _stream_sql(root_id: int, prefix: bytes | None, sqlite: bool) -> tuple[str, 
     with only the columns the comparison needs, and the relpaths of rows in error."""
     cond, params = "root_id = :root", dict[str, Any](root=root_id)
     if prefix:
+        # One range of the path index, [prefix, prefix + '0'), then `prefix-x` and `prefix.x` (which
+        # sort below `prefix/`) filtered out: with `range OR = prefix` SQLite read the whole root.
         low, high = subtree_bounds(prefix)
-        cond += " AND ((relpath >= :low AND relpath < :high) OR relpath = :prefix)"
+        cond += " AND relpath >= :prefix AND relpath < :high AND (relpath = :prefix OR relpath >= :low)"
         params |= {"low": low, "high": high, "prefix": prefix}
     # `+status`: not through ix_files_status (the path index gives the order). The unary `+` on
     # text is SQLite's alone (PostgreSQL has no such operator, and its planner chooses well).

@@ -65,6 +65,9 @@ if TYPE_CHECKING:
     from importd.catalog.writer import CatalogWriter
     from importd.pipeline.roots import Roots
 
+# How long `status` shows the scrub's figures before counting them again (behind its answer).
+SCRUB_STATE_TTL = 60.0
+
 log = logging.getLogger("importd.maintenance")
 
 Scope = list[tuple[int, bytes]]  # (root_id, relpath prefix or b"")
@@ -180,6 +183,10 @@ class Maintenance:
         self.current: Sweep | None = None
         self._lock = anyio.Lock()  # one repair batch at a time
         self._tg: TaskGroup | None = None
+        # The scrub's figures for `status` (a count over every present row: 0.4 s at a million
+        # files): kept for SCRUB_STATE_TTL and refreshed behind the answer, anew after a sweep.
+        self._scrub_state: tuple[float, dict[str, Any]] | None = None
+        self._scrub_refreshing = False
 
     def bind(self, tg: TaskGroup) -> None:
         """The task group sweeps run in (the service's)."""
@@ -443,6 +450,7 @@ class Maintenance:
             with anyio.CancelScope(shield=True):
                 await self.writer.call(lambda c: catalog.store_findings(c, sweep.run_id, findings))
                 await self.writer.call(lambda c: runs.finish_run(c, sweep.run_id, values))
+            self._scrub_state = None  # its verifications count from the next `status` on
             log.info(
                 "sweep %d %s: %s",
                 sweep.run_id,
@@ -534,11 +542,32 @@ class Maintenance:
             }
         )
 
+    async def _scrub_figures(self) -> dict[str, Any]:
+        cached = self._scrub_state
+        if cached is None or self._tg is None:
+            return dict(await self._count_scrub_state())
+        if time.monotonic() - cached[0] > SCRUB_STATE_TTL and not self._scrub_refreshing:
+            self._scrub_refreshing = True
+            self._tg.start_soon(self._refresh_scrub_state)
+        return dict(cached[1])
+
+    async def _refresh_scrub_state(self) -> None:
+        try:
+            await self._count_scrub_state()
+        finally:
+            self._scrub_refreshing = False
+
+    async def _count_scrub_state(self) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            state = await conn.run_sync(catalog.scrub_state)
+        self._scrub_state = (time.monotonic(), state)
+        return state
+
     async def status(self) -> dict[str, Any]:
         async with AsyncSession(self.engine) as session:
             last = await runs.last_runs(session, "sweep", 1)
+        scrub = await self._scrub_figures()
         async with self.engine.connect() as conn:
-            scrub = await conn.run_sync(catalog.scrub_state)
             links = await conn.run_sync(catalog.link_counts)
         scrub["oldest_verified"] = iso_utc(scrub["oldest_verified"])
         out: dict[str, Any] = {"links": links, "scrub": scrub, "last_sweep": None}

@@ -12,6 +12,7 @@ from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from importctl.findings import Finding
+from importd.catalog.engine import dialect_insert
 from importd.catalog.models import LIVE_PATH_WHERE, STATUS_MISSING, STATUS_PRESENT
 from importd.catalog.tables import chunks, file_moves, files, findings, symlinks
 from importd.items import record
@@ -90,23 +91,27 @@ class SymlinkSeen:
 def record_links(
     conn: Connection, root_id: int, links: Sequence[SymlinkSeen], now: float, complete: bool
 ) -> None:
-    """Upsert the symlinks a walk met; with `complete` (a whole-root walk) the rest are gone."""
-    for link in links:
-        values = {
-            "root_id": root_id,
-            "relpath": link.relpath,
-            "target": link.target,
-            "resolved": link.resolved,
-            "state": link.state,
-            "last_seen": now,
-        }
-        existing = conn.execute(
-            select(symlinks.c.id).where(symlinks.c.root_id == root_id, symlinks.c.relpath == link.relpath)
-        ).first()
-        if existing is None:
-            conn.execute(symlinks.insert().values(values))
-        else:
-            conn.execute(update(symlinks).where(symlinks.c.id == existing[0]).values(values))
+    """Upsert the symlinks a walk met; with `complete` (a whole-root walk) the rest are gone. One
+    statement with a row per link: a lookup then an insert or update per link cost 1.3 s of every
+    restart of a root with 30,000 links (a symlink farm)."""
+    if links:
+        insert = dialect_insert(conn, symlinks)
+        stmt = insert.on_conflict_do_update(
+            index_elements=["root_id", "relpath"],
+            set_={k: insert.excluded[k] for k in ("target", "resolved", "state", "last_seen")},
+        )
+        rows = [
+            {
+                "root_id": root_id,
+                "relpath": link.relpath,
+                "target": link.target,
+                "resolved": link.resolved,
+                "state": link.state,
+                "last_seen": now,
+            }
+            for link in links
+        ]
+        conn.execute(stmt, rows)
     if complete:
         conn.execute(
             update(symlinks)

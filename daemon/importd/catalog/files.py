@@ -16,7 +16,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -272,24 +272,27 @@ def identities_sqlite(
 def status_counts(conn: Connection) -> dict[int, dict[str, tuple[int, int]]]:
     """{root_id: {status: (files, bytes)}}, from the counts the triggers keep (a few rows, however
     many files)."""
-    rows = conn.execute(
-        select(file_counts.c.root_id, file_counts.c.status, file_counts.c.files, file_counts.c.bytes).where(
-            file_counts.c.files != 0
+    return _by_root(
+        conn.execute(
+            select(
+                file_counts.c.root_id, file_counts.c.status, file_counts.c.files, file_counts.c.bytes
+            ).where(file_counts.c.files != 0)
         )
     )
-    out: dict[int, dict[str, tuple[int, int]]] = {}
-    for root_id, status, count, size in rows:
-        out.setdefault(root_id, {})[status] = (int(count), int(size))
-    return out
 
 
 def counted_statuses(conn: Connection) -> dict[int, dict[str, tuple[int, int]]]:
     """The same counted from the rows themselves: what the kept counts must always equal."""
-    rows = conn.execute(
-        select(
-            files.c.root_id, files.c.status, func.count(), func.coalesce(func.sum(files.c.size), 0)
-        ).group_by(files.c.root_id, files.c.status)
+    return _by_root(
+        conn.execute(
+            select(
+                files.c.root_id, files.c.status, func.count(), func.coalesce(func.sum(files.c.size), 0)
+            ).group_by(files.c.root_id, files.c.status)
+        )
     )
+
+
+def _by_root(rows: Iterable[Any]) -> dict[int, dict[str, tuple[int, int]]]:
     out: dict[int, dict[str, tuple[int, int]]] = {}
     for root_id, status, count, size in rows:
         out.setdefault(root_id, {})[status] = (int(count), int(size))

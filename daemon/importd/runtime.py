@@ -10,6 +10,7 @@ Thread names live in `importd.threads`, thread priorities in `importd.priority`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import faulthandler
@@ -17,6 +18,9 @@ import functools
 import gc
 import signal
 from collections.abc import Iterator
+from typing import Any
+
+import anyio
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -139,3 +143,17 @@ def die_with_parent() -> None:
         c = libc()
         if c is not None:
             c.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+async def end_stray_tasks(before: set[asyncio.Task[Any]], deadline_s: float = 5.0) -> None:
+    """Cancel, until they end, the asyncio tasks started since `before` that outlived their task
+    groups. SQLAlchemy's aiosqlite adapter closes a connection cancelled mid-query from a shielded
+    task of its own; cancelled while it closes, that task awaits a stop the connection's thread,
+    already gone, never answers. asyncio's runner cancels each leftover task once, then waits for
+    them all: one such task held the exit for ever. Here each is cancelled as often as it asks."""
+    me = asyncio.current_task()
+    with anyio.move_on_after(deadline_s):
+        while strays := [t for t in asyncio.all_tasks() if t is not me and t not in before and not t.done()]:
+            for task in strays:
+                task.cancel()
+            await asyncio.wait(strays, timeout=0.05)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -31,7 +32,7 @@ from importd.pipeline.enrichment import Enricher
 from importd.pipeline.scans import Scan
 from importd.pipeline.watch import NotifyFactory, kernel_inotify
 from importd.pipeline.wiring import Pipeline
-from importd.runtime import tune_runtime
+from importd.runtime import end_stray_tasks, tune_runtime
 
 log = logging.getLogger("importd")
 STATUS_EVERY_S = 5.0
@@ -80,6 +81,7 @@ class Service:
         self._stop_scope: CancelScope | None = None
 
     async def run(self) -> None:
+        tasks_before = asyncio.all_tasks()
         await migrate(self.engine)
         tune_runtime()
         self.control.bind()  # raises AlreadyRunning before anything else starts
@@ -118,6 +120,7 @@ class Service:
             self.events.close()
             self.control.close()
             await self.engine.dispose()
+            await end_stray_tasks(tasks_before)
             log.info("importd stopped")
 
     def stop(self) -> None:

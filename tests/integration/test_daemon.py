@@ -342,13 +342,21 @@ def test_kill_9_during_registration_then_restart(make_daemon) -> None:  # type: 
         (sub / f"f{i}").write_bytes(data)
         contents[f"d{i % 60}/f{i}".encode()] = blake3_of(data)
     d.start()
-    wait_for(lambda: 0 < len(d.rows("status = 'present'")) < n, interval=0.005, what="a partial registration")
+
+    def registered() -> int:
+        return int(d.sql("SELECT count(*) FROM files WHERE status = 'present'")[0][0])
+
+    # The first commit seen, the daemon is frozen at once: the few milliseconds between a count
+    # and a kill were once enough for it to register the rest.
+    wait_for(lambda: registered() > 0, interval=0.005, what="a partial registration")
     assert d.proc is not None
+    d.proc.send_signal(signal.SIGSTOP)
+    partial = registered()
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait()
     d.proc = None
-    partial = len(d.rows("status = 'present'"))
     assert 0 < partial < n
+    assert registered() == partial
     d.start()
     wait_for(lambda: len(d.rows("status = 'present'")) == n, timeout=60, what="complete after restart")
     d.wait_idle()

@@ -3,6 +3,7 @@ where it is process-wide, so this one keeps its own settings."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from importd import runtime
-from importd.runtime import GC_GEN0_THRESHOLD, collector_paused, release_memory
+from importd.runtime import GC_GEN0_THRESHOLD, collector_paused, end_stray_tasks, release_memory
 
 
 def test_tune_runtime_freezes_start_up_objects_and_collects_less_often() -> None:
@@ -160,3 +161,32 @@ def test_the_stack_signal_dumps_every_thread_and_does_not_kill() -> None:
     assert res.stdout.strip() == "alive"
     assert "Current thread" in res.stderr
     assert "in parked" in res.stderr
+
+
+def test_stray_tasks_that_await_again_when_cancelled_are_ended_and_older_tasks_kept() -> None:
+    """The shape of SQLAlchemy's aiosqlite close: cancelled, it awaits a future nobody answers.
+    asyncio's runner would cancel it once and wait for ever."""
+
+    async def stubborn(never: asyncio.Future[None], ended: list[str]) -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            try:
+                await never
+            finally:
+                ended.append("stubborn")
+
+    async def main() -> tuple[list[str], bool]:
+        older = asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+        before = asyncio.all_tasks()
+        ended: list[str] = []
+        never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().create_task(stubborn(never, ended))
+        await asyncio.sleep(0)
+        await end_stray_tasks(before, deadline_s=5)
+        kept = not older.done()
+        older.cancel()
+        return ended, kept
+
+    ended, kept = asyncio.run(main())
+    assert ended == ["stubborn"] and kept

@@ -69,6 +69,15 @@ class Pattern:
     # Captures declared `{name:int}`: their values are digits, handed on as numbers.
     numeric: frozenset[str] = frozenset()
 
+    @property
+    def bare_regex(self) -> str:
+        """The regex's source with its captures made non-capturing, to join into a larger one
+        (`RuleSet`). A capture's opening `(?P<name>` cannot occur in escaped literal text."""
+        source = self.regex.pattern
+        for name in self.captures:
+            source = source.replace(f"(?P<{name}>", "(?:")
+        return source
+
     def match(self, relpath: str) -> PatternMatch | None:
         m = self.regex.fullmatch(relpath)
         if m is None:

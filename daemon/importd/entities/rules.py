@@ -194,11 +194,24 @@ class RuleSet:
     name: str
     rules: tuple[Rule, ...]
     description: str = ""
+    # Every rule's pattern as one alternative of one regex, in order (group `r<index>`): the
+    # first alternative that matches is the first rule that does. Most files of a legacy tree
+    # match no rule at all; in the million-file bench tree (88 % of it under Archive/) trying
+    # its 40 rules one by one in Python cost 10 s of the event loop's time.
+    _first: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        alternatives = "|".join(f"(?P<r{i}>{rule.pattern.bare_regex})" for i, rule in enumerate(self.rules))
+        object.__setattr__(self, "_first", re.compile(alternatives, re.IGNORECASE))
 
     def map_path(self, relpath: str) -> PathMapping | None:
         """The first matching rule's mapping of `relpath` (relative, '/'-separated), or None."""
-        for index, rule in enumerate(self.rules):
-            mapping = rule.map(relpath, index)
+        m = self._first.fullmatch(relpath)
+        if m is None or m.lastgroup is None:
+            return None
+        start = int(m.lastgroup[1:])
+        for index in range(start, len(self.rules)):
+            mapping = self.rules[index].map(relpath, index)
             if mapping is not None:
                 return mapping
         return None

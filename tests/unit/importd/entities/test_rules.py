@@ -385,3 +385,63 @@ def test_coverage_counts_per_rule_and_unmatched_by_folder() -> None:
     assert list(coverage.to_json()["by_folder"]) == ["A/x", ".", "B/x"]
     assert unmatched_json([]) == {"files": [], "by_folder": {}}
     assert measure_coverage(rules, []).share == 1.0
+
+
+def one_by_one(rule_set: RuleSet, relpath: str) -> PathMapping | None:
+    """What `map_path` must answer: each rule tried in order."""
+    for index, rule in enumerate(rule_set.rules):
+        mapping = rule.map(relpath, index)
+        if mapping is not None:
+            return mapping
+    return None
+
+
+@pytest.mark.parametrize("set_name", shipped_rule_sets())
+def test_the_joined_regex_picks_the_rule_that_trying_each_in_order_picks(set_name: str) -> None:
+    rule_set = load_rule_set(set_name)
+    paths = [
+        "Films/Amélie (2001)/amelie.mkv",
+        nfd("Films/Amélie (2001)/Amélie.MKV"),
+        "Films/Amélie (2001)/poster.jpg",
+        "Films/Amélie (2001)/extras/making of.mp4",
+        "Films/Amélie (2001).mkv",
+        "Films/Amélie (2001).nfo",
+        "Films/Amélie/amelie.mkv",
+        "MOVIES/Heat (1995)/heat.mkv",
+        "Séries/Kaamelott/Saison 01/Kaamelott E03.mkv",
+        "series/kaamelott/season 1/kaamelott.e04.srt",
+        "TV Shows/Kaamelott/poster.png",
+        "Characters/Alice/source.png",
+        "Characters/Alice/intro.mp4",
+        "Characters/Alice/intro.tags.json",
+        "Characters/Alice/.artifacts/scenes.json",
+        "Characters/characters.csv",
+        "Alice/source.png",
+        "Alice/intro.mp4",
+        "Alice/deep/intro.mp4",
+        "Archive/2009/lot 12/IMG_0001.JPG",
+        "Archive/Films/x.mkv",
+        "notes.txt",
+        "Films",
+        "Films/",
+        "a" * 300 + "/b.mkv",
+        "Films/\udcff\udcfe (1999)/f.mkv",  # undecodable bytes, surrogate-escaped
+    ]
+    assert rule_set.rules, set_name
+    for relpath in paths:
+        assert rule_set.map_path(relpath) == one_by_one(rule_set, relpath), relpath
+
+
+def test_the_joined_regex_keeps_rule_order_when_several_match() -> None:
+    rule_set = parse_rules(
+        [
+            {"pattern": "{a}/x.mkv", "entity_type": "film", "name": "{a}", "role": "film"},
+            {"pattern": "**", "entity_type": "film", "name": "catch-all", "role": "extra"},
+            {"pattern": "{title}/{b}.mkv", "entity_type": "film", "name": "{title}", "role": "film"},
+        ]
+    )
+    first = rule_set.map_path("Heat/x.mkv")
+    assert first is not None and (first.rule_index, first.entity_name) == (0, "Heat")
+    second = rule_set.map_path("Heat/y.mkv")
+    assert second is not None and (second.rule_index, second.entity_name) == (1, "catch-all")
+    assert rule_set.map_path("Heat/y.mkv") == one_by_one(rule_set, "Heat/y.mkv")

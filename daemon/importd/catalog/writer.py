@@ -38,7 +38,7 @@ from importd.catalog.models import (
     STATUS_MISSING,
     STATUS_PRESENT,
 )
-from importd.catalog.tables import IN_CHUNK, chunks, contents, file_moves, files
+from importd.catalog.tables import IN_CHUNK, chunks, contents, file_moves, files, insert_rows
 from importd.items import (
     CatalogOp,
     ConfirmHeld,
@@ -141,28 +141,11 @@ def _insert_contents(conn: Connection, values: list[tuple[str, int, float]]) -> 
     if not values:
         return
     if _raw_sqlite(conn):
-        _insert_rows(conn, "contents", _CONTENT_COLUMNS, values, " ON CONFLICT (blake3) DO NOTHING")
+        insert_rows(conn, "contents", _CONTENT_COLUMNS, values, " ON CONFLICT (blake3) DO NOTHING")
         return
     rows = [dict(zip(_CONTENT_COLUMNS, v, strict=True)) for v in values]
     stmt = dialect_insert(conn, contents).on_conflict_do_nothing(index_elements=["blake3"])
     conn.execute(stmt, rows)
-
-
-# Rows per INSERT statement: SQLite allows 32,766 bound values per statement.
-ROWS_PER_INSERT = 256
-
-
-def _insert_rows(
-    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], tail: str = ""
-) -> None:
-    """Many rows per INSERT ... VALUES (...), (...) statement rather than executemany: the
-    driver releases the GIL for each statement it steps, and a release per row made the writer
-    and the hashing thread hand the GIL to each other 100,000 times in a cold import, at tens of
-    microseconds a hand-off on two cores."""
-    one = "(" + ",".join("?" * len(columns)) + ")"
-    head = f"INSERT INTO {table} ({','.join(columns)}) VALUES "
-    for part in chunks(rows, ROWS_PER_INSERT):
-        conn.exec_driver_sql(head + ",".join([one] * len(part)) + tail, tuple(chain.from_iterable(part)))
 
 
 def _file_values(op: HashedFile | MovedFile | FileFailure, now: float) -> dict[str, Any]:
@@ -371,7 +354,7 @@ def _insert_files(
         if raw:
             # bytearray: bound as a blob without the adapter lookup that bytes goes through.
             run = [(r[0], bytearray(r[1]), *r[2:]) for r in inserts[start:end]]
-            _insert_rows(conn, "files", columns, run)
+            insert_rows(conn, "files", columns, run)
         else:
             stmt = files.insert().returning(
                 files.c.id, files.c.root_id, files.c.relpath, files.c.blake3, sort_by_parameter_order=True

@@ -269,3 +269,36 @@ def test_a_sidecar_describes_the_file_its_stem_names_not_one_whose_name_goes_on(
     assert described_file(catalog, 1, b"Ada/intro 2.json") == by_path[b"Ada/intro 2.mp4"]
     assert described_file(catalog, 1, b"Ada/intro-cut.mp4.tags.json") == by_path[b"Ada/intro-cut.mp4"]
     assert described_file(catalog, 1, b"Ada/intro-.json") is None
+
+
+def test_a_file_mapped_twice_in_one_batch_and_again_later_keeps_its_last_link(catalog: Connection) -> None:
+    register(catalog, {b"Alice/intro.mp4": "1" * 64, b"notes.txt": "2" * 64}, now=1.0)
+    changes = {c.relpath: c for c in live_files_of_root(catalog, 1)}
+    video, notes = changes[b"Alice/intro.mp4"], changes[b"notes.txt"]
+    scene = RULES.map_path("Alice/intro.mp4")
+    assert scene is not None
+    # The same file twice in one batch: first unmapped, then mapped; the last word wins.
+    apply_mapping(
+        catalog, [MappedFile(video, None, None, None), MappedFile(video, scene, None, None)], 2.0, {1: None}
+    )
+    apply_mapping(catalog, [MappedFile(notes, None, None, None)], 2.0, {1: None})
+    rows = {
+        r.file_id: r
+        for r in catalog.exec_driver_sql(
+            "SELECT file_id, entity_id, role, rule_index, mapped_at FROM entity_files"
+        )
+    }
+    assert rows[video.file_id].role == scene.role and rows[video.file_id].entity_id is not None
+    assert rows[notes.file_id].entity_id is None and rows[notes.file_id].role is None
+    # Mapped again later (the rules changed): the row is updated in place, not added.
+    apply_mapping(catalog, [MappedFile(video, None, None, None)], 3.0, {1: None})
+    rows = {
+        r.file_id: r
+        for r in catalog.exec_driver_sql("SELECT file_id, entity_id, role, mapped_at FROM entity_files")
+    }
+    assert len(rows) == 2
+    assert (rows[video.file_id].entity_id, rows[video.file_id].role, rows[video.file_id].mapped_at) == (
+        None,
+        None,
+        3.0,
+    )

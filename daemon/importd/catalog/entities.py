@@ -48,6 +48,7 @@ from importd.catalog.tables import (
 from importd.catalog.tags import ensure_tags, tag_entity, tag_file
 from importd.catalog.writer import FileChange
 from importd.entities import (
+    NO_LINK_ATTRIBUTES,
     Attributes,
     AttributeSet,
     Conflict,
@@ -778,7 +779,7 @@ def _link(role: str | None, attrs: str, status: str, gone_since: float | None) -
     row in error is there, just unreadable)."""
     return LinkState(
         role or "",
-        json.loads(attrs),
+        json.loads(attrs) if attrs != "{}" else NO_LINK_ATTRIBUTES,
         status == STATUS_PRESENT,
         gone_since if status in GONE_STATUSES else None,
         forgotten=status == STATUS_FORGOTTEN,

@@ -70,6 +70,7 @@ from importd.entities.metadata import (
 )
 from importd.entities.patterns import Pattern, PatternError, PatternMatch, compile_pattern
 from importd.entities.rules import (
+    NO_LINK_ATTRIBUTES,
     ROLE_EPISODE,
     ROLE_METADATA,
     ROLE_SCENE_VIDEO,
@@ -92,6 +93,7 @@ __all__ = [
     "FIELD_TYPES",
     "KINDS",
     "MATCH_KEY_MODES",
+    "NO_LINK_ATTRIBUTES",
     "ROLE_EPISODE",
     "ROLE_METADATA",
     "ROLE_SCENE_VIDEO",

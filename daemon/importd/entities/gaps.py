@@ -84,7 +84,7 @@ FileId: TypeAlias = str | int
 # --- state -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per linked file, for as long as the daemon runs
 class LinkState:
     """One file's link to its entity: the rule's role and link attributes, whether the file is
     currently there, since when it is not, and whether the operator settled it as gone."""

@@ -10,6 +10,7 @@ from importd.entities.coverage import measure_coverage, unmatched_json
 from importd.entities.episodes import parse_episode
 from importd.entities.keys import id_key, name_key
 from importd.entities.rules import (
+    NO_LINK_ATTRIBUTES,
     PathMapping,
     RuleError,
     RuleSet,
@@ -445,3 +446,15 @@ def test_the_joined_regex_keeps_rule_order_when_several_match() -> None:
     second = rule_set.map_path("Heat/y.mkv")
     assert second is not None and (second.rule_index, second.entity_name) == (1, "catch-all")
     assert rule_set.map_path("Heat/y.mkv") == one_by_one(rule_set, "Heat/y.mkv")
+
+
+def test_mappings_without_link_attributes_share_one_read_only_empty_mapping() -> None:
+    """The live gap report keeps every linked file's link attributes for the daemon's life."""
+    rules = load_rule_set("films-series")
+    film = rules.map_path("Films/Heat (1995)/heat.mkv")
+    episode = rules.map_path("Séries/Kaamelott/Saison 01/Kaamelott E03.mkv")
+    assert film is not None and episode is not None
+    assert film.link_attributes is NO_LINK_ATTRIBUTES and film.link_attributes == {}
+    assert dict(episode.link_attributes) == {"season": 1, "episode": 3}
+    with pytest.raises(TypeError):
+        NO_LINK_ATTRIBUTES["x"] = 1  # type: ignore[index]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from sqlalchemy import ColumnElement, and_, func, or_, select, text, update
+from sqlalchemy import ColumnElement, TextClause, and_, func, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncResult
 from sqlmodel import col
@@ -31,6 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from importd.catalog.engine import open_reader, sqlite_file
 from importd.catalog.models import (
+    GONE_PATH_WHERE,
     GONE_STATUSES,
     LIVE_PATH_WHERE,
     STATUS_ERROR,
@@ -310,17 +311,39 @@ _FOUND: tuple[Any, ...] = (
 
 
 async def _found(
-    session: AsyncSession, *where: ColumnElement[bool] | bool, limit: int, forgotten: bool = True
+    session: AsyncSession,
+    *where: ColumnElement[bool] | TextClause | bool,
+    limit: int,
+    forgotten: bool = True,
+    order: tuple[Any, ...] = (col(FileRow.root_id), col(FileRow.relpath), col(FileRow.id)),
 ) -> list[dict[str, Any]]:
     if not forgotten:
         where = (*where, FileRow.status != STATUS_FORGOTTEN)
-    stmt = (
-        typed_select(*_FOUND)
-        .where(*where)
-        .order_by(col(FileRow.root_id), col(FileRow.relpath), col(FileRow.id))
-        .limit(limit)
-    )
+    stmt = typed_select(*_FOUND).where(*where).order_by(*order).limit(limit)
     return [dict(r._mapping) | {"relpath": bytes(r.relpath)} for r in await session.exec(stmt)]
+
+
+async def _found_by_path(
+    session: AsyncSession, root_id: int, *where: ColumnElement[bool] | bool, limit: int, forgotten: bool
+) -> list[dict[str, Any]]:
+    """Rows of a root whose path meets `where`, in path order: the live ones and the gone ones
+    read apart, each through the partial path index of its statuses. One query over both read
+    every row of the root instead (0.4 s at a million files). A live path holds one row, so the
+    live rows come in index order and the limit stops the read."""
+    live = await _found(
+        session,
+        FileRow.root_id == root_id,
+        *where,
+        text(LIVE_PATH_WHERE),
+        limit=limit,
+        order=(col(FileRow.root_id), col(FileRow.relpath)),
+    )
+    gone = await _found(
+        session, FileRow.root_id == root_id, *where, text(GONE_PATH_WHERE), limit=limit, forgotten=forgotten
+    )
+    rows = live + gone
+    rows.sort(key=lambda r: (r["root_id"], r["relpath"], r["id"]))
+    return rows[:limit]
 
 
 async def find_path(
@@ -328,18 +351,18 @@ async def find_path(
 ) -> list[dict[str, Any]]:
     """Rows at the path (live first, then its missing history), or below it when a folder.
     `forgotten` False leaves forgotten rows out (`find` without `--all`)."""
-    exact = await _found(
-        session, FileRow.root_id == root_id, FileRow.relpath == relpath, limit=limit, forgotten=forgotten
+    exact = await _found_by_path(
+        session, root_id, FileRow.relpath == relpath, limit=limit, forgotten=forgotten
     )
     if exact:
         exact.sort(key=lambda r: (r["status"] in GONE_STATUSES, -(r["missing_since"] or 0)))
         return exact
     low, high = subtree_bounds(relpath) if relpath else (b"", b"\xff" * 8)
-    return await _found(
+    return await _found_by_path(
         session,
-        FileRow.root_id == root_id,
-        FileRow.relpath >= low,
-        FileRow.relpath < high,
+        root_id,
+        col(FileRow.relpath) >= low,
+        col(FileRow.relpath) < high,
         limit=limit,
         forgotten=forgotten,
     )

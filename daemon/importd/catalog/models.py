@@ -33,6 +33,8 @@ ATTRIBUTE_SOURCE_KINDS = (
 # Spelled exactly so in the statements that look live rows up by path: SQLite uses a partial
 # index only for a query whose WHERE holds the index's own condition, term for term.
 LIVE_PATH_WHERE = "status NOT IN ('missing', 'forgotten')"
+# The same for a path's gone rows (its history): `find` by path reads them apart.
+GONE_PATH_WHERE = "status IN ('missing', 'forgotten')"
 
 
 class RootRow(SQLModel, table=True):
@@ -69,6 +71,12 @@ class FileRow(SQLModel, table=True):
             "relpath",
             unique=True,
             sqlite_where=text(LIVE_PATH_WHERE),
+        ),
+        Index(
+            "ix_files_gone_path",
+            "root_id",
+            "relpath",
+            sqlite_where=text(GONE_PATH_WHERE),
         ),
         Index("ix_files_inode", "dev", "inode"),
         Index("ix_files_blake3", "blake3"),

@@ -317,7 +317,12 @@ class Daemon:
         return not busy and not any(r["state"] in ("scanning", "held") for r in s["roots"])
 
     def wait_quiet(self) -> str | None:
-        """None once idle twice, 0.5 s apart; else why not."""
+        """None once idle twice, 0.5 s apart; else why not. A daemon just started is first given
+        ANSWER_S to bind its socket: on PostgreSQL a start takes a second or two, and a trial
+        that restarted it without waiting once took "no control socket yet" for a hang."""
+        why = self.wait_answering()
+        if why is not None:
+            return why
         deadline = time.monotonic() + QUIET_S
         streak = 0
         while time.monotonic() < deadline:

@@ -45,9 +45,14 @@ run: $(STAMP) bytecode demo
 # catalog: on IMPORTD_TEST_PG_URL, or a throwaway server started from Debian's binaries; without
 # either it prints "PostgreSQL: skipped (why)" (a failure under IMPORTD_TEST_PG_REQUIRED=1, as in CI).
 # Each pass lists its 15 slowest tests: the suite's time is watched (under 15 minutes on 2 cores).
-test: $(STAMP)
-	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
-	$(PY) -m tests.pg --durations=15 $(PYTEST_ARGS)
+# Each pass runs in TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0: in pytest's own), a test
+# file to one process (its module-scoped fixtures, such as the wheel's venv, made once); the tests
+# marked `alone` (tests/conftest.py) run with no other beside them. `bytecode` first: the
+# suite starts importd and importctl hundreds of times, each compiling our modules again without it.
+TEST_WORKERS ?= 2
+test: $(STAMP) bytecode
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
+	$(PY) -m tests.pg -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 # The C extensions rebuilt with AddressSanitizer and UBSan, and the tests that drive them (CI runs it).
 sanitize: $(STAMP)

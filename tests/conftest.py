@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +34,36 @@ CATALOG_ENV = "IMPORTD_TEST_CATALOG"
 ON_POSTGRESQL = os.environ.get(CATALOG_ENV, "sqlite") == "postgresql"
 
 
+# `make test` runs the tests in parallel processes (pytest-xdist, `-n`). A test marked `alone` runs
+# with no other test beside it: it changes something machine-wide (an inotify limit) or times what
+# it measures against a deadline that a neighbour's daemon start-up could eat. The workers share a
+# readers-writer lock, two flock(2) files in a folder the controller makes: every test holds the
+# `tests` file shared; an `alone` test holds it exclusive. The `turn` file, taken before either,
+# queues an `alone` test ahead of the tests that come after it (flock alone lets readers starve a
+# writer).
+LOCKS_ENV = "IMPORTD_TEST_LOCKS"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sqlite_only: tests of SQLite itself (its file, WAL, backup API); skipped on PostgreSQL"
     )
+    config.addinivalue_line(
+        "markers",
+        "catalog_free: runs no daemon on the tests' catalog (or names its own SQLite one): the"
+        " PostgreSQL pass (python -m tests.pg) leaves it out, it would run the same test again",
+    )
+    config.addinivalue_line(
+        "markers", "alone: runs with no other test beside it when the suite runs in parallel (xdist)"
+    )
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+        # The controller, before it starts the workers (they inherit its environment).
+        os.environ[LOCKS_ENV] = tempfile.mkdtemp(prefix="importd-test-locks-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and os.environ.get(LOCKS_ENV):
+        shutil.rmtree(os.environ.pop(LOCKS_ENV), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -44,6 +73,59 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("sqlite_only"):
             item.add_marker(skip)
+
+
+def _utf8(value: object) -> object:
+    """`value` with every string UTF-8-encodable: a surrogate (a name that is not UTF-8, decoded
+    with surrogateescape, in a log line or an assertion) as a backslash escape."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode(errors="backslashreplace").decode()
+        return value
+    if isinstance(value, dict):
+        return {k: _utf8(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_utf8(v) for v in value)
+    return value
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_to_serializable(config: pytest.Config, report: object) -> Generator[None, object, object]:
+    # A worker sends each report to the controller as UTF-8 (execnet): a report holding a surrogate
+    # (a test's captured log of such a name) killed the worker instead of reaching the terminal.
+    return _utf8((yield))
+
+
+_lock_files: dict[str, int] = {}
+
+
+def _lock(name: str, how: int) -> int:
+    if name not in _lock_files:
+        _lock_files[name] = os.open(Path(os.environ[LOCKS_ENV]) / name, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(_lock_files[name], how)
+    return _lock_files[name]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    # Around setup, call and teardown: a module's fixtures are made in its first test's setup.
+    if not (hasattr(item.config, "workerinput") and os.environ.get(LOCKS_ENV)):
+        return (yield)
+    alone = item.get_closest_marker("alone") is not None
+    turn = _lock("turn", fcntl.LOCK_EX)
+    if not alone:
+        fcntl.flock(turn, fcntl.LOCK_UN)
+    tests = _lock("tests", fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+    try:
+        return (yield)
+    finally:
+        fcntl.flock(tests, fcntl.LOCK_UN)
+        if alone:
+            fcntl.flock(turn, fcntl.LOCK_UN)
 
 
 class Row(tuple):  # type: ignore[type-arg]

@@ -7,7 +7,8 @@ tests run as root (PostgreSQL refuses root). Without either, the tests that use 
 `pg_url` are skipped, with the reason. Each test gets a database of its own (`pg_url`).
 
 `python -m tests.pg [PYTEST ARGS]` (the second half of `make test`) runs the integration suite
-again with every daemon on a PostgreSQL catalog (IMPORTD_TEST_CATALOG=postgresql), or prints
+again with every daemon on a PostgreSQL catalog (IMPORTD_TEST_CATALOG=postgresql), on one server
+it starts for the pass (and hands its workers as `IMPORTD_TEST_PG_URL`), or prints
 "PostgreSQL: skipped (why)" and exits 0 when no server can be had; with IMPORTD_TEST_PG_REQUIRED=1
 (as CI sets it) that is a failure instead.
 """
@@ -178,12 +179,31 @@ def main(args: list[str]) -> int:
     if reason:
         print(f"PostgreSQL: skipped ({reason})", flush=True)
         return 1 if os.environ.get("IMPORTD_TEST_PG_REQUIRED") == "1" else 0
-    where = os.environ.get(ENV_URL) or f"a throwaway server from {bin_dir()}"
-    print(f"PostgreSQL: the integration suite on {where}", flush=True)
     env = dict(os.environ, IMPORTD_TEST_CATALOG="postgresql")
-    # Building and installing the wheel (`install`) has nothing to do with the catalog.
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "not install", *args, "tests/integration"]
-    return subprocess.run(cmd, env=env).returncode
+    # Building and installing the wheel (`install`), and the tests that run no daemon on the tests'
+    # catalog (`catalog_free`), would run here just as they did on SQLite.
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "not install and not catalog_free", *args]
+    cmd.append("tests/integration")
+    url = os.environ.get(ENV_URL)
+    if url:
+        print(f"PostgreSQL: the integration suite on {url}", flush=True)
+        return subprocess.run(cmd, env=env).returncode
+    found = bin_dir()
+    assert found is not None  # unavailable() said so
+    print(f"PostgreSQL: the integration suite on a throwaway server from {found}", flush=True)
+    # One server for the whole pass, started here: the parallel workers (pytest-xdist) share it
+    # through the URL, each test on a database of its own, rather than each starting its own.
+    cluster = Cluster(found)
+    try:
+        try:
+            server = cluster.start()
+        except subprocess.CalledProcessError as exc:
+            print(f"PostgreSQL: the server did not start: {exc.stderr.decode(errors='replace')}")
+            return 1
+        env[ENV_URL] = server.url("postgres")
+        return subprocess.run(cmd, env=env).returncode
+    finally:
+        cluster.stop()
 
 
 if __name__ == "__main__":

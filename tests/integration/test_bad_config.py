@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import BIN, wait_for
 
 
@@ -86,6 +88,7 @@ def cases(tmp: Path) -> list[tuple[str, str, str, str]]:
     return found
 
 
+@pytest.mark.catalog_free
 def test_every_bad_config_is_refused_by_check_config_and_run(tmp_path: Path) -> None:
     runs = []
     for name, text, key, problem in cases(tmp_path):
@@ -103,6 +106,7 @@ def test_every_bad_config_is_refused_by_check_config_and_run(tmp_path: Path) -> 
     assert not (tmp_path / "run" / "c.sock").exists(), "no daemon came up"
 
 
+@pytest.mark.catalog_free
 def test_a_share_not_mounted_yet_with_a_marker_is_allowed_with_a_warning(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     share = tmp_path / "nas"  # not there yet: mounted later, marker and all

@@ -510,6 +510,7 @@ def test_sighup_adds_and_removes_roots(make_daemon, tmp_path) -> None:  # type: 
     assert "reload failed" in d.log_text()
 
 
+@pytest.mark.catalog_free
 def test_invalid_config_exits_78_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cases = {
         'settle_seconds = "soon"': "settle_seconds",
@@ -554,6 +555,7 @@ def test_a_catalog_sqlite_cannot_read_exits_65_with_one_line_and_is_left_as_it_i
     assert "RestartPreventExitStatus=78 65" in unit
 
 
+@pytest.mark.catalog_free
 def test_a_catalog_server_it_cannot_reach_exits_69_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """No PostgreSQL at that socket: one line naming the catalog (its password hidden), a hint, and
     an exit status systemd restarts on (a server that starts later is found then)."""
@@ -650,6 +652,8 @@ def test_threads_do_not_block_status_during_cold_registration(make_daemon) -> No
     assert answered and max(answered) < 5
 
 
+# The limit is machine-wide: a daemon another test starts meanwhile would fall back to polling too.
+@pytest.mark.alone
 def test_inotify_watch_limit_falls_back_to_polling(make_daemon) -> None:  # type: ignore[no-untyped-def]
     knob = Path("/proc/sys/fs/inotify/max_user_watches")
     try:

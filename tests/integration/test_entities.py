@@ -13,6 +13,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from importctl.protocol import TERMINAL_STATES
 from tests.conftest import BIN, Daemon, wait_for
 
@@ -359,6 +361,7 @@ def test_films_series_library(make_daemon, tmp_path) -> None:  # type: ignore[no
     assert d.ctl_json("unmatched")["files"] == []
 
 
+@pytest.mark.catalog_free
 def test_shipped_rule_set_names_and_bad_rules_are_config_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "c.toml"
     for rules, key in (

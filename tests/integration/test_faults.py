@@ -18,9 +18,12 @@ import pytest
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 # Mounts (tmpfs, FUSE) need root; every fault reads the SQLite catalog file beside the daemon.
+# `alone`: each samples `status` every 200 ms against the fault's short hold; beside another test's
+# daemon the unmount one once read its samples before any showed the root offline.
 pytestmark = [
     pytest.mark.sqlite_only,
     pytest.mark.skipif(os.geteuid() != 0, reason="the faults mount filesystems: needs root"),
+    pytest.mark.alone,
 ]
 
 

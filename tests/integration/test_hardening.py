@@ -73,6 +73,7 @@ def run_under_mdwe(body: str, *args: str, timeout: float = 120) -> subprocess.Co
     )
 
 
+@pytest.mark.catalog_free
 def test_every_module_imports_under_mdwe() -> None:
     result = run_under_mdwe(
         """
@@ -96,6 +97,7 @@ def test_every_module_imports_under_mdwe() -> None:
     assert json.loads(result.stdout) == {}
 
 
+@pytest.mark.catalog_free
 def test_media_extractors_work_under_mdwe(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -202,6 +204,7 @@ def test_daemon_media_under_mdwe(make_daemon, tmp_path) -> None:  # type: ignore
         d.kill()
 
 
+@pytest.mark.catalog_free
 def test_prelude_refuses_wx_memory() -> None:
     """The children above run with W^X in force, not merely asked for: a W+X mapping fails there."""
     result = run_under_mdwe("print(ctypes.CDLL(None).prctl(66, 0, 0, 0, 0))")

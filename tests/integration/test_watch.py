@@ -8,6 +8,7 @@ import os
 import re
 import time
 
+import pytest
 from PIL import Image
 
 from tests.conftest import Daemon, wait_for
@@ -86,6 +87,7 @@ def test_odd_names_never_blind_the_watcher_while_they_are_hashed(make_daemon) ->
     assert_never_blind(d)
 
 
+@pytest.mark.alone  # times the change's way to the catalog against a deadline
 def test_a_renamed_settled_file_follows_within_a_second_without_a_rehash(make_daemon) -> None:  # type: ignore[no-untyped-def]
     # settle_seconds is 2: within 1 s only a rename that skips settling can land.
     d = make_daemon(settle=2.0)
@@ -108,6 +110,7 @@ def test_a_renamed_settled_file_follows_within_a_second_without_a_rehash(make_da
     assert_never_blind(d)
 
 
+@pytest.mark.alone  # times the change's way to the catalog against a deadline
 def test_a_folder_of_500_files_moved_keeps_every_row_without_a_rehash(make_daemon) -> None:  # type: ignore[no-untyped-def]
     d = make_daemon(settle=5.0)  # faster than settling could be
     root = os.fsencode(str(d.roots["legacy"]))

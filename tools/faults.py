@@ -746,6 +746,12 @@ def unmounted_mid_walk(work: Path, hold_s: float, folders: int = 40) -> Outcome:
         with contextlib.suppress(TimeoutError):
             wait_for(d.idle, 60, "the daemon idle")
         time.sleep(max(0.0, hold_s - (time.monotonic() - t0)))
+        # The poller's last sample may predate the root going offline (the waits above can outlast
+        # hold_s): give it time to take one after.
+        with contextlib.suppress(TimeoutError):
+            wait_for(
+                lambda: any("mount point" in w for w in poller.warnings("fault")), 10, "the warning sampled"
+            )
         out.seen += poller.warnings("fault")
         missing = [rel for rel, _b3, st in d.rows().values() if st == "missing"]
         if missing:
